@@ -1,0 +1,1 @@
+//! Helpers for Tern integration tests live in tests/tests/.

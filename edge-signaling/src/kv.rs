@@ -1,0 +1,73 @@
+//! The core's view of the key-value store: reads come in through [`KvRead`],
+//! writes go out as [`Write`] values for the host to apply.
+
+/// A store failure, as reported by the host.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("key-value store: {0}")]
+pub struct KvError(pub String);
+
+/// Read access to the store. Hosts implement this over their backend
+/// (embedded redb, Redis, Spin KV, a Durable Object).
+pub trait KvRead {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError>;
+}
+
+/// One change to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// Set `key` to `value`, whoever wrote it last.
+    Put { key: String, value: Vec<u8> },
+    /// Remove `key` (absent is fine).
+    Delete { key: String },
+    /// Set `key` to `value` only if it still holds `expected` (None: absent).
+    /// If it does not, the whole outcome must be discarded and the input
+    /// handled again on fresh reads.
+    Cas {
+        key: String,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+    },
+}
+
+impl Write {
+    pub fn key(&self) -> &str {
+        match self {
+            Write::Put { key, .. } | Write::Delete { key } | Write::Cas { key, .. } => key,
+        }
+    }
+}
+
+/// An in-memory store for tests and simulations.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryKv {
+    pub map: std::collections::BTreeMap<String, Vec<u8>>,
+}
+
+impl KvRead for MemoryKv {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        Ok(self.map.get(key).cloned())
+    }
+}
+
+impl crate::apply::KvStore for MemoryKv {
+    fn put(&mut self, key: &str, value: &[u8]) -> Result<(), KvError> {
+        self.map.insert(key.to_string(), value.to_vec());
+        Ok(())
+    }
+    fn delete(&mut self, key: &str) -> Result<(), KvError> {
+        self.map.remove(key);
+        Ok(())
+    }
+    fn compare_and_swap(
+        &mut self,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<bool, KvError> {
+        if self.map.get(key).map(Vec::as_slice) != expected {
+            return Ok(false);
+        }
+        self.map.insert(key.to_string(), value.to_vec());
+        Ok(true)
+    }
+}

@@ -1,0 +1,527 @@
+//! The protocol state machine: one input in, one [`Outcome`] out.
+
+use std::collections::BTreeMap;
+
+use tern_common::credentials;
+use tern_common::relay::{self as relay_hb, HeartbeatError};
+
+use crate::config::Config;
+use crate::directory::{self, RelayView};
+use crate::error::{ErrorCode, FrameError};
+use crate::frame::{ClientFrame, IceServer, PeerInfo, RelayRef, ServerFrame, Standby};
+use crate::keys;
+use crate::kv::{KvError, KvRead, Write};
+use crate::model::{encode, read, ConnBinding, Member, RelayIndex, RelayRecord, Room, Session};
+use crate::token;
+
+/// A frame to send on a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub conn: String,
+    pub frame: String,
+}
+
+/// What handling one input produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub writes: Vec<Write>,
+    pub deliveries: Vec<Delivery>,
+}
+
+impl Outcome {
+    fn deliver(&mut self, conn: &str, frame: ServerFrame<'_>) {
+        self.deliveries.push(Delivery {
+            conn: conn.to_string(),
+            frame: frame.to_json(),
+        });
+    }
+
+    /// An outcome that only tells `conn` what went wrong.
+    pub fn error(conn: &str, err: &FrameError) -> Outcome {
+        let mut o = Outcome::default();
+        o.deliver(
+            conn,
+            ServerFrame::Error {
+                code: err.code,
+                message: &err.message,
+            },
+        );
+        o
+    }
+}
+
+/// Bytes of host entropy the core wants per input (ids are drawn from it).
+pub const ENTROPY_BYTES: usize = 24;
+
+/// Signaling core for one deployment. Cheap to construct; holds no state.
+pub struct Signaling<'a> {
+    pub config: &'a Config,
+}
+
+/// Errors inside a handler: either the client's fault (sent back as a frame)
+/// or the store's (reported as `unavailable`).
+enum Fail {
+    Frame(FrameError),
+    Kv(KvError),
+}
+
+impl From<FrameError> for Fail {
+    fn from(e: FrameError) -> Self {
+        Fail::Frame(e)
+    }
+}
+impl From<KvError> for Fail {
+    fn from(e: KvError) -> Self {
+        Fail::Kv(e)
+    }
+}
+
+fn frame_err(code: ErrorCode, msg: impl Into<String>) -> Fail {
+    Fail::Frame(FrameError::new(code, msg))
+}
+
+impl<'a> Signaling<'a> {
+    pub fn new(config: &'a Config) -> Self {
+        Signaling { config }
+    }
+
+    /// Handle one text frame that arrived on `conn`.
+    ///
+    /// `entropy` must be fresh random bytes from the host (at least
+    /// [`ENTROPY_BYTES`]); ids for new participants and sessions come from it.
+    pub fn handle_frame(
+        &self,
+        now_ms: u64,
+        conn: &str,
+        text: &str,
+        entropy: &[u8],
+        kv: &dyn KvRead,
+    ) -> Outcome {
+        if text.len() > self.config.max_frame_bytes {
+            return Outcome::error(
+                conn,
+                &FrameError::new(
+                    ErrorCode::FrameTooLarge,
+                    format!(
+                        "frame is {} bytes; the limit is {}",
+                        text.len(),
+                        self.config.max_frame_bytes
+                    ),
+                ),
+            );
+        }
+        let result = ClientFrame::parse(text)
+            .map_err(Fail::from)
+            .and_then(|frame| self.dispatch(now_ms, conn, frame, entropy, kv));
+        match result {
+            Ok(o) => o,
+            Err(Fail::Frame(e)) => Outcome::error(conn, &e),
+            Err(Fail::Kv(e)) => Outcome::error(
+                conn,
+                &FrameError::new(ErrorCode::Unavailable, format!("state store failed: {e}")),
+            ),
+        }
+    }
+
+    fn dispatch(
+        &self,
+        now_ms: u64,
+        conn: &str,
+        frame: ClientFrame,
+        entropy: &[u8],
+        kv: &dyn KvRead,
+    ) -> Result<Outcome, Fail> {
+        match frame {
+            ClientFrame::Ping { id } => {
+                let mut o = Outcome::default();
+                o.deliver(conn, ServerFrame::Pong { id: &id });
+                Ok(o)
+            }
+            ClientFrame::Join {
+                room,
+                token,
+                session,
+                probes,
+            } => self.join(now_ms, conn, &room, &token, session, &probes, entropy, kv),
+            ClientFrame::Signal { to, data } => self.signal(conn, &to, &data, kv),
+            ClientFrame::Leave => self.leave(conn, kv),
+            ClientFrame::Stats { .. } => {
+                // Accepted from joined clients; call records (a later issue)
+                // will store them.
+                self.binding(conn, kv)?;
+                Ok(Outcome::default())
+            }
+        }
+    }
+
+    fn binding(&self, conn: &str, kv: &dyn KvRead) -> Result<ConnBinding, Fail> {
+        match read::<ConnBinding>(kv, &keys::conn(conn))? {
+            (Some(b), _) => Ok(b),
+            (None, _) => Err(frame_err(ErrorCode::NotJoined, "send \"join\" first")),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn join(
+        &self,
+        now_ms: u64,
+        conn: &str,
+        room_name: &str,
+        token_str: &str,
+        session: Option<String>,
+        probes: &BTreeMap<String, f64>,
+        entropy: &[u8],
+        kv: &dyn KvRead,
+    ) -> Result<Outcome, Fail> {
+        let claims = token::verify(&self.config.api_secret, token_str, now_ms / 1000).map_err(
+            |e| match e {
+                token::TokenError::Expired { .. } => {
+                    frame_err(ErrorCode::ExpiredToken, e.to_string())
+                }
+                _ => frame_err(ErrorCode::BadToken, e.to_string()),
+            },
+        )?;
+        if claims.room != room_name {
+            return Err(frame_err(
+                ErrorCode::BadToken,
+                format!("token is for room {:?}, not {:?}", claims.room, room_name),
+            ));
+        }
+        if read::<ConnBinding>(kv, &keys::conn(conn))?.0.is_some() {
+            return Err(frame_err(
+                ErrorCode::AlreadyJoined,
+                "this connection has already joined; send \"leave\" first",
+            ));
+        }
+        if entropy.len() < ENTROPY_BYTES {
+            return Err(Fail::Kv(KvError("host gave too little entropy".into())));
+        }
+
+        let room_key = keys::room(room_name);
+        let (room, raw_room) = read::<Room>(kv, &room_key)?;
+        let mut room = room.unwrap_or_default();
+        let mut out = Outcome::default();
+        self.prune_away(now_ms, &mut room, &mut out);
+
+        // Resume only a session that belongs to this identity in this room;
+        // anything else (expired, pruned, someone else's) is a fresh join.
+        let resumed = match &session {
+            Some(s) => match read::<Session>(kv, &keys::session(s))?.0 {
+                Some(sess)
+                    if sess.room == room_name
+                        && sess.identity == claims.sub
+                        && room.member(&sess.participant).is_some() =>
+                {
+                    Some((s.clone(), sess.participant))
+                }
+                _ => None,
+            },
+            None => None,
+        };
+
+        let (session_id, participant) = match resumed.clone() {
+            Some((s, p)) => {
+                let m = room
+                    .members
+                    .iter_mut()
+                    .find(|m| m.participant == p)
+                    .expect("checked above");
+                // A resume on a new socket while the old one still looks
+                // alive: the newest connection wins.
+                if let Some(old) = m.conn.replace(conn.to_string()) {
+                    if old != conn {
+                        out.writes.push(Write::Delete {
+                            key: keys::conn(&old),
+                        });
+                    }
+                }
+                m.away_since_ms = None;
+                (s, p)
+            }
+            None => {
+                if room.members.len() >= self.config.max_room_size {
+                    return Err(frame_err(
+                        ErrorCode::RoomFull,
+                        format!("room has {} participants", room.members.len()),
+                    ));
+                }
+                let participant = format!("p-{}", hex::encode(&entropy[0..8]));
+                let session_id = format!("s-{}", hex::encode(&entropy[8..24]));
+                room.members.push(Member {
+                    participant: participant.clone(),
+                    identity: claims.sub.clone(),
+                    session: session_id.clone(),
+                    conn: Some(conn.to_string()),
+                    joined_at_ms: now_ms,
+                    away_since_ms: None,
+                });
+                (session_id, participant)
+            }
+        };
+
+        // Relay choice: keep the room's relay while it is healthy so everyone
+        // in a call shares one relay; otherwise take the best-ranked one.
+        let relays = directory::list(kv, now_ms, self.config.relay_stale_ms)?;
+        let ranked = directory::rank(&relays, probes);
+        let primary = room
+            .relay
+            .as_ref()
+            .and_then(|id| ranked.iter().copied().find(|r| &r.id == id))
+            .or_else(|| ranked.first().copied())
+            .ok_or_else(|| frame_err(ErrorCode::NoRelay, "no healthy relay is registered"))?;
+        room.relay = Some(primary.id.clone());
+        let standby = directory::standby(&ranked, primary).map(|r| Standby {
+            relay: relay_ref(r),
+            ice_servers: self.ice_servers(r, &participant, now_ms),
+        });
+
+        let peers: Vec<PeerInfo> = room
+            .others(&participant)
+            .map(|(m, _)| PeerInfo {
+                participant: m.participant.clone(),
+                identity: m.identity.clone(),
+            })
+            .collect();
+
+        out.writes.push(Write::Cas {
+            key: room_key,
+            expected: raw_room,
+            value: encode(&room),
+        });
+        out.writes.push(Write::Put {
+            key: keys::session(&session_id),
+            value: encode(&Session {
+                participant: participant.clone(),
+                room: room_name.to_string(),
+                identity: claims.sub.clone(),
+            }),
+        });
+        out.writes.push(Write::Put {
+            key: keys::conn(conn),
+            value: encode(&ConnBinding {
+                participant: participant.clone(),
+                room: room_name.to_string(),
+                session: session_id.clone(),
+            }),
+        });
+
+        out.deliver(
+            conn,
+            ServerFrame::Joined {
+                participant: &participant,
+                session: &session_id,
+                identity: &claims.sub,
+                room: room_name,
+                resumed: resumed.is_some(),
+                peers,
+                relay: relay_ref(primary),
+                ice_servers: self.ice_servers(primary, &participant, now_ms),
+                standby,
+            },
+        );
+        if resumed.is_none() {
+            for (_, other) in room.others(&participant) {
+                out.deliver(
+                    other,
+                    ServerFrame::PeerJoined {
+                        participant: &participant,
+                        identity: &claims.sub,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drop members that have been away longer than the grace period and tell
+    /// the others they left.
+    fn prune_away(&self, now_ms: u64, room: &mut Room, out: &mut Outcome) {
+        let grace = self.config.session_grace_ms;
+        let (gone, kept): (Vec<Member>, Vec<Member>) = std::mem::take(&mut room.members)
+            .into_iter()
+            .partition(|m| matches!(m.away_since_ms, Some(t) if now_ms.saturating_sub(t) > grace));
+        room.members = kept;
+        for m in &gone {
+            out.writes.push(Write::Delete {
+                key: keys::session(&m.session),
+            });
+            for (_, conn) in room.others(&m.participant) {
+                out.deliver(
+                    conn,
+                    ServerFrame::PeerLeft {
+                        participant: &m.participant,
+                    },
+                );
+            }
+        }
+    }
+
+    fn ice_servers(&self, relay: &RelayView, participant: &str, now_ms: u64) -> Vec<IceServer> {
+        let expiry = now_ms / 1000 + self.config.turn_ttl_secs;
+        let cred = credentials::mint(&self.config.relay_secret, participant, expiry);
+        vec![IceServer {
+            urls: relay.listeners.iter().map(|l| l.turn_url()).collect(),
+            username: cred.username,
+            credential: cred.credential,
+        }]
+    }
+
+    fn signal(
+        &self,
+        conn: &str,
+        to: &str,
+        data: &serde_json::Value,
+        kv: &dyn KvRead,
+    ) -> Result<Outcome, Fail> {
+        let me = self.binding(conn, kv)?;
+        let room = read::<Room>(kv, &keys::room(&me.room))?
+            .0
+            .unwrap_or_default();
+        let target = room
+            .member(to)
+            .filter(|m| m.participant != me.participant)
+            .and_then(|m| m.conn.as_deref())
+            .ok_or_else(|| {
+                frame_err(
+                    ErrorCode::UnknownPeer,
+                    format!("no connected participant {to:?} in this room"),
+                )
+            })?;
+        let mut out = Outcome::default();
+        out.deliver(
+            target,
+            ServerFrame::Signal {
+                from: &me.participant,
+                data,
+            },
+        );
+        Ok(out)
+    }
+
+    fn leave(&self, conn: &str, kv: &dyn KvRead) -> Result<Outcome, Fail> {
+        let me = self.binding(conn, kv)?;
+        let room_key = keys::room(&me.room);
+        let (room, raw) = read::<Room>(kv, &room_key)?;
+        let mut room = room.unwrap_or_default();
+        room.members.retain(|m| m.participant != me.participant);
+        let mut out = Outcome::default();
+        out.writes.push(Write::Cas {
+            key: room_key,
+            expected: raw,
+            value: encode(&room),
+        });
+        out.writes.push(Write::Delete {
+            key: keys::session(&me.session),
+        });
+        out.writes.push(Write::Delete {
+            key: keys::conn(conn),
+        });
+        for (_, other) in room.others(&me.participant) {
+            out.deliver(
+                other,
+                ServerFrame::PeerLeft {
+                    participant: &me.participant,
+                },
+            );
+        }
+        out.deliver(conn, ServerFrame::Left);
+        Ok(out)
+    }
+
+    /// The connection `conn` closed without `leave`. Its participant stays in
+    /// the room as away for `session_grace_ms` so it can resume.
+    pub fn handle_disconnect(
+        &self,
+        now_ms: u64,
+        conn: &str,
+        kv: &dyn KvRead,
+    ) -> Result<Outcome, KvError> {
+        let Some(me) = read::<ConnBinding>(kv, &keys::conn(conn))?.0 else {
+            return Ok(Outcome::default());
+        };
+        let room_key = keys::room(&me.room);
+        let (room, raw) = read::<Room>(kv, &room_key)?;
+        let mut out = Outcome::default();
+        out.writes.push(Write::Delete {
+            key: keys::conn(conn),
+        });
+        if let Some(mut room) = room {
+            if let Some(m) = room
+                .members
+                .iter_mut()
+                .find(|m| m.participant == me.participant && m.conn.as_deref() == Some(conn))
+            {
+                m.conn = None;
+                m.away_since_ms = Some(now_ms);
+                out.writes.insert(
+                    0,
+                    Write::Cas {
+                        key: room_key,
+                        expected: raw,
+                        value: encode(&room),
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// A relay heartbeat arrived (body and signature header as received).
+    pub fn handle_heartbeat(
+        &self,
+        now_ms: u64,
+        body: &[u8],
+        signature: &str,
+        kv: &dyn KvRead,
+    ) -> Result<Outcome, HeartbeatFail> {
+        let hb = relay_hb::verify(&self.config.relay_secret, body, signature, now_ms)?;
+        let key = keys::relay(&hb.id);
+        let mut out = Outcome::default();
+        if let (Some(prev), _) = read::<RelayRecord>(kv, &key)? {
+            // A restarted relay starts its sequence again; only drop
+            // reordered heartbeats from the same run (same sender clock era).
+            if hb.seq <= prev.heartbeat.seq && hb.sent_at_ms <= prev.heartbeat.sent_at_ms {
+                return Ok(out);
+            }
+        }
+        let (index, raw_index) = read::<RelayIndex>(kv, keys::RELAY_INDEX)?;
+        let mut index = index.unwrap_or_default();
+        if !index.ids.contains(&hb.id) {
+            index.ids.push(hb.id.clone());
+            out.writes.push(Write::Cas {
+                key: keys::RELAY_INDEX.to_string(),
+                expected: raw_index,
+                value: encode(&index),
+            });
+        }
+        out.writes.push(Write::Put {
+            key,
+            value: encode(&RelayRecord {
+                heartbeat: hb,
+                received_at_ms: now_ms,
+            }),
+        });
+        Ok(out)
+    }
+
+    /// The relay directory as `GET /v1/relays` shows it.
+    pub fn relays(&self, now_ms: u64, kv: &dyn KvRead) -> Result<Vec<RelayView>, KvError> {
+        directory::list(kv, now_ms, self.config.relay_stale_ms)
+    }
+}
+
+fn relay_ref(r: &RelayView) -> RelayRef {
+    RelayRef {
+        id: r.id.clone(),
+        region: r.region.clone(),
+    }
+}
+
+/// Why a heartbeat was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum HeartbeatFail {
+    #[error(transparent)]
+    Invalid(#[from] HeartbeatError),
+    #[error(transparent)]
+    Kv(#[from] KvError),
+}

@@ -1,0 +1,445 @@
+//! Protocol v1 scenarios against the sans-IO core, with simulated time and an
+//! in-memory store. Every scenario runs through `apply::run`, the same
+//! write-and-retry path hosts use.
+
+use edge_signaling::apply::{apply, run};
+use edge_signaling::kv::MemoryKv;
+use edge_signaling::token::{self, Claims};
+use edge_signaling::{Config, Outcome, Signaling};
+use serde_json::{json, Value};
+use tern_common::relay::{self, Heartbeat, Listener, Load, RelayState};
+
+const API: &[u8] = b"api-secret";
+const RELAY: &[u8] = b"relay-secret";
+const T0: u64 = 1_800_000_000_000; // simulated unix ms
+
+struct Sim {
+    cfg: Config,
+    kv: MemoryKv,
+    now: u64,
+    counter: u64,
+}
+
+impl Sim {
+    fn new() -> Sim {
+        let mut s = Sim {
+            cfg: Config::new(API, RELAY),
+            kv: MemoryKv::default(),
+            now: T0,
+            counter: 0,
+        };
+        s.heartbeat("a1", "local-a", 1);
+        s.heartbeat("b1", "local-b", 1);
+        s
+    }
+
+    fn entropy(&mut self) -> Vec<u8> {
+        self.counter += 1;
+        let mut e = vec![0u8; 24];
+        e[0..8].copy_from_slice(&self.counter.to_be_bytes());
+        e[8..16].copy_from_slice(&self.counter.to_le_bytes());
+        e
+    }
+
+    fn heartbeat(&mut self, id: &str, region: &str, seq: u64) {
+        let hb = Heartbeat {
+            id: id.into(),
+            region: region.into(),
+            listeners: vec![Listener {
+                transport: "udp".into(),
+                address: format!("127.0.0.1:{}", 3478 + seq % 2),
+            }],
+            state: RelayState::Active,
+            load: Load::default(),
+            seq,
+            sent_at_ms: self.now,
+        };
+        let body = serde_json::to_vec(&hb).unwrap();
+        let sig = relay::sign(RELAY, &body);
+        let (cfg, now) = (self.cfg.clone(), self.now);
+        let sig_ = Signaling::new(&cfg);
+        run(&mut self.kv, |kv| {
+            sig_.handle_heartbeat(now, &body, &sig, kv).unwrap()
+        })
+        .unwrap()
+        .unwrap();
+    }
+
+    fn send(&mut self, conn: &str, frame: Value) -> Vec<(String, Value)> {
+        self.send_text(conn, &frame.to_string())
+    }
+
+    fn send_text(&mut self, conn: &str, text: &str) -> Vec<(String, Value)> {
+        let entropy = self.entropy();
+        let (cfg, now) = (self.cfg.clone(), self.now);
+        let s = Signaling::new(&cfg);
+        let o = run(&mut self.kv, |kv| {
+            s.handle_frame(now, conn, text, &entropy, kv)
+        })
+        .unwrap()
+        .expect("no endless conflicts");
+        deliveries(o)
+    }
+
+    fn disconnect(&mut self, conn: &str) -> Vec<(String, Value)> {
+        let (cfg, now) = (self.cfg.clone(), self.now);
+        let s = Signaling::new(&cfg);
+        deliveries(
+            run(&mut self.kv, |kv| {
+                s.handle_disconnect(now, conn, kv).unwrap()
+            })
+            .unwrap()
+            .unwrap(),
+        )
+    }
+
+    fn token(&self, room: &str, who: &str) -> String {
+        token::mint(
+            API,
+            &Claims {
+                room: room.into(),
+                sub: who.into(),
+                exp: self.now / 1000 + 60,
+            },
+        )
+    }
+
+    fn join(&mut self, conn: &str, room: &str, who: &str) -> Value {
+        let t = self.token(room, who);
+        let out = self.send(conn, json!({"type":"join","room":room,"token":t}));
+        let joined = out.iter().find(|(c, f)| c == conn && f["type"] == "joined");
+        joined
+            .unwrap_or_else(|| panic!("no joined frame: {out:?}"))
+            .1
+            .clone()
+    }
+}
+
+fn deliveries(o: Outcome) -> Vec<(String, Value)> {
+    o.deliveries
+        .into_iter()
+        .map(|d| (d.conn, serde_json::from_str(&d.frame).unwrap()))
+        .collect()
+}
+
+fn error_code(out: &[(String, Value)]) -> String {
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].1["type"], "error", "{out:?}");
+    out[0].1["code"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn two_participants_join_see_each_other_and_share_a_relay() {
+    let mut sim = Sim::new();
+    let a = sim.join("c1", "room", "alice");
+    assert_eq!(a["peers"], json!([]));
+    assert_eq!(a["identity"], "alice");
+    let primary = a["relay"]["region"].as_str().unwrap().to_string();
+    let standby = a["standby"]["relay"]["region"].as_str().unwrap();
+    assert_ne!(primary, standby, "standby must be in another region");
+    let ice = &a["iceServers"][0];
+    let username = ice["username"].as_str().unwrap();
+    assert!(username.ends_with(a["participant"].as_str().unwrap()));
+    assert_eq!(
+        ice["credential"],
+        tern_common::credentials::password(RELAY, username)
+    );
+
+    let t = sim.token("room", "bob");
+    let out = sim.send("c2", json!({"type":"join","room":"room","token":t}));
+    let b = &out.iter().find(|(c, _)| c == "c2").unwrap().1;
+    assert_eq!(
+        b["peers"],
+        json!([{"participant": a["participant"], "identity": "alice"}])
+    );
+    assert_eq!(b["relay"], a["relay"], "one relay per room");
+    let note = &out.iter().find(|(c, _)| c == "c1").unwrap().1;
+    assert_eq!(note["type"], "peer-joined");
+    assert_eq!(note["participant"], b["participant"]);
+    assert_eq!(note["identity"], "bob");
+}
+
+#[test]
+fn signal_is_forwarded_both_ways_and_unknown_peers_are_refused() {
+    let mut sim = Sim::new();
+    let a = sim.join("c1", "r", "alice");
+    let b = sim.join("c2", "r", "bob");
+    let out = sim.send(
+        "c1",
+        json!({"type":"signal","to":b["participant"],"data":{"sdp":"offer"}}),
+    );
+    assert_eq!(
+        out,
+        vec![(
+            "c2".to_string(),
+            json!({"type":"signal","from":a["participant"],"data":{"sdp":"offer"}})
+        )]
+    );
+    let out = sim.send(
+        "c2",
+        json!({"type":"signal","to":a["participant"],"data":{"sdp":"answer"}}),
+    );
+    assert_eq!(out[0].0, "c1");
+    assert_eq!(out[0].1["data"]["sdp"], "answer");
+    let out = sim.send("c1", json!({"type":"signal","to":"p-nobody","data":{}}));
+    assert_eq!(error_code(&out), "unknown_peer");
+    // Nor to oneself.
+    let out = sim.send(
+        "c1",
+        json!({"type":"signal","to":a["participant"],"data":{}}),
+    );
+    assert_eq!(error_code(&out), "unknown_peer");
+}
+
+#[test]
+fn leave_tells_peers_and_frees_the_connection() {
+    let mut sim = Sim::new();
+    let a = sim.join("c1", "r", "alice");
+    sim.join("c2", "r", "bob");
+    let out = sim.send("c1", json!({"type":"leave"}));
+    assert!(out.contains(&(
+        "c2".to_string(),
+        json!({"type":"peer-left","participant":a["participant"]})
+    )));
+    assert!(out.contains(&("c1".to_string(), json!({"type":"left"}))));
+    assert_eq!(
+        error_code(&sim.send("c1", json!({"type":"leave"}))),
+        "not_joined"
+    );
+    // The connection may join again.
+    let again = sim.join("c1", "r", "alice");
+    assert_ne!(again["participant"], a["participant"]);
+}
+
+#[test]
+fn a_dropped_connection_resumes_its_session_within_grace() {
+    let mut sim = Sim::new();
+    let a = sim.join("c1", "r", "alice");
+    sim.join("c2", "r", "bob");
+    assert!(
+        sim.disconnect("c1").is_empty(),
+        "peers are not told during grace"
+    );
+    sim.now += 5_000;
+    sim.heartbeat("a1", "local-a", 2);
+    sim.heartbeat("b1", "local-b", 2);
+    let t = sim.token("r", "alice");
+    let out = sim.send(
+        "c3",
+        json!({"type":"join","room":"r","token":t,"session":a["session"]}),
+    );
+    assert_eq!(out.len(), 1, "a resume announces nothing to peers: {out:?}");
+    let resumed = &out[0].1;
+    assert_eq!(resumed["participant"], a["participant"]);
+    assert_eq!(resumed["resumed"], true);
+    // Signals now reach the new connection.
+    let out = sim.send(
+        "c2",
+        json!({"type":"signal","to":a["participant"],"data":{"x":1}}),
+    );
+    assert_eq!(out[0].0, "c3");
+}
+
+#[test]
+fn a_session_cannot_be_taken_over_by_another_identity() {
+    let mut sim = Sim::new();
+    let a = sim.join("c1", "r", "alice");
+    sim.disconnect("c1");
+    let t = sim.token("r", "mallory");
+    let out = sim.send(
+        "c9",
+        json!({"type":"join","room":"r","token":t,"session":a["session"]}),
+    );
+    assert_ne!(out[0].1["participant"], a["participant"]);
+    assert_eq!(out[0].1["resumed"], false);
+}
+
+#[test]
+fn away_participants_are_pruned_after_grace() {
+    let mut sim = Sim::new();
+    let a = sim.join("c1", "r", "alice");
+    sim.join("c2", "r", "bob");
+    sim.disconnect("c1");
+    sim.now += sim.cfg.session_grace_ms + 1;
+    sim.heartbeat("a1", "local-a", 2);
+    sim.heartbeat("b1", "local-b", 2);
+    let t = sim.token("r", "carol");
+    let out = sim.send("c3", json!({"type":"join","room":"r","token":t}));
+    assert!(out.contains(&(
+        "c2".to_string(),
+        json!({"type":"peer-left","participant":a["participant"]})
+    )));
+    let c = &out.iter().find(|(c, _)| c == "c3").unwrap().1;
+    assert_eq!(
+        c["peers"].as_array().unwrap().len(),
+        1,
+        "only bob remains: {c}"
+    );
+    // The pruned session no longer resumes.
+    let t = sim.token("r", "alice");
+    let out = sim.send(
+        "c4",
+        json!({"type":"join","room":"r","token":t,"session":a["session"]}),
+    );
+    let j = &out.iter().find(|(c, _)| c == "c4").unwrap().1;
+    assert_eq!(j["resumed"], false);
+}
+
+#[test]
+fn tokens_are_checked() {
+    let mut sim = Sim::new();
+    let code = |sim: &mut Sim, token: String, room: &str| {
+        error_code(&sim.send("c1", json!({"type":"join","room":room,"token":token})))
+    };
+    assert_eq!(code(&mut sim, String::new(), "r"), "bad_token");
+    let forged = token::mint(
+        b"wrong",
+        &Claims {
+            room: "r".into(),
+            sub: "a".into(),
+            exp: T0 / 1000 + 60,
+        },
+    );
+    assert_eq!(code(&mut sim, forged, "r"), "bad_token");
+    let expired = token::mint(
+        API,
+        &Claims {
+            room: "r".into(),
+            sub: "a".into(),
+            exp: T0 / 1000 - 1,
+        },
+    );
+    assert_eq!(code(&mut sim, expired, "r"), "expired_token");
+    let other_room = sim.token("elsewhere", "a");
+    assert_eq!(code(&mut sim, other_room, "r"), "bad_token");
+    let missing = sim.send("c1", json!({"type":"join","room":"r"}));
+    assert_eq!(error_code(&missing), "bad_request");
+    assert!(
+        sim.kv.map.keys().all(|k| !k.starts_with("room/")),
+        "refused joins store nothing"
+    );
+}
+
+#[test]
+fn bad_input_gets_stable_codes_and_changes_nothing() {
+    let mut sim = Sim::new();
+    sim.join("c1", "r", "alice");
+    let before = sim.kv.map.clone();
+    assert_eq!(error_code(&sim.send_text("c1", "{not json")), "bad_request");
+    assert_eq!(
+        error_code(&sim.send("c1", json!({"type":"teleport"}))),
+        "unknown_type"
+    );
+    let big = format!("{{\"type\":\"ping\",\"pad\":\"{}\"}}", "x".repeat(70_000));
+    assert_eq!(error_code(&sim.send_text("c1", &big)), "frame_too_large");
+    assert_eq!(
+        error_code(&sim.send("c2", json!({"type":"signal","to":"x","data":{}}))),
+        "not_joined"
+    );
+    let t = sim.token("r", "alice");
+    assert_eq!(
+        error_code(&sim.send("c1", json!({"type":"join","room":"r","token":t}))),
+        "already_joined"
+    );
+    assert_eq!(sim.kv.map, before);
+    assert_eq!(
+        sim.send("c2", json!({"type":"ping","id":42})),
+        vec![("c2".to_string(), json!({"type":"pong","id":42}))]
+    );
+}
+
+#[test]
+fn rooms_have_a_size_limit() {
+    let mut sim = Sim::new();
+    sim.cfg.max_room_size = 2;
+    sim.join("c1", "r", "a");
+    sim.join("c2", "r", "b");
+    let t = sim.token("r", "c");
+    assert_eq!(
+        error_code(&sim.send("c3", json!({"type":"join","room":"r","token":t}))),
+        "room_full"
+    );
+}
+
+#[test]
+fn a_relay_that_stops_heartbeating_is_not_handed_out() {
+    let mut sim = Sim::new();
+    let first = sim.join("c1", "r1", "a");
+    let dead = first["relay"]["id"].as_str().unwrap().to_string();
+    let alive = if dead == "a1" {
+        ("b1", "local-b")
+    } else {
+        ("a1", "local-a")
+    };
+    sim.now += 1_000;
+    sim.heartbeat(alive.0, alive.1, 5);
+    sim.now += sim.cfg.relay_stale_ms; // `dead` is now 2.5 s silent, `alive` 1.5 s
+    let s = Signaling::new(&sim.cfg);
+    let view = s.relays(sim.now, &sim.kv).unwrap();
+    assert!(!view.iter().find(|r| r.id == dead).unwrap().healthy);
+    assert!(view.iter().find(|r| r.id == alive.0).unwrap().healthy);
+    let next = sim.join("c2", "r2", "b");
+    assert_eq!(next["relay"]["id"], alive.0);
+    assert!(
+        next.get("standby").is_none(),
+        "no other healthy region for a standby"
+    );
+    // Even the room that was on the dead relay moves for a newcomer.
+    let late = sim.join("c3", "r1", "c");
+    assert_eq!(late["relay"]["id"], alive.0);
+    sim.now += 10_000;
+    let t = sim.token("r3", "d");
+    assert_eq!(
+        error_code(&sim.send("c4", json!({"type":"join","room":"r3","token":t}))),
+        "no_relay"
+    );
+}
+
+#[test]
+fn probes_steer_the_choice_of_relay() {
+    let mut sim = Sim::new();
+    let t = sim.token("r", "a");
+    let out = sim.send(
+        "c1",
+        json!({"type":"join","room":"r","token":t,"probes":{"local-b":3.0,"local-a":90.0}}),
+    );
+    assert_eq!(out[0].1["relay"]["region"], "local-b");
+    assert_eq!(out[0].1["standby"]["relay"]["region"], "local-a");
+}
+
+#[test]
+fn racing_joins_retry_on_conflict_and_both_land() {
+    let mut sim = Sim::new();
+    let cfg = sim.cfg.clone();
+    let s = Signaling::new(&cfg);
+    let (ta, tb) = (sim.token("r", "a"), sim.token("r", "b"));
+    let ja = json!({"type":"join","room":"r","token":ta}).to_string();
+    let jb = json!({"type":"join","room":"r","token":tb}).to_string();
+    // Both edges read the empty room, then b commits first.
+    let oa = s.handle_frame(sim.now, "ca", &ja, &[1; 24], &sim.kv);
+    let ob = s.handle_frame(sim.now, "cb", &jb, &[2; 24], &sim.kv);
+    assert!(apply(&mut sim.kv, &ob.writes).unwrap());
+    assert!(
+        !apply(&mut sim.kv, &oa.writes).unwrap(),
+        "stale CAS must lose"
+    );
+    let before = sim.kv.map.clone();
+    assert!(before.get("conn/ca").is_none(), "a lost CAS writes nothing");
+    let oa = run(&mut sim.kv, |kv| {
+        s.handle_frame(sim.now, "ca", &ja, &[1; 24], kv)
+    })
+    .unwrap()
+    .unwrap();
+    let joined: Value = serde_json::from_str(&oa.deliveries[0].frame).unwrap();
+    assert_eq!(joined["peers"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn heartbeats_must_be_signed() {
+    let sim = Sim::new();
+    let s = Signaling::new(&sim.cfg);
+    let body = br#"{"id":"x"}"#;
+    assert!(s
+        .handle_heartbeat(sim.now, body, &relay::sign(b"nope", body), &sim.kv)
+        .is_err());
+}

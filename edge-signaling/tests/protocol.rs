@@ -424,7 +424,7 @@ fn racing_joins_retry_on_conflict_and_both_land() {
         "stale CAS must lose"
     );
     let before = sim.kv.map.clone();
-    assert!(before.get("conn/ca").is_none(), "a lost CAS writes nothing");
+    assert!(!before.contains_key("conn/ca"), "a lost CAS writes nothing");
     let oa = run(&mut sim.kv, |kv| {
         s.handle_frame(sim.now, "ca", &ja, &[1; 24], kv)
     })

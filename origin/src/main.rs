@@ -1,1 +1,198 @@
-fn main(){}
+//! `tern`: the origin. Hosts the signaling component, terminates WebSockets,
+//! keeps state in the embedded store, and in `tern up` runs local relays.
+
+mod app;
+mod assets;
+mod component;
+mod gateway;
+mod http;
+mod secrets;
+mod store;
+mod up;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use edge_signaling::token::{self, Claims};
+
+#[derive(Parser)]
+#[command(
+    name = "tern",
+    version,
+    about = "Tern: voice calls that survive failures"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run everything on one machine: signaling, the embedded store, and two
+    /// local relay regions. Development and demo defaults.
+    Up(up::UpArgs),
+    /// Run an origin (signaling edge) only.
+    Serve(ServeArgs),
+    /// Print a room token.
+    Token(TokenArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct ServeArgs {
+    /// Address for HTTP and WebSocket clients.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Where the embedded store keeps its file.
+    #[arg(long, default_value = ".tern")]
+    pub data_dir: PathBuf,
+    /// Name of this edge.
+    #[arg(long, default_value = "local")]
+    pub edge: String,
+    /// HS256 secret room tokens are signed with.
+    #[arg(long, env = "TERN_API_SECRET", hide_env_values = true)]
+    pub api_secret: Option<String>,
+    /// Secret shared with relays (TURN credentials and heartbeats).
+    #[arg(long, env = "TERN_RELAY_SECRET", hide_env_values = true)]
+    pub relay_secret: Option<String>,
+    /// A relay is unhealthy once its last heartbeat is older than this.
+    #[arg(long, default_value_t = 1500)]
+    pub relay_stale_ms: u64,
+    /// Serve `GET /v1/dev/token` (anyone can get a token: development only).
+    #[arg(long)]
+    pub dev_tokens: bool,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    #[arg(long)]
+    room: String,
+    #[arg(long)]
+    identity: String,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    ttl: u64,
+    /// Secret to sign with; defaults to the one `tern up` keeps in --data-dir.
+    #[arg(long, env = "TERN_API_SECRET", hide_env_values = true)]
+    api_secret: Option<String>,
+    #[arg(long, default_value = ".tern")]
+    data_dir: PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Token(t) => {
+            let secret = match t.api_secret {
+                Some(s) => s,
+                None => secrets::load_or_create(&t.data_dir)?.api_secret,
+            };
+            let claims = Claims {
+                room: t.room,
+                sub: t.identity,
+                exp: app::now_ms() / 1000 + t.ttl,
+            };
+            println!("{}", token::mint(secret.as_bytes(), &claims));
+            Ok(())
+        }
+        Command::Serve(args) => runtime()?.block_on(async {
+            let (app, listener) = start(args).await?;
+            serve(app, listener).await
+        }),
+        Command::Up(args) => runtime()?.block_on(up::run(args)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Open the store, load the component and bind the listener.
+pub async fn start(args: ServeArgs) -> anyhow::Result<(Arc<app::App>, tokio::net::TcpListener)> {
+    let store = store::EmbeddedStore::open(&args.data_dir)?;
+    let (api_secret, relay_secret) = match (args.api_secret, args.relay_secret) {
+        (Some(a), Some(r)) => (a, r),
+        (a, r) => {
+            let s = secrets::load_or_create(&args.data_dir)?;
+            (a.unwrap_or(s.api_secret), r.unwrap_or(s.relay_secret))
+        }
+    };
+    let mut cfg = edge_signaling::Config::new(api_secret.clone(), relay_secret.clone());
+    cfg.edge = args.edge.clone();
+    cfg.relay_stale_ms = args.relay_stale_ms;
+    let env = BTreeMap::from([
+        ("TERN_API_SECRET".to_string(), api_secret),
+        ("TERN_RELAY_SECRET".to_string(), relay_secret),
+        ("TERN_EDGE".to_string(), args.edge.clone()),
+        (
+            "TERN_RELAY_STALE_MS".to_string(),
+            args.relay_stale_ms.to_string(),
+        ),
+    ]);
+    let host = tokio::task::spawn_blocking({
+        let store = store.clone();
+        move || component::SignalingHost::new(component::SIGNALING_WASM, env, store)
+    })
+    .await??;
+    let mut boot = [0u8; 4];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut boot);
+    let app = Arc::new(app::App {
+        host: Arc::new(host),
+        store,
+        conns: Default::default(),
+        edge: args.edge,
+        boot: hex::encode(boot),
+        signaling: cfg,
+        dev_tokens: args.dev_tokens,
+    });
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    Ok((app, listener))
+}
+
+/// Serve HTTP until ctrl-c or SIGTERM; flush the store on the way out.
+pub async fn serve(app: Arc<app::App>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+    let flusher = {
+        let store = app.store.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(store::FLUSH_INTERVAL);
+            loop {
+                tick.tick().await;
+                let s = store.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.flush()).await {
+                    tracing::error!(error = %e, "store flush failed");
+                }
+            }
+        })
+    };
+    tracing::info!(addr = %listener.local_addr()?, edge = %app.edge, "signaling listening");
+    let store = app.store.clone();
+    axum::serve(listener, http::router(app))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    flusher.abort();
+    store.flush()?;
+    Ok(())
+}
+
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

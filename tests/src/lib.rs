@@ -1,1 +1,309 @@
-//! Helpers for Tern integration tests live in tests/tests/.
+//! Harness for Tern's integration tests: starts real `tern` processes (origin
+//! and relays) on loopback and speaks protocol v1 to them over WebSocket like
+//! a client would. Used by the tests in tests/tests/.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+pub const API_SECRET: &str = "test-api-secret";
+pub const RELAY_SECRET: &str = "test-relay-secret";
+
+/// A binary built by this workspace (`cargo build` first; the README's test
+/// command does). Found next to the test executable's target directory.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is not built; run `cargo build --workspace` first",
+        p.display()
+    );
+    p
+}
+
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed (by its PID, which we started) when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    /// SIGKILL: the process gets no chance to say goodbye.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An origin started with `tern serve` on a fresh data dir.
+pub struct Origin {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+impl Origin {
+    pub fn start(edge: &str) -> Origin {
+        let port = free_tcp_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let data_dir =
+            std::env::temp_dir().join(format!("tern-test-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let child = Command::new(bin("tern"))
+            .args(["serve", "--listen", &addr.to_string(), "--edge", edge])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .env("TERN_API_SECRET", API_SECRET)
+            .env("TERN_RELAY_SECRET", RELAY_SECRET)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("starting tern serve");
+        let o = Origin {
+            proc: Proc {
+                child,
+                name: format!("origin {edge}"),
+            },
+            addr,
+            data_dir,
+        };
+        wait_until(Duration::from_secs(30), || {
+            http_get(addr, "/healthz").is_ok()
+        })
+        .expect("origin never became healthy");
+        o
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/v1/signal", self.addr)
+    }
+
+    pub fn relays(&self) -> Value {
+        let (_, body) = http_get(self.addr, "/v1/relays").expect("GET /v1/relays");
+        serde_json::from_str(&body).expect("relays JSON")
+    }
+
+    /// Wait until the directory lists `n` healthy relays.
+    pub fn wait_healthy_relays(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
+        wait_until(timeout, || healthy_ids(&self.relays()).len() >= n)
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.proc.kill();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+pub fn healthy_ids(relays: &Value) -> Vec<String> {
+    relays
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["healthy"] == true)
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A relay started with `tern relay`, heartbeating into `origin`.
+pub fn start_relay(origin: &Origin, id: &str, region: &str) -> Proc {
+    let port = free_udp_port();
+    let child = Command::new(bin("tern"))
+        .args(["relay", "--id", id, "--region", region])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--signaling", &format!("http://{}", origin.addr)])
+        .args(["--allow-peer", "127.0.0.0/8"])
+        .env("TERN_RELAY_SECRET", RELAY_SECRET)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("starting tern relay");
+    Proc {
+        child,
+        name: format!("relay {id}"),
+    }
+}
+
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("condition not met within {timeout:?}")
+}
+
+/// Minimal HTTP/1.1 GET over a plain socket (keeps the harness free of an
+/// HTTP client stack). Returns status and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("no HTTP head"))?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("bad status line"))?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    if status >= 400 {
+        bail!("HTTP {status}: {body}");
+    }
+    Ok((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A room token signed with the test API secret.
+pub fn token(room: &str, identity: &str, exp_offset_secs: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    edge_signaling::token::mint(
+        API_SECRET.as_bytes(),
+        &edge_signaling::token::Claims {
+            room: room.into(),
+            sub: identity.into(),
+            exp: (now + exp_offset_secs) as u64,
+        },
+    )
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A scripted protocol v1 client.
+pub struct Client {
+    ws: Ws,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("WebSocket connect");
+        Client { ws }
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.send_text(v.to_string()).await
+    }
+
+    pub async fn send_text(&mut self, s: String) {
+        self.ws.send(Message::Text(s.into())).await.expect("send");
+    }
+
+    pub async fn send_binary(&mut self, b: Vec<u8>) {
+        self.ws.send(Message::Binary(b.into())).await.expect("send");
+    }
+
+    /// Next text frame as JSON, within `timeout`.
+    pub async fn recv_within(&mut self, timeout: Duration) -> anyhow::Result<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .context("no frame in time")?
+                .ok_or_else(|| anyhow!("socket closed"))??;
+            if let Message::Text(t) = msg {
+                return Ok(serde_json::from_str(&t)?);
+            }
+        }
+    }
+
+    pub async fn recv(&mut self) -> Value {
+        self.recv_within(Duration::from_secs(5))
+            .await
+            .expect("expected a frame")
+    }
+
+    /// Receive until a frame of `ty` arrives (others are returned too).
+    pub async fn expect(&mut self, ty: &str) -> Value {
+        let f = self.recv().await;
+        assert_eq!(f["type"], ty, "expected {ty}, got {f}");
+        f
+    }
+
+    /// Assert nothing arrives for `d`.
+    pub async fn expect_silence(&mut self, d: Duration) {
+        if let Ok(f) = self.recv_within(d).await {
+            panic!("expected no frame, got {f}");
+        }
+    }
+
+    pub async fn join(&mut self, room: &str, identity: &str) -> Value {
+        self.send(
+            serde_json::json!({"type":"join","room":room,"token":token(room, identity, 600)}),
+        )
+        .await;
+        self.expect("joined").await
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}

@@ -1,0 +1,302 @@
+//! Hosting the signaling component with wasmtime.
+//!
+//! The component is compiled once and pre-instantiated (`InstancePre`); each
+//! call gets a fresh `Store` and instance from the pooling allocator, so no
+//! state survives in the instance between frames (DESIGN.md: stateless
+//! functions). The host implements `wasi:keyvalue@0.2.0-draft2` (store and
+//! atomics) over [`EmbeddedStore`], plus WASI for what Rust's std needs
+//! (environment variables carry the component's settings).
+
+use std::collections::BTreeMap;
+
+use anyhow::Context as _;
+use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::store::EmbeddedStore;
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "tern:signaling/signaling",
+    with: {
+        "wasi:keyvalue/store.bucket": BucketHandle,
+        "wasi:keyvalue/atomics.cas": CasHandle,
+    },
+});
+
+pub use exports::tern::signaling::handler::{Delivery, HeartbeatError};
+use wasi::keyvalue::{atomics, store as kvstore};
+
+/// The component as built by origin's build script.
+pub static SIGNALING_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/signaling.wasm"));
+
+/// An open bucket (the guest's `bucket` resource).
+pub struct BucketHandle {
+    name: String,
+}
+
+/// A compare-and-swap in progress: the value the guest saw.
+pub struct CasHandle {
+    bucket: String,
+    key: String,
+    seen: Option<Vec<u8>>,
+}
+
+/// Per-call host state.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    kv: EmbeddedStore,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+fn other(e: impl std::fmt::Display) -> kvstore::Error {
+    kvstore::Error::Other(e.to_string())
+}
+
+/// Buckets the component may open; anything else is `no-such-store`, as on
+/// Spin where stores must be declared.
+const BUCKETS: &[&str] = &["default"];
+
+impl kvstore::Host for HostState {
+    fn open(&mut self, identifier: String) -> Result<Resource<BucketHandle>, kvstore::Error> {
+        if !BUCKETS.contains(&identifier.as_str()) {
+            return Err(kvstore::Error::NoSuchStore);
+        }
+        self.table
+            .push(BucketHandle { name: identifier })
+            .map_err(other)
+    }
+}
+
+impl HostState {
+    fn bucket_name(&self, b: &Resource<BucketHandle>) -> Result<String, kvstore::Error> {
+        Ok(self.table.get(b).map_err(other)?.name.clone())
+    }
+}
+
+impl kvstore::HostBucket for HostState {
+    fn get(
+        &mut self,
+        b: Resource<BucketHandle>,
+        key: String,
+    ) -> Result<Option<Vec<u8>>, kvstore::Error> {
+        let name = self.bucket_name(&b)?;
+        self.kv.get(&name, &key).map_err(other)
+    }
+    fn set(
+        &mut self,
+        b: Resource<BucketHandle>,
+        key: String,
+        value: Vec<u8>,
+    ) -> Result<(), kvstore::Error> {
+        let name = self.bucket_name(&b)?;
+        self.kv.set(&name, &key, &value).map_err(other)
+    }
+    fn delete(&mut self, b: Resource<BucketHandle>, key: String) -> Result<(), kvstore::Error> {
+        let name = self.bucket_name(&b)?;
+        self.kv.delete(&name, &key).map_err(other)
+    }
+    fn exists(&mut self, b: Resource<BucketHandle>, key: String) -> Result<bool, kvstore::Error> {
+        let name = self.bucket_name(&b)?;
+        Ok(self.kv.get(&name, &key).map_err(other)?.is_some())
+    }
+    fn list_keys(
+        &mut self,
+        b: Resource<BucketHandle>,
+        cursor: Option<String>,
+    ) -> Result<kvstore::KeyResponse, kvstore::Error> {
+        // One page holds everything: the embedded store lives on one machine.
+        let name = self.bucket_name(&b)?;
+        if cursor.is_some() {
+            return Ok(kvstore::KeyResponse {
+                keys: vec![],
+                cursor: None,
+            });
+        }
+        let keys = self.kv.list_keys(&name).map_err(other)?;
+        Ok(kvstore::KeyResponse { keys, cursor: None })
+    }
+    fn drop(&mut self, b: Resource<BucketHandle>) -> wasmtime::Result<()> {
+        self.table.delete(b)?;
+        Ok(())
+    }
+}
+
+impl atomics::HostCas for HostState {
+    fn new(
+        &mut self,
+        b: Resource<BucketHandle>,
+        key: String,
+    ) -> Result<Resource<CasHandle>, kvstore::Error> {
+        let bucket = self.bucket_name(&b)?;
+        let seen = self.kv.get(&bucket, &key).map_err(other)?;
+        self.table
+            .push(CasHandle { bucket, key, seen })
+            .map_err(other)
+    }
+    fn current(&mut self, c: Resource<CasHandle>) -> Result<Option<Vec<u8>>, kvstore::Error> {
+        Ok(self.table.get(&c).map_err(other)?.seen.clone())
+    }
+    fn drop(&mut self, c: Resource<CasHandle>) -> wasmtime::Result<()> {
+        self.table.delete(c)?;
+        Ok(())
+    }
+}
+
+impl atomics::Host for HostState {
+    fn increment(
+        &mut self,
+        b: Resource<BucketHandle>,
+        key: String,
+        delta: i64,
+    ) -> Result<i64, kvstore::Error> {
+        // Stored as decimal text. Retried CAS: the embedded store is local, so
+        // contention is between this process's threads only.
+        let name = self.bucket_name(&b)?;
+        loop {
+            let cur = self.kv.get(&name, &key).map_err(other)?;
+            let n: i64 = match &cur {
+                None => 0,
+                Some(v) => std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| other("value is not a decimal integer"))?,
+            };
+            let next = n
+                .checked_add(delta)
+                .ok_or_else(|| other("increment overflows"))?;
+            if self
+                .kv
+                .compare_and_swap(&name, &key, cur.as_deref(), next.to_string().as_bytes())
+                .map_err(other)?
+                .is_ok()
+            {
+                return Ok(next);
+            }
+        }
+    }
+
+    fn swap(&mut self, c: Resource<CasHandle>, value: Vec<u8>) -> Result<(), atomics::CasError> {
+        let h = self
+            .table
+            .delete(c)
+            .map_err(|e| atomics::CasError::StoreError(other(e)))?;
+        match self
+            .kv
+            .compare_and_swap(&h.bucket, &h.key, h.seen.as_deref(), &value)
+            .map_err(|e| atomics::CasError::StoreError(other(e)))?
+        {
+            Ok(()) => Ok(()),
+            Err(now) => {
+                let fresh = CasHandle {
+                    bucket: h.bucket,
+                    key: h.key,
+                    seen: now,
+                };
+                let r = self
+                    .table
+                    .push(fresh)
+                    .map_err(|e| atomics::CasError::StoreError(other(e)))?;
+                Err(atomics::CasError::CasFailed(r))
+            }
+        }
+    }
+}
+
+/// A compiled, linked signaling component ready to instantiate per call.
+pub struct SignalingHost {
+    engine: Engine,
+    pre: SignalingPre<HostState>,
+    env: Vec<(String, String)>,
+    kv: EmbeddedStore,
+}
+
+impl SignalingHost {
+    /// Compile `wasm` and link it against WASI and the key-value store.
+    /// `env` becomes the component's environment (its settings).
+    pub fn new(
+        wasm: &[u8],
+        env: BTreeMap<String, String>,
+        kv: EmbeddedStore,
+    ) -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        let mut pool = PoolingAllocationConfig::default();
+        // Instances live for one call; a modest pool covers every worker
+        // thread with room to spare.
+        pool.total_component_instances(256)
+            .total_memories(256)
+            .total_tables(256)
+            .max_memory_size(64 << 20);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config)?;
+        let component = Component::new(&engine, wasm)
+            .map_err(anyhow::Error::from)
+            .context("compiling the signaling component")?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        Signaling::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+        let pre = SignalingPre::new(linker.instantiate_pre(&component)?)?;
+        Ok(SignalingHost {
+            engine,
+            pre,
+            env: env.into_iter().collect(),
+            kv,
+        })
+    }
+
+    fn instantiate(&self) -> anyhow::Result<(Store<HostState>, Signaling)> {
+        let wasi = WasiCtx::builder().envs(&self.env).build();
+        let mut store = Store::new(
+            &self.engine,
+            HostState {
+                wasi,
+                table: ResourceTable::new(),
+                kv: self.kv.clone(),
+            },
+        );
+        let instance = self.pre.instantiate(&mut store)?;
+        Ok((store, instance))
+    }
+
+    pub fn handle_frame(
+        &self,
+        now_ms: u64,
+        conn: &str,
+        frame: &str,
+        entropy: &[u8],
+    ) -> anyhow::Result<Vec<Delivery>> {
+        let (mut store, inst) = self.instantiate()?;
+        inst.tern_signaling_handler()
+            .call_handle_frame(&mut store, now_ms, conn, frame, entropy)
+            .map_err(anyhow::Error::from)
+    }
+
+    pub fn handle_disconnect(&self, now_ms: u64, conn: &str) -> anyhow::Result<Vec<Delivery>> {
+        let (mut store, inst) = self.instantiate()?;
+        inst.tern_signaling_handler()
+            .call_handle_disconnect(&mut store, now_ms, conn)
+            .map_err(anyhow::Error::from)
+    }
+
+    pub fn handle_heartbeat(
+        &self,
+        now_ms: u64,
+        body: &[u8],
+        signature: &str,
+    ) -> anyhow::Result<Result<(), HeartbeatError>> {
+        let (mut store, inst) = self.instantiate()?;
+        inst.tern_signaling_handler()
+            .call_handle_heartbeat(&mut store, now_ms, body, signature)
+            .map_err(anyhow::Error::from)
+    }
+}

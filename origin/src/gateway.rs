@@ -1,0 +1,139 @@
+//! The WebSocket gateway: terminates browser sockets at `/v1/signal`, feeds
+//! each text frame to the signaling component and delivers what it returns
+//! to the right sockets.
+//!
+//! The gateway holds only the map from connection id to socket writer, which
+//! is inherently local to this process; everything about rooms and
+//! participants lives in the KV and is decided by the component.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use edge_signaling::error::FrameError;
+use edge_signaling::{ErrorCode, Outcome};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+use crate::app::App;
+use crate::component::Delivery;
+
+/// Frames up to this size reach the component; larger ones (up to the
+/// WebSocket limit) get a `frame_too_large` error and the socket stays open.
+pub const MAX_FRAME_BYTES: usize = edge_signaling::Config::DEFAULT_MAX_FRAME_BYTES;
+/// Messages above this close the socket (protects memory before parsing).
+pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+
+/// Writers of the sockets connected to this edge.
+#[derive(Default)]
+pub struct Connections {
+    writers: Mutex<HashMap<String, mpsc::UnboundedSender<Message>>>,
+    next: AtomicU64,
+}
+
+impl Connections {
+    /// A connection id unique across this edge's restarts: edge name, a
+    /// per-boot nonce and a counter.
+    pub fn next_id(&self, edge: &str, boot: &str) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("{edge}.{boot}.{n}")
+    }
+
+    fn insert(&self, id: &str, tx: mpsc::UnboundedSender<Message>) {
+        self.writers.lock().unwrap().insert(id.to_string(), tx);
+    }
+
+    fn remove(&self, id: &str) {
+        self.writers.lock().unwrap().remove(id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.writers.lock().unwrap().len()
+    }
+
+    /// Queue each frame on its socket. Frames for sockets that are gone (or
+    /// on another edge: the multi-edge issue adds forwarding) are dropped.
+    pub fn deliver(&self, deliveries: Vec<Delivery>) {
+        let writers = self.writers.lock().unwrap();
+        for d in deliveries {
+            match writers.get(&d.conn) {
+                Some(tx) => {
+                    let _ = tx.send(Message::Text(d.frame.into()));
+                }
+                None => {
+                    tracing::debug!(conn = %d.conn, "delivery to a connection not on this edge")
+                }
+            }
+        }
+    }
+}
+
+pub async fn upgrade(State(app): State<Arc<App>>, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| serve(app, socket))
+}
+
+fn local_error(conn: &str, code: ErrorCode, msg: String) -> Vec<Delivery> {
+    Outcome::error(conn, &FrameError::new(code, msg))
+        .deliveries
+        .into_iter()
+        .map(|d| Delivery {
+            conn: d.conn,
+            frame: d.frame,
+        })
+        .collect()
+}
+
+async fn serve(app: Arc<App>, socket: WebSocket) {
+    let id = app.conns.next_id(&app.edge, &app.boot);
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+    app.conns.insert(&id, tx);
+    tracing::debug!(conn = %id, "connected");
+
+    let writer = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            if sink.send(m).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    // Frames from one socket are handled strictly in order.
+    while let Some(msg) = stream.next().await {
+        let out = match msg {
+            Ok(Message::Text(text)) if text.len() > MAX_FRAME_BYTES => local_error(
+                &id,
+                ErrorCode::FrameTooLarge,
+                format!(
+                    "frame is {} bytes; the limit is {MAX_FRAME_BYTES}",
+                    text.len()
+                ),
+            ),
+            Ok(Message::Text(text)) => app.handle_frame(&id, text.to_string()).await,
+            Ok(Message::Binary(_)) => local_error(
+                &id,
+                ErrorCode::BadRequest,
+                "binary frames are not part of protocol v1; send JSON text".into(),
+            ),
+            Ok(Message::Close(_)) => break,
+            Ok(_) => continue, // ping/pong are answered by the WebSocket layer
+            Err(e) => {
+                tracing::debug!(conn = %id, error = %e, "socket error");
+                break;
+            }
+        };
+        app.conns.deliver(out);
+    }
+
+    app.conns.remove(&id);
+    let out = app.handle_disconnect(&id).await;
+    app.conns.deliver(out);
+    writer.abort();
+    tracing::debug!(conn = %id, "disconnected");
+}

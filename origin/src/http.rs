@@ -1,0 +1,168 @@
+//! HTTP routes of an origin.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use edge_signaling::token::{self, Claims};
+use edge_signaling::Signaling;
+use serde::Deserialize;
+use serde_json::json;
+use tern_common::relay::SIGNATURE_HEADER;
+
+use crate::app::{now_ms, App};
+use crate::assets;
+use crate::component::HeartbeatError;
+use crate::gateway;
+
+/// Heartbeats are small; anything bigger is not one.
+const MAX_HEARTBEAT_BYTES: usize = 16 * 1024;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/signal", get(gateway::upgrade))
+        .route("/v1/relays", get(relays))
+        .route(
+            "/v1/relays/heartbeat",
+            post(heartbeat).layer(axum::extract::DefaultBodyLimit::max(MAX_HEARTBEAT_BYTES)),
+        )
+        .route("/v1/dev/token", get(dev_token))
+        .route("/healthz", get(healthz))
+        .route("/", get(|| async { Redirect::temporary("/demo/") }))
+        .route("/demo", get(|| async { Redirect::permanent("/demo/") }))
+        .route("/demo/", get(|| async { asset("demo", "index.html") }))
+        .route(
+            "/demo/{file}",
+            get(|Path(f): Path<String>| async move { asset("demo", &f) }),
+        )
+        .route(
+            "/sdk/{file}",
+            get(|Path(f): Path<String>| async move { asset("js", &f) }),
+        )
+        .with_state(app)
+}
+
+fn asset(dir: &str, file: &str) -> Response {
+    match assets::get(dir, file) {
+        Some((bytes, mime)) => (
+            [
+                (header::CONTENT_TYPE, mime),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            bytes,
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "not found").into_response(),
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"code": code, "message": message.into()})),
+    )
+        .into_response()
+}
+
+async fn relays(State(app): State<Arc<App>>) -> Response {
+    let store = app.store.bucket("default");
+    match Signaling::new(&app.signaling).relays(now_ms(), &store) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        ),
+    }
+}
+
+async fn heartbeat(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(sig) = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            format!("missing {SIGNATURE_HEADER}"),
+        );
+    };
+    match app.handle_heartbeat(body.to_vec(), sig.to_string()).await {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(HeartbeatError::Rejected(m))) => {
+            tracing::warn!(reason = %m, "heartbeat refused");
+            error(StatusCode::UNAUTHORIZED, "rejected", m)
+        }
+        Ok(Err(HeartbeatError::Unavailable(m))) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "heartbeat handling failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "heartbeat handling failed",
+            )
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    room: String,
+    identity: String,
+}
+
+/// Development only (`tern up`): anyone who can reach it gets a token, which
+/// is why `tern serve` never mounts it.
+async fn dev_token(
+    State(app): State<Arc<App>>,
+    q: Result<Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if !app.dev_tokens {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "dev tokens are only served by `tern up`",
+        );
+    }
+    let Ok(Query(q)) = q else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "room and identity are required",
+        );
+    };
+    if q.room.is_empty() || q.room.len() > 128 || q.identity.is_empty() || q.identity.len() > 256 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "room must be 1..=128 and identity 1..=256 bytes",
+        );
+    }
+    let claims = Claims {
+        room: q.room,
+        sub: q.identity,
+        exp: now_ms() / 1000 + 3600,
+    };
+    Json(json!({"token": token::mint(&app.signaling.api_secret, &claims)})).into_response()
+}
+
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    let store = app.store.bucket("default");
+    match Signaling::new(&app.signaling).relays(now_ms(), &store) {
+        Ok(relays) => Json(json!({
+            "status": "ok",
+            "edge": app.edge,
+            "connections": app.conns.len(),
+            "relays_healthy": relays.iter().filter(|r| r.healthy).count(),
+        }))
+        .into_response(),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        ),
+    }
+}

@@ -1,0 +1,227 @@
+//! The embedded key-value store: one redb file under the data directory.
+//!
+//! Buckets map to redb tables. Writes use `Durability::None` and a background
+//! task makes them durable every [`FLUSH_INTERVAL`] with one fsync (group
+//! commit): presence state changes on every join and heartbeat, and an fsync
+//! per frame would cap signaling at a few hundred frames a second. A power
+//! loss can lose at most that interval of presence changes, which clients
+//! repair by resuming; nothing else is lost.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use edge_signaling::apply::KvStore;
+use edge_signaling::kv::{KvError, KvRead};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("opening store at {path}: {source}")]
+    Open {
+        path: String,
+        source: redb::DatabaseError,
+    },
+    #[error("store: {0}")]
+    Backend(String),
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// Shared handle to the embedded store.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    dirty: Arc<AtomicBool>,
+}
+
+fn table(bucket: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
+    TableDefinition::new(bucket)
+}
+
+impl EmbeddedStore {
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(backend)?;
+        let path = dir.join("tern.redb");
+        let db = Database::create(&path).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(EmbeddedStore {
+            db: Arc::new(db),
+            dirty: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    pub fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read().map_err(backend)?;
+        let t = match tx.open_table(table(bucket)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(backend(e)),
+        };
+        Ok(t.get(key).map_err(backend)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Run `f` in one write transaction on `bucket` and commit it lazily.
+    fn write<R>(
+        &self,
+        bucket: &str,
+        f: impl FnOnce(&mut redb::Table<&'static str, &'static [u8]>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let mut tx = self.db.begin_write().map_err(backend)?;
+        tx.set_durability(Durability::None).map_err(backend)?;
+        let r = {
+            let mut t = tx.open_table(table(bucket)).map_err(backend)?;
+            f(&mut t)?
+        };
+        tx.commit().map_err(backend)?;
+        self.dirty.store(true, Ordering::Release);
+        Ok(r)
+    }
+
+    pub fn set(&self, bucket: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.write(bucket, |t| {
+            t.insert(key, value).map_err(backend)?;
+            Ok(())
+        })
+    }
+
+    pub fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
+        self.write(bucket, |t| {
+            t.remove(key).map_err(backend)?;
+            Ok(())
+        })
+    }
+
+    /// Set `key` to `value` if it holds `expected`; returns the value found
+    /// when it did not (so a caller can retry from it).
+    pub fn compare_and_swap(
+        &self,
+        bucket: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<Result<(), Option<Vec<u8>>>, StoreError> {
+        self.write(bucket, |t| {
+            let current = t.get(key).map_err(backend)?.map(|v| v.value().to_vec());
+            if current.as_deref() != expected {
+                return Ok(Err(current));
+            }
+            t.insert(key, value).map_err(backend)?;
+            Ok(Ok(()))
+        })
+    }
+
+    pub fn list_keys(&self, bucket: &str) -> Result<Vec<String>, StoreError> {
+        let tx = self.db.begin_read().map_err(backend)?;
+        let t = match tx.open_table(table(bucket)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(backend(e)),
+        };
+        let mut keys = Vec::new();
+        for entry in t.iter().map_err(backend)? {
+            let (k, _) = entry.map_err(backend)?;
+            keys.push(k.value().to_string());
+        }
+        Ok(keys)
+    }
+
+    /// Make every commit so far durable, if there were any.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let mut tx = self.db.begin_write().map_err(backend)?;
+        tx.set_durability(Durability::Immediate).map_err(backend)?;
+        tx.commit().map_err(backend)
+    }
+
+    /// The store seen through the signaling core's traits, on one bucket.
+    pub fn bucket(&self, name: &str) -> BucketView {
+        BucketView {
+            store: self.clone(),
+            bucket: name.to_string(),
+        }
+    }
+}
+
+/// One bucket of the store, as the signaling core reads and writes it.
+pub struct BucketView {
+    store: EmbeddedStore,
+    bucket: String,
+}
+
+fn kv(e: StoreError) -> KvError {
+    KvError(e.to_string())
+}
+
+impl KvRead for BucketView {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.store.get(&self.bucket, key).map_err(kv)
+    }
+}
+
+impl KvStore for BucketView {
+    fn put(&mut self, key: &str, value: &[u8]) -> Result<(), KvError> {
+        self.store.set(&self.bucket, key, value).map_err(kv)
+    }
+    fn delete(&mut self, key: &str) -> Result<(), KvError> {
+        self.store.delete(&self.bucket, key).map_err(kv)
+    }
+    fn compare_and_swap(
+        &mut self,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<bool, KvError> {
+        Ok(self
+            .store
+            .compare_and_swap(&self.bucket, key, expected, value)
+            .map_err(kv)?
+            .is_ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_survive_reopen_after_flush() {
+        let dir = std::env::temp_dir().join(format!("tern-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let s = EmbeddedStore::open(&dir).unwrap();
+            s.set("default", "k", b"v").unwrap();
+            assert_eq!(
+                s.compare_and_swap("default", "k", Some(b"x"), b"w")
+                    .unwrap(),
+                Err(Some(b"v".to_vec()))
+            );
+            assert_eq!(
+                s.compare_and_swap("default", "k", Some(b"v"), b"w")
+                    .unwrap(),
+                Ok(())
+            );
+            assert_eq!(
+                s.compare_and_swap("default", "new", None, b"1").unwrap(),
+                Ok(())
+            );
+            s.flush().unwrap();
+        }
+        let s = EmbeddedStore::open(&dir).unwrap();
+        assert_eq!(s.get("default", "k").unwrap(), Some(b"w".to_vec()));
+        let mut keys = s.list_keys("default").unwrap();
+        keys.sort();
+        assert_eq!(keys, ["k", "new"]);
+        assert_eq!(s.get("other", "k").unwrap(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,131 @@
+//! `tern up`: the whole system on one machine with zero setup. An origin on
+//! the embedded store plus one relay process per local region, each relay a
+//! child process of `tern` (the same binary, `tern relay`), heartbeating
+//! into this origin like a relay on another VM would.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use anyhow::Context as _;
+use clap::Args;
+use tokio::process::{Child, Command};
+
+use crate::ServeArgs;
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// Address for HTTP and WebSocket clients.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Where the embedded store and dev secrets live.
+    #[arg(long, default_value = ".tern")]
+    data_dir: PathBuf,
+    /// Regions to start one local relay in, each on the next TURN port.
+    #[arg(long, value_delimiter = ',', default_value = "local-a,local-b")]
+    regions: Vec<String>,
+    /// TURN port of the first region's relay.
+    #[arg(long, default_value_t = 3478)]
+    relay_port: u16,
+    /// Address the local relays listen and relay on.
+    #[arg(long, default_value = "127.0.0.1")]
+    relay_ip: IpAddr,
+}
+
+struct RelayChild {
+    id: String,
+    region: String,
+    addr: SocketAddr,
+    child: Child,
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let secrets = crate::secrets::load_or_create(&args.data_dir)?;
+    let serve = ServeArgs {
+        listen: args.listen,
+        data_dir: args.data_dir.clone(),
+        edge: "local".into(),
+        api_secret: Some(secrets.api_secret),
+        relay_secret: Some(secrets.relay_secret.clone()),
+        relay_stale_ms: 1500,
+        dev_tokens: true,
+    };
+    let (app, listener) = crate::start(serve).await?;
+    let http = listener.local_addr()?;
+
+    let exe = std::env::current_exe().context("finding the tern executable")?;
+    let mut relays = Vec::new();
+    for (i, region) in args.regions.iter().enumerate() {
+        let addr = SocketAddr::new(args.relay_ip, args.relay_port + i as u16);
+        let id = format!("{region}-1");
+        let mut cmd = Command::new(&exe);
+        cmd.arg("relay")
+            .args(["--id", &id, "--region", region])
+            .args(["--listen", &addr.to_string()])
+            .args(["--signaling", &format!("http://{http}")])
+            // Local relays relay between local browsers, so loopback peers
+            // must be allowed here (refused by default everywhere else).
+            .args(["--allow-peer", "127.0.0.0/8", "--allow-peer", "::1/128"])
+            .env("TERN_RELAY_SECRET", &secrets.relay_secret)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        die_with_parent(&mut cmd);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting relay {id}"))?;
+        relays.push(RelayChild {
+            id,
+            region: region.clone(),
+            addr,
+            child,
+        });
+    }
+
+    println!("Tern is up.");
+    println!("  demo:       http://{http}/demo/   (open it in two tabs and join the same room)");
+    println!("  signaling:  ws://{http}/v1/signal");
+    println!("  relays:     http://{http}/v1/relays");
+    for r in &relays {
+        println!(
+            "  relay:      {} region={} turn={} pid={}",
+            r.id,
+            r.region,
+            r.addr,
+            r.child.id().unwrap_or(0)
+        );
+    }
+    println!("  data:       {}", args.data_dir.display());
+
+    let watch = tokio::spawn(async move {
+        // Report relays that exit on their own; do not restart them: a dead
+        // relay is exactly what failover exists for, and tests kill them.
+        let mut waits = relays
+            .into_iter()
+            .map(|mut r| {
+                tokio::spawn(async move {
+                    let status = r.child.wait().await;
+                    tracing::warn!(relay = %r.id, ?status, "relay exited");
+                })
+            })
+            .collect::<Vec<_>>();
+        for w in waits.drain(..) {
+            let _ = w.await;
+        }
+    });
+    let result = crate::serve(app, listener).await;
+    watch.abort(); // drops the children, which kills them (kill_on_drop)
+    result
+}
+
+/// Ask the kernel to SIGTERM the child if `tern up` dies without cleanup.
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe and touches only the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

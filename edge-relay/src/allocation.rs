@@ -1,0 +1,212 @@
+//! One allocation: a client 5-tuple, its relayed address, and the
+//! permissions and channel bindings that say which peers may use it.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::stun::TransactionId;
+
+/// Client side of an allocation. Transport is implicitly UDP today; a TCP/TLS
+/// driver will add a transport field here, which keeps allocations per
+/// connection apart exactly as RFC 8656 §2.2 wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FiveTuple {
+    /// The client's address as the server sees it (XOR-MAPPED-ADDRESS).
+    pub client: SocketAddr,
+    /// The server's listener address the client talks to.
+    pub local: SocketAddr,
+}
+
+/// Stable handle for an allocation, never reused within one [`crate::Relay`],
+/// so a late timer or a late driver answer can never hit a newer allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AllocationId(pub u64);
+
+/// RFC 8656 §12: a channel number stays reserved for its peer this long after
+/// its binding expires, so late packets are not misdelivered to a new peer.
+const CHANNEL_QUARANTINE: Duration = Duration::from_secs(300);
+
+#[derive(Debug)]
+pub(crate) struct Allocation {
+    pub five_tuple: FiveTuple,
+    /// `None` while the driver is still opening the relayed socket.
+    pub relayed: Option<SocketAddr>,
+    pub username: String,
+    /// Long-term key, reused to sign our answers to this client.
+    pub key: [u8; 16],
+    pub expires: Instant,
+    /// Transaction of the Allocate that created us, and our answer to it, so
+    /// a retransmitted Allocate gets the same answer instead of 437.
+    pub allocate_tid: TransactionId,
+    pub allocate_response: Option<Vec<u8>>,
+    /// Lifetime granted at Allocate; reported once the relay is bound.
+    pub granted_lifetime: u32,
+    permissions: HashMap<IpAddr, Instant>,
+    channels: Channels,
+}
+
+/// Channel numbers <-> peers, both directions, for the two hot lookups.
+#[derive(Debug, Default)]
+struct Channels {
+    by_number: HashMap<u16, Channel>,
+    by_peer: HashMap<SocketAddr, u16>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Channel {
+    peer: SocketAddr,
+    expires: Instant,
+}
+
+/// ChannelBind that RFC 8656 §12.2 forbids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelConflict {
+    #[error("channel number is bound to another peer")]
+    NumberInUse,
+    #[error("peer is bound to another channel number")]
+    PeerInUse,
+}
+
+impl Allocation {
+    pub fn new(
+        five_tuple: FiveTuple,
+        username: String,
+        key: [u8; 16],
+        expires: Instant,
+        allocate_tid: TransactionId,
+        granted_lifetime: u32,
+    ) -> Self {
+        Allocation {
+            five_tuple,
+            relayed: None,
+            username,
+            key,
+            expires,
+            allocate_tid,
+            allocate_response: None,
+            granted_lifetime,
+            permissions: HashMap::new(),
+            channels: Channels::default(),
+        }
+    }
+
+    pub fn permit(&mut self, ip: IpAddr, until: Instant) {
+        self.permissions.insert(ip, until);
+    }
+
+    pub fn is_permitted(&self, ip: IpAddr, now: Instant) -> bool {
+        self.permissions.get(&ip).is_some_and(|&t| t > now)
+    }
+
+    /// Bind or refresh `number` <-> `peer` until `until`.
+    pub fn bind_channel(
+        &mut self,
+        number: u16,
+        peer: SocketAddr,
+        until: Instant,
+    ) -> Result<(), ChannelConflict> {
+        if let Some(ch) = self.channels.by_number.get(&number) {
+            if ch.peer != peer {
+                return Err(ChannelConflict::NumberInUse);
+            }
+        }
+        if let Some(&n) = self.channels.by_peer.get(&peer) {
+            if n != number {
+                return Err(ChannelConflict::PeerInUse);
+            }
+        }
+        self.channels
+            .by_number
+            .insert(number, Channel { peer, expires: until });
+        self.channels.by_peer.insert(peer, number);
+        Ok(())
+    }
+
+    /// Peer of a live channel.
+    pub fn channel_peer(&self, number: u16, now: Instant) -> Option<SocketAddr> {
+        self.channels
+            .by_number
+            .get(&number)
+            .filter(|c| c.expires > now)
+            .map(|c| c.peer)
+    }
+
+    /// Live channel number for a peer.
+    pub fn channel_for(&self, peer: SocketAddr, now: Instant) -> Option<u16> {
+        let n = *self.channels.by_peer.get(&peer)?;
+        self.channel_peer(n, now).map(|_| n)
+    }
+
+    /// Forget expired permissions and channels past their quarantine.
+    pub fn sweep(&mut self, now: Instant) {
+        self.permissions.retain(|_, &mut t| t > now);
+        let by_peer = &mut self.channels.by_peer;
+        self.channels.by_number.retain(|_, c| {
+            let keep = c.expires + CHANNEL_QUARANTINE > now;
+            if !keep {
+                by_peer.remove(&c.peer);
+            }
+            keep
+        });
+    }
+
+    #[cfg(test)]
+    pub fn permission_count(&self) -> usize {
+        self.permissions.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alloc(now: Instant) -> Allocation {
+        let ft = FiveTuple {
+            client: "192.0.2.1:1".parse().unwrap(),
+            local: "192.0.2.2:3478".parse().unwrap(),
+        };
+        Allocation::new(ft, "u".into(), [0; 16], now, [0; 12], 600)
+    }
+
+    #[test]
+    fn channel_rules() {
+        let t0 = Instant::now();
+        let mut a = alloc(t0);
+        let p1: SocketAddr = "198.51.100.1:1000".parse().unwrap();
+        let p2: SocketAddr = "198.51.100.2:1000".parse().unwrap();
+        let t600 = t0 + Duration::from_secs(600);
+        assert_eq!(a.bind_channel(0x4000, p1, t600), Ok(()));
+        assert_eq!(a.bind_channel(0x4000, p1, t600), Ok(()), "refresh");
+        assert_eq!(
+            a.bind_channel(0x4000, p2, t600),
+            Err(ChannelConflict::NumberInUse)
+        );
+        assert_eq!(
+            a.bind_channel(0x4001, p1, t600),
+            Err(ChannelConflict::PeerInUse)
+        );
+        assert_eq!(a.channel_for(p1, t0), Some(0x4000));
+        assert_eq!(a.channel_peer(0x4000, t600), None, "expired");
+        // Still reserved during quarantine, free after it.
+        a.sweep(t600 + Duration::from_secs(10));
+        assert_eq!(
+            a.bind_channel(0x4000, p2, t600),
+            Err(ChannelConflict::NumberInUse)
+        );
+        a.sweep(t600 + CHANNEL_QUARANTINE);
+        assert_eq!(a.bind_channel(0x4000, p2, t600 + t600.duration_since(t0)), Ok(()));
+    }
+
+    #[test]
+    fn permissions_expire() {
+        let t0 = Instant::now();
+        let mut a = alloc(t0);
+        let ip: IpAddr = "198.51.100.1".parse().unwrap();
+        a.permit(ip, t0 + Duration::from_secs(300));
+        assert!(a.is_permitted(ip, t0 + Duration::from_secs(299)));
+        assert!(!a.is_permitted(ip, t0 + Duration::from_secs(300)));
+        a.sweep(t0 + Duration::from_secs(300));
+        assert_eq!(a.permission_count(), 0);
+    }
+}

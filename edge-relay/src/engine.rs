@@ -1,0 +1,797 @@
+//! The sans-IO TURN server: [`Relay`].
+//!
+//! Inputs are datagrams (from clients, from peers), answers from the driver
+//! about relayed sockets it was asked to open, and the passage of time. Outputs
+//! are datagrams to send ([`Transmit`] via [`Relay::poll_transmit`], or the
+//! allocation-free [`Forward`] returned directly for relayed media), events for
+//! the driver ([`Event`] via [`Relay::poll_event`]) and the next deadline
+//! ([`Relay::poll_timeout`]). The engine never reads a clock, opens a socket
+//! or spawns anything, so tests run it in simulated time.
+//!
+//! Two clocks come in from the host: a monotonic [`Instant`] for lifetimes
+//! and timers, and unix seconds for the wall-clock expiry inside TURN REST
+//! usernames and nonces (only on the client path that authenticates).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use crate::allocation::{Allocation, AllocationId, FiveTuple};
+use crate::auth::{AuthError, Authenticator, Credentials};
+use crate::policy::PeerPolicy;
+use crate::stun::message::looks_like_stun;
+use crate::stun::{attr, Class, Message, MessageBuilder, Method, TransactionId};
+
+/// Bytes the driver must leave free in front of a peer datagram handed to
+/// [`Relay::handle_peer_datagram`]: the ChannelData header is written there
+/// in place, so relaying to a client with a channel copies nothing.
+pub const CHANNEL_DATA_HEADROOM: usize = 4;
+
+const CHANNEL_MIN: u16 = 0x4000;
+const CHANNEL_MAX: u16 = 0x4FFF;
+
+/// Tunables. Defaults follow RFC 8656.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub realm: String,
+    /// Fleet secret that TURN REST passwords are derived from.
+    pub secret: Vec<u8>,
+    /// Random key for stateless nonces; from the host, since the engine has
+    /// no randomness of its own.
+    pub nonce_key: [u8; 32],
+    pub nonce_lifetime: Duration,
+    pub policy: PeerPolicy,
+    /// Server-wide cap; Allocate beyond it gets 508.
+    pub max_allocations: usize,
+    pub default_lifetime: Duration,
+    pub max_lifetime: Duration,
+    pub permission_lifetime: Duration,
+    pub channel_lifetime: Duration,
+    /// SOFTWARE attribute for authenticated answers (never sent to
+    /// unauthenticated clients, to keep those answers small and uninformative).
+    pub software: Option<String>,
+}
+
+impl Config {
+    pub fn new(realm: impl Into<String>, secret: impl Into<Vec<u8>>, nonce_key: [u8; 32]) -> Self {
+        Config {
+            realm: realm.into(),
+            secret: secret.into(),
+            nonce_key,
+            nonce_lifetime: Duration::from_secs(600),
+            policy: PeerPolicy::default(),
+            max_allocations: 100_000,
+            default_lifetime: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            permission_lifetime: Duration::from_secs(300),
+            channel_lifetime: Duration::from_secs(600),
+            software: Some(concat!("tern-relay ", env!("CARGO_PKG_VERSION")).to_owned()),
+        }
+    }
+}
+
+/// A datagram to send, owning its bytes (control answers, Data indications).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Local socket to send from: a listener or a relayed address.
+    pub from: SocketAddr,
+    pub to: SocketAddr,
+    pub payload: Vec<u8>,
+}
+
+/// A datagram to send whose bytes are `range` of the buffer the caller just
+/// passed in: relayed media without copying or allocating.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    pub from: SocketAddr,
+    pub to: SocketAddr,
+    pub range: Range<usize>,
+}
+
+/// Address family of a relayed address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+/// Why the driver could not open a relayed socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BindError {
+    #[error("no relay address of the requested family")]
+    AddressFamilyNotSupported,
+    #[error("no relay port available")]
+    InsufficientCapacity,
+}
+
+/// Why an allocation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseReason {
+    /// Its lifetime ran out.
+    Expired,
+    /// The client sent Refresh with LIFETIME 0.
+    Deleted,
+    /// The driver could not bind, or answered for an allocation already gone.
+    Abandoned,
+}
+
+/// Things the driver must act on or may log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Open a relayed UDP socket of `family` and answer with
+    /// [`Relay::relay_bound`]. The engine answers the Allocate only then,
+    /// which lets a driver bind asynchronously or on another thread.
+    BindRelay { id: AllocationId, family: Family },
+    /// An allocation is live.
+    Allocated {
+        id: AllocationId,
+        client: SocketAddr,
+        relayed: SocketAddr,
+        username: String,
+    },
+    /// An allocation is gone: close `relayed` if set.
+    Released {
+        id: AllocationId,
+        relayed: Option<SocketAddr>,
+        reason: ReleaseReason,
+    },
+}
+
+/// Counters for load reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams relayed in either direction.
+    pub relayed_packets: u64,
+    pub relayed_bytes: u64,
+}
+
+/// The TURN server state machine.
+#[derive(Debug)]
+pub struct Relay {
+    config: Config,
+    auth: Authenticator,
+    allocations: HashMap<AllocationId, Allocation>,
+    by_client: HashMap<FiveTuple, AllocationId>,
+    by_relayed: HashMap<SocketAddr, AllocationId>,
+    next_id: u64,
+    /// Allocation expiry deadlines. Refreshing pushes a new entry instead of
+    /// updating in place; stale entries are skipped when they surface.
+    expiries: BinaryHeap<Reverse<(Instant, AllocationId)>>,
+    /// Periodic sweep of expired permissions and channels.
+    next_sweep: Option<Instant>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: Stats,
+}
+
+/// An error answer under construction.
+struct Reject {
+    code: u16,
+    reason: &'static str,
+}
+
+const fn reject(code: u16, reason: &'static str) -> Reject {
+    Reject { code, reason }
+}
+
+const BAD_REQUEST: Reject = reject(400, "Bad Request");
+const FORBIDDEN: Reject = reject(403, "Forbidden");
+const ALLOCATION_MISMATCH: Reject = reject(437, "Allocation Mismatch");
+const WRONG_CREDENTIALS: Reject = reject(441, "Wrong Credentials");
+const UNSUPPORTED_TRANSPORT: Reject = reject(442, "Unsupported Transport Protocol");
+const PEER_FAMILY_MISMATCH: Reject = reject(443, "Peer Address Family Mismatch");
+const FAMILY_NOT_SUPPORTED: Reject = reject(440, "Address Family not Supported");
+const INSUFFICIENT_CAPACITY: Reject = reject(508, "Insufficient Capacity");
+
+impl Relay {
+    pub fn new(config: Config) -> Self {
+        let auth = Authenticator::new(
+            config.secret.clone(),
+            config.realm.clone(),
+            config.nonce_key,
+            config.nonce_lifetime.as_secs(),
+        );
+        Relay {
+            config,
+            auth,
+            allocations: HashMap::new(),
+            by_client: HashMap::new(),
+            by_relayed: HashMap::new(),
+            next_id: 1,
+            expiries: BinaryHeap::new(),
+            next_sweep: None,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Live and pending allocations.
+    pub fn allocation_count(&self) -> usize {
+        self.allocations.len()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Next event for the driver.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Relay::handle_timeout`] should next be called, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let expiry = self.expiries.peek().map(|Reverse((t, _))| *t);
+        match (expiry, self.next_sweep) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Expire allocations (and sweep permissions/channels) due by `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((t, id))) = self.expiries.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.expiries.pop();
+            if self.allocations.get(&id).is_some_and(|a| a.expires <= now) {
+                self.release(id, ReleaseReason::Expired);
+            }
+        }
+        if self.next_sweep.is_some_and(|t| t <= now) {
+            for a in self.allocations.values_mut() {
+                a.sweep(now);
+            }
+            self.next_sweep = if self.allocations.is_empty() {
+                None
+            } else {
+                Some(now + self.config.permission_lifetime / 5)
+            };
+        }
+    }
+
+    /// A datagram from a client arrived at listener `local`.
+    ///
+    /// Returns a [`Forward`] into `data` when it is media for a peer (Send
+    /// indication or ChannelData); control answers are queued for
+    /// [`Relay::poll_transmit`]. Anything malformed is dropped silently.
+    pub fn handle_client_datagram(
+        &mut self,
+        now: Instant,
+        unix_secs: u64,
+        from: SocketAddr,
+        local: SocketAddr,
+        data: &[u8],
+    ) -> Option<Forward> {
+        let ft = FiveTuple {
+            client: from,
+            local,
+        };
+        match data.first()? >> 6 {
+            0b01 => self.client_channel_data(now, ft, data),
+            0b00 if looks_like_stun(data) => {
+                let msg = Message::parse(data).ok()?;
+                match msg.class {
+                    Class::Request => {
+                        self.handle_request(now, unix_secs, ft, &msg);
+                        None
+                    }
+                    Class::Indication if msg.method == Method::SEND => {
+                        self.send_indication(now, ft, &msg)
+                    }
+                    // Responses (we send no requests) and other indications.
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// A datagram from `peer` arrived on relayed address `relayed`.
+    ///
+    /// `buf[CHANNEL_DATA_HEADROOM..]` holds the payload; the headroom in front
+    /// is scratch. Returns a [`Forward`] into `buf` when the client has a
+    /// channel for this peer, otherwise queues a Data indication.
+    pub fn handle_peer_datagram(
+        &mut self,
+        now: Instant,
+        relayed: SocketAddr,
+        peer: SocketAddr,
+        buf: &mut [u8],
+    ) -> Option<Forward> {
+        if buf.len() < CHANNEL_DATA_HEADROOM {
+            return None;
+        }
+        let payload_len = buf.len() - CHANNEL_DATA_HEADROOM;
+        let id = *self.by_relayed.get(&relayed)?;
+        let alloc = self.allocations.get(&id)?;
+        // RFC 8656 §10.3: only peers with a permission reach the client.
+        if !alloc.is_permitted(peer.ip(), now) {
+            return None;
+        }
+        let ft = alloc.five_tuple;
+        self.stats.relayed_packets += 1;
+        self.stats.relayed_bytes += payload_len as u64;
+        if let Some(number) = alloc.channel_for(peer, now) {
+            let len = u16::try_from(payload_len).ok()?;
+            buf[0..2].copy_from_slice(&number.to_be_bytes());
+            buf[2..4].copy_from_slice(&len.to_be_bytes());
+            // Over UDP the padding to 4 bytes is optional (RFC 8656 §12.5).
+            return Some(Forward {
+                from: ft.local,
+                to: ft.client,
+                range: 0..buf.len(),
+            });
+        }
+        let mut b = MessageBuilder::new(Method::DATA, Class::Indication, indication_tid(&self.stats));
+        b.xor_address(attr::XOR_PEER_ADDRESS, peer)
+            .attr(attr::DATA, &buf[CHANNEL_DATA_HEADROOM..]);
+        self.transmits.push_back(Transmit {
+            from: ft.local,
+            to: ft.client,
+            payload: b.finish(),
+        });
+        None
+    }
+
+    /// The driver's answer to [`Event::BindRelay`].
+    pub fn relay_bound(
+        &mut self,
+        now: Instant,
+        id: AllocationId,
+        result: Result<SocketAddr, BindError>,
+    ) {
+        let pending = self
+            .allocations
+            .get(&id)
+            .is_some_and(|a| a.relayed.is_none());
+        if !pending {
+            // Allocation expired meanwhile (or bogus id): hand the port back.
+            if let Ok(relayed) = result {
+                self.events.push_back(Event::Released {
+                    id,
+                    relayed: Some(relayed),
+                    reason: ReleaseReason::Abandoned,
+                });
+            }
+            return;
+        }
+        let relayed = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let a = &self.allocations[&id];
+                let (ft, tid, key) = (a.five_tuple, a.allocate_tid, a.key);
+                let rej = match e {
+                    BindError::AddressFamilyNotSupported => FAMILY_NOT_SUPPORTED,
+                    BindError::InsufficientCapacity => INSUFFICIENT_CAPACITY,
+                };
+                self.release(id, ReleaseReason::Abandoned);
+                self.send_error(ft, Method::ALLOCATE, tid, rej, Some(&key));
+                return;
+            }
+        };
+        let software = self.config.software.clone();
+        let a = self.allocations.get_mut(&id).expect("checked above");
+        a.relayed = Some(relayed);
+        a.expires = now + Duration::from_secs(a.granted_lifetime.into());
+        let ft = a.five_tuple;
+        let mut b = MessageBuilder::new(Method::ALLOCATE, Class::Success, a.allocate_tid);
+        b.xor_address(attr::XOR_RELAYED_ADDRESS, relayed)
+            .u32(attr::LIFETIME, a.granted_lifetime)
+            .xor_address(attr::XOR_MAPPED_ADDRESS, ft.client);
+        if let Some(s) = &software {
+            b.attr(attr::SOFTWARE, s.as_bytes());
+        }
+        let response = b.integrity(&a.key).fingerprint().finish();
+        a.allocate_response = Some(response.clone());
+        let expires = a.expires;
+        let username = a.username.clone();
+        self.by_relayed.insert(relayed, id);
+        self.expiries.push(Reverse((expires, id)));
+        self.events.push_back(Event::Allocated {
+            id,
+            client: ft.client,
+            relayed,
+            username,
+        });
+        self.transmit(ft, response);
+    }
+
+    // ---- client media -------------------------------------------------
+
+    fn client_channel_data(&mut self, now: Instant, ft: FiveTuple, data: &[u8]) -> Option<Forward> {
+        if data.len() < 4 {
+            return None;
+        }
+        let number = u16::from_be_bytes([data[0], data[1]]);
+        let len = u16::from_be_bytes([data[2], data[3]]) as usize;
+        if !(CHANNEL_MIN..=CHANNEL_MAX).contains(&number) || 4 + len > data.len() {
+            return None;
+        }
+        let alloc = self.allocations.get(self.by_client.get(&ft)?)?;
+        let peer = alloc.channel_peer(number, now)?;
+        if !alloc.is_permitted(peer.ip(), now) {
+            return None;
+        }
+        let from = alloc.relayed?;
+        self.stats.relayed_packets += 1;
+        self.stats.relayed_bytes += len as u64;
+        Some(Forward {
+            from,
+            to: peer,
+            range: 4..4 + len,
+        })
+    }
+
+    fn send_indication(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>) -> Option<Forward> {
+        let alloc = self.allocations.get(self.by_client.get(&ft)?)?;
+        let from = alloc.relayed?;
+        let peer = attr::decode_xor_address(msg.get(attr::XOR_PEER_ADDRESS)?, &msg.transaction_id)?;
+        if !alloc.is_permitted(peer.ip(), now) {
+            return None;
+        }
+        let data = msg.get(attr::DATA)?;
+        // DATA's value is a slice of the datagram: forward it in place.
+        let start = data.as_ptr() as usize - msg.raw().as_ptr() as usize;
+        self.stats.relayed_packets += 1;
+        self.stats.relayed_bytes += data.len() as u64;
+        Some(Forward {
+            from,
+            to: peer,
+            range: start..start + data.len(),
+        })
+    }
+
+    // ---- requests -----------------------------------------------------
+
+    fn handle_request(&mut self, now: Instant, unix_secs: u64, ft: FiveTuple, msg: &Message<'_>) {
+        let tid = msg.transaction_id;
+        match msg.method {
+            Method::BINDING => {
+                if let Some(unknown) = unknown_attributes(msg) {
+                    return self.send_unknown(ft, msg.method, tid, &unknown, None);
+                }
+                // Plain STUN: no auth, no SOFTWARE, just the mapped address.
+                let mut b = MessageBuilder::new(Method::BINDING, Class::Success, tid);
+                b.xor_address(attr::XOR_MAPPED_ADDRESS, ft.client).fingerprint();
+                self.transmit(ft, b.finish());
+            }
+            Method::ALLOCATE
+            | Method::REFRESH
+            | Method::CREATE_PERMISSION
+            | Method::CHANNEL_BIND => {
+                let creds = match self.auth.authenticate(msg, unix_secs, ft.client) {
+                    Ok(c) => c,
+                    Err(e) => return self.auth_failed(unix_secs, ft, msg, e),
+                };
+                if let Some(unknown) = unknown_attributes(msg) {
+                    return self.send_unknown(ft, msg.method, tid, &unknown, Some(&creds.key));
+                }
+                let result = match msg.method {
+                    Method::ALLOCATE => self.allocate(now, ft, msg, &creds),
+                    Method::REFRESH => self.refresh(now, ft, msg, &creds),
+                    Method::CREATE_PERMISSION => self.create_permission(now, ft, msg, &creds),
+                    _ => self.channel_bind(now, ft, msg, &creds),
+                };
+                if let Err(rej) = result {
+                    self.send_error(ft, msg.method, tid, rej, Some(&creds.key));
+                }
+            }
+            _ => self.send_error(ft, msg.method, tid, BAD_REQUEST, None),
+        }
+    }
+
+    fn auth_failed(&mut self, unix_secs: u64, ft: FiveTuple, msg: &Message<'_>, e: AuthError) {
+        let (code, reason) = match e {
+            AuthError::Incomplete => {
+                return self.send_error(ft, msg.method, msg.transaction_id, BAD_REQUEST, None)
+            }
+            AuthError::StaleNonce => (438, "Stale Nonce"),
+            AuthError::Challenge | AuthError::Rejected(_) => (401, "Unauthorized"),
+        };
+        // 401/438 carry a fresh nonce and the realm so the client can retry;
+        // they cannot carry MESSAGE-INTEGRITY (no agreed key yet).
+        let nonce = self.auth.nonce(unix_secs, ft.client);
+        let mut b = MessageBuilder::new(msg.method, Class::Error, msg.transaction_id);
+        b.error(code, reason)
+            .attr(attr::REALM, self.auth.realm().as_bytes())
+            .attr(attr::NONCE, nonce.as_bytes())
+            .fingerprint();
+        self.transmit(ft, b.finish());
+    }
+
+    fn allocate(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        creds: &Credentials,
+    ) -> Result<(), Reject> {
+        if let Some(id) = self.by_client.get(&ft) {
+            let a = &self.allocations[id];
+            if a.allocate_tid != msg.transaction_id {
+                return Err(ALLOCATION_MISMATCH);
+            }
+            // Retransmission: repeat our answer, or stay quiet while the
+            // relayed socket is still being bound.
+            if let Some(resp) = a.allocate_response.clone() {
+                self.transmit(ft, resp);
+            }
+            return Ok(());
+        }
+        match msg.get(attr::REQUESTED_TRANSPORT) {
+            None => return Err(BAD_REQUEST),
+            Some(v) if v.len() != 4 => return Err(BAD_REQUEST),
+            Some(v) if v[0] != attr::TRANSPORT_UDP => return Err(UNSUPPORTED_TRANSPORT),
+            Some(_) => {}
+        }
+        let family = match msg.get(attr::REQUESTED_ADDRESS_FAMILY) {
+            None => Family::V4,
+            Some([attr::FAMILY_IPV4, ..]) => Family::V4,
+            Some([attr::FAMILY_IPV6, ..]) => Family::V6,
+            Some(_) => return Err(FAMILY_NOT_SUPPORTED),
+        };
+        if self.allocations.len() >= self.config.max_allocations {
+            return Err(INSUFFICIENT_CAPACITY);
+        }
+        let lifetime = self.granted_lifetime(msg)?;
+        let id = AllocationId(self.next_id);
+        self.next_id += 1;
+        // Until the driver binds, the allocation lives at most a short while:
+        // a driver that never answers must not leak it.
+        let bind_deadline = now + Duration::from_secs(30);
+        let alloc = Allocation::new(
+            ft,
+            creds.username.clone(),
+            creds.key,
+            bind_deadline,
+            msg.transaction_id,
+            lifetime,
+        );
+        self.allocations.insert(id, alloc);
+        self.by_client.insert(ft, id);
+        self.expiries.push(Reverse((bind_deadline, id)));
+        if self.next_sweep.is_none() {
+            self.next_sweep = Some(now + self.config.permission_lifetime / 5);
+        }
+        self.events.push_back(Event::BindRelay { id, family });
+        Ok(())
+    }
+
+    /// RFC 8656 §7.2 step 8: min(requested, max), but never below default.
+    fn granted_lifetime(&self, msg: &Message<'_>) -> Result<u32, Reject> {
+        let default = self.config.default_lifetime.as_secs() as u32;
+        let max = self.config.max_lifetime.as_secs() as u32;
+        match msg.get(attr::LIFETIME) {
+            None => Ok(default),
+            Some(v) => {
+                let req = attr::decode_u32(v).ok_or(BAD_REQUEST)?;
+                Ok(req.min(max).max(default))
+            }
+        }
+    }
+
+    /// The client's allocation, checked against its credentials.
+    fn owned(&mut self, ft: FiveTuple, creds: &Credentials) -> Result<AllocationId, Reject> {
+        let id = *self.by_client.get(&ft).ok_or(ALLOCATION_MISMATCH)?;
+        let a = &self.allocations[&id];
+        if a.relayed.is_none() {
+            return Err(ALLOCATION_MISMATCH);
+        }
+        if a.username != creds.username {
+            return Err(WRONG_CREDENTIALS);
+        }
+        Ok(id)
+    }
+
+    fn refresh(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        creds: &Credentials,
+    ) -> Result<(), Reject> {
+        let id = self.owned(ft, creds)?;
+        let requested = match msg.get(attr::LIFETIME) {
+            Some(v) => Some(attr::decode_u32(v).ok_or(BAD_REQUEST)?),
+            None => None,
+        };
+        let lifetime = if requested == Some(0) {
+            self.release(id, ReleaseReason::Deleted);
+            0
+        } else {
+            let lifetime = self.granted_lifetime(msg)?;
+            let a = self.allocations.get_mut(&id).expect("owned");
+            a.expires = now + Duration::from_secs(lifetime.into());
+            self.expiries.push(Reverse((a.expires, id)));
+            lifetime
+        };
+        self.send_success(ft, msg, &creds.key, |b| {
+            b.u32(attr::LIFETIME, lifetime);
+        });
+        Ok(())
+    }
+
+    fn create_permission(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        creds: &Credentials,
+    ) -> Result<(), Reject> {
+        let id = self.owned(ft, creds)?;
+        let relayed = self.allocations[&id].relayed.expect("owned");
+        // Validate every peer first: the request is all or nothing.
+        let mut peers = Vec::new();
+        for a in msg.attributes().iter().filter(|a| a.typ == attr::XOR_PEER_ADDRESS) {
+            let peer = attr::decode_xor_address(a.value, &msg.transaction_id).ok_or(BAD_REQUEST)?;
+            self.check_peer(relayed, peer)?;
+            peers.push(peer);
+        }
+        if peers.is_empty() {
+            return Err(BAD_REQUEST);
+        }
+        let until = now + self.config.permission_lifetime;
+        let a = self.allocations.get_mut(&id).expect("owned");
+        for p in peers {
+            a.permit(p.ip(), until);
+        }
+        self.send_success(ft, msg, &creds.key, |_| {});
+        Ok(())
+    }
+
+    fn channel_bind(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        creds: &Credentials,
+    ) -> Result<(), Reject> {
+        let id = self.owned(ft, creds)?;
+        let relayed = self.allocations[&id].relayed.expect("owned");
+        let number = match msg.get(attr::CHANNEL_NUMBER) {
+            Some(&[hi, lo, _, _]) => u16::from_be_bytes([hi, lo]),
+            _ => return Err(BAD_REQUEST),
+        };
+        if !(CHANNEL_MIN..=CHANNEL_MAX).contains(&number) {
+            return Err(BAD_REQUEST);
+        }
+        let peer = msg
+            .get(attr::XOR_PEER_ADDRESS)
+            .and_then(|v| attr::decode_xor_address(v, &msg.transaction_id))
+            .ok_or(BAD_REQUEST)?;
+        self.check_peer(relayed, peer)?;
+        let channel_until = now + self.config.channel_lifetime;
+        let permission_until = now + self.config.permission_lifetime;
+        let a = self.allocations.get_mut(&id).expect("owned");
+        a.bind_channel(number, peer, channel_until)
+            .map_err(|_| BAD_REQUEST)?;
+        // A channel bind also installs or refreshes the peer's permission.
+        a.permit(peer.ip(), permission_until);
+        self.send_success(ft, msg, &creds.key, |_| {});
+        Ok(())
+    }
+
+    fn check_peer(&self, relayed: SocketAddr, peer: SocketAddr) -> Result<(), Reject> {
+        if relayed.is_ipv4() != peer.is_ipv4() {
+            return Err(PEER_FAMILY_MISMATCH);
+        }
+        if !self.config.policy.is_allowed(peer.ip()) {
+            return Err(FORBIDDEN);
+        }
+        Ok(())
+    }
+
+    // ---- bookkeeping --------------------------------------------------
+
+    fn release(&mut self, id: AllocationId, reason: ReleaseReason) {
+        let Some(a) = self.allocations.remove(&id) else {
+            return;
+        };
+        self.by_client.remove(&a.five_tuple);
+        if let Some(r) = a.relayed {
+            self.by_relayed.remove(&r);
+        }
+        if self.allocations.is_empty() {
+            self.next_sweep = None;
+        }
+        self.events.push_back(Event::Released {
+            id,
+            relayed: a.relayed,
+            reason,
+        });
+    }
+
+    fn transmit(&mut self, ft: FiveTuple, payload: Vec<u8>) {
+        self.transmits.push_back(Transmit {
+            from: ft.local,
+            to: ft.client,
+            payload,
+        });
+    }
+
+    fn send_success(
+        &mut self,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        key: &[u8],
+        extra: impl FnOnce(&mut MessageBuilder),
+    ) {
+        let mut b = MessageBuilder::new(msg.method, Class::Success, msg.transaction_id);
+        extra(&mut b);
+        if let Some(s) = &self.config.software {
+            b.attr(attr::SOFTWARE, s.as_bytes());
+        }
+        b.integrity(key).fingerprint();
+        self.transmit(ft, b.finish());
+    }
+
+    /// Error answer; signed when the request was authenticated.
+    fn send_error(
+        &mut self,
+        ft: FiveTuple,
+        method: Method,
+        tid: TransactionId,
+        rej: Reject,
+        key: Option<&[u8]>,
+    ) {
+        let mut b = MessageBuilder::new(method, Class::Error, tid);
+        b.error(rej.code, rej.reason);
+        if let Some(key) = key {
+            b.integrity(key);
+        }
+        b.fingerprint();
+        self.transmit(ft, b.finish());
+    }
+
+    fn send_unknown(
+        &mut self,
+        ft: FiveTuple,
+        method: Method,
+        tid: TransactionId,
+        unknown: &[u16],
+        key: Option<&[u8]>,
+    ) {
+        let mut b = MessageBuilder::new(method, Class::Error, tid);
+        b.error(420, "Unknown Attribute")
+            .attr_with(attr::UNKNOWN_ATTRIBUTES, |out| {
+                for t in unknown {
+                    out.extend_from_slice(&t.to_be_bytes());
+                }
+            });
+        if let Some(key) = key {
+            b.integrity(key);
+        }
+        b.fingerprint();
+        self.transmit(ft, b.finish());
+    }
+}
+
+/// Comprehension-required attributes we do not implement, if any.
+fn unknown_attributes(msg: &Message<'_>) -> Option<Vec<u16>> {
+    let unknown: Vec<u16> = msg
+        .attributes()
+        .iter()
+        .map(|a| a.typ)
+        .filter(|&t| !attr::is_understood(t))
+        .take(16)
+        .collect();
+    (!unknown.is_empty()).then_some(unknown)
+}
+
+/// Indications need a transaction id but nobody matches on it; derive one
+/// from a counter rather than asking the host for randomness per packet.
+fn indication_tid(stats: &Stats) -> TransactionId {
+    let mut tid = [0u8; 12];
+    tid[4..].copy_from_slice(&stats.relayed_packets.to_be_bytes());
+    tid
+}

@@ -1,0 +1,165 @@
+//! Attribute numbers (STUN RFC 8489, TURN RFC 8656) and the value encodings
+//! that are more than a byte copy.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use super::message::{TransactionId, MAGIC_COOKIE};
+
+// STUN, comprehension-required (< 0x8000).
+pub const MAPPED_ADDRESS: u16 = 0x0001;
+pub const USERNAME: u16 = 0x0006;
+pub const MESSAGE_INTEGRITY: u16 = 0x0008;
+pub const ERROR_CODE: u16 = 0x0009;
+pub const UNKNOWN_ATTRIBUTES: u16 = 0x000A;
+pub const REALM: u16 = 0x0014;
+pub const NONCE: u16 = 0x0015;
+pub const MESSAGE_INTEGRITY_SHA256: u16 = 0x001C;
+pub const PASSWORD_ALGORITHM: u16 = 0x001D;
+pub const USERHASH: u16 = 0x001E;
+pub const XOR_MAPPED_ADDRESS: u16 = 0x0020;
+// TURN, comprehension-required.
+pub const CHANNEL_NUMBER: u16 = 0x000C;
+pub const LIFETIME: u16 = 0x000D;
+pub const XOR_PEER_ADDRESS: u16 = 0x0012;
+pub const DATA: u16 = 0x0013;
+pub const XOR_RELAYED_ADDRESS: u16 = 0x0016;
+pub const REQUESTED_ADDRESS_FAMILY: u16 = 0x0017;
+pub const EVEN_PORT: u16 = 0x0018;
+pub const REQUESTED_TRANSPORT: u16 = 0x0019;
+pub const DONT_FRAGMENT: u16 = 0x001A;
+pub const RESERVATION_TOKEN: u16 = 0x0022;
+// Comprehension-optional (>= 0x8000): may be ignored when not understood.
+pub const PASSWORD_ALGORITHMS: u16 = 0x8002;
+pub const ALTERNATE_DOMAIN: u16 = 0x8003;
+pub const SOFTWARE: u16 = 0x8022;
+pub const ALTERNATE_SERVER: u16 = 0x8023;
+pub const FINGERPRINT: u16 = 0x8028;
+
+/// IANA protocol number for UDP, the only REQUESTED-TRANSPORT we relay.
+pub const TRANSPORT_UDP: u8 = 17;
+
+/// Is a comprehension-required attribute one this server implements? Unknown
+/// ones in a request make the engine answer 420 with UNKNOWN-ATTRIBUTES.
+///
+/// DONT-FRAGMENT is accepted and ignored (as coturn does when it cannot set
+/// DF): refusing it would only make clients retry without it. EVEN-PORT and
+/// RESERVATION-TOKEN are deliberately not listed: we do not reserve port
+/// pairs, and 420 is the RFC's way of saying so.
+pub fn is_understood(typ: u16) -> bool {
+    typ >= 0x8000
+        || matches!(
+            typ,
+            MAPPED_ADDRESS
+                | USERNAME
+                | MESSAGE_INTEGRITY
+                | ERROR_CODE
+                | UNKNOWN_ATTRIBUTES
+                | REALM
+                | NONCE
+                | XOR_MAPPED_ADDRESS
+                | CHANNEL_NUMBER
+                | LIFETIME
+                | XOR_PEER_ADDRESS
+                | DATA
+                | XOR_RELAYED_ADDRESS
+                | REQUESTED_ADDRESS_FAMILY
+                | REQUESTED_TRANSPORT
+                | DONT_FRAGMENT
+        )
+}
+
+pub const FAMILY_IPV4: u8 = 0x01;
+pub const FAMILY_IPV6: u8 = 0x02;
+
+/// Encode an XOR-*-ADDRESS value (RFC 8489 §14.2) into `out`.
+pub fn encode_xor_address(addr: SocketAddr, tid: &TransactionId, out: &mut Vec<u8>) {
+    let xport = addr.port() ^ (MAGIC_COOKIE >> 16) as u16;
+    out.push(0);
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            out.push(FAMILY_IPV4);
+            out.extend_from_slice(&xport.to_be_bytes());
+            let x = u32::from(ip) ^ MAGIC_COOKIE;
+            out.extend_from_slice(&x.to_be_bytes());
+        }
+        IpAddr::V6(ip) => {
+            out.push(FAMILY_IPV6);
+            out.extend_from_slice(&xport.to_be_bytes());
+            let mask = xor_mask_v6(tid);
+            for (o, m) in ip.octets().iter().zip(mask) {
+                out.push(o ^ m);
+            }
+        }
+    }
+}
+
+/// Decode an XOR-*-ADDRESS value; `None` when malformed.
+pub fn decode_xor_address(v: &[u8], tid: &TransactionId) -> Option<SocketAddr> {
+    if v.len() < 4 {
+        return None;
+    }
+    let port = u16::from_be_bytes([v[2], v[3]]) ^ (MAGIC_COOKIE >> 16) as u16;
+    match v[1] {
+        FAMILY_IPV4 if v.len() == 8 => {
+            let x = u32::from_be_bytes([v[4], v[5], v[6], v[7]]) ^ MAGIC_COOKIE;
+            Some(SocketAddr::new(Ipv4Addr::from(x).into(), port))
+        }
+        FAMILY_IPV6 if v.len() == 20 => {
+            let mask = xor_mask_v6(tid);
+            let mut o = [0u8; 16];
+            for i in 0..16 {
+                o[i] = v[4 + i] ^ mask[i];
+            }
+            Some(SocketAddr::new(Ipv6Addr::from(o).into(), port))
+        }
+        _ => None,
+    }
+}
+
+fn xor_mask_v6(tid: &TransactionId) -> [u8; 16] {
+    let mut mask = [0u8; 16];
+    mask[..4].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
+    mask[4..].copy_from_slice(tid);
+    mask
+}
+
+/// Encode ERROR-CODE: class in the hundreds digit, number in the rest.
+pub fn encode_error_code(code: u16, reason: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(&[0, 0, (code / 100) as u8, (code % 100) as u8]);
+    out.extend_from_slice(reason.as_bytes());
+}
+
+/// Decode ERROR-CODE into the numeric code (used by tests and clients).
+pub fn decode_error_code(v: &[u8]) -> Option<u16> {
+    if v.len() < 4 {
+        return None;
+    }
+    Some((v[2] & 0x7) as u16 * 100 + v[3] as u16)
+}
+
+/// A 32-bit big-endian value (LIFETIME).
+pub fn decode_u32(v: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(v.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xor_addresses_round_trip() {
+        let tid = [7u8; 12];
+        for a in ["192.0.2.1:32853", "[2001:db8::1]:1234"] {
+            let a: SocketAddr = a.parse().unwrap();
+            let mut v = Vec::new();
+            encode_xor_address(a, &tid, &mut v);
+            assert_eq!(decode_xor_address(&v, &tid), Some(a));
+        }
+        // RFC 5769 §2.2: 192.0.2.1:32853 encodes to port 0xa147, addr 0xe112a643.
+        let mut v = Vec::new();
+        encode_xor_address("192.0.2.1:32853".parse().unwrap(), &tid, &mut v);
+        assert_eq!(v, [0, 1, 0xa1, 0x47, 0xe1, 0x12, 0xa6, 0x43]);
+        assert_eq!(decode_xor_address(&[0, 1, 0], &tid), None);
+        assert_eq!(decode_xor_address(&[0, 3, 0, 0, 1, 2, 3, 4], &tid), None);
+    }
+}

@@ -1,0 +1,285 @@
+//! STUN message header and zero-copy parsing.
+
+use hmac::{Hmac, Mac};
+use sha1::Sha1;
+
+use super::attr;
+
+/// Fixed value in every RFC 5389+ header; it also feeds the XOR address codec.
+pub const MAGIC_COOKIE: u32 = 0x2112_A442;
+/// Type (2) + length (2) + cookie (4) + transaction id (12).
+pub const HEADER_LEN: usize = 20;
+/// XORed into the CRC32 of FINGERPRINT so STUN CRCs differ from other protocols'.
+pub const FINGERPRINT_XOR: u32 = 0x5354_554e;
+/// Bound on attributes we index per message. Real clients send < 15; the cap
+/// keeps a hostile datagram full of empty attributes from costing much.
+const MAX_ATTRIBUTES: usize = 48;
+
+pub type TransactionId = [u8; 12];
+
+/// The two class bits of the message type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Request,
+    Indication,
+    Success,
+    Error,
+}
+
+/// The 12 method bits of the message type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Method(pub u16);
+
+impl Method {
+    pub const BINDING: Method = Method(0x001);
+    pub const ALLOCATE: Method = Method(0x003);
+    pub const REFRESH: Method = Method(0x004);
+    pub const SEND: Method = Method(0x006);
+    pub const DATA: Method = Method(0x007);
+    pub const CREATE_PERMISSION: Method = Method(0x008);
+    pub const CHANNEL_BIND: Method = Method(0x009);
+}
+
+/// Interleave method and class bits as in RFC 8489 §5 (M11..M7 C1 M6..M4 C0 M3..M0).
+pub fn encode_type(method: Method, class: Class) -> u16 {
+    let m = method.0 & 0x0fff;
+    let c: u16 = match class {
+        Class::Request => 0b00,
+        Class::Indication => 0b01,
+        Class::Success => 0b10,
+        Class::Error => 0b11,
+    };
+    (m & 0x000f) | ((m & 0x0070) << 1) | ((m & 0x0f80) << 2) | ((c & 1) << 4) | ((c & 2) << 7)
+}
+
+/// Inverse of [`encode_type`].
+pub fn decode_type(t: u16) -> (Method, Class) {
+    let m = (t & 0x000f) | ((t >> 1) & 0x0070) | ((t >> 2) & 0x0f80);
+    let class = match ((t >> 4) & 1) | ((t >> 7) & 2) {
+        0b00 => Class::Request,
+        0b01 => Class::Indication,
+        0b10 => Class::Success,
+        _ => Class::Error,
+    };
+    (Method(m), class)
+}
+
+/// Why a datagram is not a usable STUN message. All of these are dropped
+/// silently by the engine: answering garbage would make us a reflector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("shorter than a STUN header")]
+    TooShort,
+    #[error("not a STUN message (leading bits or magic cookie)")]
+    NotStun,
+    #[error("length field disagrees with the datagram size")]
+    BadLength,
+    #[error("an attribute runs past the end of the message")]
+    AttributeOverflow,
+    #[error("too many attributes")]
+    TooManyAttributes,
+    #[error("FINGERPRINT does not match")]
+    BadFingerprint,
+}
+
+/// One attribute as found in the datagram.
+#[derive(Debug, Clone, Copy)]
+pub struct RawAttribute<'a> {
+    pub typ: u16,
+    pub value: &'a [u8],
+    /// Offset of the attribute header inside the message.
+    pub offset: usize,
+}
+
+/// A parsed STUN message borrowing the datagram it came from.
+#[derive(Debug)]
+pub struct Message<'a> {
+    pub method: Method,
+    pub class: Class,
+    pub transaction_id: TransactionId,
+    raw: &'a [u8],
+    attributes: Vec<RawAttribute<'a>>,
+    /// Offset of MESSAGE-INTEGRITY, if present.
+    integrity_at: Option<usize>,
+}
+
+/// Quick test used by the demultiplexer: first two bits zero and the magic
+/// cookie in place. ChannelData starts with 0b01, so the two never collide.
+pub fn looks_like_stun(buf: &[u8]) -> bool {
+    buf.len() >= HEADER_LEN
+        && buf[0] & 0xc0 == 0
+        && u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]) == MAGIC_COOKIE
+}
+
+impl<'a> Message<'a> {
+    /// Parse and, when FINGERPRINT is present, verify it.
+    pub fn parse(raw: &'a [u8]) -> Result<Self, DecodeError> {
+        if raw.len() < HEADER_LEN {
+            return Err(DecodeError::TooShort);
+        }
+        if !looks_like_stun(raw) {
+            return Err(DecodeError::NotStun);
+        }
+        let len = u16::from_be_bytes([raw[2], raw[3]]) as usize;
+        if len % 4 != 0 || HEADER_LEN + len != raw.len() {
+            return Err(DecodeError::BadLength);
+        }
+        let (method, class) = decode_type(u16::from_be_bytes([raw[0], raw[1]]));
+        let mut transaction_id = [0u8; 12];
+        transaction_id.copy_from_slice(&raw[8..20]);
+
+        let mut attributes = Vec::new();
+        let mut integrity_at = None;
+        let mut pos = HEADER_LEN;
+        while pos < raw.len() {
+            if pos + 4 > raw.len() {
+                return Err(DecodeError::AttributeOverflow);
+            }
+            let typ = u16::from_be_bytes([raw[pos], raw[pos + 1]]);
+            let vlen = u16::from_be_bytes([raw[pos + 2], raw[pos + 3]]) as usize;
+            let start = pos + 4;
+            let end = start + vlen;
+            if end > raw.len() {
+                return Err(DecodeError::AttributeOverflow);
+            }
+            let value = &raw[start..end];
+            if typ == attr::FINGERPRINT {
+                // FINGERPRINT must be last; its CRC covers everything before it.
+                if end != raw.len() || vlen != 4 {
+                    return Err(DecodeError::BadFingerprint);
+                }
+                let got = u32::from_be_bytes([value[0], value[1], value[2], value[3]]);
+                if got != fingerprint(raw, pos) {
+                    return Err(DecodeError::BadFingerprint);
+                }
+                break;
+            }
+            // RFC 8489 §14.5: attributes after MESSAGE-INTEGRITY (other than
+            // FINGERPRINT) are ignored, as they are not covered by the MAC.
+            if integrity_at.is_none() {
+                if attributes.len() == MAX_ATTRIBUTES {
+                    return Err(DecodeError::TooManyAttributes);
+                }
+                attributes.push(RawAttribute {
+                    typ,
+                    value,
+                    offset: pos,
+                });
+                if typ == attr::MESSAGE_INTEGRITY {
+                    integrity_at = Some(pos);
+                }
+            }
+            pos = start + ((vlen + 3) & !3);
+        }
+        Ok(Message {
+            method,
+            class,
+            transaction_id,
+            raw,
+            attributes,
+            integrity_at,
+        })
+    }
+
+    /// The first attribute of a type (RFC 8489: later duplicates are ignored).
+    pub fn get(&self, typ: u16) -> Option<&'a [u8]> {
+        self.attributes
+            .iter()
+            .find(|a| a.typ == typ)
+            .map(|a| a.value)
+    }
+
+    pub fn attributes(&self) -> &[RawAttribute<'a>] {
+        &self.attributes
+    }
+
+    pub fn has_integrity(&self) -> bool {
+        self.integrity_at.is_some()
+    }
+
+    /// Check MESSAGE-INTEGRITY (HMAC-SHA1) with `key`. False when absent.
+    pub fn verify_integrity(&self, key: &[u8]) -> bool {
+        let Some(at) = self.integrity_at else {
+            return false;
+        };
+        let Some(value) = self.get(attr::MESSAGE_INTEGRITY) else {
+            return false;
+        };
+        if value.len() != 20 {
+            return false;
+        }
+        let mac = integrity_mac(self.raw, at, key);
+        // `verify_slice` compares in constant time.
+        mac.verify_slice(value).is_ok()
+    }
+
+    /// The whole message as received.
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+}
+
+/// HMAC-SHA1 over `msg[..at]` as if the header length ended just after a
+/// MESSAGE-INTEGRITY attribute placed at `at` (RFC 8489 §14.5). Feeding the
+/// pieces separately avoids copying the message to patch its length.
+pub(crate) fn integrity_mac(msg: &[u8], at: usize, key: &[u8]) -> Hmac<Sha1> {
+    let mut mac = Hmac::<Sha1>::new_from_slice(key).expect("HMAC takes any key length");
+    let len = (at - HEADER_LEN + 24) as u16;
+    mac.update(&msg[0..2]);
+    mac.update(&len.to_be_bytes());
+    mac.update(&msg[4..at]);
+    mac
+}
+
+/// CRC32 ^ 0x5354554e over `msg[..at]` with the length covering FINGERPRINT.
+pub(crate) fn fingerprint(msg: &[u8], at: usize) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    let len = (at - HEADER_LEN + 8) as u16;
+    h.update(&msg[0..2]);
+    h.update(&len.to_be_bytes());
+    h.update(&msg[4..at]);
+    h.finalize() ^ FINGERPRINT_XOR
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_bits_round_trip() {
+        // Known values from RFC 8489 / 8656.
+        assert_eq!(encode_type(Method::BINDING, Class::Request), 0x0001);
+        assert_eq!(encode_type(Method::BINDING, Class::Success), 0x0101);
+        assert_eq!(encode_type(Method::ALLOCATE, Class::Error), 0x0113);
+        assert_eq!(encode_type(Method::SEND, Class::Indication), 0x0016);
+        assert_eq!(encode_type(Method::DATA, Class::Indication), 0x0017);
+        for m in 0..0x1000u16 {
+            for c in [Class::Request, Class::Indication, Class::Success, Class::Error] {
+                assert_eq!(decode_type(encode_type(Method(m), c)), (Method(m), c));
+            }
+        }
+    }
+
+    /// RFC 5769 §2.1 sample request: integrity with short-term password
+    /// "VOkJxbRl1RmTxUk/WvJxBt" and a FINGERPRINT.
+    #[test]
+    fn rfc5769_sample_request_verifies() {
+        let hex = "00010058 2112a442 b7e7a701 bc34d686 fa87dfae 80220010 5354554e \
+                   20746573 7420636c 69656e74 00240004 6e0001ff 80290008 932ff9b1 \
+                   51263b36 00060009 6576746a 3a683676 59202020 00080014 9aeaa70c \
+                   bfd8cb56 781ef2b5 b2d3f249 c1b571a2 80280004 e57a3bcf";
+        let hex: String = hex.chars().filter(|c| !c.is_whitespace()).collect();
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let m = Message::parse(&bytes).expect("parses, fingerprint ok");
+        assert_eq!(m.class, Class::Request);
+        assert_eq!(m.get(attr::USERNAME), Some(&b"evtj:h6vY"[..]));
+        assert!(m.verify_integrity(b"VOkJxbRl1RmTxUk/WvJxBt"));
+        assert!(!m.verify_integrity(b"wrong"));
+        let mut bad = bytes.clone();
+        bad[30] ^= 1;
+        assert_eq!(Message::parse(&bad).unwrap_err(), DecodeError::BadFingerprint);
+    }
+}

@@ -116,9 +116,13 @@ impl Allocation {
                 return Err(ChannelConflict::PeerInUse);
             }
         }
-        self.channels
-            .by_number
-            .insert(number, Channel { peer, expires: until });
+        self.channels.by_number.insert(
+            number,
+            Channel {
+                peer,
+                expires: until,
+            },
+        );
         self.channels.by_peer.insert(peer, number);
         Ok(())
     }
@@ -195,7 +199,10 @@ mod tests {
             Err(ChannelConflict::NumberInUse)
         );
         a.sweep(t600 + CHANNEL_QUARANTINE);
-        assert_eq!(a.bind_channel(0x4000, p2, t600 + t600.duration_since(t0)), Ok(()));
+        assert_eq!(
+            a.bind_channel(0x4000, p2, t600 + t600.duration_since(t0)),
+            Ok(())
+        );
     }
 
     #[test]

@@ -142,9 +142,7 @@ impl Authenticator {
         }
         credentials::check_expiry(username, unix_now).map_err(|e| match e {
             credentials::CredentialError::Malformed => AuthError::Rejected("malformed username"),
-            credentials::CredentialError::Expired { .. } => {
-                AuthError::Rejected("expired username")
-            }
+            credentials::CredentialError::Expired { .. } => AuthError::Rejected("expired username"),
         })?;
         let password = credentials::password(&self.secret, username);
         let key = long_term_key(username, &self.realm, &password);

@@ -332,7 +332,8 @@ impl Relay {
                 range: 0..buf.len(),
             });
         }
-        let mut b = MessageBuilder::new(Method::DATA, Class::Indication, indication_tid(&self.stats));
+        let mut b =
+            MessageBuilder::new(Method::DATA, Class::Indication, indication_tid(&self.stats));
         b.xor_address(attr::XOR_PEER_ADDRESS, peer)
             .attr(attr::DATA, &buf[CHANNEL_DATA_HEADROOM..]);
         self.transmits.push_back(Transmit {
@@ -432,7 +433,12 @@ impl Relay {
         })
     }
 
-    fn send_indication(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>) -> Option<Forward> {
+    fn send_indication(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+    ) -> Option<Forward> {
         let alloc = self.allocations.get(self.by_client.get(&ft)?)?;
         let from = alloc.relayed?;
         let peer = attr::decode_xor_address(msg.get(attr::XOR_PEER_ADDRESS)?, &msg.transaction_id)?;
@@ -462,7 +468,8 @@ impl Relay {
                 }
                 // Plain STUN: no auth, no SOFTWARE, just the mapped address.
                 let mut b = MessageBuilder::new(Method::BINDING, Class::Success, tid);
-                b.xor_address(attr::XOR_MAPPED_ADDRESS, ft.client).fingerprint();
+                b.xor_address(attr::XOR_MAPPED_ADDRESS, ft.client)
+                    .fingerprint();
                 self.transmit(ft, b.finish());
             }
             Method::ALLOCATE
@@ -632,7 +639,11 @@ impl Relay {
         let relayed = self.allocations[&id].relayed.expect("owned");
         // Validate every peer first: the request is all or nothing.
         let mut peers = Vec::new();
-        for a in msg.attributes().iter().filter(|a| a.typ == attr::XOR_PEER_ADDRESS) {
+        for a in msg
+            .attributes()
+            .iter()
+            .filter(|a| a.typ == attr::XOR_PEER_ADDRESS)
+        {
             let peer = attr::decode_xor_address(a.value, &msg.transaction_id).ok_or(BAD_REQUEST)?;
             self.check_peer(relayed, peer)?;
             peers.push(peer);

@@ -25,3 +25,6 @@ pub use engine::{
     CHANNEL_DATA_HEADROOM,
 };
 pub use policy::PeerPolicy;
+
+#[cfg(test)]
+mod tests;

@@ -60,7 +60,7 @@ fn denied_v6(ip: Ipv6Addr) -> bool {
         || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7 (RFC 4193)
         || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
         || ip.is_multicast()
-        // fd00:ec2::254 is AWS's IPv6 metadata endpoint; covered by fc00::/7.
+    // fd00:ec2::254 is AWS's IPv6 metadata endpoint; covered by fc00::/7.
 }
 
 #[cfg(test)]

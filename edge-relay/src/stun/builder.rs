@@ -4,8 +4,7 @@ use std::net::SocketAddr;
 
 use super::attr;
 use super::message::{
-    encode_type, fingerprint, integrity_mac, Class, Method, TransactionId, HEADER_LEN,
-    MAGIC_COOKIE,
+    encode_type, fingerprint, integrity_mac, Class, Method, TransactionId, HEADER_LEN, MAGIC_COOKIE,
 };
 use hmac::Mac;
 

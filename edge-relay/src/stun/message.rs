@@ -254,7 +254,12 @@ mod tests {
         assert_eq!(encode_type(Method::SEND, Class::Indication), 0x0016);
         assert_eq!(encode_type(Method::DATA, Class::Indication), 0x0017);
         for m in 0..0x1000u16 {
-            for c in [Class::Request, Class::Indication, Class::Success, Class::Error] {
+            for c in [
+                Class::Request,
+                Class::Indication,
+                Class::Success,
+                Class::Error,
+            ] {
                 assert_eq!(decode_type(encode_type(Method(m), c)), (Method(m), c));
             }
         }
@@ -280,6 +285,9 @@ mod tests {
         assert!(!m.verify_integrity(b"wrong"));
         let mut bad = bytes.clone();
         bad[30] ^= 1;
-        assert_eq!(Message::parse(&bad).unwrap_err(), DecodeError::BadFingerprint);
+        assert_eq!(
+            Message::parse(&bad).unwrap_err(),
+            DecodeError::BadFingerprint
+        );
     }
 }

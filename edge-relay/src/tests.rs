@@ -1,0 +1,690 @@
+//! Engine behaviour in simulated time: a scripted client talks to a [`Relay`]
+//! and checks every answer byte-for-byte through the codec.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use tern_common::credentials;
+
+use crate::auth::long_term_key;
+use crate::stun::{attr, Class, Message, MessageBuilder, Method};
+use crate::*;
+
+const SECRET: &[u8] = b"fleet-secret";
+const REALM: &str = "tern";
+const UNIX0: u64 = 1_800_000_000;
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+struct Harness {
+    relay: Relay,
+    now: Instant,
+    unix: u64,
+    local: SocketAddr,
+    next_relay_port: u16,
+    /// When false, BindRelay events are left for the test to answer.
+    auto_bind: bool,
+    events: Vec<Event>,
+    tid: u64,
+}
+
+/// One client's credentials and the nonce it learned.
+#[derive(Clone)]
+struct Client {
+    addr: SocketAddr,
+    username: String,
+    key: [u8; 16],
+    nonce: Vec<u8>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self::with(|_| {})
+    }
+
+    fn with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut cfg = Config::new(REALM, SECRET, [7; 32]);
+        tweak(&mut cfg);
+        Harness {
+            relay: Relay::new(cfg),
+            now: Instant::now(),
+            unix: UNIX0,
+            local: addr("192.0.2.1:3478"),
+            next_relay_port: 50000,
+            auto_bind: true,
+            events: Vec::new(),
+            tid: 0,
+        }
+    }
+
+    fn client(&self, ip_port: &str, identity: &str, expiry: u64) -> Client {
+        let c = credentials::mint(SECRET, identity, expiry);
+        Client {
+            addr: addr(ip_port),
+            key: long_term_key(&c.username, REALM, &c.credential),
+            username: c.username,
+            nonce: Vec::new(),
+        }
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.unix += d.as_secs();
+        while let Some(t) = self.relay.poll_timeout() {
+            if t > self.now {
+                break;
+            }
+            self.relay.handle_timeout(self.now);
+        }
+        self.drain_events();
+    }
+
+    fn drain_events(&mut self) {
+        while let Some(e) = self.relay.poll_event() {
+            if let (true, Event::BindRelay { id, .. }) = (self.auto_bind, &e) {
+                let port = self.next_relay_port;
+                self.next_relay_port += 1;
+                let relayed = SocketAddr::new("203.0.113.9".parse().unwrap(), port);
+                self.relay.relay_bound(self.now, *id, Ok(relayed));
+            }
+            self.events.push(e);
+        }
+    }
+
+    fn send_raw(&mut self, from: SocketAddr, bytes: &[u8]) -> (Option<Forward>, Vec<Transmit>) {
+        let fwd = self
+            .relay
+            .handle_client_datagram(self.now, self.unix, from, self.local, bytes);
+        self.drain_events();
+        let mut out = Vec::new();
+        while let Some(t) = self.relay.poll_transmit() {
+            out.push(t);
+        }
+        (fwd, out)
+    }
+
+    fn next_tid(&mut self) -> [u8; 12] {
+        self.tid += 1;
+        let mut t = [0xAA; 12];
+        t[4..].copy_from_slice(&self.tid.to_be_bytes());
+        t
+    }
+
+    fn build(
+        &mut self,
+        method: Method,
+        c: Option<&Client>,
+        tid: [u8; 12],
+        attrs: impl FnOnce(&mut MessageBuilder),
+    ) -> Vec<u8> {
+        let mut b = MessageBuilder::new(method, Class::Request, tid);
+        attrs(&mut b);
+        if let Some(c) = c {
+            b.attr(attr::USERNAME, c.username.as_bytes())
+                .attr(attr::REALM, REALM.as_bytes())
+                .attr(attr::NONCE, &c.nonce)
+                .integrity(&c.key);
+        }
+        b.fingerprint();
+        b.finish()
+    }
+
+    /// Send a request and return the single answer.
+    fn request(
+        &mut self,
+        method: Method,
+        c: Option<&Client>,
+        attrs: impl FnOnce(&mut MessageBuilder),
+    ) -> Vec<u8> {
+        let from = c.map(|c| c.addr).unwrap_or(addr("198.51.100.1:1111"));
+        self.request_from(from, method, c, attrs)
+    }
+
+    fn request_from(
+        &mut self,
+        from: SocketAddr,
+        method: Method,
+        c: Option<&Client>,
+        attrs: impl FnOnce(&mut MessageBuilder),
+    ) -> Vec<u8> {
+        let tid = self.next_tid();
+        let bytes = self.build(method, c, tid, attrs);
+        let (fwd, mut out) = self.send_raw(from, &bytes);
+        assert!(fwd.is_none());
+        assert_eq!(out.len(), 1, "exactly one answer");
+        let t = out.remove(0);
+        assert_eq!((t.from, t.to), (self.local, from));
+        t.payload
+    }
+
+    /// 401 handshake then Allocate; returns the relayed address.
+    fn allocate(&mut self, c: &mut Client) -> SocketAddr {
+        let r = self.request_from(c.addr, Method::ALLOCATE, None, |b| {
+            b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+        });
+        let m = Message::parse(&r).unwrap();
+        assert_eq!(code(&m), Some(401));
+        c.nonce = m.get(attr::NONCE).unwrap().to_vec();
+        let c2 = c.clone();
+        let r = self.request(Method::ALLOCATE, Some(&c2), |b| {
+            b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+        });
+        let m = Message::parse(&r).unwrap();
+        assert_eq!(m.class, Class::Success, "allocate failed: {:?}", code(&m));
+        assert!(m.verify_integrity(&c.key));
+        attr::decode_xor_address(m.get(attr::XOR_RELAYED_ADDRESS).unwrap(), &m.transaction_id)
+            .unwrap()
+    }
+
+    fn permit(&mut self, c: &Client, peer: SocketAddr) -> Option<u16> {
+        let r = self.request(Method::CREATE_PERMISSION, Some(c), |b| {
+            b.xor_address(attr::XOR_PEER_ADDRESS, peer);
+        });
+        code(&Message::parse(&r).unwrap())
+    }
+
+    fn bind(&mut self, c: &Client, number: u16, peer: SocketAddr) -> Option<u16> {
+        let r = self.request(Method::CHANNEL_BIND, Some(c), |b| {
+            b.attr(
+                attr::CHANNEL_NUMBER,
+                &[(number >> 8) as u8, number as u8, 0, 0],
+            )
+            .xor_address(attr::XOR_PEER_ADDRESS, peer);
+        });
+        code(&Message::parse(&r).unwrap())
+    }
+
+    fn send_indication(&mut self, c: &Client, peer: SocketAddr, data: &[u8]) -> Option<Forward> {
+        let tid = self.next_tid();
+        let mut b = MessageBuilder::new(Method::SEND, Class::Indication, tid);
+        b.xor_address(attr::XOR_PEER_ADDRESS, peer)
+            .attr(attr::DATA, data);
+        let bytes = b.finish();
+        let (fwd, out) = self.send_raw(c.addr, &bytes);
+        assert!(out.is_empty());
+        if let Some(f) = &fwd {
+            assert_eq!(&bytes[f.range.clone()], data);
+        }
+        fwd
+    }
+
+    fn from_peer(
+        &mut self,
+        relayed: SocketAddr,
+        peer: SocketAddr,
+        data: &[u8],
+    ) -> (Option<Vec<u8>>, Vec<Transmit>) {
+        let mut buf = vec![0u8; CHANNEL_DATA_HEADROOM];
+        buf.extend_from_slice(data);
+        let fwd = self
+            .relay
+            .handle_peer_datagram(self.now, relayed, peer, &mut buf);
+        let mut out = Vec::new();
+        while let Some(t) = self.relay.poll_transmit() {
+            out.push(t);
+        }
+        (fwd.map(|f| buf[f.range].to_vec()), out)
+    }
+}
+
+/// ERROR-CODE of an answer, `None` for success.
+fn code(m: &Message<'_>) -> Option<u16> {
+    match m.class {
+        Class::Error => attr::decode_error_code(m.get(attr::ERROR_CODE).unwrap()),
+        _ => None,
+    }
+}
+
+fn peer() -> SocketAddr {
+    addr("198.51.100.7:4000")
+}
+
+#[test]
+fn binding_request_gets_xor_mapped_address_only() {
+    let mut h = Harness::new();
+    let r = h.request(Method::BINDING, None, |_| {});
+    let m = Message::parse(&r).unwrap();
+    assert_eq!((m.method, m.class), (Method::BINDING, Class::Success));
+    assert_eq!(
+        attr::decode_xor_address(m.get(attr::XOR_MAPPED_ADDRESS).unwrap(), &m.transaction_id),
+        Some(addr("198.51.100.1:1111"))
+    );
+    assert!(m.get(attr::SOFTWARE).is_none());
+}
+
+#[test]
+fn full_allocate_flow() {
+    let mut h = Harness::new();
+    let mut c = h.client("198.51.100.1:5000", "alice", UNIX0 + 3600);
+    // First leg: challenge. Small, unsigned, no SOFTWARE.
+    let r = h.request_from(c.addr, Method::ALLOCATE, None, |b| {
+        b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+    });
+    let m = Message::parse(&r).unwrap();
+    assert_eq!(code(&m), Some(401));
+    assert_eq!(m.get(attr::REALM), Some(REALM.as_bytes()));
+    assert!(m.get(attr::SOFTWARE).is_none() && !m.has_integrity());
+    assert!(r.len() < 100, "challenge is {} bytes", r.len());
+    c.nonce = m.get(attr::NONCE).unwrap().to_vec();
+
+    let c2 = c.clone();
+    let r = h.request(Method::ALLOCATE, Some(&c2), |b| {
+        b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+            .u32(attr::LIFETIME, 1200);
+    });
+    let m = Message::parse(&r).unwrap();
+    assert_eq!(m.class, Class::Success);
+    assert!(
+        m.verify_integrity(&c.key),
+        "answer signed with the long-term key"
+    );
+    assert!(
+        m.get(attr::FINGERPRINT).is_none(),
+        "FINGERPRINT is checked by parse, not indexed"
+    );
+    assert_eq!(
+        &r[r.len() - 8..r.len() - 4],
+        &[0x80, 0x28, 0, 4],
+        "ends with FINGERPRINT"
+    );
+    let tid = m.transaction_id;
+    assert_eq!(
+        attr::decode_xor_address(m.get(attr::XOR_MAPPED_ADDRESS).unwrap(), &tid),
+        Some(c.addr)
+    );
+    assert_eq!(
+        attr::decode_xor_address(m.get(attr::XOR_RELAYED_ADDRESS).unwrap(), &tid),
+        Some(addr("203.0.113.9:50000"))
+    );
+    assert_eq!(attr::decode_u32(m.get(attr::LIFETIME).unwrap()), Some(1200));
+    assert_eq!(h.relay.allocation_count(), 1);
+    assert!(matches!(
+        h.events[..],
+        [Event::BindRelay { .. }, Event::Allocated { .. }]
+    ));
+}
+
+#[test]
+fn wrong_password_and_wrong_user_are_refused() {
+    let mut h = Harness::new();
+    let mut c = h.client("198.51.100.1:5000", "alice", UNIX0 + 3600);
+    let r = h.request(Method::BINDING, None, |_| {});
+    drop(r);
+    // Learn a nonce, then sign with a key derived from the wrong password.
+    let r = h.request(
+        Method::ALLOCATE,
+        Some(&Client {
+            key: [0; 16],
+            ..c.clone()
+        }),
+        |b| {
+            b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+        },
+    );
+    let m = Message::parse(&r).unwrap();
+    assert_eq!(code(&m), Some(438), "empty nonce is stale");
+    c.nonce = m.get(attr::NONCE).unwrap().to_vec();
+    let bad = Client {
+        key: long_term_key(&c.username, REALM, "not-the-password"),
+        ..c.clone()
+    };
+    let r = h.request(Method::ALLOCATE, Some(&bad), |b| {
+        b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+    });
+    assert_eq!(code(&Message::parse(&r).unwrap()), Some(401));
+    assert_eq!(h.relay.allocation_count(), 0);
+
+    // Valid credentials of another identity on alice's 5-tuple: 441.
+    h.allocate(&mut c);
+    let mut bob = h.client("198.51.100.1:5000", "bob", UNIX0 + 3600);
+    bob.nonce = c.nonce.clone();
+    assert_eq!(h.permit(&bob, peer()), Some(441));
+    let r = h.request(Method::REFRESH, Some(&bob), |_| {});
+    assert_eq!(code(&Message::parse(&r).unwrap()), Some(441));
+}
+
+#[test]
+fn expired_rest_username_is_refused() {
+    let mut h = Harness::new();
+    let mut c = h.client("198.51.100.1:5000", "alice", UNIX0 - 1);
+    let r = h.request_from(c.addr, Method::ALLOCATE, None, |_| {});
+    c.nonce = Message::parse(&r)
+        .unwrap()
+        .get(attr::NONCE)
+        .unwrap()
+        .to_vec();
+    let r = h.request(Method::ALLOCATE, Some(&c), |b| {
+        b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+    });
+    let m = Message::parse(&r).unwrap();
+    assert_eq!(code(&m), Some(401));
+    assert!(m.get(attr::NONCE).is_some() && !m.has_integrity());
+}
+
+#[test]
+fn stale_nonce_gets_438_and_a_fresh_nonce() {
+    let mut h = Harness::with(|cfg| cfg.nonce_lifetime = Duration::from_secs(60));
+    let mut c = h.client("198.51.100.1:5000", "alice", UNIX0 + 86400);
+    h.allocate(&mut c);
+    h.advance(Duration::from_secs(61));
+    let r = h.request(Method::REFRESH, Some(&c), |_| {});
+    let m = Message::parse(&r).unwrap();
+    assert_eq!(code(&m), Some(438));
+    c.nonce = m.get(attr::NONCE).unwrap().to_vec();
+    let r = h.request(Method::REFRESH, Some(&c), |_| {});
+    let m = Message::parse(&r).unwrap();
+    assert_eq!(m.class, Class::Success);
+    assert!(m.verify_integrity(&c.key));
+    // A nonce handed to one address is no good from another.
+    let elsewhere = Client {
+        addr: addr("198.51.100.1:5001"),
+        ..c.clone()
+    };
+    let r = h.request(Method::ALLOCATE, Some(&elsewhere), |b| {
+        b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+    });
+    assert_eq!(code(&Message::parse(&r).unwrap()), Some(438));
+}
+
+#[test]
+fn permission_required_before_relaying() {
+    let mut h = Harness::new();
+    let mut c = h.client("198.51.100.1:5000", "alice", UNIX0 + 3600);
+    let relayed = h.allocate(&mut c);
+    assert_eq!(h.send_indication(&c, peer(), b"hello"), None);
+    assert_eq!(h.from_peer(relayed, peer(), b"hi").0, None);
+    assert!(h.from_peer(relayed, peer(), b"hi").1.is_empty());
+
+    assert_eq!(h.permit(&c, peer()), None);
+    let f = h.send_indication(&c, peer(), b"hello").expect("relayed");
+    assert_eq!((f.from, f.to), (relayed, peer()));
+    // Permissions are per IP: another port of the same peer host may answer.
+    let other_port = addr("198.51.100.7:4001");
+    let (fwd, out) = h.from_peer(relayed, other_port, b"back");
+    assert_eq!(fwd, None, "no channel: Data indication instead");
+    assert_eq!(out.len(), 1);
+    let m = Message::parse(&out[0].payload).unwrap();
+    assert_eq!((m.method, m.class), (Method::DATA, Class::Indication));
+    assert_eq!(m.get(attr::DATA), Some(&b"back"[..]));
+    assert_eq!(
+        attr::decode_xor_address(m.get(attr::XOR_PEER_ADDRESS).unwrap(), &m.transaction_id),
+        Some(other_port)
+    );
+    assert_eq!((out[0].from, out[0].to), (h.local, c.addr));
+    // Permissions last 300 s.
+    h.advance(Duration::from_secs(301));
+    assert_eq!(h.send_indication(&c, peer(), b"late"), None);
+    assert_eq!(h.from_peer(relayed, peer(), b"late").1.len(), 0);
+}
+
+#[test]
+fn channel_bind_then_channel_data_both_ways() {
+    let mut h = Harness::new();
+    let mut c = h.client("198.51.100.1:5000", "alice", UNIX0 + 3600);
+    let relayed = h.allocate(&mut c);
+    assert_eq!(h.bind(&c, 0x3FFF, peer()), Some(400), "below range");
+    assert_eq!(h.bind(&c, 0x5000, peer()), Some(400), "above range");
+    assert_eq!(h.bind(&c, 0x4001, peer()), None);
+    assert_eq!(h.bind(&c, 0x4001, peer()), None, "refresh is fine");
+    assert_eq!(h.bind(&c, 0x4001, addr("198.51.100.8:1")), Some(400));
+    assert_eq!(h.bind(&c, 0x4002, peer()), Some(400));
+
+    // Client -> peer: payload is forwarded in place.
+    let mut cd = vec![0x40, 0x01, 0, 5];
+    cd.extend_from_slice(b"voice\0\0\0"); // with padding
+    let (f, out) = h.send_raw(c.addr, &cd);
+    let f = f.expect("forwarded");
+    assert!(out.is_empty());
+    assert_eq!((f.from, f.to), (relayed, peer()));
+    assert_eq!(&cd[f.range], b"voice");
+    // Unknown channel and truncated length: dropped.
+    assert_eq!(h.send_raw(c.addr, &[0x40, 0x02, 0, 1, 9]).0, None);
+    assert_eq!(h.send_raw(c.addr, &[0x40, 0x01, 0, 9, 9]).0, None);
+    // From another 5-tuple: dropped.
+    assert_eq!(h.send_raw(addr("198.51.100.1:5001"), &cd).0, None);
+
+    // Peer -> client: ChannelData, header written into the headroom.
+    let (fwd, out) = h.from_peer(relayed, peer(), b"reply");
+    assert!(out.is_empty());
+    assert_eq!(fwd.unwrap(), [&[0x40, 0x01, 0, 5][..], b"reply"].concat());
+    assert_eq!(h.relay.stats().relayed_packets, 2);
+}
+
+#[test]
+fn allocations_expire_and_can_be_deleted() {
+    let mut h = Harness::with(|cfg| cfg.nonce_lifetime = Duration::from_secs(86400));
+    let mut c = h.client("198.51.100.1:5000", "alice", UNIX0 + 86400);
+    let relayed = h.allocate(&mut c);
+    assert_eq!(h.bind(&c, 0x4000, peer()), None);
+    assert!(h.relay.poll_timeout().is_some());
+    h.advance(Duration::from_secs(599));
+    assert_eq!(h.relay.allocation_count(), 1);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.relay.allocation_count(), 0);
+    assert!(h.events.contains(&Event::Released {
+        id: AllocationId(1),
+        relayed: Some(relayed),
+        reason: ReleaseReason::Expired
+    }));
+    assert_eq!(h.from_peer(relayed, peer(), b"x").0, None);
+    assert_eq!(h.relay.poll_timeout(), None, "nothing left to wake for");
+    // After expiry the 5-tuple has no allocation: 437.
+    let r = h.request(Method::REFRESH, Some(&c), |_| {});
+    assert_eq!(code(&Message::parse(&r).unwrap()), Some(437));
+
+    // Refresh extends; LIFETIME 0 deletes.
+    let relayed = h.allocate(&mut c);
+    h.advance(Duration::from_secs(500));
+    let r = h.request(Method::REFRESH, Some(&c), |b| {
+        b.u32(attr::LIFETIME, 600);
+    });
+    assert_eq!(code(&Message::parse(&r).unwrap()), None);
+    h.advance(Duration::from_secs(500));
+    assert_eq!(h.relay.allocation_count(), 1, "refreshed at 500 s");
+    let r = h.request(Method::REFRESH, Some(&c), |b| {
+        b.u32(attr::LIFETIME, 0);
+    });
+    let m = Message::parse(&r).unwrap();
+    assert_eq!(attr::decode_u32(m.get(attr::LIFETIME).unwrap()), Some(0));
+    assert_eq!(h.relay.allocation_count(), 0);
+    assert!(matches!(
+        h.events.last(),
+        Some(Event::Released { relayed: Some(r), reason: ReleaseReason::Deleted, .. }) if *r == relayed
+    ));
+}
+
+#[test]
+fn policy_refuses_private_peers_with_403() {
+    let mut h = Harness::new();
+    let mut c = h.client("198.51.100.1:5000", "alice", UNIX0 + 3600);
+    h.allocate(&mut c);
+    for p in [
+        "127.0.0.1:1",
+        "10.0.0.1:1",
+        "169.254.169.254:80",
+        "100.64.1.1:1",
+        "192.168.0.1:9",
+    ] {
+        assert_eq!(h.permit(&c, addr(p)), Some(403), "{p}");
+        assert_eq!(h.bind(&c, 0x4000, addr(p)), Some(403), "{p}");
+    }
+    assert_eq!(
+        h.permit(&c, addr("[2001:db8::1]:1")),
+        Some(443),
+        "family mismatch"
+    );
+
+    let mut h = Harness::with(|cfg| {
+        cfg.policy = PeerPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]);
+    });
+    let mut c = h.client("127.0.0.1:5000", "alice", UNIX0 + 3600);
+    h.allocate(&mut c);
+    assert_eq!(h.permit(&c, addr("127.0.0.1:9")), None);
+    assert_eq!(h.permit(&c, addr("10.0.0.1:9")), Some(403));
+}
+
+#[test]
+fn allocate_retransmission_mismatch_and_capacity() {
+    let mut h = Harness::with(|cfg| cfg.max_allocations = 1);
+    let mut c = h.client("198.51.100.1:5000", "alice", UNIX0 + 3600);
+    let r = h.request_from(c.addr, Method::ALLOCATE, None, |_| {});
+    c.nonce = Message::parse(&r)
+        .unwrap()
+        .get(attr::NONCE)
+        .unwrap()
+        .to_vec();
+    let tid = h.next_tid();
+    let req = h.build(Method::ALLOCATE, Some(&c), tid, |b| {
+        b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+    });
+    let first = h.send_raw(c.addr, &req).1;
+    let again = h.send_raw(c.addr, &req).1;
+    assert_eq!(first, again, "retransmission gets the same answer");
+    let r = h.request(Method::ALLOCATE, Some(&c), |b| {
+        b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+    });
+    let m = Message::parse(&r).unwrap();
+    assert_eq!(code(&m), Some(437));
+    assert!(
+        m.verify_integrity(&c.key),
+        "authenticated errors are signed"
+    );
+
+    let mut d = h.client("198.51.100.2:5000", "dave", UNIX0 + 3600);
+    d.nonce = h.relay_nonce_for(d.addr);
+    let r = h.request(Method::ALLOCATE, Some(&d), |b| {
+        b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+    });
+    assert_eq!(code(&Message::parse(&r).unwrap()), Some(508));
+}
+
+#[test]
+fn bad_allocate_requests() {
+    let mut h = Harness::new();
+    h.auto_bind = false;
+    let mut c = h.client("198.51.100.1:5000", "alice", UNIX0 + 3600);
+    c.nonce = h.relay_nonce_for(c.addr);
+    let r = h.request(Method::ALLOCATE, Some(&c), |_| {});
+    assert_eq!(
+        code(&Message::parse(&r).unwrap()),
+        Some(400),
+        "no REQUESTED-TRANSPORT"
+    );
+    let r = h.request(Method::ALLOCATE, Some(&c), |b| {
+        b.attr(attr::REQUESTED_TRANSPORT, &[6, 0, 0, 0]);
+    });
+    assert_eq!(code(&Message::parse(&r).unwrap()), Some(442), "TCP");
+    let r = h.request(Method::ALLOCATE, Some(&c), |b| {
+        b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+            .attr(attr::EVEN_PORT, &[0x80]);
+    });
+    let m = Message::parse(&r).unwrap();
+    assert_eq!(code(&m), Some(420));
+    assert_eq!(m.get(attr::UNKNOWN_ATTRIBUTES), Some(&[0x00, 0x18][..]));
+
+    // The driver cannot bind: 508, and the allocation is gone.
+    let tid = h.next_tid();
+    let req = h.build(Method::ALLOCATE, Some(&c), tid, |b| {
+        b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+    });
+    let (_, out) = h.send_raw(c.addr, &req);
+    assert!(out.is_empty(), "no answer until the driver binds");
+    let Some(Event::BindRelay {
+        id,
+        family: Family::V4,
+    }) = h.events.pop()
+    else {
+        panic!("expected BindRelay")
+    };
+    h.relay
+        .relay_bound(h.now, id, Err(BindError::InsufficientCapacity));
+    let t = h.relay.poll_transmit().unwrap();
+    assert_eq!(code(&Message::parse(&t.payload).unwrap()), Some(508));
+    assert_eq!(h.relay.allocation_count(), 0);
+    // A late bind for a dead allocation hands the port straight back.
+    h.relay.relay_bound(h.now, id, Ok(addr("203.0.113.9:1")));
+    let events: Vec<Event> = std::iter::from_fn(|| h.relay.poll_event()).collect();
+    assert!(events.contains(&Event::Released {
+        id,
+        relayed: Some(addr("203.0.113.9:1")),
+        reason: ReleaseReason::Abandoned
+    }));
+}
+
+impl Harness {
+    /// Learn a nonce through a 401.
+    fn relay_nonce_for(&mut self, from: SocketAddr) -> Vec<u8> {
+        let tid = self.next_tid();
+        let req = self.build(Method::ALLOCATE, None, tid, |_| {});
+        let (_, out) = self.send_raw(from, &req);
+        let m = Message::parse(&out[0].payload).unwrap();
+        m.get(attr::NONCE).unwrap().to_vec()
+    }
+}
+
+/// Garbage and mutated valid messages must never panic the engine.
+#[test]
+fn malformed_input_never_panics() {
+    let mut h = Harness::with(|cfg| {
+        cfg.policy = PeerPolicy::new(vec!["0.0.0.0/0".parse().unwrap()]);
+    });
+    let mut c = h.client("198.51.100.1:5000", "alice", UNIX0 + 3600);
+    let relayed = h.allocate(&mut c);
+    h.bind(&c, 0x4000, peer());
+    let mut corpus = vec![
+        h.build(Method::CHANNEL_BIND, Some(&c), [1; 12], |b| {
+            b.attr(attr::CHANNEL_NUMBER, &[0x40, 0, 0, 0])
+                .xor_address(attr::XOR_PEER_ADDRESS, peer());
+        }),
+        h.build(Method::CREATE_PERMISSION, Some(&c), [2; 12], |b| {
+            b.xor_address(attr::XOR_PEER_ADDRESS, peer());
+        }),
+        h.build(Method::ALLOCATE, Some(&c), [3; 12], |b| {
+            b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+        }),
+        h.build(Method::REFRESH, Some(&c), [4; 12], |b| {
+            b.u32(attr::LIFETIME, 600);
+        }),
+        vec![0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4],
+    ];
+    let mut b = MessageBuilder::new(Method::SEND, Class::Indication, [5; 12]);
+    b.xor_address(attr::XOR_PEER_ADDRESS, peer())
+        .attr(attr::DATA, b"abc");
+    corpus.push(b.finish());
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x7e4e);
+    for i in 0..20_000 {
+        let mut msg = if i % 4 == 0 {
+            let n = rng.gen_range(0..80);
+            (0..n).map(|_| rng.gen()).collect::<Vec<u8>>()
+        } else {
+            corpus[rng.gen_range(0..corpus.len())].clone()
+        };
+        // Flip a few bytes, sometimes truncate or extend.
+        for _ in 0..rng.gen_range(0..4) {
+            if !msg.is_empty() {
+                let j = rng.gen_range(0..msg.len());
+                msg[j] = rng.gen();
+            }
+        }
+        match rng.gen_range(0..6) {
+            0 => msg.truncate(rng.gen_range(0..=msg.len())),
+            1 => msg.extend((0..rng.gen_range(0..8)).map(|_| rng.gen::<u8>())),
+            _ => {}
+        }
+        h.send_raw(c.addr, &msg);
+        let mut buf = msg.clone();
+        h.relay
+            .handle_peer_datagram(h.now, relayed, peer(), &mut buf);
+        let short = buf.len().min(3);
+        h.relay
+            .handle_peer_datagram(h.now, relayed, peer(), &mut buf[..short]);
+        while h.relay.poll_transmit().is_some() {}
+        if i % 1000 == 0 {
+            h.advance(Duration::from_secs(7));
+        }
+    }
+}

@@ -3,6 +3,7 @@
 
 mod app;
 mod assets;
+mod bench;
 mod component;
 mod gateway;
 mod http;
@@ -39,6 +40,15 @@ enum Command {
     Serve(ServeArgs),
     /// Print a room token.
     Token(TokenArgs),
+    /// Benchmarks (results go to docs/benchmarks.md).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Per-frame cost through the wasm component and join→joined latency.
+    Signaling(bench::BenchArgs),
 }
 
 #[derive(Args, Clone)]
@@ -110,6 +120,7 @@ fn main() -> anyhow::Result<()> {
             serve(app, listener).await
         }),
         Command::Up(args) => runtime()?.block_on(up::run(args)),
+        Command::Bench(BenchCommand::Signaling(args)) => bench::run(args),
     }
 }
 

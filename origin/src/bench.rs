@@ -1,0 +1,333 @@
+//! `tern bench signaling`: what a frame costs through the wasm component, and
+//! join→joined latency over WebSocket at a sustained rate. A benchmark, not a
+//! test: it reports numbers (docs/benchmarks.md), it asserts nothing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tern_common::relay::{self, Heartbeat, Listener, Load, RelayState};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::app::{now_ms, App};
+use crate::component::SignalingHost;
+use crate::store::EmbeddedStore;
+
+const API: &str = "bench-api-secret";
+const RELAY: &str = "bench-relay-secret";
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Frames per kind for the per-frame measurement.
+    #[arg(long, default_value_t = 20_000)]
+    frames: usize,
+    /// Joins per second offered over WebSocket.
+    #[arg(long, default_value_t = 5_000)]
+    rate: u64,
+    /// How long to offer them.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// WebSocket connections used by the load generator.
+    #[arg(long, default_value_t = 256)]
+    connections: usize,
+    /// Worker threads of the server's runtime (the client gets its own).
+    #[arg(long, default_value_t = 1)]
+    server_threads: usize,
+}
+
+fn heartbeat_body(id: &str, region: &str, seq: u64) -> (Vec<u8>, String) {
+    let hb = Heartbeat {
+        id: id.into(),
+        region: region.into(),
+        listeners: vec![Listener {
+            transport: "udp".into(),
+            address: "127.0.0.1:3478".into(),
+        }],
+        state: RelayState::Active,
+        load: Load::default(),
+        seq,
+        sent_at_ms: now_ms(),
+    };
+    let body = serde_json::to_vec(&hb).unwrap();
+    let sig = relay::sign(RELAY.as_bytes(), &body);
+    (body, sig)
+}
+
+fn env() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("TERN_API_SECRET".into(), API.into()),
+        ("TERN_RELAY_SECRET".into(), RELAY.into()),
+        // Heartbeats are refreshed by hand below; be lenient so a long
+        // measurement does not run out of relays.
+        ("TERN_RELAY_STALE_MS".into(), "600000".into()),
+    ])
+}
+
+fn token(room: &str, who: &str) -> String {
+    edge_signaling::token::mint(
+        API.as_bytes(),
+        &edge_signaling::token::Claims {
+            room: room.into(),
+            sub: who.into(),
+            exp: now_ms() / 1000 + 3600,
+        },
+    )
+}
+
+struct Summary {
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    mean: Duration,
+}
+
+fn summarize(mut v: Vec<Duration>) -> Summary {
+    v.sort();
+    let pick = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)];
+    Summary {
+        p50: pick(0.50),
+        p99: pick(0.99),
+        max: *v.last().unwrap(),
+        mean: v.iter().sum::<Duration>() / v.len() as u32,
+    }
+}
+
+fn print_row(name: &str, n: usize, s: &Summary) {
+    println!(
+        "{name:<28} n={n:<7} p50={:>8.1}µs p99={:>8.1}µs max={:>9.1}µs mean={:>8.1}µs",
+        s.p50.as_secs_f64() * 1e6,
+        s.p99.as_secs_f64() * 1e6,
+        s.max.as_secs_f64() * 1e6,
+        s.mean.as_secs_f64() * 1e6
+    );
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    println!(
+        "# tern bench signaling ({} cores)",
+        std::thread::available_parallelism()?.get()
+    );
+    per_frame(args.frames)?;
+    over_websocket(&args)
+}
+
+/// Per-frame cost through the component, in-process: instantiation from the
+/// pool, the guest's KV calls into redb, and the core's work. One thread.
+fn per_frame(n: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = EmbeddedStore::open(dir.path())?;
+    let host = SignalingHost::new(crate::component::SIGNALING_WASM, env(), store)?;
+    for (id, region) in [("a-1", "region-a"), ("b-1", "region-b")] {
+        let (b, s) = heartbeat_body(id, region, 1);
+        host.handle_heartbeat(now_ms(), &b, &s)?
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    }
+    let mut entropy_n = 0u64;
+    let mut entropy = || {
+        entropy_n += 1;
+        let mut e = [0u8; 32];
+        e[..8].copy_from_slice(&entropy_n.to_le_bytes());
+        e[8..16].copy_from_slice(&entropy_n.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes());
+        e
+    };
+    let time = |f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        f();
+        t.elapsed()
+    };
+
+    // ping: the floor (instantiate + parse + answer, no KV).
+    let ping = r#"{"type":"ping","id":1}"#;
+    for _ in 0..1000 {
+        host.handle_frame(now_ms(), "c0", ping, &entropy())?;
+    }
+    let v: Vec<Duration> = (0..n)
+        .map(|_| {
+            let e = entropy();
+            time(&mut || {
+                host.handle_frame(now_ms(), "c0", ping, &e).unwrap();
+            })
+        })
+        .collect();
+    print_row("frame: ping", n, &summarize(v));
+
+    // signal between two joined participants (2 KV reads).
+    let ja = host.handle_frame(
+        now_ms(),
+        "ca",
+        &json!({"type":"join","room":"r","token":token("r","a")}).to_string(),
+        &entropy(),
+    )?;
+    let jb = host.handle_frame(
+        now_ms(),
+        "cb",
+        &json!({"type":"join","room":"r","token":token("r","b")}).to_string(),
+        &entropy(),
+    )?;
+    let pa: Value = serde_json::from_str(&ja[0].frame)?;
+    let pb: Value = serde_json::from_str(&jb.iter().find(|d| d.conn == "cb").unwrap().frame)?;
+    let to_b = json!({"type":"signal","to":pb["participant"],"data":{"candidate":"candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host"}}).to_string();
+    let to_a = json!({"type":"signal","to":pa["participant"],"data":{"candidate":"candidate:1 1 udp 2122260223 192.0.2.2 54321 typ host"}}).to_string();
+    let v: Vec<Duration> = (0..n)
+        .map(|i| {
+            let e = entropy();
+            let (c, f) = if i % 2 == 0 {
+                ("ca", &to_b)
+            } else {
+                ("cb", &to_a)
+            };
+            time(&mut || {
+                let d = host.handle_frame(now_ms(), c, f, &e).unwrap();
+                assert_eq!(d.len(), 1);
+            })
+        })
+        .collect();
+    print_row("frame: signal", n, &summarize(v));
+
+    // join + leave in fresh rooms (reads relays, CAS on the room, 2 puts).
+    let m = n / 4;
+    let mut joins = Vec::with_capacity(m);
+    let mut leaves = Vec::with_capacity(m);
+    let leave = r#"{"type":"leave"}"#;
+    for i in 0..m {
+        let room = format!("room-{i}");
+        let j = json!({"type":"join","room":room,"token":token(&room,"x")}).to_string();
+        let e = entropy();
+        joins.push(time(&mut || {
+            let d = host.handle_frame(now_ms(), "cj", &j, &e).unwrap();
+            assert!(
+                d[0].frame.starts_with(r#"{"type":"joined""#),
+                "{}",
+                d[0].frame
+            );
+        }));
+        let e = entropy();
+        leaves.push(time(&mut || {
+            host.handle_frame(now_ms(), "cj", leave, &e).unwrap();
+        }));
+    }
+    print_row("frame: join (new room)", m, &summarize(joins));
+    print_row("frame: leave", m, &summarize(leaves));
+    Ok(())
+}
+
+/// join→joined over WebSocket against an in-process origin whose runtime has
+/// `server_threads` workers; the load generator runs on its own runtime.
+fn over_websocket(args: &BenchArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.server_threads)
+        .max_blocking_threads(args.server_threads.max(1))
+        .enable_all()
+        .build()?;
+    let serve_args = crate::ServeArgs {
+        listen: "127.0.0.1:0".parse()?,
+        data_dir: dir.path().to_path_buf(),
+        edge: "bench".into(),
+        api_secret: Some(API.into()),
+        relay_secret: Some(RELAY.into()),
+        relay_stale_ms: 600_000,
+        dev_tokens: false,
+    };
+    let (app, listener): (Arc<App>, _) = server_rt.block_on(crate::start(serve_args))?;
+    let addr = listener.local_addr()?;
+    server_rt.block_on(async {
+        for (id, region) in [("a-1", "region-a"), ("b-1", "region-b")] {
+            let (b, s) = heartbeat_body(id, region, 1);
+            app.handle_heartbeat(b, s).await??;
+        }
+        anyhow::Ok(())
+    })?;
+    server_rt.spawn(crate::serve(app, listener));
+
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let url = format!("ws://{addr}/v1/signal");
+    let (rate, secs, conns) = (args.rate, args.seconds, args.connections);
+    let (lat, offered, done, elapsed) = client_rt.block_on(async move {
+        let (pool_tx, mut pool_rx) = tokio::sync::mpsc::unbounded_channel();
+        for i in 0..conns {
+            let (ws, _) = tokio_tungstenite::connect_async(&url).await?;
+            pool_tx.send((i, ws))?;
+        }
+        let (lat_tx, mut lat_rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
+        let total = rate * secs;
+        let start = Instant::now();
+        let mut sent = 0u64;
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut seq = 0u64;
+        while sent < total {
+            tick.tick().await;
+            // Joins due by now, each stamped with its scheduled time so
+            // queueing in the generator counts against latency (no
+            // coordinated omission).
+            let due = ((start.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
+            while sent < due {
+                let scheduled = start + Duration::from_secs_f64(sent as f64 / rate as f64);
+                sent += 1;
+                let (i, mut ws) = match pool_rx.recv().await {
+                    Some(x) => x,
+                    None => anyhow::bail!("pool closed"),
+                };
+                seq += 1;
+                let room = format!("bench-{i}-{seq}");
+                let frame = json!({"type":"join","room":room,"token":token(&room,"x")}).to_string();
+                let (pool_tx, lat_tx) = (pool_tx.clone(), lat_tx.clone());
+                tokio::spawn(async move {
+                    ws.send(Message::Text(frame.into())).await?;
+                    wait_for(&mut ws, "joined").await?;
+                    let _ = lat_tx.send(scheduled.elapsed());
+                    ws.send(Message::Text(r#"{"type":"leave"}"#.into())).await?;
+                    wait_for(&mut ws, "left").await?;
+                    let _ = pool_tx.send((i, ws));
+                    anyhow::Ok(())
+                });
+            }
+        }
+        drop(lat_tx);
+        let mut lat = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while lat.len() < total as usize {
+            match tokio::time::timeout_at(deadline, lat_rx.recv()).await {
+                Ok(Some(d)) => lat.push(d),
+                _ => break,
+            }
+        }
+        let done = lat.len();
+        anyhow::Ok((lat, total, done, start.elapsed()))
+    })?;
+    println!(
+        "websocket join→joined: offered {offered} joins at {rate}/s over {secs}s on {} server thread(s), {} completed, achieved {:.0} joins/s",
+        args.server_threads,
+        done,
+        done as f64 / elapsed.as_secs_f64()
+    );
+    if !lat.is_empty() {
+        print_row("join→joined (ws)", lat.len(), &summarize(lat));
+    }
+    Ok(())
+}
+
+async fn wait_for<S>(ws: &mut S, ty: &str) -> anyhow::Result<()>
+where
+    S: StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let want = format!(r#"{{"type":"{ty}""#);
+    while let Some(m) = ws.next().await {
+        if let Message::Text(t) = m? {
+            if t.starts_with(&want) {
+                return Ok(());
+            }
+            if t.starts_with(r#"{"type":"error""#) {
+                anyhow::bail!("server error: {t}");
+            }
+        }
+    }
+    anyhow::bail!("socket closed")
+}

@@ -219,7 +219,22 @@ pub struct SignalingHost {
     pre: SignalingPre<HostState>,
     env: Vec<(String, String)>,
     kv: EmbeddedStore,
+    /// Idle instances. The component keeps no state between calls (the
+    /// core is a pure function of its inputs and the KV), so an instance may
+    /// serve several calls; it is retired after [`MAX_REUSE`] calls, or at
+    /// once after a trap, so nothing a call could leave behind (heap growth,
+    /// a poisoned allocator) lives long.
+    idle: std::sync::Mutex<Vec<Pooled>>,
 }
+
+struct Pooled {
+    store: Store<HostState>,
+    instance: Signaling,
+    uses: u32,
+}
+
+/// Calls one instance serves before it is dropped.
+pub const MAX_REUSE: u32 = 1000;
 
 impl SignalingHost {
     /// Compile `wasm` and link it against WASI and the key-value store.
@@ -251,7 +266,33 @@ impl SignalingHost {
             pre,
             env: env.into_iter().collect(),
             kv,
+            idle: Default::default(),
         })
+    }
+
+    /// Run `f` on an instance: a pooled one if idle, else a fresh one.
+    fn with_instance<R>(
+        &self,
+        f: impl FnOnce(&mut Store<HostState>, &Signaling) -> wasmtime::Result<R>,
+    ) -> anyhow::Result<R> {
+        let pooled = self.idle.lock().unwrap().pop();
+        let mut p = match pooled {
+            Some(p) => p,
+            None => {
+                let (store, instance) = self.instantiate()?;
+                Pooled {
+                    store,
+                    instance,
+                    uses: 0,
+                }
+            }
+        };
+        let r = f(&mut p.store, &p.instance).map_err(anyhow::Error::from)?;
+        p.uses += 1;
+        if p.uses < MAX_REUSE {
+            self.idle.lock().unwrap().push(p);
+        }
+        Ok(r)
     }
 
     fn instantiate(&self) -> anyhow::Result<(Store<HostState>, Signaling)> {
@@ -275,17 +316,17 @@ impl SignalingHost {
         frame: &str,
         entropy: &[u8],
     ) -> anyhow::Result<Vec<Delivery>> {
-        let (mut store, inst) = self.instantiate()?;
-        inst.tern_signaling_handler()
-            .call_handle_frame(&mut store, now_ms, conn, frame, entropy)
-            .map_err(anyhow::Error::from)
+        self.with_instance(|store, inst| {
+            inst.tern_signaling_handler()
+                .call_handle_frame(store, now_ms, conn, frame, entropy)
+        })
     }
 
     pub fn handle_disconnect(&self, now_ms: u64, conn: &str) -> anyhow::Result<Vec<Delivery>> {
-        let (mut store, inst) = self.instantiate()?;
-        inst.tern_signaling_handler()
-            .call_handle_disconnect(&mut store, now_ms, conn)
-            .map_err(anyhow::Error::from)
+        self.with_instance(|store, inst| {
+            inst.tern_signaling_handler()
+                .call_handle_disconnect(store, now_ms, conn)
+        })
     }
 
     pub fn handle_heartbeat(
@@ -294,9 +335,9 @@ impl SignalingHost {
         body: &[u8],
         signature: &str,
     ) -> anyhow::Result<Result<(), HeartbeatError>> {
-        let (mut store, inst) = self.instantiate()?;
-        inst.tern_signaling_handler()
-            .call_handle_heartbeat(&mut store, now_ms, body, signature)
-            .map_err(anyhow::Error::from)
+        self.with_instance(|store, inst| {
+            inst.tern_signaling_handler()
+                .call_handle_heartbeat(store, now_ms, body, signature)
+        })
     }
 }

@@ -14,7 +14,7 @@ use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::store::EmbeddedStore;
+use crate::store::{Batch, EmbeddedStore};
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -48,6 +48,38 @@ pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     kv: EmbeddedStore,
+    /// The call's write transaction, opened at its first write and committed
+    /// when the call returns (see [`SignalingHost::with_instance`]). While it
+    /// is open, reads go through it so the guest reads its own writes.
+    batch: Option<Batch>,
+}
+
+impl HostState {
+    fn batch(&mut self) -> Result<&mut Batch, kvstore::Error> {
+        if self.batch.is_none() {
+            self.batch = Some(self.kv.begin().map_err(other)?);
+        }
+        Ok(self.batch.as_mut().expect("just opened"))
+    }
+
+    fn read(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, kvstore::Error> {
+        match &self.batch {
+            Some(b) => b.get(bucket, key).map_err(other),
+            None => self.kv.get(bucket, key).map_err(other),
+        }
+    }
+
+    fn cas(
+        &mut self,
+        bucket: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<Result<(), Option<Vec<u8>>>, kvstore::Error> {
+        self.batch()?
+            .compare_and_swap(bucket, key, expected, value)
+            .map_err(other)
+    }
 }
 
 impl WasiView for HostState {
@@ -91,7 +123,7 @@ impl kvstore::HostBucket for HostState {
         key: String,
     ) -> Result<Option<Vec<u8>>, kvstore::Error> {
         let name = self.bucket_name(&b)?;
-        self.kv.get(&name, &key).map_err(other)
+        self.read(&name, &key)
     }
     fn set(
         &mut self,
@@ -100,15 +132,15 @@ impl kvstore::HostBucket for HostState {
         value: Vec<u8>,
     ) -> Result<(), kvstore::Error> {
         let name = self.bucket_name(&b)?;
-        self.kv.set(&name, &key, &value).map_err(other)
+        self.batch()?.set(&name, &key, &value).map_err(other)
     }
     fn delete(&mut self, b: Resource<BucketHandle>, key: String) -> Result<(), kvstore::Error> {
         let name = self.bucket_name(&b)?;
-        self.kv.delete(&name, &key).map_err(other)
+        self.batch()?.delete(&name, &key).map_err(other)
     }
     fn exists(&mut self, b: Resource<BucketHandle>, key: String) -> Result<bool, kvstore::Error> {
         let name = self.bucket_name(&b)?;
-        Ok(self.kv.get(&name, &key).map_err(other)?.is_some())
+        Ok(self.read(&name, &key)?.is_some())
     }
     fn list_keys(
         &mut self,
@@ -139,7 +171,7 @@ impl atomics::HostCas for HostState {
         key: String,
     ) -> Result<Resource<CasHandle>, kvstore::Error> {
         let bucket = self.bucket_name(&b)?;
-        let seen = self.kv.get(&bucket, &key).map_err(other)?;
+        let seen = self.read(&bucket, &key)?;
         self.table
             .push(CasHandle { bucket, key, seen })
             .map_err(other)
@@ -164,7 +196,7 @@ impl atomics::Host for HostState {
         // contention is between this process's threads only.
         let name = self.bucket_name(&b)?;
         loop {
-            let cur = self.kv.get(&name, &key).map_err(other)?;
+            let cur = self.read(&name, &key)?;
             let n: i64 = match &cur {
                 None => 0,
                 Some(v) => std::str::from_utf8(v)
@@ -176,9 +208,7 @@ impl atomics::Host for HostState {
                 .checked_add(delta)
                 .ok_or_else(|| other("increment overflows"))?;
             if self
-                .kv
-                .compare_and_swap(&name, &key, cur.as_deref(), next.to_string().as_bytes())
-                .map_err(other)?
+                .cas(&name, &key, cur.as_deref(), next.to_string().as_bytes())?
                 .is_ok()
             {
                 return Ok(next);
@@ -192,9 +222,8 @@ impl atomics::Host for HostState {
             .delete(c)
             .map_err(|e| atomics::CasError::StoreError(other(e)))?;
         match self
-            .kv
-            .compare_and_swap(&h.bucket, &h.key, h.seen.as_deref(), &value)
-            .map_err(|e| atomics::CasError::StoreError(other(e)))?
+            .cas(&h.bucket, &h.key, h.seen.as_deref(), &value)
+            .map_err(atomics::CasError::StoreError)?
         {
             Ok(()) => Ok(()),
             Err(now) => {
@@ -287,7 +316,14 @@ impl SignalingHost {
                 }
             }
         };
-        let r = f(&mut p.store, &p.instance).map_err(anyhow::Error::from)?;
+        let r = f(&mut p.store, &p.instance);
+        // Commit the call's writes only if it returned; after a trap they
+        // are dropped with the transaction (and the instance is retired).
+        let batch = p.store.data_mut().batch.take();
+        let r = r.map_err(anyhow::Error::from)?;
+        if let Some(b) = batch {
+            b.commit()?;
+        }
         p.uses += 1;
         if p.uses < MAX_REUSE {
             self.idle.lock().unwrap().push(p);
@@ -303,6 +339,7 @@ impl SignalingHost {
                 wasi,
                 table: ResourceTable::new(),
                 kv: self.kv.clone(),
+                batch: None,
             },
         );
         let instance = self.pre.instantiate(&mut store)?;

@@ -143,12 +143,74 @@ impl EmbeddedStore {
         tx.commit().map_err(backend)
     }
 
+    /// Start a write transaction that groups several operations into one
+    /// commit. Origin opens one per component call on its first write and
+    /// commits it when the call returns: one commit instead of one per key.
+    pub fn begin(&self) -> Result<Batch, StoreError> {
+        let mut tx = self.db.begin_write().map_err(backend)?;
+        tx.set_durability(Durability::None).map_err(backend)?;
+        Ok(Batch {
+            tx,
+            dirty: self.dirty.clone(),
+        })
+    }
+
     /// The store seen through the signaling core's traits, on one bucket.
     pub fn bucket(&self, name: &str) -> BucketView {
         BucketView {
             store: self.clone(),
             bucket: name.to_string(),
         }
+    }
+}
+
+/// An open write transaction. Reads through it see its own writes. Dropped
+/// without [`Batch::commit`], it changes nothing.
+pub struct Batch {
+    tx: redb::WriteTransaction,
+    dirty: Arc<AtomicBool>,
+}
+
+impl Batch {
+    pub fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let t = self.tx.open_table(table(bucket)).map_err(backend)?;
+        let v = t.get(key).map_err(backend)?.map(|v| v.value().to_vec());
+        Ok(v)
+    }
+
+    pub fn set(&mut self, bucket: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let mut t = self.tx.open_table(table(bucket)).map_err(backend)?;
+        t.insert(key, value).map_err(backend)?;
+        Ok(())
+    }
+
+    pub fn delete(&mut self, bucket: &str, key: &str) -> Result<(), StoreError> {
+        let mut t = self.tx.open_table(table(bucket)).map_err(backend)?;
+        t.remove(key).map_err(backend)?;
+        Ok(())
+    }
+
+    /// As [`EmbeddedStore::compare_and_swap`], inside this transaction.
+    pub fn compare_and_swap(
+        &mut self,
+        bucket: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<Result<(), Option<Vec<u8>>>, StoreError> {
+        let mut t = self.tx.open_table(table(bucket)).map_err(backend)?;
+        let current = t.get(key).map_err(backend)?.map(|v| v.value().to_vec());
+        if current.as_deref() != expected {
+            return Ok(Err(current));
+        }
+        t.insert(key, value).map_err(backend)?;
+        Ok(Ok(()))
+    }
+
+    pub fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().map_err(backend)?;
+        self.dirty.store(true, Ordering::Release);
+        Ok(())
     }
 }
 

@@ -30,7 +30,12 @@ use crate::stun::{attr, Class, Message, MessageBuilder, Method, TransactionId};
 pub const CHANNEL_DATA_HEADROOM: usize = 4;
 
 const CHANNEL_MIN: u16 = 0x4000;
+/// RFC 8656 §12: channels are 0x4000-0x4FFF (0x5000+ is reserved so TURN
+/// does not collide with DTLS-SRTP demultiplexing, RFC 7983).
 const CHANNEL_MAX: u16 = 0x4FFF;
+/// RFC 5766 allowed up to 0x7FFF; some older clients (coturn's
+/// turnutils_uclient) still pick from that range.
+const CHANNEL_MAX_RFC5766: u16 = 0x7FFF;
 
 /// Tunables. Defaults follow RFC 8656.
 #[derive(Debug, Clone)]
@@ -49,6 +54,8 @@ pub struct Config {
     pub max_lifetime: Duration,
     pub permission_lifetime: Duration,
     pub channel_lifetime: Duration,
+    /// Also accept RFC 5766 channel numbers 0x5000-0x7FFF (off by default).
+    pub rfc5766_channels: bool,
     /// SOFTWARE attribute for authenticated answers (never sent to
     /// unauthenticated clients, to keep those answers small and uninformative).
     pub software: Option<String>,
@@ -67,6 +74,7 @@ impl Config {
             max_lifetime: Duration::from_secs(3600),
             permission_lifetime: Duration::from_secs(300),
             channel_lifetime: Duration::from_secs(600),
+            rfc5766_channels: false,
             software: Some(concat!("tern-relay ", env!("CARGO_PKG_VERSION")).to_owned()),
         }
     }
@@ -123,7 +131,12 @@ pub enum Event {
     /// Open a relayed UDP socket of `family` and answer with
     /// [`Relay::relay_bound`]. The engine answers the Allocate only then,
     /// which lets a driver bind asynchronously or on another thread.
-    BindRelay { id: AllocationId, family: Family },
+    BindRelay {
+        id: AllocationId,
+        family: Family,
+        /// The client asked for an even port (EVEN-PORT, RFC 8656 §14.6).
+        even_port: bool,
+    },
     /// An allocation is live.
     Allocated {
         id: AllocationId,
@@ -415,7 +428,7 @@ impl Relay {
         }
         let number = u16::from_be_bytes([data[0], data[1]]);
         let len = u16::from_be_bytes([data[2], data[3]]) as usize;
-        if !(CHANNEL_MIN..=CHANNEL_MAX).contains(&number) || 4 + len > data.len() {
+        if !self.channel_in_range(number) || 4 + len > data.len() {
             return None;
         }
         let alloc = self.allocations.get(self.by_client.get(&ft)?)?;
@@ -547,6 +560,15 @@ impl Relay {
             Some([attr::FAMILY_IPV6, ..]) => Family::V6,
             Some(_) => return Err(FAMILY_NOT_SUPPORTED),
         };
+        // EVEN-PORT: an even port is easy; reserving the next one too (R bit)
+        // needs RESERVATION-TOKEN, which we do not offer, so that gets 508
+        // as RFC 8656 §7.2 allows.
+        let even_port = match msg.get(attr::EVEN_PORT) {
+            None => false,
+            Some([flags, ..]) if flags & 0x80 == 0 => true,
+            Some([_, ..]) => return Err(INSUFFICIENT_CAPACITY),
+            Some([]) => return Err(BAD_REQUEST),
+        };
         if self.allocations.len() >= self.config.max_allocations {
             return Err(INSUFFICIENT_CAPACITY);
         }
@@ -570,7 +592,11 @@ impl Relay {
         if self.next_sweep.is_none() {
             self.next_sweep = Some(now + self.config.permission_lifetime / 5);
         }
-        self.events.push_back(Event::BindRelay { id, family });
+        self.events.push_back(Event::BindRelay {
+            id,
+            family,
+            even_port,
+        });
         Ok(())
     }
 
@@ -673,7 +699,7 @@ impl Relay {
             Some(&[hi, lo, _, _]) => u16::from_be_bytes([hi, lo]),
             _ => return Err(BAD_REQUEST),
         };
-        if !(CHANNEL_MIN..=CHANNEL_MAX).contains(&number) {
+        if !self.channel_in_range(number) {
             return Err(BAD_REQUEST);
         }
         let peer = msg
@@ -690,6 +716,15 @@ impl Relay {
         a.permit(peer.ip(), permission_until);
         self.send_success(ft, msg, &creds.key, |_| {});
         Ok(())
+    }
+
+    fn channel_in_range(&self, number: u16) -> bool {
+        let max = if self.config.rfc5766_channels {
+            CHANNEL_MAX_RFC5766
+        } else {
+            CHANNEL_MAX
+        };
+        (CHANNEL_MIN..=max).contains(&number)
     }
 
     fn check_peer(&self, relayed: SocketAddr, peer: SocketAddr) -> Result<(), Reject> {

@@ -454,6 +454,17 @@ fn channel_bind_then_channel_data_both_ways() {
 }
 
 #[test]
+fn rfc5766_channel_numbers_only_when_enabled() {
+    let mut h = Harness::with(|cfg| cfg.rfc5766_channels = true);
+    let mut c = h.client("198.51.100.1:5000", "alice", UNIX0 + 3600);
+    let relayed = h.allocate(&mut c);
+    assert_eq!(h.bind(&c, 0x7FFF, peer()), None);
+    assert_eq!(h.bind(&c, 0x8000, addr("198.51.100.8:1")), Some(400));
+    let (f, _) = h.send_raw(c.addr, &[0x7F, 0xFF, 0, 1, 42]);
+    assert_eq!(f.map(|f| (f.from, f.to)), Some((relayed, peer())));
+}
+
+#[test]
 fn allocations_expire_and_can_be_deleted() {
     let mut h = Harness::with(|cfg| cfg.nonce_lifetime = Duration::from_secs(86400));
     let mut c = h.client("198.51.100.1:5000", "alice", UNIX0 + 86400);
@@ -579,22 +590,33 @@ fn bad_allocate_requests() {
     assert_eq!(code(&Message::parse(&r).unwrap()), Some(442), "TCP");
     let r = h.request(Method::ALLOCATE, Some(&c), |b| {
         b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
-            .attr(attr::EVEN_PORT, &[0x80]);
+            .attr(attr::RESERVATION_TOKEN, &[0; 8]);
     });
     let m = Message::parse(&r).unwrap();
     assert_eq!(code(&m), Some(420));
-    assert_eq!(m.get(attr::UNKNOWN_ATTRIBUTES), Some(&[0x00, 0x18][..]));
+    assert_eq!(m.get(attr::UNKNOWN_ATTRIBUTES), Some(&[0x00, 0x22][..]));
+    let r = h.request(Method::ALLOCATE, Some(&c), |b| {
+        b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+            .attr(attr::EVEN_PORT, &[0x80]);
+    });
+    assert_eq!(
+        code(&Message::parse(&r).unwrap()),
+        Some(508),
+        "no port pairs"
+    );
 
     // The driver cannot bind: 508, and the allocation is gone.
     let tid = h.next_tid();
     let req = h.build(Method::ALLOCATE, Some(&c), tid, |b| {
-        b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+        b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+            .attr(attr::EVEN_PORT, &[0]);
     });
     let (_, out) = h.send_raw(c.addr, &req);
     assert!(out.is_empty(), "no answer until the driver binds");
     let Some(Event::BindRelay {
         id,
         family: Family::V4,
+        even_port: true,
     }) = h.events.pop()
     else {
         panic!("expected BindRelay")

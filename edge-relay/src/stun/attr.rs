@@ -42,9 +42,10 @@ pub const TRANSPORT_UDP: u8 = 17;
 /// ones in a request make the engine answer 420 with UNKNOWN-ATTRIBUTES.
 ///
 /// DONT-FRAGMENT is accepted and ignored (as coturn does when it cannot set
-/// DF): refusing it would only make clients retry without it. EVEN-PORT and
-/// RESERVATION-TOKEN are deliberately not listed: we do not reserve port
-/// pairs, and 420 is the RFC's way of saying so.
+/// DF): refusing it would only make clients retry without it. EVEN-PORT is
+/// understood (R=0 honoured, R=1 refused with 508); RESERVATION-TOKEN is
+/// deliberately not listed: we do not reserve port pairs, and 420 is the
+/// RFC's way of saying so.
 pub fn is_understood(typ: u16) -> bool {
     typ >= 0x8000
         || matches!(
@@ -65,6 +66,7 @@ pub fn is_understood(typ: u16) -> bool {
                 | REQUESTED_ADDRESS_FAMILY
                 | REQUESTED_TRANSPORT
                 | DONT_FRAGMENT
+                | EVEN_PORT
         )
 }
 

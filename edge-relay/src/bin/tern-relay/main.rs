@@ -1,0 +1,107 @@
+//! tern-relay: the tokio driver around the sans-IO TURN engine.
+
+mod cli;
+mod heartbeat;
+mod udp;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use edge_relay::{Config, PeerPolicy, Relay};
+
+use cli::Args;
+use heartbeat::{Heartbeater, Shared};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    anyhow::ensure!(!args.secret.is_empty(), "--secret must not be empty");
+
+    let mut config = Config::new(
+        args.realm.clone(),
+        args.secret.as_bytes().to_vec(),
+        rand::random(),
+    );
+    config.policy = PeerPolicy::new(args.allow_peer.clone());
+    config.max_allocations = args.max_allocations;
+    config.rfc5766_channels = args.rfc5766_channels;
+    let relay = Relay::new(config);
+
+    let shared = Arc::new(Shared::default());
+    let relay_ip = args.relay_ip.unwrap_or(args.listen.ip());
+    let driver = udp::Driver::bind(
+        relay,
+        args.listen,
+        relay_ip,
+        args.relay_ports.clone(),
+        shared.clone(),
+    )
+    .await?;
+    let local = driver.local_addr();
+    let advertise = args.advertise.unwrap_or(local);
+    tracing::info!(
+        id = %args.id, region = %args.region, listen = %local, %relay_ip, %advertise,
+        allow_peer = ?args.allow_peer, "tern-relay listening (udp)"
+    );
+
+    if let Some(base) = &args.signaling {
+        let hb = Heartbeater {
+            url: format!("{}/v1/relays/heartbeat", base.trim_end_matches('/')),
+            secret: args.secret.as_bytes().to_vec(),
+            id: args.id.clone(),
+            region: args.region.clone(),
+            advertise: advertise.to_string(),
+            interval: Duration::from_millis(args.heartbeat_ms.max(10)),
+            shared: shared.clone(),
+        };
+        tokio::spawn(hb.run());
+    } else {
+        tracing::info!("no --signaling: not sending heartbeats");
+    }
+
+    // Stop after a signal: announce draining (the heartbeat task sends it at
+    // once), keep relaying for --drain-ms so calls can move, then exit.
+    let drain = Duration::from_millis(args.drain_ms);
+    let shared_stop = shared.clone();
+    let stop = async move {
+        shutdown_signal().await;
+        tracing::info!(?drain, "shutdown requested: draining");
+        shared_stop.draining.store(true, Ordering::Relaxed);
+        shared_stop.wake.notify_one();
+        tokio::time::sleep(drain).await;
+    };
+    driver.run(stop).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate()).context("installing SIGTERM handler");
+        match term {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "falling back to Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -30,52 +30,39 @@ pub fn now_ms() -> u64 {
 }
 
 impl App {
-    /// Run the component for one frame on a blocking thread (wasm calls and
-    /// store transactions are synchronous).
-    pub async fn handle_frame(&self, conn: &str, frame: String) -> Vec<Delivery> {
-        let host = self.host.clone();
-        let conn = conn.to_string();
+    /// Run the component for one frame. The call is synchronous and short
+    /// (single-digit to tens of µs: `tern bench signaling`), so it runs on
+    /// the async worker itself; a hop to the blocking pool would cost more
+    /// than the call.
+    pub fn handle_frame(&self, conn: &str, frame: &str) -> Vec<Delivery> {
         let mut entropy = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut entropy);
-        let c = conn.clone();
-        let r =
-            tokio::task::spawn_blocking(move || host.handle_frame(now_ms(), &c, &frame, &entropy))
-                .await;
-        match r {
-            Ok(Ok(d)) => d,
-            Ok(Err(e)) => {
+        match self.host.handle_frame(now_ms(), conn, frame, &entropy) {
+            Ok(d) => d,
+            Err(e) => {
                 // A trap or host failure: the frame had no effect. Say so.
                 tracing::error!(conn = %conn, error = %e, "signaling component failed");
-                internal_error(&conn)
-            }
-            Err(e) => {
-                tracing::error!(conn = %conn, error = %e, "signaling task failed");
-                internal_error(&conn)
+                internal_error(conn)
             }
         }
     }
 
-    pub async fn handle_disconnect(&self, conn: &str) -> Vec<Delivery> {
-        let host = self.host.clone();
-        let conn = conn.to_string();
-        match tokio::task::spawn_blocking(move || host.handle_disconnect(now_ms(), &conn)).await {
-            Ok(Ok(d)) => d,
-            Ok(Err(e)) => {
+    pub fn handle_disconnect(&self, conn: &str) -> Vec<Delivery> {
+        match self.host.handle_disconnect(now_ms(), conn) {
+            Ok(d) => d,
+            Err(e) => {
                 tracing::error!(error = %e, "signaling component failed on disconnect");
                 Vec::new()
             }
-            Err(_) => Vec::new(),
         }
     }
 
-    pub async fn handle_heartbeat(
+    pub fn handle_heartbeat(
         &self,
-        body: Vec<u8>,
-        signature: String,
+        body: &[u8],
+        signature: &str,
     ) -> anyhow::Result<Result<(), HeartbeatError>> {
-        let host = self.host.clone();
-        tokio::task::spawn_blocking(move || host.handle_heartbeat(now_ms(), &body, &signature))
-            .await?
+        self.host.handle_heartbeat(now_ms(), body, signature)
     }
 }
 

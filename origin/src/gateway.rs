@@ -115,7 +115,7 @@ async fn serve(app: Arc<App>, socket: WebSocket) {
                     text.len()
                 ),
             ),
-            Ok(Message::Text(text)) => app.handle_frame(&id, text.to_string()).await,
+            Ok(Message::Text(text)) => app.handle_frame(&id, text.as_str()),
             Ok(Message::Binary(_)) => local_error(
                 &id,
                 ErrorCode::BadRequest,
@@ -132,7 +132,7 @@ async fn serve(app: Arc<App>, socket: WebSocket) {
     }
 
     app.conns.remove(&id);
-    let out = app.handle_disconnect(&id).await;
+    let out = app.handle_disconnect(&id);
     app.conns.deliver(out);
     writer.abort();
     tracing::debug!(conn = %id, "disconnected");

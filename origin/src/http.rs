@@ -88,7 +88,7 @@ async fn heartbeat(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes)
             format!("missing {SIGNATURE_HEADER}"),
         );
     };
-    match app.handle_heartbeat(body.to_vec(), sig.to_string()).await {
+    match app.handle_heartbeat(&body, sig) {
         Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
         Ok(Err(HeartbeatError::Rejected(m))) => {
             tracing::warn!(reason = %m, "heartbeat refused");

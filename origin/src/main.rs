@@ -191,6 +191,10 @@ pub async fn serve(app: Arc<app::App>, listener: tokio::net::TcpListener) -> any
     };
     tracing::info!(addr = %listener.local_addr()?, edge = %app.edge, "signaling listening");
     let store = app.store.clone();
+    // Signaling frames are small and latency-bound: no Nagle delays.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, http::router(app))
         .with_graceful_shutdown(shutdown_signal())
         .await?;

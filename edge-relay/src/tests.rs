@@ -211,7 +211,7 @@ impl Harness {
         fwd
     }
 
-    fn from_peer(
+    fn peer_sends(
         &mut self,
         relayed: SocketAddr,
         peer: SocketAddr,
@@ -395,15 +395,15 @@ fn permission_required_before_relaying() {
     let mut c = h.client("198.51.100.1:5000", "alice", UNIX0 + 3600);
     let relayed = h.allocate(&mut c);
     assert_eq!(h.send_indication(&c, peer(), b"hello"), None);
-    assert_eq!(h.from_peer(relayed, peer(), b"hi").0, None);
-    assert!(h.from_peer(relayed, peer(), b"hi").1.is_empty());
+    assert_eq!(h.peer_sends(relayed, peer(), b"hi").0, None);
+    assert!(h.peer_sends(relayed, peer(), b"hi").1.is_empty());
 
     assert_eq!(h.permit(&c, peer()), None);
     let f = h.send_indication(&c, peer(), b"hello").expect("relayed");
     assert_eq!((f.from, f.to), (relayed, peer()));
     // Permissions are per IP: another port of the same peer host may answer.
     let other_port = addr("198.51.100.7:4001");
-    let (fwd, out) = h.from_peer(relayed, other_port, b"back");
+    let (fwd, out) = h.peer_sends(relayed, other_port, b"back");
     assert_eq!(fwd, None, "no channel: Data indication instead");
     assert_eq!(out.len(), 1);
     let m = Message::parse(&out[0].payload).unwrap();
@@ -417,7 +417,7 @@ fn permission_required_before_relaying() {
     // Permissions last 300 s.
     h.advance(Duration::from_secs(301));
     assert_eq!(h.send_indication(&c, peer(), b"late"), None);
-    assert_eq!(h.from_peer(relayed, peer(), b"late").1.len(), 0);
+    assert_eq!(h.peer_sends(relayed, peer(), b"late").1.len(), 0);
 }
 
 #[test]
@@ -447,7 +447,7 @@ fn channel_bind_then_channel_data_both_ways() {
     assert_eq!(h.send_raw(addr("198.51.100.1:5001"), &cd).0, None);
 
     // Peer -> client: ChannelData, header written into the headroom.
-    let (fwd, out) = h.from_peer(relayed, peer(), b"reply");
+    let (fwd, out) = h.peer_sends(relayed, peer(), b"reply");
     assert!(out.is_empty());
     assert_eq!(fwd.unwrap(), [&[0x40, 0x01, 0, 5][..], b"reply"].concat());
     assert_eq!(h.relay.stats().relayed_packets, 2);
@@ -480,7 +480,7 @@ fn allocations_expire_and_can_be_deleted() {
         relayed: Some(relayed),
         reason: ReleaseReason::Expired
     }));
-    assert_eq!(h.from_peer(relayed, peer(), b"x").0, None);
+    assert_eq!(h.peer_sends(relayed, peer(), b"x").0, None);
     assert_eq!(h.relay.poll_timeout(), None, "nothing left to wake for");
     // After expiry the 5-tuple has no allocation: 437.
     let r = h.request(Method::REFRESH, Some(&c), |_| {});

@@ -39,7 +39,7 @@ impl MessageBuilder {
         write(&mut self.buf);
         let vlen = self.buf.len() - at - 4;
         self.buf[at + 2..at + 4].copy_from_slice(&(vlen as u16).to_be_bytes());
-        while self.buf.len() % 4 != 0 {
+        while !self.buf.len().is_multiple_of(4) {
             self.buf.push(0);
         }
         self.set_length();

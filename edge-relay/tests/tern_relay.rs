@@ -1,0 +1,437 @@
+//! End-to-end tests of the real `tern-relay` binary on loopback:
+//!
+//! * interop with coturn's `turnutils_uclient` (a third-party TURN client),
+//!   over channels and over Send/Data indications, asserting 0 % loss;
+//! * our own minimal client through the relay to a local UDP peer, both ways;
+//! * signed heartbeats to a fake signaling endpoint, and the draining
+//!   heartbeat on SIGTERM.
+//!
+//! coturn (`turnutils_uclient`, `turnutils_peer`) must be installed; the tests
+//! fail with a clear message when it is not, rather than silently skipping.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use edge_relay::stun::{attr, Class, Message, MessageBuilder, Method};
+use tern_common::credentials;
+use tern_common::relay::{Heartbeat, RelayState};
+
+const SECRET: &str = "interop-secret";
+const REALM: &str = "tern";
+
+/// Kills the child process it wraps when dropped, so a failing test leaves
+/// nothing running.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn require(tool: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{tool}` is not on PATH: install coturn (Debian: `apt-get install coturn`) to run the TURN interop tests"
+    );
+}
+
+/// Start tern-relay on a free loopback port and wait until it answers STUN.
+fn start_relay(extra: &[&str]) -> (Proc, SocketAddr) {
+    let port = free_udp_port();
+    let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_tern-relay"))
+        .args([
+            "--listen",
+            &listen.to_string(),
+            "--allow-peer",
+            "127.0.0.0/8",
+        ])
+        .args(["--relay-ports", "ephemeral", "--drain-ms", "200"])
+        .args(extra)
+        .env("TERN_RELAY_SECRET", SECRET)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn tern-relay");
+    let proc = Proc(child);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let req = MessageBuilder::new(Method::BINDING, Class::Request, [1; 12]).finish();
+    let mut buf = [0u8; 1500];
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "tern-relay did not come up on {listen}"
+        );
+        sock.send_to(&req, listen).unwrap();
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            let m = Message::parse(&buf[..n]).unwrap();
+            assert_eq!(m.class, Class::Success);
+            return (proc, listen);
+        }
+    }
+}
+
+/// Run turnutils_uclient against a fresh relay and return its output after
+/// checking it reports 0 % loss with every message received.
+fn run_uclient(uclient_flags: &[&str]) -> String {
+    require("turnutils_uclient");
+    require("turnutils_peer");
+    // turnutils_uclient picks channel numbers from RFC 5766's wider range.
+    let (_relay, listen) = start_relay(&["--rfc5766-channels"]);
+    let peer_port = free_udp_port();
+    let _peer = Proc(
+        Command::new("turnutils_peer")
+            .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn turnutils_peer"),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+
+    let mut cmd = Command::new("turnutils_uclient");
+    cmd.args(["-p", &listen.port().to_string()])
+        .args(["-e", "127.0.0.1", "-r", &peer_port.to_string()])
+        .args(["-n", "50", "-m", "2", "-z", "5"])
+        .args(uclient_flags)
+        .arg("127.0.0.1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().expect("spawn turnutils_uclient");
+    let out = wait_output(child, Duration::from_secs(60));
+    let lost = out
+        .lines()
+        .find_map(|l| {
+            let rest = l.split("Total lost packets ").nth(1)?;
+            rest.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .unwrap_or_else(|| panic!("no loss summary in turnutils_uclient output:\n{out}"));
+    assert_eq!(lost, 0, "turnutils_uclient lost packets:\n{out}");
+    // 2 clients x 50 messages each way.
+    assert!(
+        out.contains("tot_send_msgs=100, tot_recv_msgs=100"),
+        "not every message came back:\n{out}"
+    );
+    out
+}
+
+/// Wait for a child with a timeout; its stdout and stderr together.
+fn wait_output(child: Child, timeout: Duration) -> String {
+    let (tx, rx) = mpsc::channel();
+    let pid = child.id();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(o)) => {
+            let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
+            s.push_str(&String::from_utf8_lossy(&o.stderr));
+            s
+        }
+        Ok(Err(e)) => panic!("waiting for child: {e}"),
+        Err(_) => {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            panic!("child {pid} timed out after {timeout:?}");
+        }
+    }
+}
+
+#[test]
+fn coturn_uclient_over_channels() {
+    // REST credentials computed by uclient itself from the shared secret
+    // (coturn's use-auth-secret scheme).
+    run_uclient(&["-c", "-u", "uclient", "-W", SECRET]);
+}
+
+#[test]
+fn coturn_uclient_over_send_and_data_indications() {
+    // Credentials minted by tern-common, as signaling hands them out.
+    let expiry = unix_now() + 3600;
+    let c = credentials::mint(SECRET.as_bytes(), "uclient", expiry);
+    run_uclient(&["-c", "-s", "-u", &c.username, "-w", &c.credential]);
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A minimal TURN client over a blocking UDP socket.
+struct Client {
+    sock: UdpSocket,
+    server: SocketAddr,
+    username: String,
+    key: [u8; 16],
+    nonce: Vec<u8>,
+    tid: u8,
+}
+
+impl Client {
+    fn new(server: SocketAddr) -> Self {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let c = credentials::mint(SECRET.as_bytes(), "rust-client", unix_now() + 600);
+        Client {
+            sock,
+            server,
+            key: edge_relay::auth::long_term_key(&c.username, REALM, &c.credential),
+            username: c.username,
+            nonce: Vec::new(),
+            tid: 0,
+        }
+    }
+
+    fn recv(&self) -> Vec<u8> {
+        let mut buf = [0u8; 2048];
+        let (n, from) = self.sock.recv_from(&mut buf).expect("answer from relay");
+        assert_eq!(from, self.server);
+        buf[..n].to_vec()
+    }
+
+    /// Signed request; returns the answer (after one 401/438 round if needed).
+    fn request(&mut self, method: Method, attrs: impl Fn(&mut MessageBuilder)) -> Vec<u8> {
+        for _ in 0..2 {
+            self.tid += 1;
+            let mut b = MessageBuilder::new(method, Class::Request, [self.tid; 12]);
+            attrs(&mut b);
+            if !self.nonce.is_empty() {
+                b.attr(attr::USERNAME, self.username.as_bytes())
+                    .attr(attr::REALM, REALM.as_bytes())
+                    .attr(attr::NONCE, &self.nonce)
+                    .integrity(&self.key);
+            }
+            b.fingerprint();
+            self.sock.send_to(&b.finish(), self.server).unwrap();
+            let answer = self.recv();
+            let m = Message::parse(&answer).unwrap();
+            let code = m.get(attr::ERROR_CODE).and_then(attr::decode_error_code);
+            if matches!(code, Some(401 | 438)) && m.get(attr::NONCE).is_some() {
+                self.nonce = m.get(attr::NONCE).unwrap().to_vec();
+                continue;
+            }
+            return answer;
+        }
+        panic!("authentication did not converge");
+    }
+}
+
+fn error_code(bytes: &[u8]) -> Option<u16> {
+    let m = Message::parse(bytes).unwrap();
+    m.get(attr::ERROR_CODE).and_then(attr::decode_error_code)
+}
+
+#[test]
+fn own_client_relays_through_binary_both_ways() {
+    let (_relay, listen) = start_relay(&[]);
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let mut c = Client::new(listen);
+
+    let answer = c.request(Method::ALLOCATE, |b| {
+        b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+    });
+    let m = Message::parse(&answer).unwrap();
+    assert_eq!(
+        m.class,
+        Class::Success,
+        "allocate: {:?}",
+        error_code(&answer)
+    );
+    assert!(m.verify_integrity(&c.key));
+    let relayed =
+        attr::decode_xor_address(m.get(attr::XOR_RELAYED_ADDRESS).unwrap(), &m.transaction_id)
+            .unwrap();
+
+    // Policy: private peers are refused even with loopback allowed.
+    let answer = c.request(Method::CREATE_PERMISSION, |b| {
+        b.xor_address(attr::XOR_PEER_ADDRESS, "10.0.0.1:9".parse().unwrap());
+    });
+    assert_eq!(error_code(&answer), Some(403));
+
+    let answer = c.request(Method::CREATE_PERMISSION, |b| {
+        b.xor_address(attr::XOR_PEER_ADDRESS, peer_addr);
+    });
+    assert_eq!(error_code(&answer), None);
+
+    // Send indication -> peer; peer -> Data indication.
+    let mut b = MessageBuilder::new(Method::SEND, Class::Indication, [99; 12]);
+    b.xor_address(attr::XOR_PEER_ADDRESS, peer_addr)
+        .attr(attr::DATA, b"ping");
+    c.sock.send_to(&b.finish(), listen).unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, from) = peer.recv_from(&mut buf).expect("peer gets the data");
+    assert_eq!((&buf[..n], from), (&b"ping"[..], relayed));
+    peer.send_to(b"pong", relayed).unwrap();
+    let data = c.recv();
+    let m = Message::parse(&data).unwrap();
+    assert_eq!((m.method, m.class), (Method::DATA, Class::Indication));
+    assert_eq!(m.get(attr::DATA), Some(&b"pong"[..]));
+
+    // ChannelBind, then ChannelData both ways.
+    let answer = c.request(Method::CHANNEL_BIND, |b| {
+        b.attr(attr::CHANNEL_NUMBER, &[0x40, 0x10, 0, 0])
+            .xor_address(attr::XOR_PEER_ADDRESS, peer_addr);
+    });
+    assert_eq!(error_code(&answer), None);
+    c.sock
+        .send_to(
+            &[0x40, 0x10, 0, 5, b'v', b'o', b'i', b'c', b'e', 0, 0, 0],
+            listen,
+        )
+        .unwrap();
+    let (n, from) = peer.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (&b"voice"[..], relayed));
+    peer.send_to(b"echo!", relayed).unwrap();
+    assert_eq!(c.recv(), [&[0x40, 0x10, 0, 5][..], b"echo!"].concat());
+
+    // Delete the allocation; the relayed port stops relaying.
+    let answer = c.request(Method::REFRESH, |b| {
+        b.u32(attr::LIFETIME, 0);
+    });
+    assert_eq!(error_code(&answer), None);
+    let answer = c.request(Method::REFRESH, |_| {});
+    assert_eq!(error_code(&answer), Some(437));
+}
+
+/// A fake signaling endpoint: accepts HTTP/1.1 POSTs (keep-alive), verifies
+/// each heartbeat's signature and hands it to the test.
+fn fake_signaling() -> (SocketAddr, mpsc::Receiver<Heartbeat>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || serve_conn(conn, tx));
+        }
+    });
+    (addr, rx)
+}
+
+fn serve_conn(conn: std::net::TcpStream, tx: mpsc::Sender<Heartbeat>) {
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut writer = conn;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut len = 0;
+        let mut sig = String::new();
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h).unwrap();
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let (k, v) = h.split_once(':').unwrap();
+            match k.to_ascii_lowercase().as_str() {
+                "content-length" => len = v.trim().parse().unwrap(),
+                "x-tern-signature" => sig = v.trim().to_owned(),
+                _ => {}
+            }
+        }
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body).unwrap();
+        assert!(
+            request_line.starts_with("POST /v1/relays/heartbeat "),
+            "{request_line}"
+        );
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let status = match tern_common::relay::verify(SECRET.as_bytes(), &body, &sig, now_ms) {
+            Ok(hb) => {
+                let _ = tx.send(hb);
+                "204 No Content"
+            }
+            Err(_) => "401 Unauthorized",
+        };
+        let resp = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+        if writer.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn heartbeats_are_signed_and_announce_draining_on_sigterm() {
+    let (signaling, heartbeats) = fake_signaling();
+    let url = format!("http://{signaling}");
+    let (mut relay, listen) = start_relay(&[
+        "--signaling",
+        &url,
+        "--heartbeat-ms",
+        "50",
+        "--id",
+        "relay-under-test",
+        "--region",
+        "test-region",
+    ]);
+    let first = heartbeats
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a heartbeat");
+    let second = heartbeats
+        .recv_timeout(Duration::from_secs(5))
+        .expect("another");
+    assert_eq!(first.id, "relay-under-test");
+    assert_eq!(first.region, "test-region");
+    assert_eq!(first.state, RelayState::Active);
+    assert_eq!(first.listeners[0].transport, "udp");
+    assert_eq!(first.listeners[0].address, listen.to_string());
+    assert!(second.seq > first.seq);
+
+    let pid = relay.0.id();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut saw_draining = false;
+    while Instant::now() < deadline && !saw_draining {
+        if let Ok(hb) = heartbeats.recv_timeout(Duration::from_millis(200)) {
+            saw_draining = hb.state == RelayState::Draining;
+        }
+    }
+    assert!(saw_draining, "no draining heartbeat after SIGTERM");
+    // Exits on its own after --drain-ms.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(status) = relay.0.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "relay did not exit after drain");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -177,6 +177,8 @@ pub struct Relay {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
+    /// Refuse new allocations (existing ones keep working).
+    draining: bool,
 }
 
 /// An error answer under construction.
@@ -218,7 +220,18 @@ impl Relay {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            draining: false,
         }
+    }
+
+    /// While draining, new Allocates get 508 so clients go to another relay;
+    /// existing allocations keep relaying until they end or the host stops.
+    pub fn set_draining(&mut self, draining: bool) {
+        self.draining = draining;
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining
     }
 
     /// Live and pending allocations.
@@ -569,7 +582,7 @@ impl Relay {
             Some([_, ..]) => return Err(INSUFFICIENT_CAPACITY),
             Some([]) => return Err(BAD_REQUEST),
         };
-        if self.allocations.len() >= self.config.max_allocations {
+        if self.draining || self.allocations.len() >= self.config.max_allocations {
             return Err(INSUFFICIENT_CAPACITY);
         }
         let lifetime = self.granted_lifetime(msg)?;

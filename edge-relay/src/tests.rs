@@ -573,6 +573,26 @@ fn allocate_retransmission_mismatch_and_capacity() {
 }
 
 #[test]
+fn draining_refuses_new_allocations_only() {
+    let mut h = Harness::new();
+    let mut c = h.client("198.51.100.1:5000", "alice", UNIX0 + 3600);
+    let relayed = h.allocate(&mut c);
+    h.relay.set_draining(true);
+    let mut d = h.client("198.51.100.2:5000", "dave", UNIX0 + 3600);
+    d.nonce = h.relay_nonce_for(d.addr);
+    let r = h.request(Method::ALLOCATE, Some(&d), |b| {
+        b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+    });
+    assert_eq!(code(&Message::parse(&r).unwrap()), Some(508));
+    assert_eq!(
+        h.bind(&c, 0x4000, peer()),
+        None,
+        "existing allocation still works"
+    );
+    assert!(h.peer_sends(relayed, peer(), b"x").0.is_some());
+}
+
+#[test]
 fn bad_allocate_requests() {
     let mut h = Harness::new();
     h.auto_bind = false;

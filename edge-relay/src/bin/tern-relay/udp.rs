@@ -127,6 +127,10 @@ impl Driver {
 
     /// Act on events, flush queued transmits, publish load figures.
     fn after_input(&mut self) {
+        let draining = self.shared.draining.load(Ordering::Relaxed);
+        if draining != self.relay.is_draining() {
+            self.relay.set_draining(draining);
+        }
         while let Some(ev) = self.relay.poll_event() {
             match ev {
                 Event::BindRelay {
@@ -242,13 +246,17 @@ impl Driver {
 
 /// Reader for one relayed socket. Ends when aborted on release.
 async fn read_peers(socket: Arc<UdpSocket>, relayed: SocketAddr, tx: mpsc::Sender<PeerDatagram>) {
+    let mut scratch = vec![0u8; MAX_DATAGRAM];
     loop {
-        // One buffer per datagram: the channel hands ownership to the engine
-        // task. A batched per-core datapath (recvmmsg) will replace this.
-        let mut buf = vec![0u8; CHANNEL_DATA_HEADROOM + MAX_DATAGRAM];
-        match socket.recv_from(&mut buf[CHANNEL_DATA_HEADROOM..]).await {
+        match socket.recv_from(&mut scratch).await {
             Ok((n, peer)) => {
-                buf.truncate(CHANNEL_DATA_HEADROOM + n);
+                // One right-sized buffer per datagram, since the channel hands
+                // ownership to the engine task; headroom in front for the
+                // ChannelData header. A batched per-core datapath (recvmmsg)
+                // will replace this copy.
+                let mut buf = Vec::with_capacity(CHANNEL_DATA_HEADROOM + n);
+                buf.extend_from_slice(&[0; CHANNEL_DATA_HEADROOM]);
+                buf.extend_from_slice(&scratch[..n]);
                 // Drop rather than wait when the engine is behind: media is
                 // real-time and late packets are worthless.
                 if let Err(mpsc::error::TrySendError::Closed(_)) =

@@ -3,7 +3,7 @@
 //! The engine ([`Relay`]) is a plain state machine in the shape of
 //! quinn-proto and str0m: the host feeds it datagrams, driver answers and
 //! time, and drains transmits, events and the next timeout. The tokio driver
-//! lives in `src/bin/tern-relay.rs`; a later recvmmsg or TCP/TLS driver reuses
+//! lives in [`server`] (feature `server`, on by default); a later recvmmsg or TCP/TLS driver reuses
 //! the same engine.
 //!
 //! Modules, one concept each:
@@ -17,6 +17,8 @@ pub mod allocation;
 pub mod auth;
 pub mod engine;
 pub mod policy;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod stun;
 
 pub use allocation::{AllocationId, FiveTuple};

@@ -38,6 +38,8 @@ enum Command {
     Up(up::UpArgs),
     /// Run an origin (signaling edge) only.
     Serve(ServeArgs),
+    /// Run a TURN relay that heartbeats into signaling (same as `tern-relay`).
+    Relay(edge_relay::server::Args),
     /// Print a room token.
     Token(TokenArgs),
     /// Benchmarks (results go to docs/benchmarks.md).
@@ -120,6 +122,7 @@ fn main() -> anyhow::Result<()> {
             serve(app, listener).await
         }),
         Command::Up(args) => runtime()?.block_on(up::run(args)),
+        Command::Relay(args) => runtime()?.block_on(edge_relay::server::run(args)),
         Command::Bench(BenchCommand::Signaling(args)) => bench::run(args),
     }
 }

@@ -1,28 +1,24 @@
-//! tern-relay: the tokio driver around the sans-IO TURN engine.
+//! The relay server: the tokio driver around the sans-IO TURN engine, its
+//! heartbeats and its shutdown. Shared by the `tern-relay` binary and
+//! `tern relay` (origin's binary), so a relay is one function call away.
+//! Driver code, so errors are `anyhow` like in a binary.
 
 mod cli;
 mod heartbeat;
 mod udp;
 
+pub use cli::Args;
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::{Config, PeerPolicy, Relay};
 use anyhow::Context;
-use clap::Parser;
-use edge_relay::{Config, PeerPolicy, Relay};
-
-use cli::Args;
 use heartbeat::{Heartbeater, Shared};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let args = Args::parse();
+/// Run a relay until SIGTERM/ctrl-c, then drain and return.
+pub async fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(!args.secret.is_empty(), "--secret must not be empty");
 
     let mut config = Config::new(

@@ -12,16 +12,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::{BindError, Event, Family, Forward, Relay, Transmit, CHANNEL_DATA_HEADROOM};
 use anyhow::Context;
-use edge_relay::{BindError, Event, Family, Forward, Relay, Transmit, CHANNEL_DATA_HEADROOM};
 use rand::Rng;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::cli::PortRange;
-use crate::heartbeat::Shared;
+use super::cli::PortRange;
+use super::heartbeat::Shared;
 
 /// Largest UDP payload we read.
 const MAX_DATAGRAM: usize = 65_535;

@@ -1,0 +1,629 @@
+// @ts-check
+/**
+ * Tern browser SDK: join a room, talk to everyone in it through a Tern relay.
+ *
+ *     import { TernClient } from '/sdk/tern.js';
+ *     const call = new TernClient({ relayOnly: true });
+ *     call.on('track', ({ participant, stream }) => audioFor(participant).srcObject = stream);
+ *     const info = await call.join({ room, token });
+ *     ...
+ *     await call.leave();
+ *
+ * The call is a mesh: one RTCPeerConnection per remote participant, all of
+ * them through the TURN servers signaling hands out (media is end-to-end
+ * DTLS-SRTP; relays only see ciphertext). Signaling speaks protocol v1
+ * (docs/protocol.md). When the WebSocket drops, the client reconnects and
+ * resumes its session; the peer connections keep running meanwhile, because
+ * media does not go through signaling.
+ *
+ * Files: signaling.js (one WebSocket), peer.js (one peer connection and its
+ * negotiation), stats.js (raw WebRTC stats → call quality numbers).
+ *
+ * @module
+ */
+
+import { SignalingSocket } from './signaling.js';
+import { Peer } from './peer.js';
+import { summarize } from './stats.js';
+
+/** @typedef {import('./stats.js').MediaStats} MediaStats */
+
+/**
+ * @typedef {object} TernOptions
+ * @property {string} [url]  signaling WebSocket URL; default: `/v1/signal` on
+ *   the server this SDK was loaded from (ws: or wss: to match http: or https:)
+ * @property {boolean} [relayOnly]  only use TURN relay candidates (default true)
+ * @property {boolean | MediaTrackConstraints} [audio]  capture a microphone (default true)
+ * @property {MediaStream} [localStream]  use this stream instead of capturing one
+ * @property {number} [statsInterval]   ms between `stats` events (default 1 000)
+ * @property {number} [reportInterval]  ms between quality reports to the server (default 5 000)
+ * @property {number} [pingInterval]    ms between signaling pings (default 10 000)
+ * @property {number} [pingTimeout]     ms a pong may be late before the socket counts as dead (default 5 000)
+ * @property {number} [joinTimeout]     ms to wait for `joined` (default 10 000)
+ * @property {boolean} [reconnect]      reconnect and resume after a dropped socket (default true)
+ * @property {number} [maxReconnectDelay]  ms, cap of the exponential backoff (default 5 000)
+ * @property {typeof WebSocket} [WebSocket]
+ * @property {typeof RTCPeerConnection} [RTCPeerConnection]
+ */
+
+/**
+ * @typedef {object} RelayInfo
+ * @property {string} id
+ * @property {string} region
+ */
+
+/**
+ * @typedef {object} JoinedInfo
+ * @property {string} participant  our participant id in the room
+ * @property {string} session      resume handle (keep it secret)
+ * @property {string} [identity]
+ * @property {string} room
+ * @property {boolean} resumed
+ * @property {{participant: string, identity: string}[]} peers  who was already there
+ * @property {RelayInfo} relay      the relay carrying our media
+ * @property {RTCIceServer[]} iceServers
+ * @property {{relay: RelayInfo, iceServers: RTCIceServer[]} | null} standby
+ */
+
+/**
+ * @typedef {MediaStats & {participant: string, identity: string, connectionState: RTCPeerConnectionState}} PeerStats
+ */
+
+/** Error codes after which retrying the same join cannot succeed. */
+const FATAL_JOIN_ERRORS = new Set(['bad_request', 'bad_token', 'expired_token', 'room_full', 'already_joined']);
+
+/** An error with a stable, machine-readable `code` (the protocol's, or the SDK's own). */
+export class TernError extends Error {
+  /**
+   * @param {string} code
+   * @param {string} message
+   */
+  constructor(code, message) {
+    super(message);
+    this.name = 'TernError';
+    this.code = code;
+  }
+}
+
+/** Where signaling lives by default: the server that served this module. */
+function defaultSignalUrl() {
+  let base = import.meta.url;
+  if (!/^https?:/.test(base) && typeof location !== 'undefined') base = location.href;
+  const u = new URL('/v1/signal', base);
+  u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
+  return u.href;
+}
+
+/**
+ * A call in one room.
+ *
+ * Events (also via `on(name, fn)`, which passes `event.detail` to `fn`):
+ * `joined`, `peer-joined`, `peer-left`, `track`, `peer-state`, `relay`,
+ * `stats`, `reconnecting`, `reconnected`, `error`, `closed`.
+ */
+export class TernClient extends EventTarget {
+  /** @type {Required<Omit<TernOptions, 'localStream' | 'WebSocket' | 'RTCPeerConnection'>> & TernOptions} */
+  #o;
+  /** idle → joining → joined ⇄ reconnecting → closed (→ joining again) */
+  /** @type {'idle' | 'joining' | 'joined' | 'reconnecting' | 'leaving' | 'closed'} */
+  #state = 'idle';
+  /** @type {SignalingSocket | null} */ #socket = null;
+  /** @type {{room: string, token: string, probes?: Record<string, number>} | null} */ #joinArgs = null;
+  /** @type {JoinedInfo | null} */ #info = null;
+  /** Everyone else in the room, whether or not media is up yet. */
+  /** @type {Map<string, string>} participant → identity */ #roster = new Map();
+  /** @type {Map<string, Peer>} */ #peers = new Map();
+  /** Signals that could not be sent while signaling was down. */
+  /** @type {object[]} */ #outbox = [];
+  /** @type {{resolve: (f: any) => void, reject: (e: Error) => void} | null} */ #waitJoined = null;
+  /** @type {(() => void) | null} */ #waitLeft = null;
+  /** @type {MediaStream | null} */ #localStream = null;
+  #ownsStream = false;
+  /** @type {ReturnType<typeof setInterval>[]} */ #timers = [];
+  /** @type {ReturnType<typeof setTimeout> | undefined} */ #reconnectTimer;
+  #reconnectAttempt = 0;
+  /** Bumped on every teardown so late async work from an old call is dropped. */
+  #epoch = 0;
+
+  /** @param {TernOptions} [options] */
+  constructor(options = {}) {
+    super();
+    this.#o = {
+      ...options,
+      url: options.url ?? defaultSignalUrl(),
+      relayOnly: options.relayOnly ?? true,
+      audio: options.audio ?? true,
+      statsInterval: options.statsInterval ?? 1_000,
+      reportInterval: options.reportInterval ?? 5_000,
+      pingInterval: options.pingInterval ?? 10_000,
+      pingTimeout: options.pingTimeout ?? 5_000,
+      joinTimeout: options.joinTimeout ?? 10_000,
+      reconnect: options.reconnect ?? true,
+      maxReconnectDelay: options.maxReconnectDelay ?? 5_000,
+    };
+  }
+
+  // ---- public API -------------------------------------------------------
+
+  /** @returns {'idle' | 'joining' | 'joined' | 'reconnecting' | 'leaving' | 'closed'} */
+  get state() { return this.#state; }
+  /** Our participant id, once joined. */
+  get participant() { return this.#info?.participant ?? null; }
+  /** The resume handle from the last `joined`. */
+  get session() { return this.#info?.session ?? null; }
+  /** The relay carrying our media. */
+  get relay() { return this.#info?.relay ?? null; }
+  /** The last `joined` frame, as received. */
+  get info() { return this.#info; }
+  get localStream() { return this.#localStream; }
+  /** Everyone else in the room. */
+  get peers() {
+    return [...this.#roster].map(([participant, identity]) => ({
+      participant,
+      identity,
+      connectionState: this.#peers.get(participant)?.connectionState ?? 'new',
+    }));
+  }
+
+  /**
+   * The RTCPeerConnection to one participant (for advanced use and tests).
+   * @param {string} participant
+   */
+  peerConnection(participant) {
+    return this.#peers.get(participant)?.pc ?? null;
+  }
+
+  /**
+   * Subscribe to an event; `fn` gets the event's detail. Returns an unsubscribe function.
+   * @param {string} name
+   * @param {(detail: any) => void} fn
+   */
+  on(name, fn) {
+    /** @param {Event} e */
+    const h = (e) => fn(/** @type {CustomEvent} */ (e).detail);
+    this.addEventListener(name, h);
+    return () => this.removeEventListener(name, h);
+  }
+
+  /**
+   * Join a room. Captures the microphone first (so a permission prompt comes
+   * before anyone hears us), then connects and sends offers to everyone there.
+   * @param {{room: string, token: string, session?: string, probes?: Record<string, number>}} args
+   * @returns {Promise<JoinedInfo>}
+   */
+  async join({ room, token, session, probes }) {
+    if (this.#state !== 'idle' && this.#state !== 'closed') {
+      throw new TernError('already_joined', `cannot join while ${this.#state}; leave first`);
+    }
+    this.#state = 'joining';
+    const epoch = ++this.#epoch;
+    this.#joinArgs = { room, token, probes };
+    try {
+      await this.#prepareMedia();
+      const frame = await this.#connectAndJoin(session);
+      if (epoch !== this.#epoch) throw new TernError('closed', 'left before the join completed');
+      this.#applyJoined(frame, false);
+      this.#startTimers();
+      return /** @type {JoinedInfo} */ (this.#info);
+    } catch (err) {
+      if (epoch === this.#epoch) this.#teardown('join failed', err);
+      throw err;
+    }
+  }
+
+  /**
+   * Leave the room: tell signaling (so peers hear `peer-left` now rather than
+   * after the resume grace period), then close everything.
+   */
+  async leave() {
+    if (this.#state === 'idle' || this.#state === 'closed' || this.#state === 'leaving') return;
+    const wasJoined = this.#state === 'joined';
+    this.#state = 'leaving';
+    const socket = this.#socket;
+    if (wasJoined && socket?.send({ type: 'leave' })) {
+      // Wait briefly for `left`; leaving must not hang on a slow server.
+      await new Promise((resolve) => {
+        this.#waitLeft = () => resolve(undefined);
+        setTimeout(resolve, 1_000);
+      });
+    }
+    this.#teardown('left');
+  }
+
+  /** Same as leave(). */
+  hangup() {
+    return this.leave();
+  }
+
+  /**
+   * Call quality per remote participant, keyed by participant id.
+   * @returns {Promise<Record<string, PeerStats>>}
+   */
+  async getStats() {
+    /** @type {Record<string, PeerStats>} */
+    const out = {};
+    await Promise.all(
+      [...this.#peers].map(async ([id, peer]) => {
+        try {
+          const s = summarize(await peer.pc.getStats());
+          out[id] = { participant: id, identity: peer.identity, connectionState: peer.connectionState, ...s };
+        } catch {
+          /* closed while we asked */
+        }
+      }),
+    );
+    return out;
+  }
+
+  // ---- connection and join ----------------------------------------------
+
+  async #prepareMedia() {
+    if (this.#localStream) return;
+    if (this.#o.localStream) {
+      this.#localStream = this.#o.localStream;
+      this.#ownsStream = false;
+    } else if (this.#o.audio) {
+      const audio = this.#o.audio === true ? true : this.#o.audio;
+      try {
+        this.#localStream = await navigator.mediaDevices.getUserMedia({ audio, video: false });
+      } catch (err) {
+        throw new TernError('media', `could not capture audio: ${/** @type {Error} */ (err).message}`);
+      }
+      this.#ownsStream = true;
+    }
+  }
+
+  /**
+   * Open a fresh socket and send `join`; resolves with the `joined` frame.
+   * @param {string | undefined} session
+   * @returns {Promise<any>}
+   */
+  async #connectAndJoin(session) {
+    const socket = new SignalingSocket(this.#o.url, {
+      onFrame: (f) => { if (this.#socket === socket) this.#onFrame(f); },
+      onClose: (reason) => { if (this.#socket === socket) this.#onSocketClosed(reason); },
+      pingInterval: this.#o.pingInterval,
+      pingTimeout: this.#o.pingTimeout,
+      WebSocket: this.#o.WebSocket,
+    });
+    this.#socket = socket;
+    const joined = new Promise((resolve, reject) => {
+      this.#waitJoined = { resolve, reject };
+    });
+    const timer = setTimeout(
+      () => this.#waitJoined?.reject(new TernError('timeout', 'signaling did not answer the join in time')),
+      this.#o.joinTimeout,
+    );
+    try {
+      try {
+        await socket.opened();
+      } catch (err) {
+        throw new TernError('connect', `could not connect to ${this.#o.url}`);
+      }
+      const args = /** @type {{room: string, token: string, probes?: Record<string, number>}} */ (this.#joinArgs);
+      /** @type {Record<string, unknown>} */
+      const frame = { type: 'join', room: args.room, token: args.token };
+      if (session) frame.session = session;
+      if (args.probes) frame.probes = args.probes;
+      socket.send(frame);
+      return await joined;
+    } catch (err) {
+      if (this.#socket === socket) this.#socket = null;
+      socket.close('join failed');
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      this.#waitJoined = null;
+    }
+  }
+
+  /**
+   * @param {any} f  the `joined` frame
+   * @param {boolean} reconnecting  true when this join followed a dropped socket
+   */
+  #applyJoined(f, reconnecting) {
+    const prev = this.#info;
+    /** @type {JoinedInfo} */
+    const info = {
+      participant: f.participant,
+      session: f.session,
+      identity: f.identity,
+      room: f.room ?? this.#joinArgs?.room,
+      resumed: f.resumed === true || (reconnecting && prev?.participant === f.participant),
+      peers: Array.isArray(f.peers) ? f.peers : [],
+      relay: f.relay ?? null,
+      iceServers: Array.isArray(f.iceServers) ? f.iceServers : [],
+      standby: f.standby ?? null,
+    };
+    this.#info = info;
+    this.#state = 'joined';
+    const present = new Map(info.peers.map((p) => [p.participant, p.identity]));
+
+    if (reconnecting && info.resumed) {
+      // Same participant: existing peer connections are still valid. Reconcile
+      // the roster with who is there now — we may have missed frames.
+      for (const id of [...this.#roster.keys()]) if (!present.has(id)) this.#removePeer(id);
+      for (const [id, identity] of present) {
+        if (!this.#roster.has(id)) {
+          // Joined while we were away: it could not reach us (we were not
+          // "connected"), so we make the offer, as if we were the newcomer.
+          this.#roster.set(id, identity);
+          this.#emit('peer-joined', { participant: id, identity });
+          this.#createPeer(id, identity, true);
+        }
+      }
+      const queued = this.#outbox.splice(0);
+      for (const frame of queued) this.#socket?.send(frame);
+      // Candidates may have been lost with the socket; a path that broke
+      // meanwhile gets a fresh ICE attempt.
+      for (const peer of this.#peers.values()) {
+        if (peer.connectionState === 'failed' || peer.connectionState === 'disconnected') peer.restartIce();
+      }
+    } else {
+      // A fresh join (or a resume that came too late: we are a new participant
+      // and everyone dropped our old connections). Newcomer offers to all.
+      for (const id of [...this.#roster.keys()]) this.#removePeer(id);
+      this.#outbox = [];
+      for (const [id, identity] of present) {
+        this.#roster.set(id, identity);
+        this.#createPeer(id, identity, true);
+      }
+      this.#emit('joined', info);
+    }
+    if (!prev || !sameRelay(prev.relay, info.relay)) {
+      this.#emit('relay', { ...info.relay, standby: info.standby?.relay ?? null, reason: 'joined' });
+    }
+  }
+
+  /** @param {any} f */
+  #onFrame(f) {
+    switch (f.type) {
+      case 'joined':
+        this.#waitJoined?.resolve(f);
+        break;
+      case 'error': {
+        const err = new TernError(String(f.code ?? 'error'), String(f.message ?? 'signaling error'));
+        if (this.#waitJoined) this.#waitJoined.reject(err);
+        this.#emit('error', { code: err.code, message: err.message });
+        break;
+      }
+      case 'peer-joined':
+        if (typeof f.participant !== 'string') break;
+        this.#roster.set(f.participant, f.identity ?? '');
+        this.#emit('peer-joined', { participant: f.participant, identity: f.identity ?? '' });
+        break;
+      case 'peer-left':
+        if (typeof f.participant === 'string') this.#removePeer(f.participant);
+        break;
+      case 'signal':
+        this.#onSignal(f.from, f.data);
+        break;
+      case 'left':
+        this.#waitLeft?.();
+        this.#waitLeft = null;
+        break;
+      case 'reroute':
+        this.#onReroute(f);
+        break;
+      default:
+        // Unknown frames are ignored so servers can add types without
+        // breaking older SDKs (the protocol's forward-compatibility rule).
+        break;
+    }
+  }
+
+  /**
+   * @param {unknown} from
+   * @param {unknown} data
+   */
+  #onSignal(from, data) {
+    if (typeof from !== 'string' || this.#state !== 'joined') return;
+    let peer = this.#peers.get(from);
+    if (!peer) {
+      // A signal from someone we have no link with: a newcomer's offer.
+      if (!this.#roster.has(from)) {
+        this.#roster.set(from, '');
+      }
+      peer = this.#createPeer(from, this.#roster.get(from) ?? '', false);
+    }
+    peer.handleSignal(data);
+  }
+
+  /**
+   * `reroute`: signaling moved us to another relay. New TURN servers for all
+   * links and an ICE restart on each; DTLS survives, so audio resumes as soon
+   * as the new path checks out. (Standby handling and make-before-break are
+   * the failover work, not here yet.)
+   * @param {any} f
+   */
+  #onReroute(f) {
+    if (!this.#info || !Array.isArray(f.iceServers)) return;
+    this.#info = { ...this.#info, relay: f.relay ?? this.#info.relay, iceServers: f.iceServers };
+    for (const peer of this.#peers.values()) peer.reroute(f.iceServers);
+    this.#emit('relay', { ...this.#info.relay, standby: this.#info.standby?.relay ?? null, reason: f.reason ?? 'reroute' });
+  }
+
+  // ---- peers --------------------------------------------------------------
+
+  /**
+   * @param {string} participant
+   * @param {string} identity
+   * @param {boolean} offerer
+   */
+  #createPeer(participant, identity, offerer) {
+    this.#peers.get(participant)?.close();
+    const peer = new Peer({
+      participant,
+      identity,
+      offerer,
+      config: this.#rtcConfig(),
+      localStream: this.#localStream,
+      RTCPeerConnection: this.#o.RTCPeerConnection,
+      send: (data) => this.#sendSignal(participant, data),
+      onTrack: (stream, track) => this.#emit('track', { participant, identity: this.#roster.get(participant) ?? identity, stream, track }),
+      onStateChange: (state) => this.#emit('peer-state', { participant, state }),
+      onError: (err) =>
+        this.#emit('error', { code: 'webrtc', message: `${participant}: ${/** @type {Error} */ (err)?.message ?? err}`, participant }),
+    });
+    this.#peers.set(participant, peer);
+    return peer;
+  }
+
+  /** @param {string} participant */
+  #removePeer(participant) {
+    const peer = this.#peers.get(participant);
+    peer?.close();
+    this.#peers.delete(participant);
+    const identity = this.#roster.get(participant);
+    if (this.#roster.delete(participant)) this.#emit('peer-left', { participant, identity });
+  }
+
+  /** @returns {RTCConfiguration} */
+  #rtcConfig() {
+    return {
+      // Exactly what signaling handed out: it picked the relay and minted
+      // short-lived credentials for it.
+      iceServers: this.#info?.iceServers ?? [],
+      iceTransportPolicy: this.#o.relayOnly ? 'relay' : 'all',
+      bundlePolicy: 'max-bundle',
+      rtcpMuxPolicy: 'require',
+    };
+  }
+
+  /**
+   * @param {string} to
+   * @param {object} data
+   */
+  #sendSignal(to, data) {
+    const frame = { type: 'signal', to, data };
+    if (this.#state === 'joined' && this.#socket?.send(frame)) return;
+    // Signaling is down: keep it for after the resume (bounded, since a
+    // long outage ends in a fresh join that drops the queue anyway).
+    if (this.#outbox.length < 500) this.#outbox.push(frame);
+  }
+
+  // ---- reconnect ------------------------------------------------------------
+
+  /** @param {string} reason */
+  #onSocketClosed(reason) {
+    this.#socket = null;
+    this.#waitJoined?.reject(new TernError('disconnected', reason));
+    if (this.#state !== 'joined' && this.#state !== 'reconnecting') return;
+    if (!this.#o.reconnect) {
+      this.#teardown('signaling lost', new TernError('disconnected', reason));
+      return;
+    }
+    this.#state = 'reconnecting';
+    this.#scheduleReconnect(reason);
+  }
+
+  /** @param {string} reason */
+  #scheduleReconnect(reason) {
+    // Exponential backoff with jitter: many clients of a dead edge must not
+    // come back in lockstep.
+    const base = Math.min(this.#o.maxReconnectDelay, 250 * 2 ** this.#reconnectAttempt);
+    const delay = Math.round(base * (0.8 + Math.random() * 0.4));
+    this.#reconnectAttempt++;
+    this.#emit('reconnecting', { attempt: this.#reconnectAttempt, delay, reason });
+    const epoch = this.#epoch;
+    this.#reconnectTimer = setTimeout(() => this.#reconnect(epoch), delay);
+  }
+
+  /** @param {number} epoch */
+  async #reconnect(epoch) {
+    if (epoch !== this.#epoch || this.#state !== 'reconnecting') return;
+    try {
+      const frame = await this.#connectAndJoin(this.#info?.session ?? undefined);
+      if (epoch !== this.#epoch || this.#state !== 'reconnecting') return;
+      this.#reconnectAttempt = 0;
+      this.#applyJoined(frame, true);
+      this.#emit('reconnected', { resumed: /** @type {JoinedInfo} */ (this.#info).resumed });
+    } catch (err) {
+      if (epoch !== this.#epoch || this.#state !== 'reconnecting') return;
+      const e = /** @type {TernError} */ (err);
+      if (FATAL_JOIN_ERRORS.has(e.code)) this.#teardown('could not rejoin', e);
+      else this.#scheduleReconnect(e.message);
+    }
+  }
+
+  // ---- periodic work --------------------------------------------------------
+
+  #startTimers() {
+    const epoch = this.#epoch;
+    this.#timers.push(
+      setInterval(async () => {
+        const peers = await this.getStats();
+        if (epoch === this.#epoch && this.#state !== 'closed') this.#emit('stats', { peers, at: Date.now() });
+      }, this.#o.statsInterval),
+      setInterval(() => this.#report(), this.#o.reportInterval),
+    );
+  }
+
+  /** Quality report for call records; the server may ignore it. */
+  async #report() {
+    if (this.#state !== 'joined' || !this.#socket?.isOpen) return;
+    const stats = await this.getStats();
+    const peers = Object.values(stats).map((s) => ({
+      participant: s.participant,
+      packetsSent: s.packetsSent,
+      packetsReceived: s.packetsReceived,
+      packetsLost: s.packetsLost,
+      jitter: s.jitter,
+      rtt: s.rtt,
+      candidateType: s.localCandidateType,
+      state: s.connectionState,
+    }));
+    this.#socket?.send({ type: 'stats', relay: this.#info?.relay?.id ?? null, signalingRtt: this.#socket?.rtt ?? null, peers });
+  }
+
+  // ---- teardown -------------------------------------------------------------
+
+  /**
+   * @param {string} reason
+   * @param {unknown} [error]
+   */
+  #teardown(reason, error) {
+    if (this.#state === 'closed') return;
+    this.#epoch++;
+    this.#state = 'closed';
+    this.#waitJoined?.reject(new TernError('closed', reason));
+    this.#waitLeft?.();
+    this.#waitLeft = null;
+    for (const t of this.#timers.splice(0)) clearInterval(t);
+    clearTimeout(this.#reconnectTimer);
+    this.#reconnectAttempt = 0;
+    const socket = this.#socket;
+    this.#socket = null;
+    socket?.close(reason);
+    for (const peer of this.#peers.values()) peer.close();
+    this.#peers.clear();
+    this.#roster.clear();
+    this.#outbox = [];
+    if (this.#ownsStream) this.#localStream?.getTracks().forEach((t) => t.stop());
+    this.#localStream = null;
+    this.#info = null;
+    /** @type {{reason: string, error?: {code: string, message: string}}} */
+    const detail = { reason };
+    if (error) {
+      const e = /** @type {TernError} */ (error);
+      detail.error = { code: e.code ?? 'error', message: e.message ?? String(error) };
+    }
+    this.#emit('closed', detail);
+  }
+
+  /**
+   * @param {string} name
+   * @param {unknown} detail
+   */
+  #emit(name, detail) {
+    this.dispatchEvent(new CustomEvent(name, { detail }));
+  }
+}
+
+/**
+ * @param {RelayInfo | null | undefined} a
+ * @param {RelayInfo | null | undefined} b
+ */
+function sameRelay(a, b) {
+  return (a?.id ?? null) === (b?.id ?? null) && (a?.region ?? null) === (b?.region ?? null);
+}

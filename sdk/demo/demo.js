@@ -50,8 +50,7 @@ async function join() {
     client = new TernClient({ relayOnly: relayOnlyInput.checked });
     wire(client);
     setStatus('joining', 'joining…');
-    const info = await client.join({ room, token });
-    $('me').textContent = `${info.identity ?? identity} (${info.participant})`;
+    await client.join({ room, token });
     history.replaceState(null, '', `?room=${encodeURIComponent(room)}`);
   } catch (err) {
     const e = /** @type {any} */ (err);
@@ -79,6 +78,7 @@ async function devToken(room, identity) {
 function wire(c) {
   c.on('joined', (info) => {
     setStatus('joined', `in ${info.room}`);
+    $('me').textContent = `${info.identity ?? nameInput.value} (${info.participant})`;
     log(`joined ${info.room} as ${info.participant}; ${info.peers.length} already here`);
     for (const p of info.peers) upsertPeer(p.participant, p.identity);
   });

@@ -341,8 +341,15 @@ export class TernClient extends EventTarget {
 
     if (reconnecting && info.resumed) {
       // Same participant: existing peer connections are still valid. Reconcile
-      // the roster with who is there now — we may have missed frames.
-      for (const id of [...this.#roster.keys()]) if (!present.has(id)) this.#removePeer(id);
+      // the roster with who is there now — we may have missed a peer-left.
+      // `peers` lists only *connected* participants, so a peer missing from it
+      // may merely be away too (one dead edge drops everyone at once): keep
+      // any link whose media still works; signaling sends peer-left if that
+      // peer never comes back.
+      for (const id of [...this.#roster.keys()]) {
+        const state = this.#peers.get(id)?.connectionState;
+        if (!present.has(id) && state !== 'connected' && state !== 'connecting') this.#removePeer(id);
+      }
       for (const [id, identity] of present) {
         if (!this.#roster.has(id)) {
           // Joined while we were away: it could not reach us (we were not

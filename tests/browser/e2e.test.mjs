@@ -108,6 +108,27 @@ test('a dropped signaling socket resumes the session; media never stops', async 
   assert.doesNotMatch(await bob.page.locator('#log').innerText(), /\bleft\b/);
   t.diagnostic(`alice resumed as ${after}; packets in ${during.packetsReceived} → ${later.packetsReceived}`);
 
+  // Now both at once (one edge dying takes everyone on it): each side is
+  // briefly absent from the other's `peers`, and must keep its working link.
+  for (const p of [alice, bob]) {
+    const r = p.sockets.at(-1);
+    r.server.close({ code: 1001, reason: 'test: edge gone' });
+    r.ws.close({ code: 4000, reason: 'test: edge gone' });
+  }
+  for (const p of [alice, bob]) {
+    await p.page.locator('#status[data-state="reconnecting"]').waitFor({ timeout: 5_000 });
+  }
+  for (const p of [alice, bob]) {
+    await p.page.locator('#status[data-state="joined"]').waitFor({ timeout: 10_000 });
+  }
+  const both = { a: await linkStats(alice.page), b: await linkStats(bob.page) };
+  await sleep(1_500);
+  for (const [p, s] of [[alice, both.a], [bob, both.b]]) {
+    const now = await linkStats(p.page);
+    assert.ok(now && now.packetsReceived > s.packetsReceived + 25, `${p.name} media stalled after both resumed: ${JSON.stringify(now)}`);
+    assert.equal(await p.page.locator('#participants li[data-participant]').count(), 1, `${p.name} lost its peer`);
+  }
+
   assertNoPageErrors(alice, bob);
 });
 

@@ -111,7 +111,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         std::thread::available_parallelism()?.get()
     );
     per_frame(args.frames)?;
-    over_websocket(&args)
+    // The transport floor first: ping→pong over the same sockets and path,
+    // so join→joined can be read as floor + signaling work.
+    over_websocket(&args, Kind::Ping)?;
+    over_websocket(&args, Kind::Join)
 }
 
 /// Per-frame cost through the component, in-process: instantiation from the
@@ -216,7 +219,13 @@ fn per_frame(n: usize) -> anyhow::Result<()> {
 
 /// join→joined over WebSocket against an in-process origin whose runtime has
 /// `server_threads` workers; the load generator runs on its own runtime.
-fn over_websocket(args: &BenchArgs) -> anyhow::Result<()> {
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Ping,
+    Join,
+}
+
+fn over_websocket(args: &BenchArgs, kind: Kind) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.server_threads)
@@ -277,15 +286,24 @@ fn over_websocket(args: &BenchArgs) -> anyhow::Result<()> {
                 };
                 seq += 1;
                 let room = format!("bench-{i}-{seq}");
-                let frame = json!({"type":"join","room":room,"token":token(&room,"x")}).to_string();
+                let frame = match kind {
+                    Kind::Join => json!({"type":"join","room":room,"token":token(&room,"x")}),
+                    Kind::Ping => json!({"type":"ping","id":seq}),
+                }
+                .to_string();
                 let (pool_tx, lat_tx) = (pool_tx.clone(), lat_tx.clone());
                 tokio::spawn(async move {
                     let sent_at = Instant::now();
                     ws.send(Message::Text(frame.into())).await?;
-                    wait_for(&mut ws, "joined").await?;
+                    match kind {
+                        Kind::Ping => wait_for(&mut ws, "pong").await?,
+                        Kind::Join => wait_for(&mut ws, "joined").await?,
+                    }
                     let _ = lat_tx.send((sent_at.elapsed(), scheduled.elapsed()));
-                    ws.send(Message::Text(r#"{"type":"leave"}"#.into())).await?;
-                    wait_for(&mut ws, "left").await?;
+                    if kind == Kind::Join {
+                        ws.send(Message::Text(r#"{"type":"leave"}"#.into())).await?;
+                        wait_for(&mut ws, "left").await?;
+                    }
                     let _ = pool_tx.send((i, ws));
                     anyhow::Ok(())
                 });
@@ -303,15 +321,24 @@ fn over_websocket(args: &BenchArgs) -> anyhow::Result<()> {
         let done = lat.len();
         anyhow::Ok((lat, total, done, start.elapsed()))
     })?;
+    let what = match kind {
+        Kind::Ping => "ping→pong",
+        Kind::Join => "join→joined",
+    };
     println!(
-        "websocket join→joined: offered {offered} joins at {rate}/s over {secs}s on {} server thread(s), {} completed, achieved {:.0} joins/s",
+        "websocket {what}: offered {offered} at {rate}/s over {secs}s on {} server thread(s), {} completed, achieved {:.0}/s{}",
         args.server_threads,
         done,
-        done as f64 / elapsed.as_secs_f64()
+        done as f64 / elapsed.as_secs_f64(),
+        if kind == Kind::Join { " (each join is followed by a leave on the same socket)" } else { "" }
     );
     if !lat.is_empty() {
         let (from_send, from_schedule): (Vec<_>, Vec<_>) = lat.into_iter().unzip();
-        print_row("join→joined (ws)", from_send.len(), &summarize(from_send));
+        print_row(
+            &format!("{what} (ws)"),
+            from_send.len(),
+            &summarize(from_send),
+        );
         // Includes the generator's own pacing lag (its timer ticks every 1 ms).
         print_row(
             "  from scheduled time",

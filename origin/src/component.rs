@@ -14,7 +14,7 @@ use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::store::{Batch, EmbeddedStore};
+use crate::store::{Batch, EmbeddedStore, Snapshot};
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -52,6 +52,10 @@ pub struct HostState {
     /// when the call returns (see [`SignalingHost::with_instance`]). While it
     /// is open, reads go through it so the guest reads its own writes.
     batch: Option<Batch>,
+    /// The call's read transaction, until a write transaction takes over.
+    /// A CAS that loses opens the write transaction, so reads after it (the
+    /// guest's retry) see the current state, never the stale snapshot.
+    snapshot: Option<Snapshot>,
 }
 
 impl HostState {
@@ -62,11 +66,15 @@ impl HostState {
         Ok(self.batch.as_mut().expect("just opened"))
     }
 
-    fn read(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, kvstore::Error> {
-        match &self.batch {
-            Some(b) => b.get(bucket, key).map_err(other),
-            None => self.kv.get(bucket, key).map_err(other),
+    fn read(&mut self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, kvstore::Error> {
+        if let Some(b) = &self.batch {
+            return b.get(bucket, key).map_err(other);
         }
+        if self.snapshot.is_none() {
+            self.snapshot = Some(self.kv.snapshot().map_err(other)?);
+        }
+        let snap = self.snapshot.as_ref().expect("just opened");
+        snap.get(bucket, key).map_err(other)
     }
 
     fn cas(
@@ -320,6 +328,7 @@ impl SignalingHost {
         // Commit the call's writes only if it returned; after a trap they
         // are dropped with the transaction (and the instance is retired).
         let batch = p.store.data_mut().batch.take();
+        p.store.data_mut().snapshot = None;
         let r = r.map_err(anyhow::Error::from)?;
         if let Some(b) = batch {
             b.commit()?;
@@ -340,6 +349,7 @@ impl SignalingHost {
                 table: ResourceTable::new(),
                 kv: self.kv.clone(),
                 batch: None,
+                snapshot: None,
             },
         );
         let instance = self.pre.instantiate(&mut store)?;

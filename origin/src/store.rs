@@ -143,6 +143,11 @@ impl EmbeddedStore {
         tx.commit().map_err(backend)
     }
 
+    /// A consistent read view: every read through it sees the same state.
+    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        Ok(Snapshot(self.db.begin_read().map_err(backend)?))
+    }
+
     /// Start a write transaction that groups several operations into one
     /// commit. Origin opens one per component call on its first write and
     /// commits it when the call returns: one commit instead of one per key.
@@ -161,6 +166,22 @@ impl EmbeddedStore {
             store: self.clone(),
             bucket: name.to_string(),
         }
+    }
+}
+
+/// A read transaction. Origin opens one per component call on its first
+/// read, so a call's reads cost one transaction and see one state.
+pub struct Snapshot(redb::ReadTransaction);
+
+impl Snapshot {
+    pub fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let t = match self.0.open_table(table(bucket)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(backend(e)),
+        };
+        let v = t.get(key).map_err(backend)?.map(|v| v.value().to_vec());
+        Ok(v)
     }
 }
 

@@ -1,19 +1,21 @@
 //! Process-wide state of an origin and the calls into the component.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::RngCore;
+use serde::{Deserialize, Serialize};
 
 use crate::component::{Delivery, HeartbeatError, SignalingHost};
 use crate::gateway::Connections;
-use crate::store::EmbeddedStore;
+use crate::kv::Kv;
 
 pub struct App {
     pub host: Arc<SignalingHost>,
-    pub store: EmbeddedStore,
+    pub kv: Kv,
     pub conns: Connections,
-    /// This edge's name.
+    /// This edge's name; the first part of every connection id it makes.
     pub edge: String,
     /// Random per process start; keeps connection ids unique across restarts.
     pub boot: String,
@@ -29,40 +31,132 @@ pub fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// Deliveries handed from one edge to another over Redis pub/sub.
+#[derive(Serialize, Deserialize)]
+pub struct Forwarded {
+    pub deliveries: Vec<(String, String)>,
+}
+
+/// The edge a connection id belongs to (`<edge>.<boot>.<n>`).
+pub fn edge_of(conn: &str) -> &str {
+    conn.split('.').next().unwrap_or("")
+}
+
 impl App {
-    /// Run the component for one frame. The call is synchronous and short
-    /// (single-digit to tens of µs: `tern bench signaling`), so it runs on
-    /// the async worker itself; a hop to the blocking pool would cost more
-    /// than the call.
-    pub fn handle_frame(&self, conn: &str, frame: &str) -> Vec<Delivery> {
+    /// Run the component for one frame and deliver what it returns.
+    ///
+    /// On the embedded store a call is short and never blocks on the
+    /// network (single-digit to tens of µs: `tern bench signaling`), so it
+    /// runs on the async worker itself. On Redis every KV call is a network
+    /// round trip, so the call moves to the blocking pool.
+    pub async fn handle_frame(self: &Arc<Self>, conn: &str, frame: String) {
         let mut entropy = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut entropy);
-        match self.host.handle_frame(now_ms(), conn, frame, &entropy) {
-            Ok(d) => d,
-            Err(e) => {
-                // A trap or host failure: the frame had no effect. Say so.
-                tracing::error!(conn = %conn, error = %e, "signaling component failed");
-                internal_error(conn)
-            }
-        }
+        let conn = conn.to_string();
+        let out = self
+            .run(move |app| {
+                app.host
+                    .handle_frame(now_ms(), &conn, &frame, &entropy)
+                    .unwrap_or_else(|e| {
+                        // A trap or host failure: the frame had no effect.
+                        tracing::error!(conn = %conn, error = %e, "signaling component failed");
+                        internal_error(&conn)
+                    })
+            })
+            .await;
+        self.conns.deliver(out);
     }
 
-    pub fn handle_disconnect(&self, conn: &str) -> Vec<Delivery> {
-        match self.host.handle_disconnect(now_ms(), conn) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!(error = %e, "signaling component failed on disconnect");
-                Vec::new()
-            }
-        }
+    pub async fn handle_disconnect(self: &Arc<Self>, conn: &str) {
+        let conn = conn.to_string();
+        let out = self
+            .run(move |app| {
+                app.host
+                    .handle_disconnect(now_ms(), &conn)
+                    .unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "signaling component failed on disconnect");
+                        Vec::new()
+                    })
+            })
+            .await;
+        self.conns.deliver(out);
     }
 
-    pub fn handle_heartbeat(
-        &self,
-        body: &[u8],
-        signature: &str,
+    pub async fn handle_heartbeat(
+        self: &Arc<Self>,
+        body: Vec<u8>,
+        signature: String,
     ) -> anyhow::Result<Result<(), HeartbeatError>> {
-        self.host.handle_heartbeat(now_ms(), body, signature)
+        let r = self
+            .run(move |app| app.host.handle_heartbeat(now_ms(), &body, &signature))
+            .await;
+        r
+    }
+
+    /// Run a component call where it belongs (inline or on the blocking
+    /// pool) and forward deliveries for other edges' connections; return
+    /// the ones for this edge.
+    async fn run<R: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&App) -> R + Send + 'static,
+    ) -> R
+    where
+        R: IntoDeliveries,
+    {
+        if !self.kv.is_remote() {
+            return f(self);
+        }
+        let app = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut r = f(&app);
+            if let Some(d) = r.deliveries_mut() {
+                app.forward_remote(d);
+            }
+            r
+        })
+        .await
+        .expect("signaling call panicked")
+    }
+
+    /// Publish deliveries whose connection lives on another edge to that
+    /// edge's channel, leaving only the local ones in `out`.
+    fn forward_remote(&self, out: &mut Vec<Delivery>) {
+        let Kv::Redis(redis) = &self.kv else { return };
+        let mut remote: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+        out.retain(|d| {
+            let edge = edge_of(&d.conn);
+            if edge == self.edge {
+                return true;
+            }
+            remote
+                .entry(edge.to_string())
+                .or_default()
+                .push((d.conn.clone(), d.frame.clone()));
+            false
+        });
+        for (edge, deliveries) in remote {
+            let payload = serde_json::to_string(&Forwarded { deliveries }).expect("serializes");
+            if let Err(e) = redis.publish(&redis.edge_channel(&edge), &payload) {
+                tracing::warn!(%edge, error = %e, "forwarding deliveries to another edge failed");
+            }
+        }
+    }
+}
+
+/// Results of component calls that may carry deliveries.
+pub trait IntoDeliveries {
+    fn deliveries_mut(&mut self) -> Option<&mut Vec<Delivery>>;
+}
+
+impl IntoDeliveries for Vec<Delivery> {
+    fn deliveries_mut(&mut self) -> Option<&mut Vec<Delivery>> {
+        Some(self)
+    }
+}
+
+impl IntoDeliveries for anyhow::Result<Result<(), HeartbeatError>> {
+    fn deliveries_mut(&mut self) -> Option<&mut Vec<Delivery>> {
+        None
     }
 }
 

@@ -121,7 +121,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// pool, the guest's KV calls into redb, and the core's work. One thread.
 fn per_frame(n: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = EmbeddedStore::open(dir.path())?;
+    let store = crate::kv::Kv::Embedded(EmbeddedStore::open(dir.path())?);
     let host = SignalingHost::new(crate::component::SIGNALING_WASM, env(), store)?;
     for (id, region) in [("a-1", "region-a"), ("b-1", "region-b")] {
         let (b, s) = heartbeat_body(id, region, 1);
@@ -236,6 +236,8 @@ fn over_websocket(args: &BenchArgs, kind: Kind) -> anyhow::Result<()> {
         listen: "127.0.0.1:0".parse()?,
         data_dir: dir.path().to_path_buf(),
         edge: "bench".into(),
+        kv: "embedded".into(),
+        kv_prefix: "tern:".into(),
         api_secret: Some(API.into()),
         relay_secret: Some(RELAY.into()),
         relay_stale_ms: 600_000,
@@ -246,7 +248,7 @@ fn over_websocket(args: &BenchArgs, kind: Kind) -> anyhow::Result<()> {
     server_rt.block_on(async {
         for (id, region) in [("a-1", "region-a"), ("b-1", "region-b")] {
             let (b, s) = heartbeat_body(id, region, 1);
-            app.handle_heartbeat(&b, &s)??;
+            app.handle_heartbeat(b, s).await??;
         }
         anyhow::Ok(())
     })?;

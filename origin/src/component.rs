@@ -4,7 +4,7 @@
 //! call gets a fresh `Store` and instance from the pooling allocator, so no
 //! state survives in the instance between frames (DESIGN.md: stateless
 //! functions). The host implements `wasi:keyvalue@0.2.0-draft2` (store and
-//! atomics) over [`EmbeddedStore`], plus WASI for what Rust's std needs
+//! atomics) over the embedded store or Redis ([`Kv`]), plus WASI for what Rust's std needs
 //! (environment variables carry the component's settings).
 
 use std::collections::BTreeMap;
@@ -14,7 +14,8 @@ use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::store::{Batch, EmbeddedStore, Snapshot};
+use crate::kv::Kv;
+use crate::store::{Batch, Snapshot};
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -47,8 +48,8 @@ pub struct CasHandle {
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    kv: EmbeddedStore,
-    /// The call's write transaction, opened at its first write and committed
+    kv: Kv,
+    /// Embedded store only: the call's write transaction, opened at its first write and committed
     /// when the call returns (see [`SignalingHost::with_instance`]). While it
     /// is open, reads go through it so the guest reads its own writes.
     batch: Option<Batch>,
@@ -59,22 +60,51 @@ pub struct HostState {
 }
 
 impl HostState {
+    /// The embedded store's per-call write transaction, opened on first use.
     fn batch(&mut self) -> Result<&mut Batch, kvstore::Error> {
+        let Kv::Embedded(store) = &self.kv else {
+            return Err(other("write batches exist only on the embedded store"));
+        };
         if self.batch.is_none() {
-            self.batch = Some(self.kv.begin().map_err(other)?);
+            self.batch = Some(store.begin().map_err(other)?);
         }
         Ok(self.batch.as_mut().expect("just opened"))
     }
 
     fn read(&mut self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, kvstore::Error> {
+        let store = match &self.kv {
+            Kv::Redis(r) => return r.get(bucket, key).map_err(other),
+            Kv::Embedded(store) => store,
+        };
         if let Some(b) = &self.batch {
             return b.get(bucket, key).map_err(other);
         }
         if self.snapshot.is_none() {
-            self.snapshot = Some(self.kv.snapshot().map_err(other)?);
+            self.snapshot = Some(store.snapshot().map_err(other)?);
         }
         let snap = self.snapshot.as_ref().expect("just opened");
         snap.get(bucket, key).map_err(other)
+    }
+
+    fn write(
+        &mut self,
+        bucket: &str,
+        key: &str,
+        value: Option<&[u8]>,
+    ) -> Result<(), kvstore::Error> {
+        if let Kv::Redis(r) = &self.kv {
+            return match value {
+                Some(v) => r.set(bucket, key, v),
+                None => r.delete(bucket, key),
+            }
+            .map_err(other);
+        }
+        let b = self.batch()?;
+        match value {
+            Some(v) => b.set(bucket, key, v),
+            None => b.delete(bucket, key),
+        }
+        .map_err(other)
     }
 
     fn cas(
@@ -84,6 +114,11 @@ impl HostState {
         expected: Option<&[u8]>,
         value: &[u8],
     ) -> Result<Result<(), Option<Vec<u8>>>, kvstore::Error> {
+        if let Kv::Redis(r) = &self.kv {
+            return r
+                .compare_and_swap(bucket, key, expected, value)
+                .map_err(other);
+        }
         self.batch()?
             .compare_and_swap(bucket, key, expected, value)
             .map_err(other)
@@ -140,11 +175,11 @@ impl kvstore::HostBucket for HostState {
         value: Vec<u8>,
     ) -> Result<(), kvstore::Error> {
         let name = self.bucket_name(&b)?;
-        self.batch()?.set(&name, &key, &value).map_err(other)
+        self.write(&name, &key, Some(&value))
     }
     fn delete(&mut self, b: Resource<BucketHandle>, key: String) -> Result<(), kvstore::Error> {
         let name = self.bucket_name(&b)?;
-        self.batch()?.delete(&name, &key).map_err(other)
+        self.write(&name, &key, None)
     }
     fn exists(&mut self, b: Resource<BucketHandle>, key: String) -> Result<bool, kvstore::Error> {
         let name = self.bucket_name(&b)?;
@@ -255,7 +290,7 @@ pub struct SignalingHost {
     engine: Engine,
     pre: SignalingPre<HostState>,
     env: Vec<(String, String)>,
-    kv: EmbeddedStore,
+    kv: Kv,
     /// Idle instances. The component keeps no state between calls (the
     /// core is a pure function of its inputs and the KV), so an instance may
     /// serve several calls; it is retired after [`MAX_REUSE`] calls, or at
@@ -276,11 +311,7 @@ pub const MAX_REUSE: u32 = 1000;
 impl SignalingHost {
     /// Compile `wasm` and link it against WASI and the key-value store.
     /// `env` becomes the component's environment (its settings).
-    pub fn new(
-        wasm: &[u8],
-        env: BTreeMap<String, String>,
-        kv: EmbeddedStore,
-    ) -> anyhow::Result<Self> {
+    pub fn new(wasm: &[u8], env: BTreeMap<String, String>, kv: Kv) -> anyhow::Result<Self> {
         let mut config = Config::new();
         let mut pool = PoolingAllocationConfig::default();
         // Instances live for one call; a modest pool covers every worker

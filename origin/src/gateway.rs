@@ -115,7 +115,10 @@ async fn serve(app: Arc<App>, socket: WebSocket) {
                     text.len()
                 ),
             ),
-            Ok(Message::Text(text)) => app.handle_frame(&id, text.as_str()),
+            Ok(Message::Text(text)) => {
+                app.handle_frame(&id, text.to_string()).await;
+                continue;
+            }
             Ok(Message::Binary(_)) => local_error(
                 &id,
                 ErrorCode::BadRequest,
@@ -132,8 +135,7 @@ async fn serve(app: Arc<App>, socket: WebSocket) {
     }
 
     app.conns.remove(&id);
-    let out = app.handle_disconnect(&id);
-    app.conns.deliver(out);
+    app.handle_disconnect(&id).await;
     writer.abort();
     tracing::debug!(conn = %id, "disconnected");
 }

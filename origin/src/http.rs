@@ -68,9 +68,23 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
         .into_response()
 }
 
+/// The relay directory, read where the store wants to be read.
+async fn relay_view(
+    app: &Arc<App>,
+) -> Result<Vec<edge_signaling::directory::RelayView>, edge_signaling::KvError> {
+    let read =
+        |app: &App| Signaling::new(&app.signaling).relays(now_ms(), &app.kv.reader("default"));
+    if !app.kv.is_remote() {
+        return read(app);
+    }
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || read(&app))
+        .await
+        .unwrap_or_else(|e| Err(edge_signaling::KvError(e.to_string())))
+}
+
 async fn relays(State(app): State<Arc<App>>) -> Response {
-    let store = app.store.bucket("default");
-    match Signaling::new(&app.signaling).relays(now_ms(), &store) {
+    match relay_view(&app).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -88,7 +102,7 @@ async fn heartbeat(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes)
             format!("missing {SIGNATURE_HEADER}"),
         );
     };
-    match app.handle_heartbeat(&body, sig) {
+    match app.handle_heartbeat(body.to_vec(), sig.to_string()).await {
         Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
         Ok(Err(HeartbeatError::Rejected(m))) => {
             tracing::warn!(reason = %m, "heartbeat refused");
@@ -150,8 +164,7 @@ async fn dev_token(
 }
 
 async fn healthz(State(app): State<Arc<App>>) -> Response {
-    let store = app.store.bucket("default");
-    match Signaling::new(&app.signaling).relays(now_ms(), &store) {
+    match relay_view(&app).await {
         Ok(relays) => Json(json!({
             "status": "ok",
             "edge": app.edge,

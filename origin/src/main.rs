@@ -5,8 +5,11 @@ mod app;
 mod assets;
 mod bench;
 mod component;
+mod edge_bus;
 mod gateway;
 mod http;
+mod kv;
+mod redis_kv;
 mod secrets;
 mod store;
 mod up;
@@ -61,9 +64,17 @@ pub struct ServeArgs {
     /// Where the embedded store keeps its file.
     #[arg(long, default_value = ".tern")]
     pub data_dir: PathBuf,
-    /// Name of this edge.
-    #[arg(long, default_value = "local")]
+    /// Name of this edge; unique among edges sharing a store. Letters,
+    /// digits, '-' and '_' (it starts every connection id this edge makes).
+    #[arg(long, default_value = "local", value_parser = parse_edge)]
     pub edge: String,
+    /// State store: `embedded` (a redb file in --data-dir), `redis://host:port`
+    /// or `redis+sentinel://host:port[,host:port…]/<service>`.
+    #[arg(long, env = "TERN_KV", default_value = "embedded")]
+    pub kv: String,
+    /// Prefix of every key Tern writes in Redis.
+    #[arg(long, default_value = "tern:")]
+    pub kv_prefix: String,
     /// HS256 secret room tokens are signed with.
     #[arg(long, env = "TERN_API_SECRET", hide_env_values = true)]
     pub api_secret: Option<String>,
@@ -133,9 +144,28 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+fn parse_edge(s: &str) -> Result<String, String> {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        Ok(s.to_string())
+    } else {
+        Err("edge names use letters, digits, '-' and '_'".into())
+    }
+}
+
 /// Open the store, load the component and bind the listener.
 pub async fn start(args: ServeArgs) -> anyhow::Result<(Arc<app::App>, tokio::net::TcpListener)> {
-    let store = store::EmbeddedStore::open(&args.data_dir)?;
+    let kv = if args.kv == "embedded" {
+        kv::Kv::Embedded(store::EmbeddedStore::open(&args.data_dir)?)
+    } else {
+        let (url, prefix) = (args.kv.clone(), args.kv_prefix.clone());
+        let r = tokio::task::spawn_blocking(move || redis_kv::RedisKv::connect(&url, &prefix))
+            .await?
+            .with_context(|| format!("connecting to {}", args.kv))?;
+        kv::Kv::Redis(Arc::new(r))
+    };
     let (api_secret, relay_secret) = match (args.api_secret, args.relay_secret) {
         (Some(a), Some(r)) => (a, r),
         (a, r) => {
@@ -156,15 +186,15 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<(Arc<app::App>, tokio::net
         ),
     ]);
     let host = tokio::task::spawn_blocking({
-        let store = store.clone();
-        move || component::SignalingHost::new(component::SIGNALING_WASM, env, store)
+        let kv = kv.clone();
+        move || component::SignalingHost::new(component::SIGNALING_WASM, env, kv)
     })
     .await??;
     let mut boot = [0u8; 4];
     rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut boot);
     let app = Arc::new(app::App {
         host: Arc::new(host),
-        store,
+        kv,
         conns: Default::default(),
         edge: args.edge,
         boot: hex::encode(boot),
@@ -180,7 +210,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<(Arc<app::App>, tokio::net
 /// Serve HTTP until ctrl-c or SIGTERM; flush the store on the way out.
 pub async fn serve(app: Arc<app::App>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
     let flusher = {
-        let store = app.store.clone();
+        let store = app.kv.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(store::FLUSH_INTERVAL);
             loop {
@@ -193,7 +223,8 @@ pub async fn serve(app: Arc<app::App>, listener: tokio::net::TcpListener) -> any
         })
     };
     tracing::info!(addr = %listener.local_addr()?, edge = %app.edge, "signaling listening");
-    let store = app.store.clone();
+    edge_bus::spawn(app.clone());
+    let store = app.kv.clone();
     // Signaling frames are small and latency-bound: no Nagle delays.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);

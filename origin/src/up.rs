@@ -45,6 +45,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         listen: args.listen,
         data_dir: args.data_dir.clone(),
         edge: "local".into(),
+        kv: "embedded".into(),
+        kv_prefix: "tern:".into(),
         api_secret: Some(secrets.api_secret),
         relay_secret: Some(secrets.relay_secret.clone()),
         relay_stale_ms: 1500,

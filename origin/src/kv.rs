@@ -1,0 +1,67 @@
+//! The state store an origin runs on: the embedded redb store (one machine,
+//! zero setup) or Redis (several edges, replicas, Sentinel). Both hold the
+//! same buckets and keys (docs/kv-schema.md).
+
+use std::sync::Arc;
+
+use edge_signaling::kv::{KvError, KvRead};
+
+use crate::redis_kv::RedisKv;
+use crate::store::{EmbeddedStore, StoreError};
+
+#[derive(Clone)]
+pub enum Kv {
+    Embedded(EmbeddedStore),
+    Redis(Arc<RedisKv>),
+}
+
+impl Kv {
+    /// Calls on a remote store block on the network, so they belong on a
+    /// blocking thread, not on an async worker.
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Kv::Redis(_))
+    }
+
+    pub fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Kv::Embedded(s) => s.get(bucket, key),
+            Kv::Redis(r) => r.get(bucket, key),
+        }
+    }
+
+    pub fn list_keys(&self, bucket: &str) -> Result<Vec<String>, StoreError> {
+        match self {
+            Kv::Embedded(s) => s.list_keys(bucket),
+            Kv::Redis(r) => r.list_keys(bucket),
+        }
+    }
+
+    /// Make recent writes durable (embedded store; Redis persists itself).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        match self {
+            Kv::Embedded(s) => s.flush(),
+            Kv::Redis(_) => Ok(()),
+        }
+    }
+
+    /// Read-only view of one bucket, as the signaling core reads it.
+    pub fn reader(&self, bucket: &str) -> Reader<'_> {
+        Reader {
+            kv: self,
+            bucket: bucket.to_string(),
+        }
+    }
+}
+
+pub struct Reader<'a> {
+    kv: &'a Kv,
+    bucket: String,
+}
+
+impl KvRead for Reader<'_> {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.kv
+            .get(&self.bucket, key)
+            .map_err(|e| KvError(e.to_string()))
+    }
+}

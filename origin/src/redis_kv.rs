@@ -1,0 +1,250 @@
+//! The Redis backend: the same buckets and keys as the embedded store, shared
+//! by every origin (edge) pointed at the same Redis, plus the pub/sub channel
+//! edges use to hand each other deliveries.
+//!
+//! Keys are `<prefix><bucket>:<key>` (prefix `tern:` by default). Calls are
+//! synchronous (they run on blocking threads, see `App::handle_frame`), over
+//! a small pool of connections. With Sentinel, the current primary is looked
+//! up from the sentinels at start and again whenever a call fails in a way
+//! that says the primary moved (connection refused or reset, `READONLY`,
+//! timeout): Tern follows a failover without a restart.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use redis::{Client, Connection, RedisResult};
+
+use crate::store::StoreError;
+
+/// How long one Redis call may take before we give up on that node.
+const IO_TIMEOUT: Duration = Duration::from_secs(1);
+/// Connections kept idle for reuse.
+const POOL: usize = 16;
+
+/// Where the primary is.
+enum Target {
+    Direct(Client),
+    Sentinel {
+        sentinels: Vec<String>,
+        service: String,
+    },
+}
+
+pub struct RedisKv {
+    target: Target,
+    /// Client for the current primary.
+    primary: Mutex<Client>,
+    idle: Mutex<Vec<Connection>>,
+    prefix: String,
+    cas: redis::Script,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("redis: {e}"))
+}
+
+/// Compare-and-swap in one atomic step on the server. ARGV[1] is "1" when
+/// a value is expected (ARGV[2]), "0" when the key must be absent.
+/// Returns {1} on success, {0, current} or {0} (absent) on conflict.
+const CAS_LUA: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if ARGV[1] == '1' then
+  if cur ~= ARGV[2] then
+    if cur then return {0, cur} else return {0} end
+  end
+elseif cur then
+  return {0, cur}
+end
+redis.call('SET', KEYS[1], ARGV[3])
+return {1}
+"#;
+
+impl RedisKv {
+    /// `url` is `redis://host:port[/db]` or
+    /// `redis+sentinel://host:port[,host:port…]/service`.
+    pub fn connect(url: &str, prefix: &str) -> Result<RedisKv, StoreError> {
+        let target = if let Some(rest) = url.strip_prefix("redis+sentinel://") {
+            let (hosts, service) = rest
+                .split_once('/')
+                .ok_or_else(|| backend("sentinel URL needs /<service name>"))?;
+            if service.is_empty() {
+                return Err(backend("sentinel URL needs /<service name>"));
+            }
+            Target::Sentinel {
+                sentinels: hosts.split(',').map(|h| format!("redis://{h}")).collect(),
+                service: service.to_string(),
+            }
+        } else {
+            Target::Direct(Client::open(url).map_err(backend)?)
+        };
+        let primary = resolve(&target)?;
+        let kv = RedisKv {
+            target,
+            primary: Mutex::new(primary),
+            idle: Mutex::new(Vec::new()),
+            prefix: prefix.to_string(),
+            cas: redis::Script::new(CAS_LUA),
+        };
+        // Fail at start, not at the first frame, if Redis is unreachable.
+        kv.with_conn(|c| redis::cmd("PING").query::<String>(c))?;
+        Ok(kv)
+    }
+
+    fn key(&self, bucket: &str, key: &str) -> String {
+        format!("{}{bucket}:{key}", self.prefix)
+    }
+
+    /// A client for the current primary (pub/sub uses its own connection).
+    pub fn primary_client(&self) -> Client {
+        self.primary.lock().unwrap().clone()
+    }
+
+    /// Look the primary up again (after a failover).
+    pub fn refresh_primary(&self) -> Result<(), StoreError> {
+        let c = resolve(&self.target)?;
+        *self.primary.lock().unwrap() = c;
+        self.idle.lock().unwrap().clear();
+        Ok(())
+    }
+
+    fn open(&self) -> RedisResult<Connection> {
+        let client = self.primary_client();
+        let c = client.get_connection_with_timeout(IO_TIMEOUT)?;
+        c.set_read_timeout(Some(IO_TIMEOUT))?;
+        c.set_write_timeout(Some(IO_TIMEOUT))?;
+        Ok(c)
+    }
+
+    /// Run `f` on a pooled connection. If it fails because the primary is
+    /// gone or demoted, re-resolve the primary and try once more.
+    fn with_conn<R>(
+        &self,
+        mut f: impl FnMut(&mut Connection) -> RedisResult<R>,
+    ) -> Result<R, StoreError> {
+        for attempt in 0..2 {
+            let pooled = self.idle.lock().unwrap().pop();
+            let mut conn = match pooled {
+                Some(c) => c,
+                None => match self.open() {
+                    Ok(c) => c,
+                    Err(e) if attempt == 0 => {
+                        tracing::warn!(error = %e, "redis connect failed; looking up the primary again");
+                        let _ = self.refresh_primary();
+                        continue;
+                    }
+                    Err(e) => return Err(backend(e)),
+                },
+            };
+            match f(&mut conn) {
+                Ok(r) => {
+                    let mut idle = self.idle.lock().unwrap();
+                    if idle.len() < POOL {
+                        idle.push(conn);
+                    }
+                    return Ok(r);
+                }
+                Err(e) if attempt == 0 && primary_moved(&e) => {
+                    tracing::warn!(error = %e, "redis primary unavailable; looking it up again");
+                    let _ = self.refresh_primary();
+                }
+                Err(e) => return Err(backend(e)),
+            }
+        }
+        Err(backend("primary unavailable"))
+    }
+
+    pub fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let k = self.key(bucket, key);
+        self.with_conn(|c| redis::cmd("GET").arg(&k).query(c))
+    }
+
+    pub fn set(&self, bucket: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let k = self.key(bucket, key);
+        self.with_conn(|c| redis::cmd("SET").arg(&k).arg(value).query(c))
+    }
+
+    pub fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
+        let k = self.key(bucket, key);
+        self.with_conn(|c| redis::cmd("DEL").arg(&k).query::<i64>(c).map(|_| ()))
+    }
+
+    pub fn compare_and_swap(
+        &self,
+        bucket: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<Result<(), Option<Vec<u8>>>, StoreError> {
+        let k = self.key(bucket, key);
+        let (flag, exp): (&str, &[u8]) = match expected {
+            Some(v) => ("1", v),
+            None => ("0", b""),
+        };
+        let r: Vec<redis::Value> =
+            self.with_conn(|c| self.cas.key(&k).arg(flag).arg(exp).arg(value).invoke(c))?;
+        match r.as_slice() {
+            [redis::Value::Int(1)] => Ok(Ok(())),
+            [redis::Value::Int(0)] => Ok(Err(None)),
+            [redis::Value::Int(0), redis::Value::BulkString(cur)] => Ok(Err(Some(cur.clone()))),
+            other => Err(backend(format!("unexpected CAS reply {other:?}"))),
+        }
+    }
+
+    pub fn list_keys(&self, bucket: &str) -> Result<Vec<String>, StoreError> {
+        let pattern = format!("{}*", self.key(bucket, ""));
+        let strip = self.key(bucket, "").len();
+        self.with_conn(|c| {
+            let mut keys = Vec::new();
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query(c)?;
+                keys.extend(batch.into_iter().map(|k| k[strip..].to_string()));
+                if next == 0 {
+                    return Ok(keys);
+                }
+                cursor = next;
+            }
+        })
+    }
+
+    /// Channel an edge listens on for deliveries to its connections.
+    pub fn edge_channel(&self, edge: &str) -> String {
+        format!("{}edge:{edge}", self.prefix)
+    }
+
+    pub fn publish(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        self.with_conn(|c| {
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query::<i64>(c)
+                .map(|_| ())
+        })
+    }
+}
+
+fn resolve(target: &Target) -> Result<Client, StoreError> {
+    match target {
+        Target::Direct(c) => Ok(c.clone()),
+        Target::Sentinel { sentinels, service } => {
+            let mut s = redis::sentinel::Sentinel::build(sentinels.clone()).map_err(backend)?;
+            s.master_for(service, None).map_err(backend)
+        }
+    }
+}
+
+/// Errors after which the primary may be somewhere else.
+fn primary_moved(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.code() == Some("READONLY")
+        || e.code() == Some("MASTERDOWN")
+}

@@ -77,13 +77,27 @@ pub struct Origin {
 
 impl Origin {
     pub fn start(edge: &str) -> Origin {
+        Origin::start_with(edge, "embedded")
+    }
+
+    /// An origin on the given store (`embedded`, `redis://…`,
+    /// `redis+sentinel://…`).
+    pub fn start_with(edge: &str, kv: &str) -> Origin {
         let port = free_tcp_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let data_dir =
             std::env::temp_dir().join(format!("tern-test-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data_dir);
         let child = Command::new(bin("tern"))
-            .args(["serve", "--listen", &addr.to_string(), "--edge", edge])
+            .args([
+                "serve",
+                "--listen",
+                &addr.to_string(),
+                "--edge",
+                edge,
+                "--kv",
+                kv,
+            ])
             .arg("--data-dir")
             .arg(&data_dir)
             .env("TERN_API_SECRET", API_SECRET)
@@ -306,4 +320,75 @@ impl Client {
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
+}
+
+/// A `redis-server` on a loopback port, no persistence, optionally a replica.
+pub fn start_redis(port: u16, replica_of: Option<u16>) -> Proc {
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"]);
+    if let Some(p) = replica_of {
+        cmd.args(["--replicaof", "127.0.0.1", &p.to_string()]);
+    }
+    let child = cmd
+        .stdout(Stdio::null())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (./dev test installs it)");
+    let p = Proc {
+        child,
+        name: format!("redis {port}"),
+    };
+    wait_until(Duration::from_secs(10), || {
+        redis_cli(port, &["PING"]).is_ok_and(|s| s == "PONG")
+    })
+    .expect("redis-server did not start");
+    p
+}
+
+/// A `redis-sentinel` watching the primary on `primary_port` as `service`,
+/// with fast failure detection for tests.
+pub fn start_sentinel(port: u16, primary_port: u16, service: &str, dir: &std::path::Path) -> Proc {
+    let conf = dir.join(format!("sentinel-{port}.conf"));
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        &conf,
+        format!(
+            "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {}\n\
+             sentinel monitor {service} 127.0.0.1 {primary_port} 1\n\
+             sentinel down-after-milliseconds {service} 1000\n\
+             sentinel failover-timeout {service} 5000\n\
+             sentinel parallel-syncs {service} 1\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("redis-sentinel")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("redis-sentinel must be installed (./dev test installs it)");
+    let p = Proc {
+        child,
+        name: format!("sentinel {port}"),
+    };
+    wait_until(Duration::from_secs(10), || {
+        redis_cli(port, &["PING"]).is_ok_and(|s| s == "PONG")
+    })
+    .expect("redis-sentinel did not start");
+    p
+}
+
+/// Run `redis-cli -p port args…` and return its trimmed output.
+pub fn redis_cli(port: u16, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stderr(Stdio::null())
+        .output()?;
+    if !out.status.success() {
+        bail!("redis-cli failed");
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

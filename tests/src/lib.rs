@@ -324,8 +324,13 @@ impl Client {
 
 /// A `redis-server` on a loopback port, no persistence, optionally a replica.
 pub fn start_redis(port: u16, replica_of: Option<u16>) -> Proc {
+    // Its own working dir: a replica's full sync writes an RDB file there.
+    let dir = std::env::temp_dir().join(format!("tern-redis-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
     let mut cmd = Command::new("redis-server");
     cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .arg("--dir")
+        .arg(&dir)
         .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"]);
     if let Some(p) = replica_of {
         cmd.args(["--replicaof", "127.0.0.1", &p.to_string()]);

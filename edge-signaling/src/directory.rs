@@ -5,6 +5,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use tern_common::relay::{Listener, Load, RelayState};
 
+use crate::health;
 use crate::keys;
 use crate::kv::{KvError, KvRead};
 use crate::model::{read, RelayIndex, RelayRecord};
@@ -19,6 +20,13 @@ pub struct RelayView {
     pub healthy: bool,
     pub load: Load,
     pub last_heartbeat_age_ms: u64,
+    /// Suspicion level of the phi-accrual detector (`null` until a few
+    /// heartbeats have been seen).
+    pub phi: Option<f64>,
+    /// When the last heartbeat arrived (unix ms); identifies one "life" of
+    /// the relay for the reroute sweep.
+    #[serde(skip)]
+    pub received_at_ms: u64,
 }
 
 /// Every relay in the index, with health judged at `now_ms`.
@@ -30,9 +38,15 @@ pub fn list(kv: &dyn KvRead, now_ms: u64, stale_ms: u64) -> Result<Vec<RelayView
             continue;
         };
         let age = now_ms.saturating_sub(rec.received_at_ms);
+        let phi = health::phi(&rec.intervals, age);
         let hb = rec.heartbeat;
+        // Out when the detector suspects it, or in any case after the hard
+        // timeout (covers relays with too little history for a verdict).
+        let alive = age <= stale_ms && phi.is_none_or(|p| p < health::PHI_THRESHOLD);
         out.push(RelayView {
-            healthy: age <= stale_ms && hb.state == RelayState::Active,
+            healthy: alive && hb.state == RelayState::Active,
+            phi: phi.map(|p| (p * 100.0).round() / 100.0),
+            received_at_ms: rec.received_at_ms,
             id: hb.id,
             region: hb.region,
             listeners: hb.listeners,
@@ -83,6 +97,8 @@ mod tests {
                 pps: 0,
             },
             last_heartbeat_age_ms: 0,
+            phi: None,
+            received_at_ms: 0,
         }
     }
 

@@ -162,6 +162,15 @@ pub enum ServerFrame<'a> {
         data: &'a serde_json::Value,
     },
     Left,
+    /// Move media to another relay: ICE restart with these servers.
+    Reroute {
+        reason: &'a str,
+        relay: RelayRef,
+        #[serde(rename = "iceServers")]
+        ice_servers: Vec<IceServer>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        standby: Option<Standby>,
+    },
     Pong {
         id: &'a serde_json::Value,
     },

@@ -22,3 +22,20 @@ pub fn session(session: &str) -> String {
 pub fn conn(conn: &str) -> String {
     format!("conn/{conn}")
 }
+
+/// Marker: relay `relay` carries room `room`. Put when a room is assigned
+/// to a relay; listed by prefix when the relay is lost; deleted by the sweep.
+pub fn relay_room(relay: &str, room: &str) -> String {
+    format!("relay-room/{relay}/{room}")
+}
+
+/// Prefix of every [`relay_room`] marker of one relay.
+pub fn relay_rooms_prefix(relay: &str) -> String {
+    format!("relay-room/{relay}/")
+}
+
+/// The heartbeat time (`received_at_ms`) of the relay life that was last
+/// swept, so a dead relay's rooms are moved once, not on every tick.
+pub fn relay_swept(relay: &str) -> String {
+    format!("relay-swept/{relay}")
+}

@@ -10,6 +10,10 @@ pub struct KvError(pub String);
 /// (embedded redb, Redis, Spin KV, a Durable Object).
 pub trait KvRead {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError>;
+
+    /// Keys starting with `prefix`, in any order. Used only off the hot path
+    /// (the reroute sweep after a relay is lost), so a backend may scan.
+    fn list(&self, prefix: &str) -> Result<Vec<String>, KvError>;
 }
 
 /// One change to the store.
@@ -46,6 +50,14 @@ pub struct MemoryKv {
 impl KvRead for MemoryKv {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         Ok(self.map.get(key).cloned())
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>, KvError> {
+        Ok(self
+            .map
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k.clone())
+            .collect())
     }
 }
 

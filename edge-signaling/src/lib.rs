@@ -18,9 +18,11 @@ pub mod config;
 pub mod directory;
 pub mod error;
 pub mod frame;
+pub mod health;
 pub mod keys;
 pub mod kv;
 pub mod model;
+pub mod reroute;
 pub mod signaling;
 pub mod token;
 

@@ -62,6 +62,10 @@ pub struct ConnBinding {
 pub struct RelayRecord {
     pub heartbeat: Heartbeat,
     pub received_at_ms: u64,
+    /// Recent inter-arrival times in ms (phi-accrual history, see
+    /// [`crate::health`]).
+    #[serde(default)]
+    pub intervals: Vec<u32>,
 }
 
 /// `relays`: ids of every relay that has heartbeated.

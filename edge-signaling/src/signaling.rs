@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::directory::{self, RelayView};
 use crate::error::{ErrorCode, FrameError};
 use crate::frame::{ClientFrame, IceServer, PeerInfo, RelayRef, ServerFrame, Standby};
+use crate::health;
 use crate::keys;
 use crate::kv::{KvError, KvRead, Write};
 use crate::model::{encode, read, ConnBinding, Member, RelayIndex, RelayRecord, Room, Session};
@@ -269,6 +270,12 @@ impl<'a> Signaling<'a> {
             .and_then(|id| ranked.iter().copied().find(|r| &r.id == id))
             .or_else(|| ranked.first().copied())
             .ok_or_else(|| frame_err(ErrorCode::NoRelay, "no healthy relay is registered"))?;
+        if room.relay.as_deref() != Some(primary.id.as_str()) || raw_room.is_none() {
+            out.writes.push(Write::Put {
+                key: keys::relay_room(&primary.id, room_name),
+                value: Vec::new(),
+            });
+        }
         room.relay = Some(primary.id.clone());
         let standby = directory::standby(&ranked, primary).map(|r| Standby {
             relay: relay_ref(r),
@@ -356,7 +363,12 @@ impl<'a> Signaling<'a> {
         }
     }
 
-    fn ice_servers(&self, relay: &RelayView, participant: &str, now_ms: u64) -> Vec<IceServer> {
+    pub(crate) fn ice_servers(
+        &self,
+        relay: &RelayView,
+        participant: &str,
+        now_ms: u64,
+    ) -> Vec<IceServer> {
         let expiry = now_ms / 1000 + self.config.turn_ttl_secs;
         let cred = credentials::mint(&self.config.relay_secret, participant, expiry);
         vec![IceServer {
@@ -477,12 +489,19 @@ impl<'a> Signaling<'a> {
         let hb = relay_hb::verify(&self.config.relay_secret, body, signature, now_ms)?;
         let key = keys::relay(&hb.id);
         let mut out = Outcome::default();
+        let mut intervals = Vec::new();
         if let (Some(prev), _) = read::<RelayRecord>(kv, &key)? {
             // A restarted relay starts its sequence again; only drop
             // reordered heartbeats from the same run (same sender clock era).
             if hb.seq <= prev.heartbeat.seq && hb.sent_at_ms <= prev.heartbeat.sent_at_ms {
                 return Ok(out);
             }
+            intervals = prev.intervals;
+            health::record(
+                &mut intervals,
+                now_ms.saturating_sub(prev.received_at_ms),
+                self.config.relay_stale_ms,
+            );
         }
         let (index, raw_index) = read::<RelayIndex>(kv, keys::RELAY_INDEX)?;
         let mut index = index.unwrap_or_default();
@@ -499,6 +518,7 @@ impl<'a> Signaling<'a> {
             value: encode(&RelayRecord {
                 heartbeat: hb,
                 received_at_ms: now_ms,
+                intervals,
             }),
         });
         Ok(out)

@@ -443,3 +443,169 @@ fn heartbeats_must_be_signed() {
         .handle_heartbeat(sim.now, body, &relay::sign(b"nope", body), &sim.kv)
         .is_err());
 }
+
+fn tick(sim: &mut Sim) -> Vec<(String, Value)> {
+    let cfg = sim.cfg.clone();
+    let s = Signaling::new(&cfg);
+    let d = edge_signaling::reroute::tick(&s, sim.now, &mut sim.kv).unwrap();
+    d.into_iter()
+        .map(|d| (d.conn, serde_json::from_str(&d.frame).unwrap()))
+        .collect()
+}
+
+/// Advance time in heartbeat steps, beating only the listed relays.
+fn run_for(sim: &mut Sim, ms: u64, beating: &[(&str, &str)], seq: &mut u64) {
+    let mut t = 0;
+    while t < ms {
+        sim.now += 250;
+        t += 250;
+        *seq += 1;
+        for (id, region) in beating {
+            sim.heartbeat(id, region, *seq);
+        }
+    }
+}
+
+#[test]
+fn calls_on_a_lost_relay_are_rerouted_once_with_fresh_credentials() {
+    let mut sim = Sim::new();
+    let mut seq = 1;
+    run_for(
+        &mut sim,
+        2_000,
+        &[("a1", "local-a"), ("b1", "local-b")],
+        &mut seq,
+    );
+    let t = sim.token("r", "alice");
+    let a = sim.send(
+        "c1",
+        json!({"type":"join","room":"r","token":t,"probes":{"local-a":1.0}}),
+    )[0]
+    .1
+    .clone();
+    assert_eq!(a["relay"]["id"], "a1");
+    let b = sim.join("c2", "r", "bob");
+    assert!(
+        tick(&mut sim).is_empty(),
+        "nothing to do while a1 is healthy"
+    );
+
+    // a1 goes silent; b1 keeps beating. The phi detector (steady 250 ms
+    // beat) suspects a1 within half a second.
+    run_for(&mut sim, 500, &[("b1", "local-b")], &mut seq);
+    let out = tick(&mut sim);
+    assert_eq!(out.len(), 2, "{out:?}");
+    for (conn, f) in &out {
+        let who = if conn == "c1" { &a } else { &b };
+        assert_eq!(f["type"], "reroute");
+        assert_eq!(f["reason"], "relay-lost");
+        assert_eq!(f["relay"]["id"], "b1");
+        let user = f["iceServers"][0]["username"].as_str().unwrap();
+        assert!(user.ends_with(who["participant"].as_str().unwrap()));
+        assert_eq!(
+            f["iceServers"][0]["credential"],
+            tern_common::credentials::password(RELAY, user)
+        );
+    }
+    assert!(tick(&mut sim).is_empty(), "a room is moved once");
+    // Newcomers get the room's new relay.
+    let c = sim.join("c3", "r", "carol");
+    assert_eq!(c["relay"]["id"], "b1");
+}
+
+#[test]
+fn a_draining_relay_hands_its_calls_over_make_before_break() {
+    let mut sim = Sim::new();
+    let mut seq = 1;
+    run_for(
+        &mut sim,
+        1_000,
+        &[("a1", "local-a"), ("b1", "local-b")],
+        &mut seq,
+    );
+    let t = sim.token("r", "alice");
+    sim.send(
+        "c1",
+        json!({"type":"join","room":"r","token":t,"probes":{"local-a":1.0}}),
+    );
+    // a1 announces draining (still alive, still relaying).
+    let hb = Heartbeat {
+        id: "a1".into(),
+        region: "local-a".into(),
+        listeners: vec![Listener {
+            transport: "udp".into(),
+            address: "127.0.0.1:3478".into(),
+        }],
+        state: RelayState::Draining,
+        load: Load::default(),
+        seq: 1_000,
+        sent_at_ms: sim.now,
+    };
+    let body = serde_json::to_vec(&hb).unwrap();
+    let sig = relay::sign(RELAY, &body);
+    let cfg = sim.cfg.clone();
+    let s = Signaling::new(&cfg);
+    let now = sim.now;
+    run(&mut sim.kv, |kv| {
+        s.handle_heartbeat(now, &body, &sig, kv).unwrap()
+    })
+    .unwrap();
+    let out = tick(&mut sim);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1["reason"], "relay-draining");
+    assert_eq!(out[0].1["relay"]["id"], "b1");
+}
+
+#[test]
+fn two_edges_ticking_at_once_move_a_room_once() {
+    let mut sim = Sim::new();
+    let mut seq = 1;
+    run_for(
+        &mut sim,
+        1_000,
+        &[("a1", "local-a"), ("b1", "local-b")],
+        &mut seq,
+    );
+    let t = sim.token("r", "alice");
+    sim.send(
+        "c1",
+        json!({"type":"join","room":"r","token":t,"probes":{"local-a":1.0}}),
+    );
+    run_for(&mut sim, 750, &[("b1", "local-b")], &mut seq);
+    let cfg = sim.cfg.clone();
+    let s = Signaling::new(&cfg);
+    let sweeps = s.sweeps(sim.now, &sim.kv).unwrap();
+    assert_eq!(sweeps.len(), 1);
+    assert_eq!(sweeps[0].rooms, ["r"]);
+    // Both edges plan on the same state; the second CAS loses, and its retry
+    // finds the room already moved and sends nothing.
+    let (o1, _) = s.reroute_room(sim.now, &sweeps[0], "r", &sim.kv).unwrap();
+    let (o2, _) = s.reroute_room(sim.now, &sweeps[0], "r", &sim.kv).unwrap();
+    assert!(apply(&mut sim.kv, &o1.writes).unwrap());
+    assert!(!apply(&mut sim.kv, &o2.writes).unwrap());
+    let (o3, settled) = s.reroute_room(sim.now, &sweeps[0], "r", &sim.kv).unwrap();
+    assert!(settled && o3.deliveries.is_empty());
+}
+
+#[test]
+fn with_no_healthy_relay_the_sweep_waits_and_retries() {
+    let mut sim = Sim::new();
+    let mut seq = 1;
+    run_for(
+        &mut sim,
+        1_000,
+        &[("a1", "local-a"), ("b1", "local-b")],
+        &mut seq,
+    );
+    sim.join("c1", "r", "alice");
+    run_for(&mut sim, 2_000, &[], &mut seq); // everything dies
+    assert!(tick(&mut sim).is_empty());
+    run_for(
+        &mut sim,
+        1_000,
+        &[("b1", "local-b"), ("a1", "local-a")],
+        &mut seq,
+    );
+    // Relays are back: the room's relay is healthy again, nothing to move.
+    assert!(tick(&mut sim).is_empty());
+}

@@ -82,6 +82,22 @@ impl App {
         self.conns.deliver(out);
     }
 
+    /// One housekeeping tick: reroute calls off lost or draining relays.
+    pub async fn handle_tick(self: &Arc<Self>) {
+        let out = self
+            .run(|app| {
+                app.host.handle_tick(now_ms()).unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "signaling tick failed");
+                    Vec::new()
+                })
+            })
+            .await;
+        if !out.is_empty() {
+            tracing::info!(frames = out.len(), "rerouting calls off an unhealthy relay");
+        }
+        self.conns.deliver(out);
+    }
+
     pub async fn handle_heartbeat(
         self: &Arc<Self>,
         body: Vec<u8>,

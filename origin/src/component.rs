@@ -407,6 +407,13 @@ impl SignalingHost {
         })
     }
 
+    pub fn handle_tick(&self, now_ms: u64) -> anyhow::Result<Vec<Delivery>> {
+        self.with_instance(|store, inst| {
+            inst.tern_signaling_handler()
+                .call_handle_tick(store, now_ms)
+        })
+    }
+
     pub fn handle_heartbeat(
         &self,
         now_ms: u64,

@@ -64,4 +64,12 @@ impl KvRead for Reader<'_> {
             .get(&self.bucket, key)
             .map_err(|e| KvError(e.to_string()))
     }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, KvError> {
+        let keys = self
+            .kv
+            .list_keys(&self.bucket)
+            .map_err(|e| KvError(e.to_string()))?;
+        Ok(keys.into_iter().filter(|k| k.starts_with(prefix)).collect())
+    }
 }

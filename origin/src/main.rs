@@ -207,6 +207,10 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<(Arc<app::App>, tokio::net
     Ok((app, listener))
 }
 
+/// How often an edge looks for calls to move off unhealthy relays: a bound
+/// on how long rerouting lags behind detection.
+const TICK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Serve HTTP until ctrl-c or SIGTERM; flush the store on the way out.
 pub async fn serve(app: Arc<app::App>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
     let flusher = {
@@ -224,6 +228,17 @@ pub async fn serve(app: Arc<app::App>, listener: tokio::net::TcpListener) -> any
     };
     tracing::info!(addr = %listener.local_addr()?, edge = %app.edge, "signaling listening");
     edge_bus::spawn(app.clone());
+    let ticker = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TICK_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                app.handle_tick().await;
+            }
+        })
+    };
     let store = app.kv.clone();
     // Signaling frames are small and latency-bound: no Nagle delays.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -233,6 +248,7 @@ pub async fn serve(app: Arc<app::App>, listener: tokio::net::TcpListener) -> any
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     flusher.abort();
+    ticker.abort();
     store.flush()?;
     Ok(())
 }

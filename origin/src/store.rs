@@ -249,6 +249,11 @@ impl KvRead for BucketView {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         self.store.get(&self.bucket, key).map_err(kv)
     }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, KvError> {
+        let keys = self.store.list_keys(&self.bucket).map_err(kv)?;
+        Ok(keys.into_iter().filter(|k| k.starts_with(prefix)).collect())
+    }
 }
 
 impl KvStore for BucketView {

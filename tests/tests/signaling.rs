@@ -161,3 +161,38 @@ async fn a_killed_relay_is_unhealthy_within_two_seconds_and_joins_move() {
     assert_ne!(next["relay"]["id"], victim.as_str());
     assert_ne!(next["relay"]["region"], first["relay"]["region"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_on_a_killed_relay_are_rerouted_in_under_a_second() {
+    let (origin, ra, rb) = origin_with_relays();
+    // Let the failure detector learn the heartbeat rhythm first.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut alice = Client::connect(&origin.ws_url()).await;
+    let mut bob = Client::connect(&origin.ws_url()).await;
+    let a = alice.join("reroute", "alice").await;
+    bob.join("reroute", "bob").await;
+    alice.expect("peer-joined").await;
+    let victim = a["relay"]["id"].as_str().unwrap().to_string();
+    let (mut dead, _alive) = if victim == "a-1" { (ra, rb) } else { (rb, ra) };
+
+    let killed = Instant::now();
+    dead.kill();
+    for c in [&mut alice, &mut bob] {
+        let f = c
+            .recv_within(Duration::from_secs(3))
+            .await
+            .expect("a reroute after the relay died");
+        assert_eq!(f["type"], "reroute", "{f}");
+        assert_eq!(f["reason"], "relay-lost");
+        assert_ne!(f["relay"]["id"], victim.as_str());
+        assert!(f["iceServers"][0]["urls"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("turn:"));
+    }
+    let took = killed.elapsed();
+    eprintln!("reroute {took:?} after SIGKILL of relay {victim}");
+    assert!(took < Duration::from_secs(1), "reroute took {took:?}");
+    // Exactly once.
+    alice.expect_silence(Duration::from_millis(500)).await;
+}

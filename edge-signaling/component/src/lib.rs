@@ -73,6 +73,20 @@ impl KvRead for Bucket {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         self.0.get(key).map_err(kv_err)
     }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, KvError> {
+        // wasi:keyvalue has no prefix listing: page through every key.
+        let mut keys = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self.0.list_keys(cursor.as_deref()).map_err(kv_err)?;
+            keys.extend(page.keys.into_iter().filter(|k| k.starts_with(prefix)));
+            match page.cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(keys),
+            }
+        }
+    }
 }
 
 impl KvStore for Bucket {
@@ -156,6 +170,24 @@ impl Guest for Component {
         match result {
             Ok(Some(o)) => deliveries(o),
             _ => Vec::new(),
+        }
+    }
+
+    fn handle_tick(now_ms: u64) -> Vec<Delivery> {
+        let result = config().and_then(|cfg| {
+            let mut bucket = Bucket::open()?;
+            edge_signaling::reroute::tick(&Signaling::new(&cfg), now_ms, &mut bucket)
+        });
+        match result {
+            Ok(d) => d
+                .into_iter()
+                .map(|d| Delivery {
+                    conn: d.conn,
+                    frame: d.frame,
+                })
+                .collect(),
+            // The next tick tries again.
+            Err(_) => Vec::new(),
         }
     }
 

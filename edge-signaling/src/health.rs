@@ -1,0 +1,101 @@
+//! Phi-accrual failure detection for relays (Hayashibara et al., "The φ
+//! Accrual Failure Detector", 2004), as used by Cassandra and Akka.
+//!
+//! Instead of one fixed timeout, φ says how unlikely it is that a relay
+//! which heartbeats with the inter-arrival times seen so far is still alive
+//! given how long it has now been silent. A relay with a steady 250 ms beat
+//! is suspected after ~0.4 s of silence; one with a jittery beat gets more
+//! slack, so jitter does not cause false failovers.
+
+/// Inter-arrival samples kept per relay.
+pub const HISTORY: usize = 32;
+/// Suspect a relay at φ ≥ 8: about a 1-in-10⁸ chance of a false positive
+/// under the observed distribution.
+pub const PHI_THRESHOLD: f64 = 8.0;
+/// Floor for the standard deviation, so a perfectly regular beat (loopback)
+/// does not make a few ms of scheduling noise look like a failure.
+pub const MIN_STD_MS: f64 = 25.0;
+/// Fewer samples than this: too little history, rely on the hard timeout.
+pub const MIN_SAMPLES: usize = 3;
+
+/// φ after `silent_ms` without a heartbeat, given recent `intervals` (ms).
+/// `None` while there is too little history.
+pub fn phi(intervals: &[u32], silent_ms: u64) -> Option<f64> {
+    if intervals.len() < MIN_SAMPLES {
+        return None;
+    }
+    let n = intervals.len() as f64;
+    let mean = intervals.iter().map(|&i| i as f64).sum::<f64>() / n;
+    let var = intervals
+        .iter()
+        .map(|&i| (i as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    let std = var.sqrt().max(MIN_STD_MS);
+    // Logistic approximation of the normal CDF's tail (accurate to ~1e-4
+    // over the range that matters), as in Akka's implementation.
+    let y = (silent_ms as f64 - mean) / std;
+    let e = (-y * (1.5976 + 0.070566 * y * y)).exp();
+    let p_later = if silent_ms as f64 > mean {
+        e / (1.0 + e)
+    } else {
+        1.0 - 1.0 / (1.0 + e)
+    };
+    Some(-p_later.max(f64::MIN_POSITIVE).log10())
+}
+
+/// Add the interval since the previous heartbeat to `history`. A gap longer
+/// than `reset_after_ms` is an outage, not jitter: history starts over so
+/// the relay is not judged by it after it comes back.
+pub fn record(history: &mut Vec<u32>, interval_ms: u64, reset_after_ms: u64) {
+    if interval_ms > reset_after_ms {
+        history.clear();
+        return;
+    }
+    if history.len() == HISTORY {
+        history.remove(0);
+    }
+    history.push(interval_ms as u32);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steady_beat_is_suspected_soon_after_it_stops() {
+        let beat = [250u32; 20];
+        assert!(phi(&beat, 250).unwrap() < 1.0);
+        assert!(phi(&beat, 300).unwrap() < PHI_THRESHOLD);
+        let t = (250..2000)
+            .find(|&t| phi(&beat, t).unwrap() >= PHI_THRESHOLD)
+            .unwrap();
+        assert!((350..450).contains(&t), "suspected after {t} ms of silence");
+    }
+
+    #[test]
+    fn jittery_beat_gets_more_slack() {
+        let jittery: Vec<u32> = (0..20)
+            .map(|i| if i % 2 == 0 { 150 } else { 450 })
+            .collect();
+        let steady = [300u32; 20];
+        let first = |h: &[u32]| {
+            (0..5000)
+                .find(|&t| phi(h, t).unwrap() >= PHI_THRESHOLD)
+                .unwrap()
+        };
+        assert!(first(&jittery) > first(&steady) + 300);
+    }
+
+    #[test]
+    fn too_little_history_gives_no_verdict_and_outages_reset_it() {
+        assert_eq!(phi(&[250, 250], 10_000), None);
+        let mut h = vec![250; 5];
+        record(&mut h, 5_000, 1_500);
+        assert!(h.is_empty());
+        for _ in 0..40 {
+            record(&mut h, 250, 1_500);
+        }
+        assert_eq!(h.len(), HISTORY);
+    }
+}

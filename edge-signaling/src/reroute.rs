@@ -1,0 +1,178 @@
+//! Moving live calls off a lost or draining relay.
+//!
+//! Every edge runs a tick (about every 100 ms). A tick finds relays that are
+//! no longer healthy and whose rooms were not yet moved, and moves each room
+//! to the best healthy relay: the room's relay changes by compare-and-swap,
+//! so when several edges tick at once exactly one of them moves a room and
+//! sends its participants `reroute` with fresh credentials. Rooms are found
+//! through `relay-room/<relay>/<room>` markers written when a room is
+//! assigned a relay.
+
+use serde::Serialize;
+
+use crate::directory::{self, RelayView};
+use crate::frame::{RelayRef, ServerFrame, Standby};
+use crate::keys;
+use crate::kv::{KvError, KvRead, Write};
+use crate::model::{encode, read, Room};
+use crate::signaling::{Outcome, Signaling};
+
+/// A relay whose rooms must move, and those rooms.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Sweep {
+    pub relay: String,
+    /// Identifies the relay's life that ended (its last heartbeat time).
+    pub received_at_ms: u64,
+    pub draining: bool,
+    pub rooms: Vec<String>,
+}
+
+impl Signaling<'_> {
+    /// Relays that lost health since they were last swept, with their rooms.
+    pub fn sweeps(&self, now_ms: u64, kv: &dyn KvRead) -> Result<Vec<Sweep>, KvError> {
+        let relays = directory::list(kv, now_ms, self.config.relay_stale_ms)?;
+        if !relays.iter().any(|r| !r.healthy) {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for r in relays.iter().filter(|r| !r.healthy) {
+            let swept: Option<u64> = read(kv, &keys::relay_swept(&r.id))?.0;
+            if swept == Some(r.received_at_ms) {
+                continue;
+            }
+            let prefix = keys::relay_rooms_prefix(&r.id);
+            let rooms = kv
+                .list(&prefix)?
+                .into_iter()
+                .map(|k| k[prefix.len()..].to_string())
+                .collect();
+            out.push(Sweep {
+                relay: r.id.clone(),
+                received_at_ms: r.received_at_ms,
+                draining: r.state == tern_common::relay::RelayState::Draining,
+                rooms,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Move `room` off `relay` if it is still there. Returns the outcome and
+    /// whether the room is settled (false: no healthy relay to move to yet).
+    pub fn reroute_room(
+        &self,
+        now_ms: u64,
+        sweep: &Sweep,
+        room_name: &str,
+        kv: &dyn KvRead,
+    ) -> Result<(Outcome, bool), KvError> {
+        let mut out = Outcome::default();
+        let marker = keys::relay_room(&sweep.relay, room_name);
+        let room_key = keys::room(room_name);
+        let (room, raw) = read::<Room>(kv, &room_key)?;
+        let Some(mut room) = room.filter(|r| r.relay.as_deref() == Some(sweep.relay.as_str()))
+        else {
+            // Moved already (by another edge, or a join), or gone.
+            out.writes.push(Write::Delete { key: marker });
+            return Ok((out, true));
+        };
+        let relays = directory::list(kv, now_ms, self.config.relay_stale_ms)?;
+        let ranked = directory::rank(&relays, &Default::default());
+        let Some(next) = ranked.first().copied() else {
+            return Ok((out, false));
+        };
+        room.relay = Some(next.id.clone());
+        let standby = directory::standby(&ranked, next);
+        let reason = if sweep.draining {
+            "relay-draining"
+        } else {
+            "relay-lost"
+        };
+        for m in &room.members {
+            let Some(conn) = m.conn.as_deref() else {
+                continue; // away members get the new relay when they resume
+            };
+            out.deliveries.push(crate::signaling::Delivery {
+                conn: conn.to_string(),
+                frame: ServerFrame::Reroute {
+                    reason,
+                    relay: relay_ref(next),
+                    ice_servers: self.ice_servers(next, &m.participant, now_ms),
+                    standby: standby.map(|s| Standby {
+                        relay: relay_ref(s),
+                        ice_servers: self.ice_servers(s, &m.participant, now_ms),
+                    }),
+                }
+                .to_json(),
+            });
+        }
+        out.writes.push(Write::Cas {
+            key: room_key,
+            expected: raw,
+            value: encode(&room),
+        });
+        out.writes.push(Write::Put {
+            key: keys::relay_room(&next.id, room_name),
+            value: Vec::new(),
+        });
+        out.writes.push(Write::Delete { key: marker });
+        Ok((out, true))
+    }
+
+    /// Record that `sweep`'s relay life has been fully swept.
+    pub fn sweep_done(&self, sweep: &Sweep) -> Outcome {
+        Outcome {
+            writes: vec![Write::Put {
+                key: keys::relay_swept(&sweep.relay),
+                value: encode(&sweep.received_at_ms),
+            }],
+            deliveries: Vec::new(),
+        }
+    }
+}
+
+fn relay_ref(r: &RelayView) -> RelayRef {
+    RelayRef {
+        id: r.id.clone(),
+        region: r.region.clone(),
+    }
+}
+
+/// Run a whole tick against a store: every sweep, every room, with the CAS
+/// retry rule. Returns the deliveries. Shared by every host.
+pub fn tick<S: crate::apply::KvStore>(
+    s: &Signaling<'_>,
+    now_ms: u64,
+    store: &mut S,
+) -> Result<Vec<crate::signaling::Delivery>, KvError> {
+    let mut deliveries = Vec::new();
+    for sweep in s.sweeps(now_ms, store)? {
+        let mut settled = true;
+        for room in &sweep.rooms {
+            let mut failed = None;
+            let mut room_settled = true;
+            let applied =
+                crate::apply::run(store, |kv| match s.reroute_room(now_ms, &sweep, room, kv) {
+                    Ok((o, done)) => {
+                        room_settled = done;
+                        o
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        Outcome::default()
+                    }
+                })?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            match applied {
+                Some(o) => deliveries.extend(o.deliveries),
+                None => room_settled = false,
+            }
+            settled &= room_settled;
+        }
+        if settled {
+            crate::apply::apply(store, &s.sweep_done(&sweep).writes)?;
+        }
+    }
+    Ok(deliveries)
+}

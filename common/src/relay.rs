@@ -26,6 +26,9 @@ pub enum RelayState {
     Active,
     /// Finishing existing allocations; must not be handed to new callers.
     Draining,
+    /// Cold standby: registered and healthy but given calls only when its
+    /// region has no active relay left (then promoted automatically).
+    Standby,
 }
 
 /// One address a relay listens on for TURN clients.

@@ -8,7 +8,7 @@ use tern_common::relay::{Listener, Load, RelayState};
 use crate::health;
 use crate::keys;
 use crate::kv::{KvError, KvRead};
-use crate::model::{read, RelayIndex, RelayRecord};
+use crate::model::{read, RelayIndex, RelayRecord, Suspect};
 
 /// A relay as `GET /v1/relays` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -17,7 +17,15 @@ pub struct RelayView {
     pub region: String,
     pub listeners: Vec<Listener>,
     pub state: RelayState,
+    /// May be handed to new callers: alive, not suspected, not degrading,
+    /// and active (or a standby promoted because its region needs it).
     pub healthy: bool,
+    /// A cold standby currently taking calls because its region has no
+    /// healthy active relay.
+    pub promoted: bool,
+    /// Why calls on this relay must move (`relay-lost`, `relay-draining`,
+    /// `relay-degraded`, `media-stalled`), if they must.
+    pub failing: Option<&'static str>,
     pub load: Load,
     pub last_heartbeat_age_ms: u64,
     /// Suspicion level of the phi-accrual detector (`null` until a few
@@ -29,7 +37,7 @@ pub struct RelayView {
     pub received_at_ms: u64,
 }
 
-/// Every relay in the index, with health judged at `now_ms`.
+/// Every relay in the index, judged at `now_ms` (see docs/failover.md).
 pub fn list(kv: &dyn KvRead, now_ms: u64, stale_ms: u64) -> Result<Vec<RelayView>, KvError> {
     let (index, _) = read::<RelayIndex>(kv, keys::RELAY_INDEX)?;
     let mut out = Vec::new();
@@ -39,12 +47,28 @@ pub fn list(kv: &dyn KvRead, now_ms: u64, stale_ms: u64) -> Result<Vec<RelayView
         };
         let age = now_ms.saturating_sub(rec.received_at_ms);
         let phi = health::phi(&rec.intervals, age);
-        let hb = rec.heartbeat;
-        // Out when the detector suspects it, or in any case after the hard
+        // Lost when the detector suspects it, or in any case after the hard
         // timeout (covers relays with too little history for a verdict).
         let alive = age <= stale_ms && phi.is_none_or(|p| p < health::PHI_THRESHOLD);
+        let suspect = read::<Suspect>(kv, &keys::relay_suspect(&id))?
+            .0
+            .filter(|s| now_ms.saturating_sub(s.at_ms) < health::SUSPECT_MS);
+        let hb = rec.heartbeat;
+        let failing = if !alive {
+            Some("relay-lost")
+        } else if suspect.is_some() {
+            Some("media-stalled")
+        } else if hb.state == RelayState::Draining {
+            Some("relay-draining")
+        } else if health::degrading(&rec.intervals) {
+            Some("relay-degraded")
+        } else {
+            None
+        };
         out.push(RelayView {
-            healthy: alive && hb.state == RelayState::Active,
+            healthy: failing.is_none() && hb.state == RelayState::Active,
+            promoted: false,
+            failing,
             phi: phi.map(|p| (p * 100.0).round() / 100.0),
             received_at_ms: rec.received_at_ms,
             id: hb.id,
@@ -54,6 +78,19 @@ pub fn list(kv: &dyn KvRead, now_ms: u64, stale_ms: u64) -> Result<Vec<RelayView
             load: hb.load,
             last_heartbeat_age_ms: age,
         });
+    }
+    // Cold standbys take calls only where their region has no healthy
+    // active relay left.
+    let covered: std::collections::BTreeSet<String> = out
+        .iter()
+        .filter(|r| r.healthy)
+        .map(|r| r.region.clone())
+        .collect();
+    for r in out.iter_mut() {
+        if r.state == RelayState::Standby && r.failing.is_none() && !covered.contains(&r.region) {
+            r.healthy = true;
+            r.promoted = true;
+        }
     }
     Ok(out)
 }
@@ -99,6 +136,8 @@ mod tests {
             last_heartbeat_age_ms: 0,
             phi: None,
             received_at_ms: 0,
+            promoted: false,
+            failing: None,
         }
     }
 

@@ -26,6 +26,16 @@ pub enum ClientFrame {
     Stats {
         report: serde_json::Value,
     },
+    /// Inbound audio from peers stopped while they are still connected to
+    /// signaling: evidence against the relay carrying the call.
+    Stall {
+        relay: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct RawStall {
+    relay: String,
 }
 
 #[derive(Deserialize)]
@@ -95,6 +105,10 @@ impl ClientFrame {
                 id: obj.get("id").cloned().unwrap_or(serde_json::Value::Null),
             }),
             "stats" => Ok(ClientFrame::Stats { report: value }),
+            "stall" => {
+                let s: RawStall = serde_json::from_value(value.clone()).map_err(bad)?;
+                Ok(ClientFrame::Stall { relay: s.relay })
+            }
             other => Err(FrameError::new(
                 ErrorCode::UnknownType,
                 format!("unknown frame type {other:?}"),

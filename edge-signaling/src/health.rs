@@ -17,6 +17,32 @@ pub const PHI_THRESHOLD: f64 = 8.0;
 pub const MIN_STD_MS: f64 = 25.0;
 /// Fewer samples than this: too little history, rely on the hard timeout.
 pub const MIN_SAMPLES: usize = 3;
+/// A relay whose recent heartbeats arrive this irregularly (standard
+/// deviation of the last [`TREND_SAMPLES`] intervals, in ms) is degrading:
+/// an overloaded or starved process shows it in its heartbeat rhythm before
+/// it stops. It is drained pre-emptively (predictive drain).
+pub const DEGRADED_JITTER_MS: f64 = 120.0;
+pub const TREND_SAMPLES: usize = 8;
+/// How long a relay reported silent by its callers stays out of rotation.
+pub const SUSPECT_MS: u64 = 30_000;
+/// Stall reports count together when they are this close in time.
+pub const STALL_WINDOW_MS: u64 = 2_000;
+
+/// True when the recent heartbeat rhythm shows the relay degrading.
+pub fn degrading(intervals: &[u32]) -> bool {
+    if intervals.len() < TREND_SAMPLES {
+        return false;
+    }
+    let recent = &intervals[intervals.len() - TREND_SAMPLES..];
+    let n = recent.len() as f64;
+    let mean = recent.iter().map(|&i| i as f64).sum::<f64>() / n;
+    let var = recent
+        .iter()
+        .map(|&i| (i as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    var.sqrt() > DEGRADED_JITTER_MS
+}
 
 /// φ after `silent_ms` without a heartbeat, given recent `intervals` (ms).
 /// `None` while there is too little history.
@@ -85,6 +111,14 @@ mod tests {
                 .unwrap()
         };
         assert!(first(&jittery) > first(&steady) + 300);
+    }
+
+    #[test]
+    fn an_irregular_recent_beat_is_degrading() {
+        let mut h = vec![250u32; 20];
+        assert!(!degrading(&h));
+        h.extend([50, 600, 80, 550, 100, 700, 60, 500]);
+        assert!(degrading(&h));
     }
 
     #[test]

@@ -39,3 +39,9 @@ pub fn relay_rooms_prefix(relay: &str) -> String {
 pub fn relay_swept(relay: &str) -> String {
     format!("relay-swept/{relay}")
 }
+
+/// A relay callers reported as silent (`Suspect`). Writer: the edge that saw
+/// the reports; honoured for [`crate::health::SUSPECT_MS`].
+pub fn relay_suspect(relay: &str) -> String {
+    format!("relay-suspect/{relay}")
+}

@@ -13,6 +13,22 @@ pub struct Room {
     /// to a single hop); re-chosen when it becomes unhealthy.
     #[serde(default)]
     pub relay: Option<String>,
+    /// Recent reports that inbound audio stalled, one per participant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stalls: Vec<Stall>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stall {
+    pub participant: String,
+    pub at_ms: u64,
+}
+
+/// `relay-suspect/<relay>`: callers reported the relay silent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Suspect {
+    pub at_ms: u64,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

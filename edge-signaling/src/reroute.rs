@@ -23,7 +23,8 @@ pub struct Sweep {
     pub relay: String,
     /// Identifies the relay's life that ended (its last heartbeat time).
     pub received_at_ms: u64,
-    pub draining: bool,
+    /// `reason` of the `reroute` frames.
+    pub reason: &'static str,
     pub rooms: Vec<String>,
 }
 
@@ -31,11 +32,9 @@ impl Signaling<'_> {
     /// Relays that lost health since they were last swept, with their rooms.
     pub fn sweeps(&self, now_ms: u64, kv: &dyn KvRead) -> Result<Vec<Sweep>, KvError> {
         let relays = directory::list(kv, now_ms, self.config.relay_stale_ms)?;
-        if !relays.iter().any(|r| !r.healthy) {
-            return Ok(Vec::new());
-        }
         let mut out = Vec::new();
-        for r in relays.iter().filter(|r| !r.healthy) {
+        // Only failing relays: an idle standby or a demoted one keeps calls.
+        for r in relays.iter().filter(|r| r.failing.is_some()) {
             let swept: Option<u64> = read(kv, &keys::relay_swept(&r.id))?.0;
             if swept == Some(r.received_at_ms) {
                 continue;
@@ -49,7 +48,7 @@ impl Signaling<'_> {
             out.push(Sweep {
                 relay: r.id.clone(),
                 received_at_ms: r.received_at_ms,
-                draining: r.state == tern_common::relay::RelayState::Draining,
+                reason: r.failing.unwrap_or("relay-lost"),
                 rooms,
             });
         }
@@ -76,17 +75,52 @@ impl Signaling<'_> {
             return Ok((out, true));
         };
         let relays = directory::list(kv, now_ms, self.config.relay_stale_ms)?;
-        let ranked = directory::rank(&relays, &Default::default());
-        let Some(next) = ranked.first().copied() else {
+        if !self.move_room(
+            now_ms,
+            &mut room,
+            room_name,
+            &relays,
+            sweep.reason,
+            &mut out,
+        ) {
             return Ok((out, false));
+        }
+        out.writes.push(Write::Cas {
+            key: room_key,
+            expected: raw,
+            value: encode(&room),
+        });
+        out.writes.push(Write::Delete { key: marker });
+        Ok((out, true))
+    }
+
+    /// Point `room` at the best healthy relay other than its current one and
+    /// add `reroute` frames for its connected members and the new relay's
+    /// room marker to `out`. False when no relay can take it.
+    pub(crate) fn move_room(
+        &self,
+        now_ms: u64,
+        room: &mut Room,
+        room_name: &str,
+        relays: &[RelayView],
+        reason: &str,
+        out: &mut Outcome,
+    ) -> bool {
+        let ranked = directory::rank(relays, &Default::default());
+        let from = room.relay.clone();
+        let Some(next) = ranked
+            .iter()
+            .copied()
+            .find(|r| Some(&r.id) != from.as_ref())
+        else {
+            return false;
         };
         room.relay = Some(next.id.clone());
-        let standby = directory::standby(&ranked, next);
-        let reason = if sweep.draining {
-            "relay-draining"
-        } else {
-            "relay-lost"
-        };
+        room.stalls.clear();
+        let standby = ranked
+            .iter()
+            .copied()
+            .find(|r| r.region != next.region && Some(&r.id) != from.as_ref());
         for m in &room.members {
             let Some(conn) = m.conn.as_deref() else {
                 continue; // away members get the new relay when they resume
@@ -105,17 +139,11 @@ impl Signaling<'_> {
                 .to_json(),
             });
         }
-        out.writes.push(Write::Cas {
-            key: room_key,
-            expected: raw,
-            value: encode(&room),
-        });
         out.writes.push(Write::Put {
             key: keys::relay_room(&next.id, room_name),
             value: Vec::new(),
         });
-        out.writes.push(Write::Delete { key: marker });
-        Ok((out, true))
+        true
     }
 
     /// Record that `sweep`'s relay life has been fully swept.

@@ -12,7 +12,9 @@ use crate::frame::{ClientFrame, IceServer, PeerInfo, RelayRef, ServerFrame, Stan
 use crate::health;
 use crate::keys;
 use crate::kv::{KvError, KvRead, Write};
-use crate::model::{encode, read, ConnBinding, Member, RelayIndex, RelayRecord, Room, Session};
+use crate::model::{
+    encode, read, ConnBinding, Member, RelayIndex, RelayRecord, Room, Session, Stall, Suspect,
+};
 use crate::token;
 
 /// A frame to send on a connection.
@@ -146,6 +148,7 @@ impl<'a> Signaling<'a> {
             } => self.join(now_ms, conn, &room, &token, session, &probes, entropy, kv),
             ClientFrame::Signal { to, data } => self.signal(conn, &to, &data, kv),
             ClientFrame::Leave => self.leave(conn, kv),
+            ClientFrame::Stall { relay } => self.stall(now_ms, conn, &relay, kv),
             ClientFrame::Stats { .. } => {
                 // Accepted from joined clients; call records (a later issue)
                 // will store them.
@@ -405,6 +408,71 @@ impl<'a> Signaling<'a> {
             ServerFrame::Signal {
                 from: &me.participant,
                 data,
+            },
+        );
+        Ok(out)
+    }
+
+    /// A participant's inbound audio stalled on `relay`. When at least two
+    /// connected participants of the room report it within
+    /// `STALL_WINDOW_MS`, the relay is suspected (its other rooms move on the
+    /// next tick) and this room moves at once. One report alone could be
+    /// that caller's own network, so it only counts.
+    fn stall(
+        &self,
+        now_ms: u64,
+        conn: &str,
+        relay: &str,
+        kv: &dyn KvRead,
+    ) -> Result<Outcome, Fail> {
+        let me = self.binding(conn, kv)?;
+        let room_key = keys::room(&me.room);
+        let (room, raw) = read::<Room>(kv, &room_key)?;
+        let mut out = Outcome::default();
+        let Some(mut room) = room.filter(|r| r.relay.as_deref() == Some(relay)) else {
+            return Ok(out); // stale report: the room has moved on already
+        };
+        room.stalls.retain(|s| {
+            s.participant != me.participant
+                && now_ms.saturating_sub(s.at_ms) <= health::STALL_WINDOW_MS
+        });
+        room.stalls.push(Stall {
+            participant: me.participant.clone(),
+            at_ms: now_ms,
+        });
+        let stalled = room
+            .stalls
+            .iter()
+            .filter(|s| {
+                room.member(&s.participant)
+                    .is_some_and(|m| m.conn.is_some())
+            })
+            .count();
+        if stalled >= 2 {
+            let relays = directory::list(kv, now_ms, self.config.relay_stale_ms)?;
+            if self.move_room(
+                now_ms,
+                &mut room,
+                &me.room,
+                &relays,
+                "media-stalled",
+                &mut out,
+            ) {
+                out.writes.push(Write::Put {
+                    key: keys::relay_suspect(relay),
+                    value: encode(&Suspect {
+                        at_ms: now_ms,
+                        reason: "media-stalled".into(),
+                    }),
+                });
+            }
+        }
+        out.writes.insert(
+            0,
+            Write::Cas {
+                key: room_key,
+                expected: raw,
+                value: encode(&room),
             },
         );
         Ok(out)

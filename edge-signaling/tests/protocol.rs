@@ -42,6 +42,10 @@ impl Sim {
     }
 
     fn heartbeat(&mut self, id: &str, region: &str, seq: u64) {
+        self.heartbeat_as(id, region, seq, RelayState::Active)
+    }
+
+    fn heartbeat_as(&mut self, id: &str, region: &str, seq: u64, state: RelayState) {
         let hb = Heartbeat {
             id: id.into(),
             region: region.into(),
@@ -49,7 +53,7 @@ impl Sim {
                 transport: "udp".into(),
                 address: format!("127.0.0.1:{}", 3478 + seq % 2),
             }],
-            state: RelayState::Active,
+            state,
             load: Load::default(),
             seq,
             sent_at_ms: self.now,
@@ -608,4 +612,181 @@ fn with_no_healthy_relay_the_sweep_waits_and_retries() {
     );
     // Relays are back: the room's relay is healthy again, nothing to move.
     assert!(tick(&mut sim).is_empty());
+}
+
+#[test]
+fn callers_reporting_stalled_audio_move_the_call_and_suspect_the_relay() {
+    let mut sim = Sim::new();
+    let mut seq = 1;
+    run_for(
+        &mut sim,
+        1_000,
+        &[("a1", "local-a"), ("b1", "local-b")],
+        &mut seq,
+    );
+    let t = sim.token("r", "alice");
+    let a = sim.send(
+        "c1",
+        json!({"type":"join","room":"r","token":t,"probes":{"local-a":1.0}}),
+    )[0]
+    .1
+    .clone();
+    sim.join("c2", "r", "bob");
+    let t = sim.token("r2", "carol");
+    sim.send(
+        "c3",
+        json!({"type":"join","room":"r2","token":t,"probes":{"local-a":1.0}}),
+    );
+    assert_eq!(a["relay"]["id"], "a1");
+
+    // One report is not enough (could be that caller's own network).
+    assert!(sim
+        .send("c1", json!({"type":"stall","relay":"a1"}))
+        .is_empty());
+    // A report about a relay the room no longer uses is ignored.
+    assert!(sim
+        .send("c2", json!({"type":"stall","relay":"b1"}))
+        .is_empty());
+    sim.now += 300;
+    let out = sim.send("c2", json!({"type":"stall","relay":"a1"}));
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(out.iter().all(|(_, f)| f["type"] == "reroute"
+        && f["reason"] == "media-stalled"
+        && f["relay"]["id"] == "b1"));
+    // a1 is suspected fleet-wide: new joins avoid it and the tick moves the
+    // other room on it.
+    let s = Signaling::new(&sim.cfg);
+    let view = s.relays(sim.now, &sim.kv).unwrap();
+    assert!(!view.iter().find(|r| r.id == "a1").unwrap().healthy);
+    let out = tick(&mut sim);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, "c3");
+    assert_eq!(out[0].1["reason"], "media-stalled");
+}
+
+#[test]
+fn stale_stall_reports_do_not_add_up() {
+    let mut sim = Sim::new();
+    let mut seq = 1;
+    run_for(
+        &mut sim,
+        1_000,
+        &[("a1", "local-a"), ("b1", "local-b")],
+        &mut seq,
+    );
+    let a = sim.join("c1", "r", "alice");
+    sim.join("c2", "r", "bob");
+    let relay = a["relay"]["id"].as_str().unwrap().to_string();
+    sim.send("c1", json!({"type":"stall","relay":relay}));
+    sim.now += 3_000;
+    seq += 1;
+    sim.heartbeat("a1", "local-a", seq);
+    sim.heartbeat("b1", "local-b", seq);
+    assert!(sim
+        .send("c2", json!({"type":"stall","relay":relay}))
+        .is_empty());
+}
+
+#[test]
+fn a_cold_standby_is_promoted_only_when_its_region_runs_out() {
+    let mut sim = Sim::new();
+    let mut seq = 1;
+    let beat = |sim: &mut Sim, seq: u64, with_a1: bool| {
+        if with_a1 {
+            sim.heartbeat("a1", "local-a", seq);
+        }
+        sim.heartbeat_as("a2", "local-a", seq, RelayState::Standby);
+        sim.heartbeat("b1", "local-b", seq);
+    };
+    for _ in 0..6 {
+        sim.now += 250;
+        seq += 1;
+        beat(&mut sim, seq, true);
+    }
+    let s = Signaling::new(&sim.cfg);
+    let view = s.relays(sim.now, &sim.kv).unwrap();
+    let a2 = view.iter().find(|r| r.id == "a2").unwrap();
+    assert!(!a2.healthy && !a2.promoted, "idle standby takes no calls");
+    let t = sim.token("r", "alice");
+    let j = sim.send(
+        "c1",
+        json!({"type":"join","room":"r","token":t,"probes":{"local-a":1.0,"local-b":50.0}}),
+    )[0]
+    .1
+    .clone();
+    assert_eq!(j["relay"]["id"], "a1");
+    assert!(
+        tick(&mut sim).is_empty(),
+        "the standby is not failing: nothing moves"
+    );
+
+    // a1 dies: the standby in local-a is promoted and takes the call.
+    for _ in 0..3 {
+        sim.now += 250;
+        seq += 1;
+        beat(&mut sim, seq, false);
+    }
+    let s = Signaling::new(&sim.cfg);
+    let view = s.relays(sim.now, &sim.kv).unwrap();
+    let a2 = view.iter().find(|r| r.id == "a2").unwrap();
+    assert!(a2.healthy && a2.promoted);
+    let out = tick(&mut sim);
+    assert_eq!(out[0].1["relay"]["id"], "a2");
+    let t = sim.token("r2", "bob");
+    let j = sim.send(
+        "c2",
+        json!({"type":"join","room":"r2","token":t,"probes":{"local-a":1.0,"local-b":50.0}}),
+    )[0]
+    .1
+    .clone();
+    assert_eq!(j["relay"]["id"], "a2");
+}
+
+#[test]
+fn a_relay_whose_heartbeat_turns_irregular_is_drained_before_it_fails() {
+    let mut sim = Sim::new();
+    let mut seq = 1;
+    run_for(
+        &mut sim,
+        3_000,
+        &[("a1", "local-a"), ("b1", "local-b")],
+        &mut seq,
+    );
+    let t = sim.token("r", "alice");
+    sim.send(
+        "c1",
+        json!({"type":"join","room":"r","token":t,"probes":{"local-a":1.0}}),
+    );
+    // a1's beat turns ragged (an overloaded event loop), b1 stays steady.
+    let start = sim.now;
+    let mut a_at = Vec::new();
+    let mut t = start;
+    for gap in [50u64, 600, 80, 550, 100, 700, 60, 500] {
+        t += gap;
+        a_at.push(t);
+    }
+    let mut events: Vec<(u64, &str, &str)> = a_at.iter().map(|&t| (t, "a1", "local-a")).collect();
+    let mut t = start;
+    while t + 250 <= *a_at.last().unwrap() {
+        t += 250;
+        events.push((t, "b1", "local-b"));
+    }
+    events.sort();
+    for (at, id, region) in events {
+        sim.now = at;
+        seq += 1;
+        sim.heartbeat(id, region, seq);
+    }
+    let out = tick(&mut sim);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].1["reason"], "relay-degraded");
+    assert_eq!(out[0].1["relay"]["id"], "b1");
+    let t = sim.token("r2", "bob");
+    let j = sim.send(
+        "c2",
+        json!({"type":"join","room":"r2","token":t,"probes":{"local-a":1.0}}),
+    )[0]
+    .1
+    .clone();
+    assert_eq!(j["relay"]["id"], "b1", "new calls avoid a degrading relay");
 }

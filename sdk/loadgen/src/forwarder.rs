@@ -1,0 +1,222 @@
+//! The bare forwarder: a TURN-shaped UDP forwarder with nothing but the
+//! forwarding (see [`crate::bare`] for its control messages and why it
+//! exists). One thread, epoll, recvmmsg on every readable socket, sendmmsg
+//! for everything that leaves through the listener.
+//!
+//! Per relayed packet (client A → client B) it does what any relay with one
+//! socket per allocation must: read from the listener (batched with other
+//! clients' packets), `sendto` from A's relayed socket to B's relayed
+//! address, read on B's relayed socket (rarely more than one datagram per
+//! wakeup at 50 pps per stream), and send from the listener to B (batched).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
+
+use mio::net::UdpSocket as MioUdp;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::bare::{decode_v4, encode_v4, ALLOC, ALLOC_OK, BIND, BIND_OK};
+use crate::client::{decode_channel_data, CHANNEL_DATA_HEADER};
+use crate::mmsg::{RecvBatch, SendBatch};
+
+const LISTENER: Token = Token(usize::MAX);
+const BATCH: usize = 64;
+
+struct Alloc {
+    socket: MioUdp,
+    client: SocketAddrV4,
+    /// (channel, peer): a call has one or two peers, so a scan beats a map.
+    channels: Vec<(u16, SocketAddrV4)>,
+}
+
+/// Counters printed when the forwarder stops.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ForwarderStats {
+    pub allocations: usize,
+    pub forwarded: u64,
+    pub dropped: u64,
+}
+
+pub struct Forwarder {
+    poll: Poll,
+    listener: MioUdp,
+    allocs: Vec<Alloc>,
+    by_client: HashMap<SocketAddrV4, usize>,
+    relay_ip: std::net::Ipv4Addr,
+    rx: RecvBatch,
+    to_clients: SendBatch,
+    stats: ForwarderStats,
+}
+
+impl Forwarder {
+    pub fn bind(listen: SocketAddrV4) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let mut listener = MioUdp::bind(listen.into())?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        Ok(Forwarder {
+            poll,
+            listener,
+            allocs: Vec::new(),
+            by_client: HashMap::new(),
+            relay_ip: *listen.ip(),
+            rx: RecvBatch::new(BATCH, CHANNEL_DATA_HEADER),
+            to_clients: SendBatch::new(BATCH),
+            stats: ForwarderStats::default(),
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn stats(&self) -> ForwarderStats {
+        self.stats
+    }
+
+    /// Serve forever (until the process is killed).
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            self.poll.poll(&mut events, None)?;
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.drain_listener()?,
+                    Token(i) => self.drain_relayed(i),
+                }
+            }
+            self.flush_to_clients();
+        }
+    }
+
+    fn flush_to_clients(&mut self) {
+        if !self.to_clients.is_empty() {
+            self.stats.dropped += self.to_clients.flush(self.listener.as_raw_fd()) as u64;
+        }
+    }
+
+    /// Client → relayed socket → peer. Edge-triggered: read until empty.
+    fn drain_listener(&mut self) -> io::Result<()> {
+        loop {
+            let n = match self.rx.recv(self.listener.as_raw_fd()) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            for i in 0..n {
+                let (from, d) = self.rx.get(i);
+                if let Some((channel, payload)) = decode_channel_data(d) {
+                    let Some(a) = self.by_client.get(&from).map(|&a| &self.allocs[a]) else {
+                        continue;
+                    };
+                    let Some(&(_, peer)) = a.channels.iter().find(|c| c.0 == channel) else {
+                        continue;
+                    };
+                    match a.socket.send_to(payload, peer.into()) {
+                        Ok(_) => self.stats.forwarded += 1,
+                        Err(_) => self.stats.dropped += 1,
+                    }
+                } else {
+                    let d = d.to_vec();
+                    self.control(from, &d)?;
+                }
+            }
+        }
+    }
+
+    /// Peer → our relayed socket → ChannelData to the allocation's client.
+    fn drain_relayed(&mut self, i: usize) {
+        let Some(a) = self.allocs.get(i) else { return };
+        let fd = a.socket.as_raw_fd();
+        loop {
+            let n = match self.rx.recv(fd) {
+                Ok(0) => return,
+                Ok(n) => n,
+                // One-shot errors (ECONNREFUSED from an old ICMP) clear on
+                // read; anything else would repeat, so stop reading.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+                Err(_) => return,
+            };
+            for k in 0..n {
+                let (from, slot, len) = self.rx.slot_mut(k);
+                let a = &self.allocs[i];
+                let Some(&(channel, _)) = a.channels.iter().find(|c| c.1 == from) else {
+                    continue;
+                };
+                // The datagram sits after the headroom: the header goes in
+                // front of it and the whole frame is copied once, into the
+                // send batch.
+                slot[0..2].copy_from_slice(&channel.to_be_bytes());
+                slot[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+                let frame = &slot[..CHANNEL_DATA_HEADER + len];
+                self.to_clients.push(a.client, |out| {
+                    out[..frame.len()].copy_from_slice(frame);
+                    frame.len()
+                });
+                self.stats.forwarded += 1;
+                if self.to_clients.is_full() {
+                    self.flush_to_clients();
+                }
+            }
+        }
+    }
+
+    fn control(&mut self, from: SocketAddrV4, d: &[u8]) -> io::Result<()> {
+        if d.len() < 8 {
+            return Ok(());
+        }
+        let mut answer = Vec::with_capacity(16);
+        if &d[..4] == ALLOC {
+            let idx = match self.by_client.get(&from) {
+                Some(&i) => i,
+                None => self.open_relayed(from)?,
+            };
+            let SocketAddr::V4(relayed) = self.allocs[idx].socket.local_addr()? else {
+                return Ok(());
+            };
+            answer.extend_from_slice(ALLOC_OK);
+            answer.extend_from_slice(&d[4..8]);
+            encode_v4(relayed, &mut answer);
+        } else if &d[..4] == BIND && d.len() >= 16 {
+            let Some(&i) = self.by_client.get(&from) else {
+                return Ok(());
+            };
+            let channel = u16::from_be_bytes([d[8], d[9]]);
+            let Some(peer) = decode_v4(&d[10..]) else {
+                return Ok(());
+            };
+            let chans = &mut self.allocs[i].channels;
+            chans.retain(|c| c.0 != channel && c.1 != peer);
+            chans.push((channel, peer));
+            answer.extend_from_slice(BIND_OK);
+            answer.extend_from_slice(&d[4..8]);
+        } else {
+            return Ok(());
+        }
+        let _ = self.listener.send_to(&answer, from.into());
+        Ok(())
+    }
+
+    fn open_relayed(&mut self, client: SocketAddrV4) -> io::Result<usize> {
+        let std_sock = UdpSocket::bind((self.relay_ip, 0))?;
+        std_sock.set_nonblocking(true)?;
+        let mut socket = MioUdp::from_std(std_sock);
+        let idx = self.allocs.len();
+        self.poll
+            .registry()
+            .register(&mut socket, Token(idx), Interest::READABLE)?;
+        self.allocs.push(Alloc {
+            socket,
+            client,
+            channels: Vec::new(),
+        });
+        self.by_client.insert(client, idx);
+        self.stats.allocations = self.allocs.len();
+        Ok(idx)
+    }
+}

@@ -5,17 +5,57 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use crate::auth::MessageKey;
+use crate::quota::TokenBucket;
 use crate::stun::TransactionId;
 
-/// Client side of an allocation. Transport is implicitly UDP today; a TCP/TLS
-/// driver will add a transport field here, which keeps allocations per
-/// connection apart exactly as RFC 8656 §2.2 wants.
+/// How a client reaches us. The relayed leg is always UDP; this is only the
+/// client <-> relay leg (RFC 8656 §3.1: TURN over TCP/TLS, not RFC 6062).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Transport {
+    #[default]
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    /// Stream transports frame messages themselves and carry ChannelData
+    /// padded to 4 bytes (RFC 8656 §12.5).
+    pub fn is_stream(self) -> bool {
+        !matches!(self, Transport::Udp)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+}
+
+/// Client side of an allocation: the 5-tuple of RFC 8656 §2.2. For TCP/TLS
+/// (client, local) names one connection, since the kernel never has two
+/// connections with the same address pair; `transport` keeps a UDP client
+/// and a TCP client with the same addresses apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FiveTuple {
     /// The client's address as the server sees it (XOR-MAPPED-ADDRESS).
     pub client: SocketAddr,
     /// The server's listener address the client talks to.
     pub local: SocketAddr,
+    pub transport: Transport,
+}
+
+impl FiveTuple {
+    pub fn udp(client: SocketAddr, local: SocketAddr) -> Self {
+        FiveTuple {
+            client,
+            local,
+            transport: Transport::Udp,
+        }
+    }
 }
 
 /// Stable handle for an allocation, never reused within one [`crate::Relay`],
@@ -33,8 +73,9 @@ pub(crate) struct Allocation {
     /// `None` while the driver is still opening the relayed socket.
     pub relayed: Option<SocketAddr>,
     pub username: String,
-    /// Long-term key, reused to sign our answers to this client.
-    pub key: [u8; 16],
+    /// Long-term key (and integrity mechanism) of the Allocate, which signs
+    /// the answer to it.
+    pub key: MessageKey,
     pub expires: Instant,
     /// Transaction of the Allocate that created us, and our answer to it, so
     /// a retransmitted Allocate gets the same answer instead of 437.
@@ -42,6 +83,8 @@ pub(crate) struct Allocation {
     pub allocate_response: Option<Vec<u8>>,
     /// Lifetime granted at Allocate; reported once the relay is bound.
     pub granted_lifetime: u32,
+    /// Bandwidth quota, both directions together.
+    pub bucket: TokenBucket,
     permissions: HashMap<IpAddr, Instant>,
     channels: Channels,
 }
@@ -72,10 +115,11 @@ impl Allocation {
     pub fn new(
         five_tuple: FiveTuple,
         username: String,
-        key: [u8; 16],
+        key: MessageKey,
         expires: Instant,
         allocate_tid: TransactionId,
         granted_lifetime: u32,
+        bucket: TokenBucket,
     ) -> Self {
         Allocation {
             five_tuple,
@@ -86,6 +130,7 @@ impl Allocation {
             allocate_tid,
             allocate_response: None,
             granted_lifetime,
+            bucket,
             permissions: HashMap::new(),
             channels: Channels::default(),
         }
@@ -155,6 +200,18 @@ impl Allocation {
         });
     }
 
+    /// Live permissions and channels right now.
+    pub fn live_counts(&self, now: Instant) -> (usize, usize) {
+        let p = self.permissions.values().filter(|&&t| t > now).count();
+        let c = self
+            .channels
+            .by_number
+            .values()
+            .filter(|c| c.expires > now)
+            .count();
+        (p, c)
+    }
+
     #[cfg(test)]
     pub fn permission_count(&self) -> usize {
         self.permissions.len()
@@ -166,11 +223,21 @@ mod tests {
     use super::*;
 
     fn alloc(now: Instant) -> Allocation {
-        let ft = FiveTuple {
-            client: "192.0.2.1:1".parse().unwrap(),
-            local: "192.0.2.2:3478".parse().unwrap(),
-        };
-        Allocation::new(ft, "u".into(), [0; 16], now, [0; 12], 600)
+        let ft = FiveTuple::udp(
+            "192.0.2.1:1".parse().unwrap(),
+            "192.0.2.2:3478".parse().unwrap(),
+        );
+        let limit = crate::quota::Bandwidth::kbps(1000);
+        let key = crate::auth::MessageKey::test_key();
+        Allocation::new(
+            ft,
+            "u".into(),
+            key,
+            now,
+            [0; 12],
+            600,
+            TokenBucket::new(now, &limit),
+        )
     }
 
     #[test]

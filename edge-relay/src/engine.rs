@@ -18,11 +18,21 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use crate::allocation::{Allocation, AllocationId, FiveTuple};
-use crate::auth::{AuthError, Authenticator, Credentials};
+use crate::allocation::{Allocation, AllocationId, FiveTuple, Transport};
+use crate::auth::{self, AuthError, Authenticator, Credentials, MessageKey};
 use crate::policy::PeerPolicy;
+use crate::quota::{Bandwidth, RateLimiter, TokenBucket};
+use crate::stats::{AuthOutcome, DropReason, Quota, Stats};
 use crate::stun::message::looks_like_stun;
 use crate::stun::{attr, Class, Message, MessageBuilder, Method, TransactionId};
+
+/// Amplification bound for unauthenticated answers: never more than this
+/// many times the bytes of the request that caused them. Anyone can spoof a
+/// UDP source address, so an unauthenticated answer is a free reflection:
+/// the engine sends the richest answer that fits (reason phrase, FINGERPRINT,
+/// password-algorithm offer) and drops the request when even the leanest
+/// does not (counted as [`DropReason::Amplification`]).
+pub const MAX_AMPLIFICATION: usize = 2;
 
 /// Bytes the driver must leave free in front of a peer datagram handed to
 /// [`Relay::handle_peer_datagram`]: the ChannelData header is written there
@@ -43,6 +53,9 @@ pub struct Config {
     pub realm: String,
     /// Fleet secret that TURN REST passwords are derived from.
     pub secret: Vec<u8>,
+    /// The secret before the last rotation, still accepted for TURN
+    /// passwords (never for anything else).
+    pub previous_secret: Option<Vec<u8>>,
     /// Random key for stateless nonces; from the host, since the engine has
     /// no randomness of its own.
     pub nonce_key: [u8; 32],
@@ -50,6 +63,17 @@ pub struct Config {
     pub policy: PeerPolicy,
     /// Server-wide cap; Allocate beyond it gets 508.
     pub max_allocations: usize,
+    /// Allocations one REST username may hold at once; beyond it 486. 0 = no
+    /// limit.
+    pub max_allocations_per_user: usize,
+    /// Allocate requests (authenticated or not) one source IP (IPv6: /64) may
+    /// send per second; the rest are dropped. 0 = no limit.
+    pub allocate_rate_per_ip: u32,
+    /// Per-allocation bandwidth (both directions); packets over it are dropped.
+    pub bandwidth: Option<Bandwidth>,
+    /// While draining, authenticated Allocates are redirected here with 300
+    /// Try Alternate (ALTERNATE-SERVER) instead of refused with 508.
+    pub alternate: Option<SocketAddr>,
     pub default_lifetime: Duration,
     pub max_lifetime: Duration,
     pub permission_lifetime: Duration,
@@ -66,10 +90,17 @@ impl Config {
         Config {
             realm: realm.into(),
             secret: secret.into(),
+            previous_secret: None,
             nonce_key,
             nonce_lifetime: Duration::from_secs(600),
             policy: PeerPolicy::default(),
             max_allocations: 100_000,
+            max_allocations_per_user: 64,
+            allocate_rate_per_ip: 100,
+            // A voice call needs < 100 kbit/s per direction; 1 Mbit/s leaves
+            // room for Opus at its maximum and some video, not for abuse.
+            bandwidth: Some(Bandwidth::kbps(1000)),
+            alternate: None,
             default_lifetime: Duration::from_secs(600),
             max_lifetime: Duration::from_secs(3600),
             permission_lifetime: Duration::from_secs(300),
@@ -81,20 +112,26 @@ impl Config {
 }
 
 /// A datagram to send, owning its bytes (control answers, Data indications).
+/// Always to a client: `(transport, from, to)` is the client's 5-tuple, which
+/// for TCP/TLS names the connection to write the message to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
     /// Local socket to send from: a listener or a relayed address.
     pub from: SocketAddr,
     pub to: SocketAddr,
+    pub transport: Transport,
     pub payload: Vec<u8>,
 }
 
 /// A datagram to send whose bytes are `range` of the buffer the caller just
-/// passed in: relayed media without copying or allocating.
+/// passed in: relayed media without copying or allocating. To a peer the
+/// transport is always UDP; to a TCP/TLS client the driver pads ChannelData
+/// to a multiple of 4 bytes when it frames it (RFC 8656 §12.5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forward {
     pub from: SocketAddr,
     pub to: SocketAddr,
+    pub transport: Transport,
     pub range: Range<usize>,
 }
 
@@ -123,6 +160,9 @@ pub enum ReleaseReason {
     Deleted,
     /// The driver could not bind, or answered for an allocation already gone.
     Abandoned,
+    /// The client's TCP/TLS connection closed (RFC 8656 §3.1: the allocation
+    /// lives and dies with the connection).
+    ConnectionClosed,
 }
 
 /// Things the driver must act on or may log.
@@ -152,14 +192,6 @@ pub enum Event {
     },
 }
 
-/// Counters for load reports.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Datagrams relayed in either direction.
-    pub relayed_packets: u64,
-    pub relayed_bytes: u64,
-}
-
 /// The TURN server state machine.
 #[derive(Debug)]
 pub struct Relay {
@@ -168,6 +200,9 @@ pub struct Relay {
     allocations: HashMap<AllocationId, Allocation>,
     by_client: HashMap<FiveTuple, AllocationId>,
     by_relayed: HashMap<SocketAddr, AllocationId>,
+    /// Allocations (live or pending) per REST username, for the 486 quota.
+    per_user: HashMap<String, usize>,
+    allocate_rate: RateLimiter,
     next_id: u64,
     /// Allocation expiry deadlines. Refreshing pushes a new entry instead of
     /// updating in place; stale entries are skipped when they surface.
@@ -182,6 +217,7 @@ pub struct Relay {
 }
 
 /// An error answer under construction.
+#[derive(Clone, Copy)]
 struct Reject {
     code: u16,
     reason: &'static str,
@@ -194,11 +230,13 @@ const fn reject(code: u16, reason: &'static str) -> Reject {
 const BAD_REQUEST: Reject = reject(400, "Bad Request");
 const FORBIDDEN: Reject = reject(403, "Forbidden");
 const ALLOCATION_MISMATCH: Reject = reject(437, "Allocation Mismatch");
+const ALLOCATION_QUOTA: Reject = reject(486, "Allocation Quota Reached");
 const WRONG_CREDENTIALS: Reject = reject(441, "Wrong Credentials");
 const UNSUPPORTED_TRANSPORT: Reject = reject(442, "Unsupported Transport Protocol");
 const PEER_FAMILY_MISMATCH: Reject = reject(443, "Peer Address Family Mismatch");
 const FAMILY_NOT_SUPPORTED: Reject = reject(440, "Address Family not Supported");
 const INSUFFICIENT_CAPACITY: Reject = reject(508, "Insufficient Capacity");
+const TRY_ALTERNATE: Reject = reject(300, "Try Alternate");
 
 impl Relay {
     pub fn new(config: Config) -> Self {
@@ -207,13 +245,17 @@ impl Relay {
             config.realm.clone(),
             config.nonce_key,
             config.nonce_lifetime.as_secs(),
-        );
+        )
+        .with_previous_secret(config.previous_secret.clone());
+        let allocate_rate = RateLimiter::new(config.allocate_rate_per_ip, config.nonce_key);
         Relay {
             config,
             auth,
             allocations: HashMap::new(),
             by_client: HashMap::new(),
             by_relayed: HashMap::new(),
+            per_user: HashMap::new(),
+            allocate_rate,
             next_id: 1,
             expiries: BinaryHeap::new(),
             next_sweep: None,
@@ -241,6 +283,15 @@ impl Relay {
 
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// Live permissions and channel bindings over all allocations (walks
+    /// them: for metrics scrapes, not the packet path).
+    pub fn permission_and_channel_counts(&self, now: Instant) -> (usize, usize) {
+        self.allocations.values().fold((0, 0), |(p, c), a| {
+            let (ap, ac) = a.live_counts(now);
+            (p + ap, c + ac)
+        })
     }
 
     /// Next datagram to send.
@@ -298,27 +349,46 @@ impl Relay {
         local: SocketAddr,
         data: &[u8],
     ) -> Option<Forward> {
-        let ft = FiveTuple {
-            client: from,
-            local,
-        };
-        match data.first()? >> 6 {
-            0b01 => self.client_channel_data(now, ft, data),
-            0b00 if looks_like_stun(data) => {
-                let msg = Message::parse(data).ok()?;
-                match msg.class {
+        self.handle_client_message(now, unix_secs, FiveTuple::udp(from, local), data)
+    }
+
+    /// One message from a client over any transport: a UDP datagram, or one
+    /// STUN message / ChannelData frame cut out of a TCP/TLS stream by the
+    /// driver (`ft.transport` says which; answers go back on the same one).
+    pub fn handle_client_message(
+        &mut self,
+        now: Instant,
+        unix_secs: u64,
+        ft: FiveTuple,
+        data: &[u8],
+    ) -> Option<Forward> {
+        self.stats.client_packets_in += 1;
+        self.stats.client_bytes_in += data.len() as u64;
+        let result = match data.first().map(|b| b >> 6) {
+            Some(0b01) => self.client_channel_data(now, ft, data),
+            Some(0b00) if looks_like_stun(data) => match Message::parse(data) {
+                Err(_) => Err(DropReason::Malformed),
+                Ok(msg) => match msg.class {
                     Class::Request => {
                         self.handle_request(now, unix_secs, ft, &msg);
-                        None
+                        return None;
                     }
                     Class::Indication if msg.method == Method::SEND => {
                         self.send_indication(now, ft, &msg)
                     }
                     // Responses (we send no requests) and other indications.
-                    _ => None,
-                }
-            }
-            _ => None,
+                    _ => Err(DropReason::Unexpected),
+                },
+            },
+            _ => Err(DropReason::Malformed),
+        };
+        result.map_err(|r| self.stats.drop(r)).ok()
+    }
+
+    /// The client's TCP/TLS connection is gone: its allocation goes with it.
+    pub fn client_closed(&mut self, ft: FiveTuple) {
+        if let Some(&id) = self.by_client.get(&ft) {
+            self.release(id, ReleaseReason::ConnectionClosed);
         }
     }
 
@@ -338,11 +408,27 @@ impl Relay {
             return None;
         }
         let payload_len = buf.len() - CHANNEL_DATA_HEADROOM;
-        let id = *self.by_relayed.get(&relayed)?;
-        let alloc = self.allocations.get(&id)?;
+        self.stats.peer_packets_in += 1;
+        self.stats.peer_bytes_in += payload_len as u64;
+        let Some(alloc) = self
+            .by_relayed
+            .get(&relayed)
+            .and_then(|id| self.allocations.get_mut(id))
+        else {
+            self.stats.drop(DropReason::NoAllocation);
+            return None;
+        };
         // RFC 8656 §10.3: only peers with a permission reach the client.
         if !alloc.is_permitted(peer.ip(), now) {
+            self.stats.drop(DropReason::NoPermission);
             return None;
+        }
+        if let Some(limit) = &self.config.bandwidth {
+            if !alloc.bucket.take(now, payload_len as u64, limit) {
+                self.stats.drop(DropReason::Bandwidth);
+                self.stats.quota_hit(Quota::Bandwidth);
+                return None;
+            }
         }
         let ft = alloc.five_tuple;
         self.stats.relayed_packets += 1;
@@ -351,10 +437,12 @@ impl Relay {
             let len = u16::try_from(payload_len).ok()?;
             buf[0..2].copy_from_slice(&number.to_be_bytes());
             buf[2..4].copy_from_slice(&len.to_be_bytes());
-            // Over UDP the padding to 4 bytes is optional (RFC 8656 §12.5).
+            // Over UDP the padding to 4 bytes is optional (RFC 8656 §12.5);
+            // stream drivers add it when framing.
             return Some(Forward {
                 from: ft.local,
                 to: ft.client,
+                transport: ft.transport,
                 range: 0..buf.len(),
             });
         }
@@ -362,11 +450,7 @@ impl Relay {
             MessageBuilder::new(Method::DATA, Class::Indication, indication_tid(&self.stats));
         b.xor_address(attr::XOR_PEER_ADDRESS, peer)
             .attr(attr::DATA, &buf[CHANNEL_DATA_HEADROOM..]);
-        self.transmits.push_back(Transmit {
-            from: ft.local,
-            to: ft.client,
-            payload: b.finish(),
-        });
+        self.transmit(ft, b.finish());
         None
     }
 
@@ -402,7 +486,7 @@ impl Relay {
                     BindError::InsufficientCapacity => INSUFFICIENT_CAPACITY,
                 };
                 self.release(id, ReleaseReason::Abandoned);
-                self.send_error(ft, Method::ALLOCATE, tid, rej, Some(&key));
+                self.send_error(ft, Method::ALLOCATE, tid, rej, Some(&key), |_| {});
                 return;
             }
         };
@@ -418,7 +502,8 @@ impl Relay {
         if let Some(s) = &software {
             b.attr(attr::SOFTWARE, s.as_bytes());
         }
-        let response = b.integrity(&a.key).fingerprint().finish();
+        a.key.sign(&mut b);
+        let response = b.fingerprint().finish();
         a.allocate_response = Some(response.clone());
         let expires = a.expires;
         let username = a.username.clone();
@@ -435,26 +520,29 @@ impl Relay {
 
     // ---- client media -------------------------------------------------
 
-    fn client_channel_data(&mut self, now: Instant, ft: FiveTuple, data: &[u8]) -> Option<Forward> {
+    fn client_channel_data(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        data: &[u8],
+    ) -> Result<Forward, DropReason> {
         if data.len() < 4 {
-            return None;
+            return Err(DropReason::Malformed);
         }
         let number = u16::from_be_bytes([data[0], data[1]]);
         let len = u16::from_be_bytes([data[2], data[3]]) as usize;
         if !self.channel_in_range(number) || 4 + len > data.len() {
-            return None;
+            return Err(DropReason::Malformed);
         }
-        let alloc = self.allocations.get(self.by_client.get(&ft)?)?;
-        let peer = alloc.channel_peer(number, now)?;
-        if !alloc.is_permitted(peer.ip(), now) {
-            return None;
-        }
-        let from = alloc.relayed?;
-        self.stats.relayed_packets += 1;
-        self.stats.relayed_bytes += len as u64;
-        Some(Forward {
+        let alloc = self.client_allocation(ft)?;
+        let peer = alloc
+            .channel_peer(number, now)
+            .ok_or(DropReason::NoChannel)?;
+        let from = self.relay_media(now, ft, peer, len)?;
+        Ok(Forward {
             from,
             to: peer,
+            transport: Transport::Udp,
             range: 4..4 + len,
         })
     }
@@ -464,50 +552,110 @@ impl Relay {
         now: Instant,
         ft: FiveTuple,
         msg: &Message<'_>,
-    ) -> Option<Forward> {
-        let alloc = self.allocations.get(self.by_client.get(&ft)?)?;
-        let from = alloc.relayed?;
-        let peer = attr::decode_xor_address(msg.get(attr::XOR_PEER_ADDRESS)?, &msg.transaction_id)?;
-        if !alloc.is_permitted(peer.ip(), now) {
-            return None;
-        }
-        let data = msg.get(attr::DATA)?;
+    ) -> Result<Forward, DropReason> {
+        self.client_allocation(ft)?;
+        let (Some(peer), Some(data)) = (
+            msg.get(attr::XOR_PEER_ADDRESS)
+                .and_then(|v| attr::decode_xor_address(v, &msg.transaction_id)),
+            msg.get(attr::DATA),
+        ) else {
+            return Err(DropReason::Malformed);
+        };
+        let from = self.relay_media(now, ft, peer, data.len())?;
         // DATA's value is a slice of the datagram: forward it in place.
         let start = data.as_ptr() as usize - msg.raw().as_ptr() as usize;
-        self.stats.relayed_packets += 1;
-        self.stats.relayed_bytes += data.len() as u64;
-        Some(Forward {
+        Ok(Forward {
             from,
             to: peer,
+            transport: Transport::Udp,
             range: start..start + data.len(),
         })
+    }
+
+    fn client_allocation(&self, ft: FiveTuple) -> Result<&Allocation, DropReason> {
+        self.by_client
+            .get(&ft)
+            .and_then(|id| self.allocations.get(id))
+            .filter(|a| a.relayed.is_some())
+            .ok_or(DropReason::NoAllocation)
+    }
+
+    /// Checks shared by ChannelData and Send (permission, bandwidth), then
+    /// counts the packet; returns the relayed address to send from.
+    fn relay_media(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        peer: SocketAddr,
+        len: usize,
+    ) -> Result<SocketAddr, DropReason> {
+        let alloc = self
+            .by_client
+            .get(&ft)
+            .and_then(|id| self.allocations.get_mut(id))
+            .ok_or(DropReason::NoAllocation)?;
+        if !alloc.is_permitted(peer.ip(), now) {
+            return Err(DropReason::NoPermission);
+        }
+        if let Some(limit) = &self.config.bandwidth {
+            if !alloc.bucket.take(now, len as u64, limit) {
+                self.stats.quota_hit(Quota::Bandwidth);
+                return Err(DropReason::Bandwidth);
+            }
+        }
+        let from = alloc.relayed.ok_or(DropReason::NoAllocation)?;
+        self.stats.relayed_packets += 1;
+        self.stats.relayed_bytes += len as u64;
+        Ok(from)
     }
 
     // ---- requests -----------------------------------------------------
 
     fn handle_request(&mut self, now: Instant, unix_secs: u64, ft: FiveTuple, msg: &Message<'_>) {
         let tid = msg.transaction_id;
+        let req_len = msg.raw().len();
         match msg.method {
             Method::BINDING => {
                 if let Some(unknown) = unknown_attributes(msg) {
-                    return self.send_unknown(ft, msg.method, tid, &unknown, None);
+                    return self.send_unknown(ft, msg.method, tid, &unknown, None, req_len);
                 }
-                // Plain STUN: no auth, no SOFTWARE, just the mapped address.
-                let mut b = MessageBuilder::new(Method::BINDING, Class::Success, tid);
-                b.xor_address(attr::XOR_MAPPED_ADDRESS, ft.client)
-                    .fingerprint();
-                self.transmit(ft, b.finish());
+                // Plain STUN: no auth, no SOFTWARE, just the mapped address
+                // (and FINGERPRINT when it fits the amplification budget).
+                self.answer_unauthenticated(ft, req_len, |rich| {
+                    let mut b = MessageBuilder::new(Method::BINDING, Class::Success, tid);
+                    b.xor_address(attr::XOR_MAPPED_ADDRESS, ft.client);
+                    if rich {
+                        b.fingerprint();
+                    }
+                    b.finish()
+                });
             }
             Method::ALLOCATE
             | Method::REFRESH
             | Method::CREATE_PERMISSION
             | Method::CHANNEL_BIND => {
+                // Counted before authentication: the 401 leg is what a flood
+                // of spoofed Allocates costs us.
+                if msg.method == Method::ALLOCATE
+                    && !self.allocate_rate.allow(ft.client.ip(), unix_secs)
+                {
+                    self.stats.drop(DropReason::RateLimited);
+                    self.stats.quota_hit(Quota::AllocateRate);
+                    return;
+                }
                 let creds = match self.auth.authenticate(msg, unix_secs, ft.client) {
                     Ok(c) => c,
                     Err(e) => return self.auth_failed(unix_secs, ft, msg, e),
                 };
                 if let Some(unknown) = unknown_attributes(msg) {
-                    return self.send_unknown(ft, msg.method, tid, &unknown, Some(&creds.key));
+                    return self.send_unknown(
+                        ft,
+                        msg.method,
+                        tid,
+                        &unknown,
+                        Some(&creds.key),
+                        req_len,
+                    );
                 }
                 let result = match msg.method {
                     Method::ALLOCATE => self.allocate(now, ft, msg, &creds),
@@ -516,30 +664,77 @@ impl Relay {
                     _ => self.channel_bind(now, ft, msg, &creds),
                 };
                 if let Err(rej) = result {
-                    self.send_error(ft, msg.method, tid, rej, Some(&creds.key));
+                    self.send_error(ft, msg.method, tid, rej, Some(&creds.key), |_| {});
                 }
             }
-            _ => self.send_error(ft, msg.method, tid, BAD_REQUEST, None),
+            _ => self.answer_unauthenticated(ft, req_len, |rich| {
+                error_message(msg.method, tid, BAD_REQUEST, rich)
+            }),
         }
     }
 
     fn auth_failed(&mut self, unix_secs: u64, ft: FiveTuple, msg: &Message<'_>, e: AuthError) {
-        let (code, reason) = match e {
-            AuthError::Incomplete => {
-                return self.send_error(ft, msg.method, msg.transaction_id, BAD_REQUEST, None)
+        let tid = msg.transaction_id;
+        let req_len = msg.raw().len();
+        let (rej, outcome) = match e {
+            AuthError::Incomplete | AuthError::BadAlgorithm => {
+                self.stats.auth_outcome(AuthOutcome::BadRequest);
+                return self.answer_unauthenticated(ft, req_len, |rich| {
+                    error_message(msg.method, tid, BAD_REQUEST, rich)
+                });
             }
-            AuthError::StaleNonce => (438, "Stale Nonce"),
-            AuthError::Challenge | AuthError::Rejected(_) => (401, "Unauthorized"),
+            AuthError::StaleNonce => (reject(438, "Stale Nonce"), AuthOutcome::StaleNonce),
+            AuthError::Challenge => (reject(401, "Unauthorized"), AuthOutcome::Challenged),
+            AuthError::Rejected(_) => (reject(401, "Unauthorized"), AuthOutcome::Rejected),
         };
+        self.stats.auth_outcome(outcome);
         // 401/438 carry a fresh nonce and the realm so the client can retry;
-        // they cannot carry MESSAGE-INTEGRITY (no agreed key yet).
-        let nonce = self.auth.nonce(unix_secs, ft.client);
-        let mut b = MessageBuilder::new(msg.method, Class::Error, msg.transaction_id);
-        b.error(code, reason)
-            .attr(attr::REALM, self.auth.realm().as_bytes())
-            .attr(attr::NONCE, nonce.as_bytes())
-            .fingerprint();
-        self.transmit(ft, b.finish());
+        // they cannot carry MESSAGE-INTEGRITY (no agreed key yet). Richest
+        // first: the RFC 8489 password-algorithm offer, then the reason
+        // phrase and FINGERPRINT, as far as the request's size allows.
+        let build = |offer: bool, rich: bool| {
+            let nonce = self.auth.nonce(unix_secs, ft.client, offer);
+            let mut b = MessageBuilder::new(msg.method, Class::Error, tid);
+            b.error(rej.code, if rich { rej.reason } else { "" })
+                .attr(attr::REALM, self.auth.realm().as_bytes())
+                .attr(attr::NONCE, nonce.as_bytes());
+            if offer {
+                b.attr(attr::PASSWORD_ALGORITHMS, &auth::PASSWORD_ALGORITHMS);
+            }
+            if rich {
+                b.fingerprint();
+            }
+            b.finish()
+        };
+        let budget = req_len * MAX_AMPLIFICATION;
+        let answer = [(true, true), (true, false), (false, true), (false, false)]
+            .into_iter()
+            .map(|(offer, rich)| build(offer, rich))
+            .find(|m| m.len() <= budget);
+        match answer {
+            Some(m) => self.transmit(ft, m),
+            None => self.stats.drop(DropReason::Amplification),
+        }
+    }
+
+    /// Send the rich form of an unauthenticated answer if it stays within
+    /// [`MAX_AMPLIFICATION`] of the request, else the lean one, else nothing.
+    fn answer_unauthenticated(
+        &mut self,
+        ft: FiveTuple,
+        req_len: usize,
+        build: impl Fn(bool) -> Vec<u8>,
+    ) {
+        let budget = req_len * MAX_AMPLIFICATION;
+        let rich = build(true);
+        if rich.len() <= budget {
+            return self.transmit(ft, rich);
+        }
+        let lean = build(false);
+        if lean.len() <= budget {
+            return self.transmit(ft, lean);
+        }
+        self.stats.drop(DropReason::Amplification);
     }
 
     fn allocate(
@@ -582,8 +777,29 @@ impl Relay {
             Some([_, ..]) => return Err(INSUFFICIENT_CAPACITY),
             Some([]) => return Err(BAD_REQUEST),
         };
-        if self.draining || self.allocations.len() >= self.config.max_allocations {
+        if self.draining {
+            if let Some(alt) = self.config.alternate {
+                // RFC 8489 §10 / RFC 8656 §7.2: 300 Try Alternate, signed, so
+                // only an authenticated client is ever redirected.
+                let tid = msg.transaction_id;
+                let key = creds.key;
+                self.send_error(ft, msg.method, tid, TRY_ALTERNATE, Some(&key), |b| {
+                    b.attr_with(attr::ALTERNATE_SERVER, |out| attr::encode_address(alt, out));
+                });
+                return Ok(());
+            }
             return Err(INSUFFICIENT_CAPACITY);
+        }
+        if self.allocations.len() >= self.config.max_allocations {
+            self.stats.quota_hit(Quota::TotalAllocations);
+            return Err(INSUFFICIENT_CAPACITY);
+        }
+        let per_user = self.per_user.get(&creds.username).copied().unwrap_or(0);
+        if self.config.max_allocations_per_user > 0
+            && per_user >= self.config.max_allocations_per_user
+        {
+            self.stats.quota_hit(Quota::UserAllocations);
+            return Err(ALLOCATION_QUOTA);
         }
         let lifetime = self.granted_lifetime(msg)?;
         let id = AllocationId(self.next_id);
@@ -591,6 +807,13 @@ impl Relay {
         // Until the driver binds, the allocation lives at most a short while:
         // a driver that never answers must not leak it.
         let bind_deadline = now + Duration::from_secs(30);
+        let bucket = TokenBucket::new(
+            now,
+            &self.config.bandwidth.unwrap_or(Bandwidth {
+                bytes_per_sec: 0,
+                burst_bytes: 0,
+            }),
+        );
         let alloc = Allocation::new(
             ft,
             creds.username.clone(),
@@ -598,8 +821,10 @@ impl Relay {
             bind_deadline,
             msg.transaction_id,
             lifetime,
+            bucket,
         );
         self.allocations.insert(id, alloc);
+        *self.per_user.entry(creds.username.clone()).or_default() += 1;
         self.by_client.insert(ft, id);
         self.expiries.push(Reverse((bind_deadline, id)));
         if self.next_sweep.is_none() {
@@ -757,6 +982,12 @@ impl Relay {
             return;
         };
         self.by_client.remove(&a.five_tuple);
+        if let Some(n) = self.per_user.get_mut(&a.username) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_user.remove(&a.username);
+            }
+        }
         if let Some(r) = a.relayed {
             self.by_relayed.remove(&r);
         }
@@ -770,10 +1001,16 @@ impl Relay {
         });
     }
 
+    /// Queue an answer to a client. The only way anything reaches a client:
+    /// always to the 5-tuple the request came from, never to an address a
+    /// message names (RESPONSE-ADDRESS and friends are not honoured).
     fn transmit(&mut self, ft: FiveTuple, payload: Vec<u8>) {
+        self.stats.control_packets_out += 1;
+        self.stats.control_bytes_out += payload.len() as u64;
         self.transmits.push_back(Transmit {
             from: ft.local,
             to: ft.client,
+            transport: ft.transport,
             payload,
         });
     }
@@ -782,7 +1019,7 @@ impl Relay {
         &mut self,
         ft: FiveTuple,
         msg: &Message<'_>,
-        key: &[u8],
+        key: &MessageKey,
         extra: impl FnOnce(&mut MessageBuilder),
     ) {
         let mut b = MessageBuilder::new(msg.method, Class::Success, msg.transaction_id);
@@ -790,23 +1027,26 @@ impl Relay {
         if let Some(s) = &self.config.software {
             b.attr(attr::SOFTWARE, s.as_bytes());
         }
-        b.integrity(key).fingerprint();
+        key.sign(&mut b);
+        b.fingerprint();
         self.transmit(ft, b.finish());
     }
 
-    /// Error answer; signed when the request was authenticated.
+    /// Error answer to an authenticated request, signed with its key.
     fn send_error(
         &mut self,
         ft: FiveTuple,
         method: Method,
         tid: TransactionId,
         rej: Reject,
-        key: Option<&[u8]>,
+        key: Option<&MessageKey>,
+        extra: impl FnOnce(&mut MessageBuilder),
     ) {
         let mut b = MessageBuilder::new(method, Class::Error, tid);
         b.error(rej.code, rej.reason);
+        extra(&mut b);
         if let Some(key) = key {
-            b.integrity(key);
+            key.sign(&mut b);
         }
         b.fingerprint();
         self.transmit(ft, b.finish());
@@ -818,21 +1058,43 @@ impl Relay {
         method: Method,
         tid: TransactionId,
         unknown: &[u16],
-        key: Option<&[u8]>,
+        key: Option<&MessageKey>,
+        req_len: usize,
     ) {
-        let mut b = MessageBuilder::new(method, Class::Error, tid);
-        b.error(420, "Unknown Attribute")
-            .attr_with(attr::UNKNOWN_ATTRIBUTES, |out| {
-                for t in unknown {
-                    out.extend_from_slice(&t.to_be_bytes());
-                }
-            });
-        if let Some(key) = key {
-            b.integrity(key);
+        let build = |rich: bool| {
+            let mut b = MessageBuilder::new(method, Class::Error, tid);
+            b.error(420, if rich { "Unknown Attribute" } else { "" })
+                .attr_with(attr::UNKNOWN_ATTRIBUTES, |out| {
+                    for t in unknown {
+                        out.extend_from_slice(&t.to_be_bytes());
+                    }
+                });
+            if let Some(key) = key {
+                key.sign(&mut b);
+            }
+            if rich || key.is_some() {
+                b.fingerprint();
+            }
+            b.finish()
+        };
+        match key {
+            Some(_) => {
+                let m = build(true);
+                self.transmit(ft, m);
+            }
+            None => self.answer_unauthenticated(ft, req_len, build),
         }
-        b.fingerprint();
-        self.transmit(ft, b.finish());
     }
+}
+
+/// An unsigned error answer; `rich` adds the reason phrase and FINGERPRINT.
+fn error_message(method: Method, tid: TransactionId, rej: Reject, rich: bool) -> Vec<u8> {
+    let mut b = MessageBuilder::new(method, Class::Error, tid);
+    b.error(rej.code, if rich { rej.reason } else { "" });
+    if rich {
+        b.fingerprint();
+    }
+    b.finish()
 }
 
 /// Comprehension-required attributes we do not implement, if any.

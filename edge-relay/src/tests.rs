@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use tern_common::credentials;
 
+mod protocol;
+mod safety;
+
 use crate::auth::long_term_key;
 use crate::stun::{attr, Class, Message, MessageBuilder, Method};
 use crate::*;
@@ -84,10 +87,14 @@ impl Harness {
 
     fn drain_events(&mut self) {
         while let Some(e) = self.relay.poll_event() {
-            if let (true, Event::BindRelay { id, .. }) = (self.auto_bind, &e) {
+            if let (true, Event::BindRelay { id, family, .. }) = (self.auto_bind, &e) {
                 let port = self.next_relay_port;
                 self.next_relay_port += 1;
-                let relayed = SocketAddr::new("203.0.113.9".parse().unwrap(), port);
+                let ip = match family {
+                    Family::V4 => "203.0.113.9",
+                    Family::V6 => "2001:db8::9",
+                };
+                let relayed = SocketAddr::new(ip.parse().unwrap(), port);
                 self.relay.relay_bound(self.now, *id, Ok(relayed));
             }
             self.events.push(e);

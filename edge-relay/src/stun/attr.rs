@@ -7,6 +7,11 @@ use super::message::{TransactionId, MAGIC_COOKIE};
 
 // STUN, comprehension-required (< 0x8000).
 pub const MAPPED_ADDRESS: u16 = 0x0001;
+/// RFC 3489 only: "send the answer there". Never honoured (a reflector
+/// primitive); unknown to us, so a request carrying it gets 420 to its sender.
+pub const RESPONSE_ADDRESS: u16 = 0x0002;
+/// RFC 3489 / RFC 5780: "answer from another address". Same treatment.
+pub const CHANGE_REQUEST: u16 = 0x0003;
 pub const USERNAME: u16 = 0x0006;
 pub const MESSAGE_INTEGRITY: u16 = 0x0008;
 pub const ERROR_CODE: u16 = 0x0009;
@@ -34,6 +39,10 @@ pub const ALTERNATE_DOMAIN: u16 = 0x8003;
 pub const SOFTWARE: u16 = 0x8022;
 pub const ALTERNATE_SERVER: u16 = 0x8023;
 pub const FINGERPRINT: u16 = 0x8028;
+
+/// PASSWORD-ALGORITHM numbers (RFC 8489 §18.5).
+pub const ALGORITHM_MD5: u16 = 0x0001;
+pub const ALGORITHM_SHA256: u16 = 0x0002;
 
 /// IANA protocol number for UDP, the only REQUESTED-TRANSPORT we relay.
 pub const TRANSPORT_UDP: u8 = 17;
@@ -67,6 +76,8 @@ pub fn is_understood(typ: u16) -> bool {
                 | REQUESTED_TRANSPORT
                 | DONT_FRAGMENT
                 | EVEN_PORT
+                | MESSAGE_INTEGRITY_SHA256
+                | PASSWORD_ALGORITHM
         )
 }
 
@@ -92,6 +103,42 @@ pub fn encode_xor_address(addr: SocketAddr, tid: &TransactionId, out: &mut Vec<u
                 out.push(o ^ m);
             }
         }
+    }
+}
+
+/// Encode a plain (non-XOR) address value, as ALTERNATE-SERVER uses.
+pub fn encode_address(addr: SocketAddr, out: &mut Vec<u8>) {
+    out.push(0);
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            out.push(FAMILY_IPV4);
+            out.extend_from_slice(&addr.port().to_be_bytes());
+            out.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            out.push(FAMILY_IPV6);
+            out.extend_from_slice(&addr.port().to_be_bytes());
+            out.extend_from_slice(&ip.octets());
+        }
+    }
+}
+
+/// Decode a plain (non-XOR) address value.
+pub fn decode_address(v: &[u8]) -> Option<SocketAddr> {
+    if v.len() < 4 {
+        return None;
+    }
+    let port = u16::from_be_bytes([v[2], v[3]]);
+    match v[1] {
+        FAMILY_IPV4 if v.len() == 8 => Some(SocketAddr::new(
+            Ipv4Addr::new(v[4], v[5], v[6], v[7]).into(),
+            port,
+        )),
+        FAMILY_IPV6 if v.len() == 20 => {
+            let o: [u8; 16] = v[4..20].try_into().ok()?;
+            Some(SocketAddr::new(Ipv6Addr::from(o).into(), port))
+        }
+        _ => None,
     }
 }
 

@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 
 use super::attr;
 use super::message::{
-    encode_type, fingerprint, integrity_mac, Class, Method, TransactionId, HEADER_LEN, MAGIC_COOKIE,
+    encode_type, fingerprint, integrity_mac, integrity_sha256_mac, Class, Method, TransactionId,
+    HEADER_LEN, MAGIC_COOKIE,
 };
 use hmac::Mac;
 
@@ -68,6 +69,26 @@ impl MessageBuilder {
         self.attr(attr::MESSAGE_INTEGRITY, &mac)
     }
 
+    /// MESSAGE-INTEGRITY-SHA256 (full 32 bytes) over everything so far.
+    /// Must precede FINGERPRINT.
+    pub fn integrity_sha256(&mut self, key: &[u8]) -> &mut Self {
+        let at = self.buf.len();
+        let mac = integrity_sha256_mac(&self.buf, at, 32, key)
+            .finalize()
+            .into_bytes();
+        self.attr(attr::MESSAGE_INTEGRITY_SHA256, &mac)
+    }
+
+    /// Current length in bytes (header included).
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Never true: there is always a header.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
     /// FINGERPRINT; always the last attribute.
     pub fn fingerprint(&mut self) -> &mut Self {
         let at = self.buf.len();
@@ -106,9 +127,45 @@ mod tests {
         assert_eq!(m.get(attr::USERNAME), Some(&b"abcde"[..]));
         assert!(m.verify_integrity(b"key"));
         assert!(!m.verify_integrity(b"other"));
+        assert!(!m.verify_integrity_sha256(b"key"), "absent");
         assert_eq!(
             attr::decode_xor_address(m.get(attr::XOR_RELAYED_ADDRESS).unwrap(), &tid),
             Some("10.0.0.1:5000".parse().unwrap())
         );
+    }
+}
+
+#[cfg(test)]
+mod sha256_tests {
+    use super::super::Message;
+    use super::*;
+
+    #[test]
+    fn sha256_integrity_after_sha1_integrity_verifies() {
+        let mut b = MessageBuilder::new(Method::REFRESH, Class::Request, [3; 12]);
+        b.attr(attr::USERNAME, b"u")
+            .integrity(b"k1")
+            .integrity_sha256(b"k2")
+            .fingerprint();
+        let bytes = b.finish();
+        let m = Message::parse(&bytes).unwrap();
+        assert!(m.has_integrity_sha256());
+        assert!(m.verify_integrity(b"k1"));
+        assert!(m.verify_integrity_sha256(b"k2"));
+        assert!(!m.verify_integrity_sha256(b"k1"));
+        // Truncated to 16 bytes is still valid (RFC 8489 §14.6).
+        let mut b = MessageBuilder::new(Method::REFRESH, Class::Request, [3; 12]);
+        b.attr(attr::USERNAME, b"u");
+        let at = b.len();
+        let mac = integrity_sha256_mac(&b.finish(), at, 16, b"k2")
+            .finalize()
+            .into_bytes();
+        let mut b = MessageBuilder::new(Method::REFRESH, Class::Request, [3; 12]);
+        b.attr(attr::USERNAME, b"u")
+            .attr(attr::MESSAGE_INTEGRITY_SHA256, &mac[..16]);
+        let bytes = b.finish();
+        assert!(Message::parse(&bytes)
+            .unwrap()
+            .verify_integrity_sha256(b"k2"));
     }
 }

@@ -2,6 +2,7 @@
 
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
+use sha2::Sha256;
 
 use super::attr;
 
@@ -101,6 +102,8 @@ pub struct Message<'a> {
     attributes: Vec<RawAttribute<'a>>,
     /// Offset of MESSAGE-INTEGRITY, if present.
     integrity_at: Option<usize>,
+    /// Offset of MESSAGE-INTEGRITY-SHA256, if present.
+    integrity_sha256_at: Option<usize>,
 }
 
 /// Quick test used by the demultiplexer: first two bits zero and the magic
@@ -130,6 +133,7 @@ impl<'a> Message<'a> {
 
         let mut attributes = Vec::new();
         let mut integrity_at = None;
+        let mut integrity_sha256_at = None;
         let mut pos = HEADER_LEN;
         while pos < raw.len() {
             if pos + 4 > raw.len() {
@@ -154,9 +158,19 @@ impl<'a> Message<'a> {
                 }
                 break;
             }
-            // RFC 8489 §14.5: attributes after MESSAGE-INTEGRITY (other than
-            // FINGERPRINT) are ignored, as they are not covered by the MAC.
-            if integrity_at.is_none() {
+            // RFC 8489 §14.5/§14.6: after MESSAGE-INTEGRITY only
+            // MESSAGE-INTEGRITY-SHA256 and FINGERPRINT count, after
+            // MESSAGE-INTEGRITY-SHA256 only FINGERPRINT; anything else there
+            // is not covered by a MAC and is ignored.
+            let counted = if integrity_sha256_at.is_some() {
+                false
+            } else if typ == attr::MESSAGE_INTEGRITY_SHA256 {
+                integrity_sha256_at = Some(pos);
+                true
+            } else {
+                integrity_at.is_none()
+            };
+            if counted {
                 if attributes.len() == MAX_ATTRIBUTES {
                     return Err(DecodeError::TooManyAttributes);
                 }
@@ -178,6 +192,7 @@ impl<'a> Message<'a> {
             raw,
             attributes,
             integrity_at,
+            integrity_sha256_at,
         })
     }
 
@@ -193,8 +208,30 @@ impl<'a> Message<'a> {
         &self.attributes
     }
 
+    /// Carries MESSAGE-INTEGRITY or MESSAGE-INTEGRITY-SHA256.
     pub fn has_integrity(&self) -> bool {
-        self.integrity_at.is_some()
+        self.integrity_at.is_some() || self.integrity_sha256_at.is_some()
+    }
+
+    /// Carries MESSAGE-INTEGRITY-SHA256 (which then is the one that counts).
+    pub fn has_integrity_sha256(&self) -> bool {
+        self.integrity_sha256_at.is_some()
+    }
+
+    /// Check MESSAGE-INTEGRITY-SHA256 (HMAC-SHA256, possibly truncated to
+    /// 16..=32 bytes in steps of 4, RFC 8489 §14.6). False when absent.
+    pub fn verify_integrity_sha256(&self, key: &[u8]) -> bool {
+        let Some(at) = self.integrity_sha256_at else {
+            return false;
+        };
+        let Some(value) = self.get(attr::MESSAGE_INTEGRITY_SHA256) else {
+            return false;
+        };
+        if !(16..=32).contains(&value.len()) || !value.len().is_multiple_of(4) {
+            return false;
+        }
+        let mac = integrity_sha256_mac(self.raw, at, value.len(), key);
+        mac.verify_truncated_left(value).is_ok()
     }
 
     /// Check MESSAGE-INTEGRITY (HMAC-SHA1) with `key`. False when absent.
@@ -225,6 +262,22 @@ impl<'a> Message<'a> {
 pub(crate) fn integrity_mac(msg: &[u8], at: usize, key: &[u8]) -> Hmac<Sha1> {
     let mut mac = Hmac::<Sha1>::new_from_slice(key).expect("HMAC takes any key length");
     let len = (at - HEADER_LEN + 24) as u16;
+    mac.update(&msg[0..2]);
+    mac.update(&len.to_be_bytes());
+    mac.update(&msg[4..at]);
+    mac
+}
+
+/// HMAC-SHA256 over `msg[..at]` with the length covering a
+/// MESSAGE-INTEGRITY-SHA256 of `value_len` bytes placed at `at` (§14.6).
+pub(crate) fn integrity_sha256_mac(
+    msg: &[u8],
+    at: usize,
+    value_len: usize,
+    key: &[u8],
+) -> Hmac<Sha256> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    let len = (at - HEADER_LEN + 4 + value_len) as u16;
     mac.update(&msg[0..2]);
     mac.update(&len.to_be_bytes());
     mac.update(&msg[4..at]);

@@ -1,0 +1,167 @@
+//! Counters the engine keeps for metrics and load reports: traffic in and
+//! out, drops by reason, authentication outcomes and quota hits. Plain
+//! integers bumped on the packet path; the driver reads a copy.
+
+/// Why the engine dropped something without answering (or instead of
+/// answering). Every silent drop has exactly one reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Neither STUN nor ChannelData, or a STUN message that does not parse.
+    Malformed,
+    /// A STUN response or an indication other than Send from a client.
+    Unexpected,
+    /// Media (ChannelData, Send) from a client without an allocation, or to a
+    /// relayed address that has none.
+    NoAllocation,
+    /// ChannelData on a channel that is not bound.
+    NoChannel,
+    /// Media to or from a peer without a permission.
+    NoPermission,
+    /// The answer would exceed twice the request's size (unauthenticated).
+    Amplification,
+    /// Allocate attempts over the per-source-IP rate.
+    RateLimited,
+    /// Over the allocation's bandwidth quota.
+    Bandwidth,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 8] = [
+        DropReason::Malformed,
+        DropReason::Unexpected,
+        DropReason::NoAllocation,
+        DropReason::NoChannel,
+        DropReason::NoPermission,
+        DropReason::Amplification,
+        DropReason::RateLimited,
+        DropReason::Bandwidth,
+    ];
+
+    /// Stable label for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::Unexpected => "unexpected",
+            DropReason::NoAllocation => "no_allocation",
+            DropReason::NoChannel => "no_channel",
+            DropReason::NoPermission => "no_permission",
+            DropReason::Amplification => "amplification",
+            DropReason::RateLimited => "rate_limited",
+            DropReason::Bandwidth => "bandwidth",
+        }
+    }
+}
+
+/// Which quota said no.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quota {
+    /// Allocations per username (486).
+    UserAllocations,
+    /// Allocations in total (508).
+    TotalAllocations,
+    /// Allocate attempts per source IP per second (dropped).
+    AllocateRate,
+    /// Bytes per second per allocation (dropped).
+    Bandwidth,
+}
+
+impl Quota {
+    pub const ALL: [Quota; 4] = [
+        Quota::UserAllocations,
+        Quota::TotalAllocations,
+        Quota::AllocateRate,
+        Quota::Bandwidth,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quota::UserAllocations => "user_allocations",
+            Quota::TotalAllocations => "total_allocations",
+            Quota::AllocateRate => "allocate_rate",
+            Quota::Bandwidth => "bandwidth",
+        }
+    }
+}
+
+/// Outcome of authenticating a request that needed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// No credentials yet: answered 401 with REALM/NONCE (normal first leg).
+    Challenged,
+    /// Expired or foreign nonce: 438.
+    StaleNonce,
+    /// Wrong MAC, expired or malformed username, wrong realm: 401.
+    Rejected,
+    /// Credentials incomplete or algorithm negotiation broken: 400.
+    BadRequest,
+}
+
+impl AuthOutcome {
+    pub const ALL: [AuthOutcome; 4] = [
+        AuthOutcome::Challenged,
+        AuthOutcome::StaleNonce,
+        AuthOutcome::Rejected,
+        AuthOutcome::BadRequest,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthOutcome::Challenged => "challenged",
+            AuthOutcome::StaleNonce => "stale_nonce",
+            AuthOutcome::Rejected => "rejected",
+            AuthOutcome::BadRequest => "bad_request",
+        }
+    }
+}
+
+/// Counters for load reports and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams relayed in either direction.
+    pub relayed_packets: u64,
+    /// Payload bytes relayed in either direction.
+    pub relayed_bytes: u64,
+    /// Everything clients sent us (STUN and ChannelData), before any check.
+    pub client_packets_in: u64,
+    pub client_bytes_in: u64,
+    /// Everything peers sent to relayed addresses, before any check.
+    pub peer_packets_in: u64,
+    pub peer_bytes_in: u64,
+    /// Control answers (and Data indications) queued for clients.
+    pub control_packets_out: u64,
+    pub control_bytes_out: u64,
+    drops: [u64; DropReason::ALL.len()],
+    quota_hits: [u64; Quota::ALL.len()],
+    auth: [u64; AuthOutcome::ALL.len()],
+}
+
+impl Stats {
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+
+    pub fn quota_hits(&self, quota: Quota) -> u64 {
+        self.quota_hits[quota as usize]
+    }
+
+    pub fn auth(&self, outcome: AuthOutcome) -> u64 {
+        self.auth[outcome as usize]
+    }
+
+    /// All drops whatever the reason.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    pub(crate) fn drop(&mut self, reason: DropReason) {
+        self.drops[reason as usize] += 1;
+    }
+
+    pub(crate) fn quota_hit(&mut self, quota: Quota) {
+        self.quota_hits[quota as usize] += 1;
+    }
+
+    pub(crate) fn auth_outcome(&mut self, outcome: AuthOutcome) {
+        self.auth[outcome as usize] += 1;
+    }
+}

@@ -13,27 +13,11 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
 import { startTern } from './tern-process.mjs';
+import {
+  CHROMIUM, CHROMIUM_ARGS, startCall as startCallIn, assertNoPageErrors, linkStats, relayOf, waitFor, diagnostics, sleep,
+} from './helpers.mjs';
 
-const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
-// From docs (DESIGN.md, machine facts): what Debian's Chromium needs headless
-// in a container, plus a fake microphone that needs no permission prompt.
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--disable-dev-shm-usage',
-  '--use-fake-device-for-media-stream',
-  '--use-fake-ui-for-media-stream',
-];
-
-/** Time allowed for join + ICE + the first 50 packets each way. */
-const MEDIA_TIMEOUT_MS = 30_000;
-
-/** @type {{url: string, stop: () => Promise<void>}} */
+/** @type {import('./tern-process.mjs').Tern} */
 let tern;
 /** @type {import('playwright-core').Browser} */
 let browser;
@@ -170,149 +154,7 @@ test('a reroute moves both sides to the standby relay with an ICE restart', asyn
 
 // ---- helpers --------------------------------------------------------------
 
-/**
- * Alice joins, then bob (so bob is the newcomer and makes the offer); resolves
- * once audio flows both ways over relay candidates.
- */
-async function startCall(t) {
-  const room = `e2e-${Math.random().toString(36).slice(2, 10)}`;
-  const alice = await openDemo('alice', room);
-  const bob = await openDemo('bob', room);
-  t.after(async () => {
-    for (const p of [alice, bob]) await p.page.context().close().catch(() => {});
-  });
-  await join(alice);
-  await join(bob);
-
-  // Both see each other in the participant list.
-  await alice.page.locator('#participants li[data-participant]').first().waitFor({ timeout: 10_000 });
-  await bob.page.locator('#participants li[data-participant]').first().waitFor({ timeout: 10_000 });
-
-  // Audio flows both ways, over a relay candidate on both sides.
-  const first = await waitFor(async () => {
-    const a = await linkStats(alice.page);
-    const b = await linkStats(bob.page);
-    const ok = (s) => s && s.packetsReceived > 50 && s.localType === 'relay';
-    return ok(a) && ok(b) ? { a, b } : null;
-  }, MEDIA_TIMEOUT_MS, () => diagnostics(alice, bob));
-  return { alice, bob, first };
-}
-
-function assertNoPageErrors(...pages) {
-  for (const p of pages) assert.deepEqual(p.errors, [], `${p.name}: uncaught errors in the page`);
-}
-
-/**
- * A demo page in its own browser context (own profile: separate storage,
- * separate WebRTC stack state, like two different people).
- */
-async function openDemo(name, room) {
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  const errors = [];
-  const log = [];
-  page.on('pageerror', (e) => errors.push(String(e)));
-  page.on('console', (m) => log.push(`[${m.type()}] ${m.text()}`));
-  // Pass signaling through Playwright so a test can cut the socket or play
-  // the server's part (inject frames). Without handlers it forwards as is.
-  const sockets = [];
-  await context.routeWebSocket(/\/v1\/signal$/, (ws) => {
-    sockets.push({ ws, server: ws.connectToServer() });
-  });
-  await page.goto(`${tern.url}/demo/?room=${encodeURIComponent(room)}&name=${name}`);
-  return { name, page, errors, log, sockets };
-}
-
-async function join(p) {
-  await p.page.click('#join');
-  await p.page.locator('#status[data-state="joined"]').waitFor({ timeout: 15_000 }).catch(async (e) => {
-    throw new Error(`${p.name} did not join: ${await p.page.locator('#log').innerText()}\n${e.message}`);
-  });
-}
-
-/**
- * Raw WebRTC numbers for the (single) remote peer, read straight from the
- * RTCPeerConnection rather than through the SDK's summary, so an SDK bug
- * cannot make the test pass.
- */
-async function linkStats(page) {
-  return page.evaluate(async () => {
-    const client = window.ternDemo?.client;
-    const peer = client?.peers[0];
-    const pc = peer && client.peerConnection(peer.participant);
-    if (!pc) return null;
-    const report = await pc.getStats();
-    const byId = new Map();
-    report.forEach((s) => byId.set(s.id, s));
-    const out = { state: pc.connectionState, packetsReceived: 0, packetsSent: 0, localType: null, url: null, address: null };
-    for (const s of byId.values()) {
-      if (s.type === 'inbound-rtp' && s.kind === 'audio') out.packetsReceived += s.packetsReceived ?? 0;
-      if (s.type === 'outbound-rtp' && s.kind === 'audio') out.packetsSent += s.packetsSent ?? 0;
-      if (s.type === 'transport' && s.selectedCandidatePairId) {
-        const pair = byId.get(s.selectedCandidatePairId);
-        const local = pair && byId.get(pair.localCandidateId);
-        if (local) {
-          out.localType = local.candidateType;
-          out.url = local.url ?? null;
-          out.address = `${local.address}:${local.port}`;
-          out.relayProtocol = local.relayProtocol ?? null;
-        }
-      }
-    }
-    return out;
-  });
-}
-
-/**
- * The relay in Tern's directory whose listener the local relay candidate was
- * allocated through. Chromium reports that as the candidate's TURN `url`
- * ("turn:127.0.0.1:3478?transport=udp"); the candidate's own address is the
- * allocation (relayed) address, which a relay on one IP shares with its
- * listener, so fall back to comparing the IP if a browser omits `url`.
- */
-function relayOf(relays, s) {
-  const hostPort = s.url ? turnHostPort(s.url) : null;
-  for (const r of relays) {
-    for (const l of r.listeners ?? []) {
-      if (hostPort && hostPort === l.address) return r;
-      if (!hostPort && s.address && ipOf(s.address) === ipOf(l.address)) return r;
-    }
-  }
-  return null;
-}
-
-/** "turn:1.2.3.4:3478?transport=udp" → "1.2.3.4:3478" (default port 3478, 5349 for turns). */
-function turnHostPort(url) {
-  const m = /^(turns?):(\[[^\]]+\]|[^:?]+)(?::(\d+))?/.exec(url);
-  if (!m) return null;
-  return `${m[2]}:${m[3] ?? (m[1] === 'turns' ? '5349' : '3478')}`;
-}
-
-function ipOf(addr) {
-  return addr.replace(/:\d+$/, '');
-}
-
-async function waitFor(fn, ms, describe) {
-  const deadline = Date.now() + ms;
-  let last;
-  while (Date.now() < deadline) {
-    last = await fn();
-    if (last) return last;
-    await sleep(500);
-  }
-  throw new Error(`timed out after ${ms} ms\n${await describe()}`);
-}
-
-async function diagnostics(...pages) {
-  const parts = [];
-  for (const p of pages) {
-    const stats = await linkStats(p.page).catch((e) => String(e));
-    const log = await p.page.locator('#log').innerText().catch(() => '');
-    parts.push(`--- ${p.name}: ${JSON.stringify(stats)}\n${log}\n${p.log.slice(-20).join('\n')}`);
-  }
-  return parts.join('\n');
-}
-
-function sleep(ms) {
-  return new Promise((r) => setTimeout(r, ms));
+/** A call between alice and bob on this file's Tern (see helpers.mjs). */
+function startCall(t) {
+  return startCallIn(t, browser, tern.url);
 }

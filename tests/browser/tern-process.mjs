@@ -16,13 +16,36 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = join(HERE, '..', '..');
 
 /**
- * @returns {Promise<{url: string, stop: () => Promise<void>}>}
+ * A relay process that `tern up` started, as its stdout announces it:
+ * `  relay:      local-a-1 region=local-a turn=127.0.0.1:3478 pid=12345`.
+ * @typedef {{id: string, region: string, turn: string, pid: number}} RelayProcess
  */
+
+/**
+ * @typedef {object} Tern
+ * @property {string} url  HTTP base URL (signaling is `/v1/signal` under it)
+ * @property {() => Promise<void>} stop
+ * @property {RelayProcess[] | null} relays  the local relays and their PIDs;
+ *   null when the test did not start Tern itself (TERN_URL): it then has no
+ *   business killing anything
+ * @property {(id: string, signal?: NodeJS.Signals) => number} killRelay
+ *   signal one relay by the PID `tern up` printed (default SIGKILL: no drain,
+ *   no goodbye heartbeat, as if its machine vanished); returns the time it
+ *   was sent, in ms since the epoch with sub-ms precision
+ *   (`performance.timeOrigin + performance.now()`, the same clock pages use)
+ */
+
+/** @returns {Promise<Tern>} */
 export async function startTern() {
   if (process.env.TERN_URL) {
     const url = process.env.TERN_URL.replace(/\/+$/, '');
     await waitHealthy(url, 10_000);
-    return { url, stop: async () => {} };
+    return {
+      url,
+      stop: async () => {},
+      relays: null,
+      killRelay: () => { throw new Error('relays can only be killed when the test started tern (TERN_BIN)'); },
+    };
   }
 
   const bin = process.env.TERN_BIN ?? firstExisting([join(REPO, 'target/release/tern'), join(REPO, 'target/debug/tern')]);
@@ -47,6 +70,34 @@ export async function startTern() {
   child.stderr.on('data', keep);
   const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
 
+  /** @type {RelayProcess[]} */
+  const relays = [];
+  let announced = false; // `tern up` prints its relays, then the `data:` line
+  let stdoutLine = '';
+  child.stdout.on('data', (d) => {
+    stdoutLine += d;
+    let nl;
+    while ((nl = stdoutLine.indexOf('\n')) >= 0) {
+      const line = stdoutLine.slice(0, nl);
+      stdoutLine = stdoutLine.slice(nl + 1);
+      const m = /^\s*relay:\s+(\S+)\s+region=(\S+)\s+turn=(\S+)\s+pid=(\d+)\s*$/.exec(line);
+      if (m) relays.push({ id: m[1], region: m[2], turn: m[3], pid: Number(m[4]) });
+      if (/^\s*data:/.test(line)) announced = true;
+    }
+  });
+  /** Relays this test killed: never signal a PID twice (it could be reused). */
+  const killed = new Set();
+  const killRelay = (id, signal = 'SIGKILL') => {
+    const r = relays.find((x) => x.id === id);
+    if (!r) throw new Error(`no relay ${id} among ${relays.map((x) => x.id).join(', ')}`);
+    if (killed.has(id)) throw new Error(`relay ${id} was already killed`);
+    if (!r.pid) throw new Error(`tern up printed no PID for relay ${id}`);
+    killed.add(id);
+    const at = performance.timeOrigin + performance.now();
+    process.kill(r.pid, signal);
+    return at;
+  };
+
   const stop = async () => {
     // Only the process we started, by its PID. `tern up` takes its relay
     // children down with it (kill_on_drop + parent-death signal).
@@ -66,11 +117,15 @@ export async function startTern() {
         throw new Error(`tern up exited early (code ${code}, signal ${signal}):\n${output}`);
       }),
     ]);
+    // The relay lines come before the server answers, but be sure.
+    const deadline = Date.now() + 5_000;
+    while (!announced && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    if (!announced) throw new Error(`tern up did not announce its relays:\n${output}`);
   } catch (err) {
     await stop();
     throw err;
   }
-  return { url, stop };
+  return { url, stop, relays, killRelay };
 }
 
 /** Wait until /healthz is ok and at least one relay heartbeats as healthy. */

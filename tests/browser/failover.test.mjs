@@ -1,0 +1,278 @@
+// Real-browser failover: a live call survives its relay's process dying.
+//
+//   TERN_BIN=target/release/tern node --test tests/browser/failover.test.mjs
+//
+// Two Chromium pages (separate profiles) join one room through `tern up`,
+// relay-only, and talk over relay X. The test SIGKILLs X's process (by the
+// PID `tern up` printed): no drain, no last heartbeat, exactly a vanished
+// machine. Nothing tells the browsers; Chromium alone would take ~5 s to call
+// the link disconnected and ~15 s to call it failed. Tern's signaling must
+// notice the missing heartbeats, send both pages `reroute` with credentials
+// for the other relay, and the SDK's ICE restart must bring audio back on it.
+//
+// Asserted: both pages get a `reroute` (reason relay-lost, to the other
+// relay); each page's selected candidate pair moves to a relay candidate
+// allocated through the OTHER relay's TURN listener; inbound audio keeps
+// growing on both sides afterwards. The bounds are generous (reroute < 2 s
+// after the kill, audio gap < 5 s): this is a test, not a benchmark. The
+// measured figures are printed (console.log, `failover:` lines) for the docs.
+//
+// How the figures are measured: each page polls its RTCPeerConnection's
+// getStats() every ~20 ms and keeps the times at which inbound-rtp audio
+// packetsReceived grew, and the time it got the `reroute` (the SDK's `relay`
+// event, which fires as the frame is applied). The gap is the longest
+// interval without growth from the kill on. Chromium caches a stats report
+// for up to ~50 ms, so gaps are good to about ±50 ms. The kill time is
+// translated into each page's clock (offset measured by round trips), so the
+// kill → reroute time does not depend on Node's and Chromium's clocks
+// agreeing.
+//
+// Needs `tern up` started by the test (TERN_BIN, or a built target/): with
+// TERN_URL there are no relay PIDs to kill and the test skips.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { chromium } from 'playwright-core';
+import { startTern } from './tern-process.mjs';
+import {
+  CHROMIUM, CHROMIUM_ARGS, startCall, assertNoPageErrors, linkStats, turnHostPort, waitFor, diagnostics,
+} from './helpers.mjs';
+
+/** Generous bounds: a regression alarm, not a performance target. */
+const MAX_REROUTE_MS = 2_000;
+const MAX_GAP_MS = 5_000;
+/** How long to watch audio after the move before calling it restored. */
+const WATCH_AFTER_MOVE_MS = 1_000;
+
+/** @type {import('./tern-process.mjs').Tern} */
+let tern;
+/** @type {import('playwright-core').Browser} */
+let browser;
+
+before(async () => {
+  tern = await startTern();
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+});
+
+after(async () => {
+  await browser?.close();
+  await tern?.stop();
+});
+
+test('killing the relay under a live call: both browsers reroute to the other relay and audio comes back', async (t) => {
+  if (!tern.relays) {
+    t.skip('needs `tern up` started by the test (TERN_BIN): with TERN_URL there is no relay process to kill');
+    return;
+  }
+  if (tern.relays.length < 2) {
+    t.skip(`needs two relays, tern up started ${tern.relays.length}`);
+    return;
+  }
+
+  // Signaling straight to the server (no Playwright WebSocket routing), so
+  // the reroute's arrival time is the real one.
+  const { alice, bob, first } = await startCall(t, browser, tern.url, { route: false });
+  const pages = [alice, bob];
+
+  // Relay X: the one carrying the call. A room has one relay, so both sides
+  // allocated on the same listener.
+  const relayByTurn = (url) => tern.relays.find((r) => r.turn === turnHostPort(url ?? '')) ?? null;
+  const x = relayByTurn(first.a.url);
+  assert.ok(x, `alice's relay candidate (url=${first.a.url}) is on none of tern up's relays: ${JSON.stringify(tern.relays)}`);
+  assert.equal(relayByTurn(first.b.url)?.id, x.id, `alice is on ${x.id} but bob's candidate url is ${first.b.url}`);
+  const others = tern.relays.filter((r) => r.id !== x.id);
+  for (const p of pages) {
+    assert.equal((await p.page.locator('#relay-id').textContent())?.trim(), x.id, `${p.name}'s page shows another relay than media uses`);
+  }
+
+  // Start the probes, and let them see audio flowing before anything breaks.
+  for (const p of pages) await p.page.evaluate(installProbe);
+  await waitFor(async () => {
+    for (const p of pages) {
+      const n = await p.page.evaluate(() => window.__failover.growth.length);
+      if (n < 10) return false;
+    }
+    return true;
+  }, 5_000, () => diagnostics(alice, bob), 50);
+  const offsets = {};
+  for (const p of pages) offsets[p.name] = await pageClockOffset(p.page);
+
+  // Kill X as a vanished machine would die.
+  const killedAt = tern.killRelay(x.id, 'SIGKILL');
+  t.diagnostic(`killed ${x.id} (pid ${x.pid}, turn ${x.turn}); the call should move to ${others.map((r) => r.id).join(' or ')}`);
+
+  // Both pages hear about it from signaling...
+  const reroutes = await waitFor(async () => {
+    const got = {};
+    for (const p of pages) {
+      got[p.name] = await p.page.evaluate(() => window.__failover.reroutes[0] ?? null);
+      if (!got[p.name]) return null;
+    }
+    return got;
+  }, 10_000, async () => `no reroute on both pages 10 s after killing ${x.id}\n${await diagnostics(alice, bob)}`, 20);
+
+  // ...and each moves its selected pair to a relay candidate allocated
+  // through the other relay's listener.
+  const moved = await waitFor(async () => {
+    const got = {};
+    for (const p of pages) {
+      const s = await linkStats(p.page);
+      const r = s && s.localType === 'relay' ? relayByTurn(s.url) : null;
+      if (!r || r.id === x.id) return null;
+      got[p.name] = { stats: s, relay: r };
+    }
+    return got;
+  }, 15_000, async () => `selected pairs did not leave ${x.id}\n${await diagnostics(alice, bob)}`, 50);
+
+  // Audio keeps coming in on the new path on both sides, for a while.
+  await waitFor(async () => {
+    for (const p of pages) {
+      const ok = await p.page.evaluate(([kill, deadTurn, ms]) => {
+        const { growth, paths } = window.__failover;
+        const onDead = (url) => !url || url.includes(`:${deadTurn}?`) || url.endsWith(`:${deadTurn}`);
+        const moved = paths.find((e) => e.t >= kill && !onDead(e.url));
+        if (!moved) return false;
+        const after = growth.filter((e) => e.t >= moved.t);
+        return after.length >= 2 && after.at(-1).t - moved.t >= ms && after.at(-1).n - after[0].n >= ms / 40;
+      }, [killedAt + offsets[p.name], x.turn, WATCH_AFTER_MOVE_MS]);
+      if (!ok) return false;
+    }
+    return true;
+  }, 15_000, async () => `audio did not keep flowing after the move\n${await diagnostics(alice, bob)}`, 100);
+
+  const results = {};
+  for (const p of pages) {
+    const probe = await p.page.evaluate(() => {
+      window.__failover.stop = true;
+      return window.__failover;
+    });
+    const kill = killedAt + offsets[p.name]; // in the page's clock
+    const r = reroutes[p.name];
+    const m = moved[p.name];
+
+    // The reroute: the real server's, for a lost relay, to the relay media moved to.
+    assert.equal(r.reason, 'relay-lost', `${p.name}: reroute reason`);
+    assert.notEqual(r.id, x.id, `${p.name}: rerouted to the dead relay`);
+    assert.equal(r.id, m.relay.id, `${p.name}: reroute named ${r.id} but media moved to ${m.relay.id}`);
+    assert.equal((await p.page.locator('#relay-id').textContent())?.trim(), m.relay.id, `${p.name}: page shows the wrong relay`);
+
+    const gap = longestGap(probe.growth, kill);
+    const switched = probe.paths.find((e) => e.t >= kill && e.url && relayByTurn(e.url)?.id === m.relay.id);
+    results[p.name] = {
+      rerouteMs: r.t - kill,
+      gapMs: gap.ms,
+      // When the stall began and ended, relative to the kill.
+      lastBeforeMs: gap.from - kill,
+      firstAfterMs: gap.to - kill,
+      pairSwitchMs: switched ? switched.t - kill : null,
+      pollMs: probe.polls > 1 ? (probe.lastPoll - probe.firstPoll) / (probe.polls - 1) : null,
+      packets: `${probe.growth[0].n} → ${probe.growth.at(-1).n}`,
+      to: m.relay.id,
+      url: m.stats.url,
+    };
+  }
+
+  const f = (v) => (v == null ? '–' : `${Math.round(v)} ms`);
+  for (const [name, r] of Object.entries(results)) {
+    console.log(
+      `failover: ${name}: kill ${x.id} → reroute ${f(r.rerouteMs)}, audio gap ${f(r.gapMs)} ` +
+        `(last packet ${f(r.lastBeforeMs)}, first on ${r.to} ${f(r.firstAfterMs)}, pair switched ${f(r.pairSwitchMs)}); ` +
+        `packets in ${r.packets}; stats polled every ${f(r.pollMs)}; now ${r.url}`,
+    );
+  }
+  for (const [name, r] of Object.entries(results)) {
+    assert.ok(r.rerouteMs >= 0 && r.rerouteMs < MAX_REROUTE_MS, `${name}: reroute ${Math.round(r.rerouteMs)} ms after the kill (bound ${MAX_REROUTE_MS} ms)`);
+    assert.ok(r.gapMs < MAX_GAP_MS, `${name}: audio gap ${Math.round(r.gapMs)} ms (bound ${MAX_GAP_MS} ms)`);
+  }
+  assertNoPageErrors(alice, bob);
+});
+
+// ---- helpers --------------------------------------------------------------
+
+/**
+ * Runs in the page: poll the call's RTCPeerConnection every ~20 ms and keep
+ * (a) each time inbound audio packetsReceived grew, (b) each change of the
+ * selected pair's local candidate URL, (c) reroutes as the SDK reports them.
+ * Times are `performance.timeOrigin + performance.now()` (epoch ms).
+ */
+function installProbe() {
+  const client = window.ternDemo.client;
+  const pc = client.peerConnection(client.peers[0].participant);
+  const now = () => performance.timeOrigin + performance.now();
+  const probe = {
+    growth: /** @type {{t: number, n: number}[]} */ ([]),
+    paths: /** @type {{t: number, url: string | null}[]} */ ([]),
+    reroutes: /** @type {any[]} */ ([]),
+    polls: 0,
+    firstPoll: 0,
+    lastPoll: 0,
+    stop: false,
+  };
+  window.__failover = probe;
+  client.on('relay', (r) => {
+    if (r.reason !== 'joined') probe.reroutes.push({ t: now(), ...r });
+  });
+  let last = -1;
+  let lastUrl;
+  const poll = async () => {
+    if (probe.stop) return;
+    try {
+      const report = await pc.getStats();
+      const t = now();
+      let n = 0;
+      let url = null;
+      const byId = new Map();
+      report.forEach((s) => byId.set(s.id, s));
+      for (const s of byId.values()) {
+        if (s.type === 'inbound-rtp' && s.kind === 'audio') n += s.packetsReceived ?? 0;
+        if (s.type === 'transport' && s.selectedCandidatePairId) {
+          const pair = byId.get(s.selectedCandidatePairId);
+          url = (pair && byId.get(pair.localCandidateId)?.url) ?? null;
+        }
+      }
+      if (n !== last) probe.growth.push({ t, n });
+      if (url !== lastUrl) probe.paths.push({ t, url });
+      last = n;
+      lastUrl = url;
+      if (!probe.polls) probe.firstPoll = t;
+      probe.lastPoll = t;
+      probe.polls++;
+    } catch {
+      /* the connection closed under us: the test will say what broke */
+    }
+    setTimeout(poll, 20);
+  };
+  poll();
+}
+
+/**
+ * The longest interval between consecutive growths of packetsReceived that
+ * ends after `kill` (the stall the kill caused, or a later one if longer).
+ * @param {{t: number, n: number}[]} growth
+ * @param {number} kill
+ */
+function longestGap(growth, kill) {
+  let best = { ms: 0, from: kill, to: kill };
+  for (let i = 1; i < growth.length; i++) {
+    const from = growth[i - 1].t;
+    const to = growth[i].t;
+    if (to > kill && to - from > best.ms) best = { ms: to - from, from, to };
+  }
+  return best;
+}
+
+/**
+ * page clock − Node clock, in ms, both as `timeOrigin + now()`. Taken from
+ * the round trip with the smallest delay, assuming the page read its clock
+ * halfway through it.
+ */
+async function pageClockOffset(page) {
+  let best = null;
+  for (let i = 0; i < 7; i++) {
+    const t0 = performance.timeOrigin + performance.now();
+    const p = await page.evaluate(() => performance.timeOrigin + performance.now());
+    const t1 = performance.timeOrigin + performance.now();
+    if (!best || t1 - t0 < best.rtt) best = { rtt: t1 - t0, offset: p - (t0 + t1) / 2 };
+  }
+  return best.offset;
+}

@@ -8,7 +8,7 @@ use tern_common::relay::{Listener, Load, RelayState};
 use crate::health;
 use crate::keys;
 use crate::kv::{KvError, KvRead};
-use crate::model::{read, RelayIndex, RelayRecord, Suspect};
+use crate::model::{read, ProbeRecord, RelayIndex, RelayRecord, Suspect};
 
 /// A relay as `GET /v1/relays` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -37,8 +37,14 @@ pub struct RelayView {
     pub received_at_ms: u64,
 }
 
-/// Every relay in the index, judged at `now_ms` (see docs/failover.md).
-pub fn list(kv: &dyn KvRead, now_ms: u64, stale_ms: u64) -> Result<Vec<RelayView>, KvError> {
+/// Every relay in the index, judged at `now_ms` by edge `edge` (its own
+/// active probes count; see docs/failover.md).
+pub fn list(
+    kv: &dyn KvRead,
+    now_ms: u64,
+    stale_ms: u64,
+    edge: &str,
+) -> Result<Vec<RelayView>, KvError> {
     let (index, _) = read::<RelayIndex>(kv, keys::RELAY_INDEX)?;
     let mut out = Vec::new();
     for id in index.unwrap_or_default().ids {
@@ -53,8 +59,11 @@ pub fn list(kv: &dyn KvRead, now_ms: u64, stale_ms: u64) -> Result<Vec<RelayView
         let suspect = read::<Suspect>(kv, &keys::relay_suspect(&id))?
             .0
             .filter(|s| now_ms.saturating_sub(s.at_ms) < health::SUSPECT_MS);
+        let probe_failed = read::<ProbeRecord>(kv, &keys::relay_probe(edge, &id))?
+            .0
+            .is_some_and(|p| p.failing_since_ms.is_some());
         let hb = rec.heartbeat;
-        let failing = if !alive {
+        let failing = if !alive || probe_failed {
             Some("relay-lost")
         } else if suspect.is_some() {
             Some("media-stalled")

@@ -45,3 +45,8 @@ pub fn relay_swept(relay: &str) -> String {
 pub fn relay_suspect(relay: &str) -> String {
     format!("relay-suspect/{relay}")
 }
+
+/// Active-probe verdict of one edge about one relay. Writer: that edge.
+pub fn relay_probe(edge: &str, relay: &str) -> String {
+    format!("relay-probe/{edge}/{relay}")
+}

@@ -109,3 +109,11 @@ pub fn read<T: serde::de::DeserializeOwned>(
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("records serialize")
 }
+
+/// `relay-probe/<edge>/<relay>`: what an edge's active probes of a relay
+/// (STUN Binding to its UDP listener) currently say.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeRecord {
+    /// Since when probes go unanswered; `None` while they are answered.
+    pub failing_since_ms: Option<u64>,
+}

@@ -31,7 +31,7 @@ pub struct Sweep {
 impl Signaling<'_> {
     /// Relays that lost health since they were last swept, with their rooms.
     pub fn sweeps(&self, now_ms: u64, kv: &dyn KvRead) -> Result<Vec<Sweep>, KvError> {
-        let relays = directory::list(kv, now_ms, self.config.relay_stale_ms)?;
+        let relays = directory::list(kv, now_ms, self.config.relay_stale_ms, &self.config.edge)?;
         let mut out = Vec::new();
         // Only failing relays: an idle standby or a demoted one keeps calls.
         for r in relays.iter().filter(|r| r.failing.is_some()) {
@@ -74,7 +74,7 @@ impl Signaling<'_> {
             out.writes.push(Write::Delete { key: marker });
             return Ok((out, true));
         };
-        let relays = directory::list(kv, now_ms, self.config.relay_stale_ms)?;
+        let relays = directory::list(kv, now_ms, self.config.relay_stale_ms, &self.config.edge)?;
         if !self.move_room(
             now_ms,
             &mut room,

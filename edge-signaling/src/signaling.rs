@@ -265,7 +265,7 @@ impl<'a> Signaling<'a> {
 
         // Relay choice: keep the room's relay while it is healthy so everyone
         // in a call shares one relay; otherwise take the best-ranked one.
-        let relays = directory::list(kv, now_ms, self.config.relay_stale_ms)?;
+        let relays = directory::list(kv, now_ms, self.config.relay_stale_ms, &self.config.edge)?;
         let ranked = directory::rank(&relays, probes);
         let primary = room
             .relay
@@ -449,7 +449,8 @@ impl<'a> Signaling<'a> {
             })
             .count();
         if stalled >= 2 {
-            let relays = directory::list(kv, now_ms, self.config.relay_stale_ms)?;
+            let relays =
+                directory::list(kv, now_ms, self.config.relay_stale_ms, &self.config.edge)?;
             if self.move_room(
                 now_ms,
                 &mut room,
@@ -594,7 +595,7 @@ impl<'a> Signaling<'a> {
 
     /// The relay directory as `GET /v1/relays` shows it.
     pub fn relays(&self, now_ms: u64, kv: &dyn KvRead) -> Result<Vec<RelayView>, KvError> {
-        directory::list(kv, now_ms, self.config.relay_stale_ms)
+        directory::list(kv, now_ms, self.config.relay_stale_ms, &self.config.edge)
     }
 }
 

@@ -790,3 +790,61 @@ fn a_relay_whose_heartbeat_turns_irregular_is_drained_before_it_fails() {
     .clone();
     assert_eq!(j["relay"]["id"], "b1", "new calls avoid a degrading relay");
 }
+
+#[test]
+fn a_relay_failing_this_edges_probes_is_treated_as_lost_until_it_answers() {
+    let mut sim = Sim::new();
+    let mut seq = 1;
+    run_for(
+        &mut sim,
+        1_000,
+        &[("a1", "local-a"), ("b1", "local-b")],
+        &mut seq,
+    );
+    let t = sim.token("r", "alice");
+    sim.send(
+        "c1",
+        json!({"type":"join","room":"r","token":t,"probes":{"local-a":1.0}}),
+    );
+    // Heartbeats keep coming, but this edge's probes go unanswered.
+    let key = edge_signaling::keys::relay_probe(&sim.cfg.edge, "a1");
+    sim.kv
+        .map
+        .insert(key.clone(), br#"{"failing_since_ms":1}"#.to_vec());
+    run_for(
+        &mut sim,
+        250,
+        &[("a1", "local-a"), ("b1", "local-b")],
+        &mut seq,
+    );
+    let out = tick(&mut sim);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1["reason"], "relay-lost");
+    // Another edge's verdict is not ours.
+    let other = edge_signaling::keys::relay_probe("elsewhere", "b1");
+    sim.kv
+        .map
+        .insert(other, br#"{"failing_since_ms":1}"#.to_vec());
+    let s = Signaling::new(&sim.cfg);
+    assert!(
+        s.relays(sim.now, &sim.kv)
+            .unwrap()
+            .iter()
+            .find(|r| r.id == "b1")
+            .unwrap()
+            .healthy
+    );
+    // Answers again: healthy again.
+    sim.kv
+        .map
+        .insert(key, br#"{"failing_since_ms":null}"#.to_vec());
+    let s = Signaling::new(&sim.cfg);
+    assert!(
+        s.relays(sim.now, &sim.kv)
+            .unwrap()
+            .iter()
+            .find(|r| r.id == "a1")
+            .unwrap()
+            .healthy
+    );
+}

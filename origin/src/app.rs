@@ -82,6 +82,42 @@ impl App {
         self.conns.deliver(out);
     }
 
+    /// The relay directory as this edge judges it, read where the store
+    /// wants to be read.
+    pub async fn relay_view(
+        self: &Arc<Self>,
+    ) -> Result<Vec<edge_signaling::directory::RelayView>, edge_signaling::KvError> {
+        let read = |app: &App| {
+            edge_signaling::Signaling::new(&app.signaling)
+                .relays(now_ms(), &app.kv.reader("default"))
+        };
+        if !self.kv.is_remote() {
+            return read(self);
+        }
+        let app = self.clone();
+        tokio::task::spawn_blocking(move || read(&app))
+            .await
+            .unwrap_or_else(|e| Err(edge_signaling::KvError(e.to_string())))
+    }
+
+    /// Write one key natively (for records the edge itself owns).
+    pub async fn put(
+        self: &Arc<Self>,
+        bucket: &'static str,
+        key: String,
+        value: Vec<u8>,
+    ) -> Result<(), crate::store::StoreError> {
+        match &self.kv {
+            Kv::Embedded(s) => s.set(bucket, &key, &value),
+            Kv::Redis(r) => {
+                let r = r.clone();
+                tokio::task::spawn_blocking(move || r.set(bucket, &key, &value))
+                    .await
+                    .map_err(|e| crate::store::StoreError::Backend(e.to_string()))?
+            }
+        }
+    }
+
     /// One housekeeping tick: reroute calls off lost or draining relays.
     pub async fn handle_tick(self: &Arc<Self>) {
         let out = self

@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use edge_signaling::token::{self, Claims};
-use edge_signaling::Signaling;
 use serde::Deserialize;
 use serde_json::json;
 use tern_common::relay::SIGNATURE_HEADER;
@@ -68,23 +67,8 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
         .into_response()
 }
 
-/// The relay directory, read where the store wants to be read.
-async fn relay_view(
-    app: &Arc<App>,
-) -> Result<Vec<edge_signaling::directory::RelayView>, edge_signaling::KvError> {
-    let read =
-        |app: &App| Signaling::new(&app.signaling).relays(now_ms(), &app.kv.reader("default"));
-    if !app.kv.is_remote() {
-        return read(app);
-    }
-    let app = app.clone();
-    tokio::task::spawn_blocking(move || read(&app))
-        .await
-        .unwrap_or_else(|e| Err(edge_signaling::KvError(e.to_string())))
-}
-
 async fn relays(State(app): State<Arc<App>>) -> Response {
-    match relay_view(&app).await {
+    match app.relay_view().await {
         Ok(v) => Json(v).into_response(),
         Err(e) => error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -164,7 +148,7 @@ async fn dev_token(
 }
 
 async fn healthz(State(app): State<Arc<App>>) -> Response {
-    match relay_view(&app).await {
+    match app.relay_view().await {
         Ok(relays) => Json(json!({
             "status": "ok",
             "edge": app.edge,

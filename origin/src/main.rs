@@ -9,6 +9,7 @@ mod edge_bus;
 mod gateway;
 mod http;
 mod kv;
+mod prober;
 mod redis_kv;
 mod secrets;
 mod store;
@@ -228,6 +229,7 @@ pub async fn serve(app: Arc<app::App>, listener: tokio::net::TcpListener) -> any
     };
     tracing::info!(addr = %listener.local_addr()?, edge = %app.edge, "signaling listening");
     edge_bus::spawn(app.clone());
+    prober::spawn(app.clone());
     let ticker = {
         let app = app.clone();
         tokio::spawn(async move {

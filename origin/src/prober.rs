@@ -1,0 +1,175 @@
+//! Active probes of relays from this edge. Heartbeats say a relay's process
+//! is alive; a probe says its TURN listener answers. Every
+//! [`PROBE_INTERVAL`] the edge sends each relay's UDP listener a STUN Binding
+//! request (20 bytes; the answer is 32); after [`MISSES`] unanswered probes
+//! in a row it records `relay-probe/<edge>/<relay>` as failing, which the
+//! directory treats as lost (calls move on the next tick). One answer clears
+//! it. A relay whose heartbeat task lives on while its media socket is
+//! stuck is caught here, and a dead relay is caught sooner than by
+//! heartbeats alone.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use edge_signaling::model::ProbeRecord;
+use rand::RngCore;
+use tokio::net::UdpSocket;
+
+use crate::app::{now_ms, App};
+
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// No answer for this long, with at least [`MISSES`] probes sent since the
+/// last one: the relay is failing. Loopback and same-region RTTs are far
+/// below this; a cross-region edge should raise it with the RTT.
+const SILENCE: Duration = Duration::from_millis(300);
+const MISSES: u32 = 3;
+/// Transaction ids remembered per relay (late answers still count).
+const PENDING: usize = 8;
+const MAGIC_COOKIE: u32 = 0x2112_A442;
+
+struct Probe {
+    pending: std::collections::VecDeque<[u8; 12]>,
+    last_answer: Instant,
+    sent_since_answer: u32,
+    failing_since_ms: Option<u64>,
+}
+
+impl Default for Probe {
+    fn default() -> Self {
+        Probe {
+            pending: Default::default(),
+            // A new relay gets the benefit of the doubt for one SILENCE.
+            last_answer: Instant::now(),
+            sent_since_answer: 0,
+            failing_since_ms: None,
+        }
+    }
+}
+
+pub fn spawn(app: Arc<App>) {
+    tokio::spawn(async move {
+        if let Err(e) = run(app).await {
+            tracing::error!(error = %e, "relay prober stopped");
+        }
+    });
+}
+
+fn binding_request(txid: &[u8; 12]) -> [u8; 20] {
+    let mut m = [0u8; 20];
+    m[0..2].copy_from_slice(&0x0001u16.to_be_bytes());
+    m[4..8].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
+    m[8..20].copy_from_slice(txid);
+    m
+}
+
+/// The transaction id of a Binding success response, if `b` is one.
+fn binding_success(b: &[u8]) -> Option<[u8; 12]> {
+    if b.len() < 20
+        || u16::from_be_bytes([b[0], b[1]]) != 0x0101
+        || u32::from_be_bytes([b[4], b[5], b[6], b[7]]) != MAGIC_COOKIE
+    {
+        return None;
+    }
+    b[8..20].try_into().ok()
+}
+
+async fn run(app: Arc<App>) -> anyhow::Result<()> {
+    let v4 = UdpSocket::bind("0.0.0.0:0").await?;
+    let v6 = UdpSocket::bind("[::]:0").await.ok();
+    let mut probes: HashMap<String, Probe> = HashMap::new();
+    let mut tick = tokio::time::interval(PROBE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut buf4, mut buf6) = ([0u8; 512], [0u8; 512]);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let relays = match app.relay_view().await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "prober could not read the relay directory");
+                        continue;
+                    }
+                };
+                probes.retain(|id, _| relays.iter().any(|r| &r.id == id));
+                for r in &relays {
+                    let Some(addr) = r
+                        .listeners
+                        .iter()
+                        .find(|l| l.transport == "udp")
+                        .and_then(|l| l.address.parse::<SocketAddr>().ok())
+                    else {
+                        continue;
+                    };
+                    let p = probes.entry(r.id.clone()).or_default();
+                    if p.sent_since_answer >= MISSES
+                        && p.last_answer.elapsed() > SILENCE
+                        && p.failing_since_ms.is_none()
+                    {
+                        let since = now_ms();
+                        p.failing_since_ms = Some(since);
+                        tracing::warn!(relay = %r.id, "relay stopped answering probes");
+                        record(&app, &r.id, Some(since)).await;
+                    }
+                    let mut txid = [0u8; 12];
+                    rand::thread_rng().fill_bytes(&mut txid);
+                    let sock = if addr.is_ipv4() { Some(&v4) } else { v6.as_ref() };
+                    if let Some(sock) = sock {
+                        let _ = sock.send_to(&binding_request(&txid), addr).await;
+                        if p.pending.len() == PENDING {
+                            p.pending.pop_front();
+                        }
+                        p.pending.push_back(txid);
+                        p.sent_since_answer += 1;
+                    }
+                }
+            }
+            Ok((n, _)) = v4.recv_from(&mut buf4) => answered(&app, &mut probes, &buf4[..n]).await,
+            Ok((n, _)) = async { match &v6 { Some(s) => s.recv_from(&mut buf6).await, None => std::future::pending().await } } => {
+                answered(&app, &mut probes, &buf6[..n]).await
+            }
+        }
+    }
+}
+
+async fn answered(app: &Arc<App>, probes: &mut HashMap<String, Probe>, b: &[u8]) {
+    let Some(txid) = binding_success(b) else {
+        return;
+    };
+    let Some((id, p)) = probes.iter_mut().find(|(_, p)| p.pending.contains(&txid)) else {
+        return;
+    };
+    p.pending.clear();
+    p.last_answer = Instant::now();
+    p.sent_since_answer = 0;
+    if p.failing_since_ms.take().is_some() {
+        tracing::info!(relay = %id, "relay answers probes again");
+        record(app, &id.clone(), None).await;
+    }
+}
+
+async fn record(app: &Arc<App>, relay: &str, failing_since_ms: Option<u64>) {
+    let key = edge_signaling::keys::relay_probe(&app.edge, relay);
+    let value = serde_json::to_vec(&ProbeRecord { failing_since_ms }).expect("serializes");
+    if let Err(e) = app.put("default", key, value).await {
+        tracing::warn!(error = %e, "recording a probe verdict failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binding_request_and_success_framing() {
+        let txid = [7u8; 12];
+        let req = binding_request(&txid);
+        assert_eq!(&req[0..4], &[0, 1, 0, 0]);
+        let mut resp = req;
+        resp[0..2].copy_from_slice(&0x0101u16.to_be_bytes());
+        assert_eq!(binding_success(&resp), Some(txid));
+        assert_eq!(binding_success(&req), None, "a request is not an answer");
+        assert_eq!(binding_success(&resp[..19]), None);
+    }
+}

@@ -110,6 +110,19 @@ pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("records serialize")
 }
 
+/// A compare-and-swap of `key` from the raw value read (`expected`) to `v`.
+pub fn cas<T: Serialize>(
+    key: impl Into<String>,
+    expected: Option<Vec<u8>>,
+    v: &T,
+) -> crate::kv::Write {
+    crate::kv::Write::Cas {
+        key: key.into(),
+        expected,
+        value: encode(v),
+    }
+}
+
 /// `relay-probe/<edge>/<relay>`: what an edge's active probes of a relay
 /// (STUN Binding to its UDP listener) currently say.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -14,7 +14,7 @@ use crate::directory::{self, RelayView};
 use crate::frame::{RelayRef, ServerFrame, Standby};
 use crate::keys;
 use crate::kv::{KvError, KvRead, Write};
-use crate::model::{encode, read, Room};
+use crate::model::{cas, encode, read, Room};
 use crate::signaling::{Outcome, Signaling};
 
 /// A relay whose rooms must move, and those rooms.
@@ -85,11 +85,7 @@ impl Signaling<'_> {
         ) {
             return Ok((out, false));
         }
-        out.writes.push(Write::Cas {
-            key: room_key,
-            expected: raw,
-            value: encode(&room),
-        });
+        out.writes.push(cas(room_key, raw, &room));
         out.writes.push(Write::Delete { key: marker });
         Ok((out, true))
     }

@@ -13,7 +13,7 @@ use crate::health;
 use crate::keys;
 use crate::kv::{KvError, KvRead, Write};
 use crate::model::{
-    encode, read, ConnBinding, Member, RelayIndex, RelayRecord, Room, Session, Stall, Suspect,
+    cas, encode, read, ConnBinding, Member, RelayIndex, RelayRecord, Room, Session, Stall, Suspect,
 };
 use crate::token;
 
@@ -293,11 +293,7 @@ impl<'a> Signaling<'a> {
             })
             .collect();
 
-        out.writes.push(Write::Cas {
-            key: room_key,
-            expected: raw_room,
-            value: encode(&room),
-        });
+        out.writes.push(cas(room_key, raw_room, &room));
         out.writes.push(Write::Put {
             key: keys::session(&session_id),
             value: encode(&Session {
@@ -468,14 +464,7 @@ impl<'a> Signaling<'a> {
                 });
             }
         }
-        out.writes.insert(
-            0,
-            Write::Cas {
-                key: room_key,
-                expected: raw,
-                value: encode(&room),
-            },
-        );
+        out.writes.insert(0, cas(room_key, raw, &room));
         Ok(out)
     }
 
@@ -486,11 +475,7 @@ impl<'a> Signaling<'a> {
         let mut room = room.unwrap_or_default();
         room.members.retain(|m| m.participant != me.participant);
         let mut out = Outcome::default();
-        out.writes.push(Write::Cas {
-            key: room_key,
-            expected: raw,
-            value: encode(&room),
-        });
+        out.writes.push(cas(room_key, raw, &room));
         out.writes.push(Write::Delete {
             key: keys::session(&me.session),
         });
@@ -534,14 +519,7 @@ impl<'a> Signaling<'a> {
             {
                 m.conn = None;
                 m.away_since_ms = Some(now_ms);
-                out.writes.insert(
-                    0,
-                    Write::Cas {
-                        key: room_key,
-                        expected: raw,
-                        value: encode(&room),
-                    },
-                );
+                out.writes.insert(0, cas(room_key, raw, &room));
             }
         }
         Ok(out)
@@ -576,11 +554,8 @@ impl<'a> Signaling<'a> {
         let mut index = index.unwrap_or_default();
         if !index.ids.contains(&hb.id) {
             index.ids.push(hb.id.clone());
-            out.writes.push(Write::Cas {
-                key: keys::RELAY_INDEX.to_string(),
-                expected: raw_index,
-                value: encode(&index),
-            });
+            out.writes
+                .push(cas(keys::RELAY_INDEX.to_string(), raw_index, &index));
         }
         out.writes.push(Write::Put {
             key,

@@ -457,6 +457,35 @@ fn tick(sim: &mut Sim) -> Vec<(String, Value)> {
         .collect()
 }
 
+impl Sim {
+    /// Both relays beating steadily for `ms`, so the failure detector has
+    /// learned their rhythm. Returns the simulation and the heartbeat seq.
+    fn warm(ms: u64) -> (Sim, u64) {
+        let mut sim = Sim::new();
+        let mut seq = 1;
+        run_for(
+            &mut sim,
+            ms,
+            &[("a1", "local-a"), ("b1", "local-b")],
+            &mut seq,
+        );
+        (sim, seq)
+    }
+
+    /// Join with probes that make `region` the nearest.
+    fn join_near(&mut self, conn: &str, room: &str, who: &str, region: &str) -> Value {
+        let t = self.token(room, who);
+        let out = self.send(
+            conn,
+            json!({"type":"join","room":room,"token":t,"probes":{region:1.0}}),
+        );
+        out.into_iter()
+            .find(|(c, _)| c == conn)
+            .expect("an answer")
+            .1
+    }
+}
+
 /// Advance time in heartbeat steps, beating only the listed relays.
 fn run_for(sim: &mut Sim, ms: u64, beating: &[(&str, &str)], seq: &mut u64) {
     let mut t = 0;
@@ -472,21 +501,8 @@ fn run_for(sim: &mut Sim, ms: u64, beating: &[(&str, &str)], seq: &mut u64) {
 
 #[test]
 fn calls_on_a_lost_relay_are_rerouted_once_with_fresh_credentials() {
-    let mut sim = Sim::new();
-    let mut seq = 1;
-    run_for(
-        &mut sim,
-        2_000,
-        &[("a1", "local-a"), ("b1", "local-b")],
-        &mut seq,
-    );
-    let t = sim.token("r", "alice");
-    let a = sim.send(
-        "c1",
-        json!({"type":"join","room":"r","token":t,"probes":{"local-a":1.0}}),
-    )[0]
-    .1
-    .clone();
+    let (mut sim, mut seq) = Sim::warm(2_000);
+    let a = sim.join_near("c1", "r", "alice", "local-a");
     assert_eq!(a["relay"]["id"], "a1");
     let b = sim.join("c2", "r", "bob");
     assert!(
@@ -519,19 +535,8 @@ fn calls_on_a_lost_relay_are_rerouted_once_with_fresh_credentials() {
 
 #[test]
 fn a_draining_relay_hands_its_calls_over_make_before_break() {
-    let mut sim = Sim::new();
-    let mut seq = 1;
-    run_for(
-        &mut sim,
-        1_000,
-        &[("a1", "local-a"), ("b1", "local-b")],
-        &mut seq,
-    );
-    let t = sim.token("r", "alice");
-    sim.send(
-        "c1",
-        json!({"type":"join","room":"r","token":t,"probes":{"local-a":1.0}}),
-    );
+    let (mut sim, mut seq) = Sim::warm(1_000);
+    sim.join_near("c1", "r", "alice", "local-a");
     // a1 announces draining (still alive, still relaying).
     let hb = Heartbeat {
         id: "a1".into(),
@@ -562,19 +567,8 @@ fn a_draining_relay_hands_its_calls_over_make_before_break() {
 
 #[test]
 fn two_edges_ticking_at_once_move_a_room_once() {
-    let mut sim = Sim::new();
-    let mut seq = 1;
-    run_for(
-        &mut sim,
-        1_000,
-        &[("a1", "local-a"), ("b1", "local-b")],
-        &mut seq,
-    );
-    let t = sim.token("r", "alice");
-    sim.send(
-        "c1",
-        json!({"type":"join","room":"r","token":t,"probes":{"local-a":1.0}}),
-    );
+    let (mut sim, mut seq) = Sim::warm(1_000);
+    sim.join_near("c1", "r", "alice", "local-a");
     run_for(&mut sim, 750, &[("b1", "local-b")], &mut seq);
     let cfg = sim.cfg.clone();
     let s = Signaling::new(&cfg);
@@ -593,14 +587,7 @@ fn two_edges_ticking_at_once_move_a_room_once() {
 
 #[test]
 fn with_no_healthy_relay_the_sweep_waits_and_retries() {
-    let mut sim = Sim::new();
-    let mut seq = 1;
-    run_for(
-        &mut sim,
-        1_000,
-        &[("a1", "local-a"), ("b1", "local-b")],
-        &mut seq,
-    );
+    let (mut sim, mut seq) = Sim::warm(1_000);
     sim.join("c1", "r", "alice");
     run_for(&mut sim, 2_000, &[], &mut seq); // everything dies
     assert!(tick(&mut sim).is_empty());
@@ -616,27 +603,10 @@ fn with_no_healthy_relay_the_sweep_waits_and_retries() {
 
 #[test]
 fn callers_reporting_stalled_audio_move_the_call_and_suspect_the_relay() {
-    let mut sim = Sim::new();
-    let mut seq = 1;
-    run_for(
-        &mut sim,
-        1_000,
-        &[("a1", "local-a"), ("b1", "local-b")],
-        &mut seq,
-    );
-    let t = sim.token("r", "alice");
-    let a = sim.send(
-        "c1",
-        json!({"type":"join","room":"r","token":t,"probes":{"local-a":1.0}}),
-    )[0]
-    .1
-    .clone();
+    let (mut sim, mut seq) = Sim::warm(1_000);
+    let a = sim.join_near("c1", "r", "alice", "local-a");
     sim.join("c2", "r", "bob");
-    let t = sim.token("r2", "carol");
-    sim.send(
-        "c3",
-        json!({"type":"join","room":"r2","token":t,"probes":{"local-a":1.0}}),
-    );
+    sim.join_near("c3", "r2", "carol", "local-a");
     assert_eq!(a["relay"]["id"], "a1");
 
     // One report is not enough (could be that caller's own network).
@@ -666,14 +636,7 @@ fn callers_reporting_stalled_audio_move_the_call_and_suspect_the_relay() {
 
 #[test]
 fn stale_stall_reports_do_not_add_up() {
-    let mut sim = Sim::new();
-    let mut seq = 1;
-    run_for(
-        &mut sim,
-        1_000,
-        &[("a1", "local-a"), ("b1", "local-b")],
-        &mut seq,
-    );
+    let (mut sim, mut seq) = Sim::warm(1_000);
     let a = sim.join("c1", "r", "alice");
     sim.join("c2", "r", "bob");
     let relay = a["relay"]["id"].as_str().unwrap().to_string();
@@ -744,19 +707,8 @@ fn a_cold_standby_is_promoted_only_when_its_region_runs_out() {
 
 #[test]
 fn a_relay_whose_heartbeat_turns_irregular_is_drained_before_it_fails() {
-    let mut sim = Sim::new();
-    let mut seq = 1;
-    run_for(
-        &mut sim,
-        3_000,
-        &[("a1", "local-a"), ("b1", "local-b")],
-        &mut seq,
-    );
-    let t = sim.token("r", "alice");
-    sim.send(
-        "c1",
-        json!({"type":"join","room":"r","token":t,"probes":{"local-a":1.0}}),
-    );
+    let (mut sim, mut seq) = Sim::warm(3_000);
+    sim.join_near("c1", "r", "alice", "local-a");
     // a1's beat turns ragged (an overloaded event loop), b1 stays steady.
     let start = sim.now;
     let mut a_at = Vec::new();
@@ -781,31 +733,14 @@ fn a_relay_whose_heartbeat_turns_irregular_is_drained_before_it_fails() {
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(out[0].1["reason"], "relay-degraded");
     assert_eq!(out[0].1["relay"]["id"], "b1");
-    let t = sim.token("r2", "bob");
-    let j = sim.send(
-        "c2",
-        json!({"type":"join","room":"r2","token":t,"probes":{"local-a":1.0}}),
-    )[0]
-    .1
-    .clone();
+    let j = sim.join_near("c2", "r2", "bob", "local-a");
     assert_eq!(j["relay"]["id"], "b1", "new calls avoid a degrading relay");
 }
 
 #[test]
 fn a_relay_failing_this_edges_probes_is_treated_as_lost_until_it_answers() {
-    let mut sim = Sim::new();
-    let mut seq = 1;
-    run_for(
-        &mut sim,
-        1_000,
-        &[("a1", "local-a"), ("b1", "local-b")],
-        &mut seq,
-    );
-    let t = sim.token("r", "alice");
-    sim.send(
-        "c1",
-        json!({"type":"join","room":"r","token":t,"probes":{"local-a":1.0}}),
-    );
+    let (mut sim, mut seq) = Sim::warm(1_000);
+    sim.join_near("c1", "r", "alice", "local-a");
     // Heartbeats keep coming, but this edge's probes go unanswered.
     let key = edge_signaling::keys::relay_probe(&sim.cfg.edge, "a1");
     sim.kv

@@ -213,16 +213,9 @@ impl IntoDeliveries for anyhow::Result<Result<(), HeartbeatError>> {
 }
 
 fn internal_error(conn: &str) -> Vec<Delivery> {
-    let err = edge_signaling::error::FrameError::new(
+    crate::gateway::local_error(
+        conn,
         edge_signaling::ErrorCode::Unavailable,
-        "signaling failed to handle this frame; it had no effect",
-    );
-    edge_signaling::Outcome::error(conn, &err)
-        .deliveries
-        .into_iter()
-        .map(|d| Delivery {
-            conn: d.conn,
-            frame: d.frame,
-        })
-        .collect()
+        "signaling failed to handle this frame; it had no effect".into(),
+    )
 }

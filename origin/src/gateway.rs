@@ -77,7 +77,9 @@ pub async fn upgrade(State(app): State<Arc<App>>, ws: WebSocketUpgrade) -> Respo
         .on_upgrade(move |socket| serve(app, socket))
 }
 
-fn local_error(conn: &str, code: ErrorCode, msg: String) -> Vec<Delivery> {
+/// An error frame for `conn` produced by the host itself (the same frame
+/// the core would produce).
+pub fn local_error(conn: &str, code: ErrorCode, msg: String) -> Vec<Delivery> {
     Outcome::error(conn, &FrameError::new(code, msg))
         .deliveries
         .into_iter()

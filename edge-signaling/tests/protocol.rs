@@ -535,7 +535,7 @@ fn calls_on_a_lost_relay_are_rerouted_once_with_fresh_credentials() {
 
 #[test]
 fn a_draining_relay_hands_its_calls_over_make_before_break() {
-    let (mut sim, mut seq) = Sim::warm(1_000);
+    let (mut sim, _) = Sim::warm(1_000);
     sim.join_near("c1", "r", "alice", "local-a");
     // a1 announces draining (still alive, still relaying).
     let hb = Heartbeat {
@@ -603,7 +603,7 @@ fn with_no_healthy_relay_the_sweep_waits_and_retries() {
 
 #[test]
 fn callers_reporting_stalled_audio_move_the_call_and_suspect_the_relay() {
-    let (mut sim, mut seq) = Sim::warm(1_000);
+    let (mut sim, _) = Sim::warm(1_000);
     let a = sim.join_near("c1", "r", "alice", "local-a");
     sim.join("c2", "r", "bob");
     sim.join_near("c3", "r2", "carol", "local-a");

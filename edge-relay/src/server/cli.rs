@@ -1,63 +1,279 @@
-//! Command-line flags.
+//! Command-line flags, the TOML config file, and how they combine.
+//!
+//! Precedence: flags, then environment variables (only the secrets and
+//! `--config` have one), then the file, then built-in defaults. Every flag is
+//! optional at the clap level so that "not given" can fall through to the
+//! file; [`Settings::resolve`] applies the defaults in one place.
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Parser;
 use ipnet::IpNet;
+use serde::Deserialize;
 
-/// tern-relay: Tern's TURN relay (UDP).
-#[derive(Debug, Parser)]
+/// tern-relay: Tern's TURN relay (UDP, TCP and TLS listeners; UDP relaying).
+#[derive(Debug, Parser, Default)]
 #[command(name = "tern-relay", version)]
 pub struct Args {
-    /// Stable id of this relay process, reported in heartbeats.
-    #[arg(long, default_value = "relay-1")]
-    pub id: String,
-    /// Region this relay serves, reported in heartbeats.
-    #[arg(long, default_value = "local")]
-    pub region: String,
-    /// UDP address TURN clients send to.
-    #[arg(long, default_value = "127.0.0.1:3478")]
-    pub listen: SocketAddr,
-    /// IP that relayed sockets bind to (default: the listen IP).
+    /// TOML config file (keys are the flag names with `_` for `-`, see
+    /// docs/relay.toml). Flags and environment variables override it.
+    #[arg(long, env = "TERN_RELAY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Stable id of this relay process, reported in heartbeats [relay-1].
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Region this relay serves, reported in heartbeats [local].
+    #[arg(long)]
+    pub region: Option<String>,
+    /// UDP address TURN clients send to [127.0.0.1:3478].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// TCP listener for TURN over TCP (off unless given).
+    #[arg(long)]
+    pub listen_tcp: Option<SocketAddr>,
+    /// TLS listener for TURN over TLS (off unless given; needs --tls-cert
+    /// and --tls-key).
+    #[arg(long)]
+    pub listen_tls: Option<SocketAddr>,
+    /// PEM certificate chain for --listen-tls.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --listen-tls.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// IPv4 (or any) address relayed sockets bind to [the listen IP].
     #[arg(long)]
     pub relay_ip: Option<IpAddr>,
+    /// IPv6 address for IPv6 relayed addresses (REQUESTED-ADDRESS-FAMILY
+    /// IPv6). None: such Allocates get 440.
+    #[arg(long)]
+    pub relay_ip6: Option<IpAddr>,
     /// Port range for relayed sockets, `LOW-HIGH`, or `ephemeral` to let the
-    /// kernel choose.
-    #[arg(long, default_value = "49152-65535", value_parser = parse_ports)]
-    pub relay_ports: PortRange,
-    /// Address clients reach the listener at, as put in heartbeats
-    /// (default: --listen).
+    /// kernel choose [49152-65535].
+    #[arg(long, value_parser = parse_ports)]
+    pub relay_ports: Option<PortRange>,
+    /// UDP listener address as published in heartbeats [--listen].
     #[arg(long)]
     pub advertise: Option<SocketAddr>,
+    /// TCP listener address as published [--advertise IP + TCP port].
+    #[arg(long)]
+    pub advertise_tcp: Option<SocketAddr>,
+    /// TLS listener address as published [--advertise IP + TLS port].
+    #[arg(long)]
+    pub advertise_tls: Option<SocketAddr>,
     /// Fleet secret: TURN REST passwords and heartbeat signatures derive from it.
     #[arg(long, env = "TERN_RELAY_SECRET", hide_env_values = true)]
-    pub secret: String,
-    /// TURN realm.
-    #[arg(long, default_value = "tern")]
-    pub realm: String,
+    pub secret: Option<String>,
+    /// The secret before the last rotation: still accepted for TURN
+    /// passwords (heartbeats are signed with --secret only).
+    #[arg(long, env = "TERN_RELAY_PREVIOUS_SECRET", hide_env_values = true)]
+    pub previous_secret: Option<String>,
+    /// TURN realm [tern]. Keep it short: the 401 must fit twice the size of
+    /// a minimal Allocate (see docs/relay.md, "Amplification").
+    #[arg(long)]
+    pub realm: Option<String>,
     /// Signaling base URL for heartbeats (e.g. http://127.0.0.1:8080). No
     /// heartbeats when absent.
     #[arg(long)]
     pub signaling: Option<String>,
-    /// Heartbeat interval in milliseconds.
-    #[arg(long, default_value_t = 250)]
-    pub heartbeat_ms: u64,
+    /// Heartbeat interval in milliseconds [250].
+    #[arg(long)]
+    pub heartbeat_ms: Option<u64>,
     /// Allow relaying to peers in this CIDR even though the default policy
-    /// refuses it (loopback, private, link-local, ...). Repeatable.
+    /// refuses it (loopback, private, link-local, ...). Repeatable; replaces
+    /// the file's list when given.
     #[arg(long = "allow-peer", value_name = "CIDR")]
     pub allow_peer: Vec<IpNet>,
-    /// Most allocations at once; Allocate beyond it gets 508.
-    #[arg(long, default_value_t = 100_000)]
-    pub max_allocations: usize,
+    /// Most allocations at once; Allocate beyond it gets 508 [100000].
+    #[arg(long)]
+    pub max_allocations: Option<usize>,
+    /// Most allocations per REST username; beyond it 486. 0 = no limit [64].
+    #[arg(long)]
+    pub max_allocations_per_user: Option<usize>,
+    /// Allocate requests per source IP (IPv6: per /64) per second; more are
+    /// dropped. 0 = no limit [100].
+    #[arg(long)]
+    pub allocate_rate_per_ip: Option<u32>,
+    /// Bandwidth per allocation, both directions, kbit/s; more is dropped.
+    /// 0 = no limit [1000].
+    #[arg(long)]
+    pub bandwidth_kbps: Option<u64>,
     /// Also accept RFC 5766 channel numbers 0x5000-0x7FFF (older clients such
     /// as coturn's turnutils_uclient pick from there; browsers do not).
     #[arg(long)]
     pub rfc5766_channels: bool,
-    /// After SIGTERM/SIGINT: keep relaying this long (milliseconds) after the
-    /// draining heartbeat, then exit.
-    #[arg(long, default_value_t = 1000)]
+    /// While draining, redirect new Allocates here (300 Try Alternate).
+    #[arg(long)]
+    pub alternate: Option<SocketAddr>,
+    /// After SIGTERM/SIGINT or POST /drain: keep relaying for existing
+    /// allocations up to this long (ms), exit earlier once none are left [1000].
+    #[arg(long)]
+    pub drain_ms: Option<u64>,
+    /// HTTP admin listener: GET /metrics (Prometheus), GET /healthz, POST
+    /// /drain. Off unless given; bind it to loopback or a private network.
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
+}
+
+/// The config file: the same settings as the flags, snake_case.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub id: Option<String>,
+    pub region: Option<String>,
+    pub listen: Option<SocketAddr>,
+    pub listen_tcp: Option<SocketAddr>,
+    pub listen_tls: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub relay_ip: Option<IpAddr>,
+    pub relay_ip6: Option<IpAddr>,
+    pub relay_ports: Option<String>,
+    pub advertise: Option<SocketAddr>,
+    pub advertise_tcp: Option<SocketAddr>,
+    pub advertise_tls: Option<SocketAddr>,
+    pub secret: Option<String>,
+    pub previous_secret: Option<String>,
+    pub realm: Option<String>,
+    pub signaling: Option<String>,
+    pub heartbeat_ms: Option<u64>,
+    #[serde(default)]
+    pub allow_peer: Vec<String>,
+    pub max_allocations: Option<usize>,
+    pub max_allocations_per_user: Option<usize>,
+    pub allocate_rate_per_ip: Option<u32>,
+    pub bandwidth_kbps: Option<u64>,
+    pub rfc5766_channels: Option<bool>,
+    pub alternate: Option<SocketAddr>,
+    pub drain_ms: Option<u64>,
+    pub admin: Option<SocketAddr>,
+}
+
+/// Everything resolved: what the server runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub id: String,
+    pub region: String,
+    pub listen: SocketAddr,
+    pub listen_tcp: Option<SocketAddr>,
+    pub listen_tls: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub relay_ip: IpAddr,
+    pub relay_ip6: Option<IpAddr>,
+    pub relay_ports: PortRange,
+    pub advertise: Option<SocketAddr>,
+    pub advertise_tcp: Option<SocketAddr>,
+    pub advertise_tls: Option<SocketAddr>,
+    pub secret: String,
+    pub previous_secret: Option<String>,
+    pub realm: String,
+    pub signaling: Option<String>,
+    pub heartbeat_ms: u64,
+    pub allow_peer: Vec<IpNet>,
+    pub max_allocations: usize,
+    pub max_allocations_per_user: usize,
+    pub allocate_rate_per_ip: u32,
+    pub bandwidth_kbps: u64,
+    pub rfc5766_channels: bool,
+    pub alternate: Option<SocketAddr>,
     pub drain_ms: u64,
+    pub admin: Option<SocketAddr>,
+}
+
+impl Settings {
+    /// Flags over environment over file over defaults.
+    pub fn resolve(args: Args) -> anyhow::Result<Settings> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("parsing config {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let relay_ports = match (args.relay_ports, file.relay_ports) {
+            (Some(p), _) => p,
+            (None, Some(s)) => parse_ports(&s).map_err(anyhow::Error::msg)?,
+            (None, None) => PortRange::Range(49152..=65535),
+        };
+        let listen = args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:3478".parse().expect("valid"));
+        let secret = args
+            .secret
+            .or(file.secret)
+            .filter(|s| !s.is_empty())
+            .context(
+                "a secret is required: --secret, TERN_RELAY_SECRET or `secret` in the config",
+            )?;
+        let s = Settings {
+            id: args.id.or(file.id).unwrap_or_else(|| "relay-1".into()),
+            region: args
+                .region
+                .or(file.region)
+                .unwrap_or_else(|| "local".into()),
+            listen,
+            listen_tcp: args.listen_tcp.or(file.listen_tcp),
+            listen_tls: args.listen_tls.or(file.listen_tls),
+            tls_cert: args.tls_cert.or(file.tls_cert),
+            tls_key: args.tls_key.or(file.tls_key),
+            relay_ip: args.relay_ip.or(file.relay_ip).unwrap_or(listen.ip()),
+            relay_ip6: args.relay_ip6.or(file.relay_ip6),
+            relay_ports,
+            advertise: args.advertise.or(file.advertise),
+            advertise_tcp: args.advertise_tcp.or(file.advertise_tcp),
+            advertise_tls: args.advertise_tls.or(file.advertise_tls),
+            secret,
+            previous_secret: args
+                .previous_secret
+                .or(file.previous_secret)
+                .filter(|s| !s.is_empty()),
+            realm: args.realm.or(file.realm).unwrap_or_else(|| "tern".into()),
+            signaling: args.signaling.or(file.signaling),
+            heartbeat_ms: args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(250),
+            allow_peer: if args.allow_peer.is_empty() {
+                file.allow_peer
+                    .iter()
+                    .map(|c| c.parse().with_context(|| format!("allow_peer {c:?}")))
+                    .collect::<anyhow::Result<_>>()?
+            } else {
+                args.allow_peer
+            },
+            max_allocations: args
+                .max_allocations
+                .or(file.max_allocations)
+                .unwrap_or(100_000),
+            max_allocations_per_user: args
+                .max_allocations_per_user
+                .or(file.max_allocations_per_user)
+                .unwrap_or(64),
+            allocate_rate_per_ip: args
+                .allocate_rate_per_ip
+                .or(file.allocate_rate_per_ip)
+                .unwrap_or(100),
+            bandwidth_kbps: args.bandwidth_kbps.or(file.bandwidth_kbps).unwrap_or(1000),
+            rfc5766_channels: args.rfc5766_channels || file.rfc5766_channels.unwrap_or(false),
+            alternate: args.alternate.or(file.alternate),
+            drain_ms: args.drain_ms.or(file.drain_ms).unwrap_or(1000),
+            admin: args.admin.or(file.admin),
+        };
+        if let Some(ip6) = s.relay_ip6 {
+            anyhow::ensure!(ip6.is_ipv6(), "--relay-ip6 must be an IPv6 address");
+        }
+        if s.listen_tls.is_some() {
+            anyhow::ensure!(
+                s.tls_cert.is_some() && s.tls_key.is_some(),
+                "--listen-tls needs --tls-cert and --tls-key"
+            );
+        }
+        Ok(s)
+    }
 }
 
 /// Where relayed sockets may bind.
@@ -86,4 +302,50 @@ fn parse_ports(s: &str) -> Result<PortRange, String> {
         return Err(format!("empty or invalid port range {lo}-{hi}"));
     }
     Ok(PortRange::Range(lo..=hi))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("tern-relay").chain(v.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn flags_override_file_which_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("tern-relay-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("relay.toml");
+        std::fs::write(
+            &path,
+            r#"
+            region = "eu-west"
+            listen = "127.0.0.1:4000"
+            secret = "from-file"
+            allow_peer = ["10.0.0.0/8"]
+            relay_ports = "50000-50100"
+            rfc5766_channels = true
+            bandwidth_kbps = 64
+            "#,
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let s = Settings::resolve(args(&["--config", p, "--region", "us-east"])).unwrap();
+        assert_eq!(s.region, "us-east", "flag wins");
+        assert_eq!(s.listen, "127.0.0.1:4000".parse().unwrap(), "file");
+        assert_eq!(s.secret, "from-file");
+        assert_eq!(s.allow_peer.len(), 1);
+        assert!(s.rfc5766_channels);
+        assert_eq!(s.bandwidth_kbps, 64);
+        assert_eq!(s.id, "relay-1", "default");
+        assert!(matches!(s.relay_ports, PortRange::Range(ref r) if *r.start() == 50000));
+        let s = Settings::resolve(args(&["--config", p, "--secret", "flag"])).unwrap();
+        assert_eq!(s.secret, "flag");
+
+        std::fs::write(&path, "no_such_key = 1\nsecret = \"x\"\n").unwrap();
+        let e = Settings::resolve(args(&["--config", p])).unwrap_err();
+        assert!(format!("{e:#}").contains("no_such_key"), "{e:#}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

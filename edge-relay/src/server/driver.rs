@@ -1,10 +1,11 @@
-//! The UDP driver: owns the sockets and the clock, feeds the engine, sends
-//! what it says. No TURN logic lives here.
+//! The driver: owns the sockets and the clock, feeds the engine, sends what
+//! it says. No TURN logic lives here.
 //!
-//! One task owns the [`Relay`]. It reads the listener socket itself; each
+//! One task owns the [`Relay`]. It reads the UDP listener socket itself; each
 //! relayed socket has a small reader task that hands peer datagrams to it over
-//! a channel. Sends use `try_send_to`: UDP may drop, and a full socket buffer
-//! must not stall the loop that serves everybody else.
+//! a channel, and so does each TCP/TLS connection ([`super::stream`]). Sends
+//! use `try_send_to` / `try_send`: UDP may drop, and a full socket buffer or a
+//! slow TCP client must not stall the loop that serves everybody else.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -12,16 +13,20 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::{BindError, Event, Family, Forward, Relay, Transmit, CHANNEL_DATA_HEADROOM};
+use crate::{
+    BindError, Event, Family, FiveTuple, Forward, Relay, Transmit, Transport, CHANNEL_DATA_HEADROOM,
+};
 use anyhow::Context;
 use rand::Rng;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::cli::PortRange;
 use super::heartbeat::Shared;
+use super::metrics::Snapshot;
+use super::stream::{framed, StreamInput};
 
 /// Largest UDP payload we read.
 const MAX_DATAGRAM: usize = 65_535;
@@ -44,10 +49,17 @@ pub struct Driver {
     listener: UdpSocket,
     local: SocketAddr,
     relay_ip: IpAddr,
+    relay_ip6: Option<IpAddr>,
     ports: PortRange,
     relayed: HashMap<SocketAddr, RelayedSocket>,
     peer_tx: mpsc::Sender<PeerDatagram>,
     peer_rx: mpsc::Receiver<PeerDatagram>,
+    /// Open TCP/TLS connections by 5-tuple: their outgoing queues.
+    streams: HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
+    stream_tx: mpsc::Sender<StreamInput>,
+    stream_rx: mpsc::Receiver<StreamInput>,
+    snapshot_tx: mpsc::Sender<oneshot::Sender<Snapshot>>,
+    snapshot_rx: mpsc::Receiver<oneshot::Sender<Snapshot>>,
     shared: Arc<Shared>,
 }
 
@@ -56,6 +68,7 @@ impl Driver {
         relay: Relay,
         listen: SocketAddr,
         relay_ip: IpAddr,
+        relay_ip6: Option<IpAddr>,
         ports: PortRange,
         shared: Arc<Shared>,
     ) -> anyhow::Result<Self> {
@@ -64,21 +77,40 @@ impl Driver {
             .with_context(|| format!("binding TURN listener on {listen}"))?;
         let local = listener.local_addr()?;
         let (peer_tx, peer_rx) = mpsc::channel(4096);
+        let (stream_tx, stream_rx) = mpsc::channel(4096);
+        let (snapshot_tx, snapshot_rx) = mpsc::channel(16);
         Ok(Driver {
             relay,
             listener,
             local,
             relay_ip,
+            relay_ip6,
             ports,
             relayed: HashMap::new(),
             peer_tx,
             peer_rx,
+            streams: HashMap::new(),
+            stream_tx,
+            stream_rx,
+            snapshot_tx,
+            snapshot_rx,
             shared,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Where TCP/TLS connection tasks send what they read.
+    pub fn stream_sender(&self) -> mpsc::Sender<StreamInput> {
+        self.stream_tx.clone()
+    }
+
+    /// Ask the engine task for a metrics snapshot (answered between inputs,
+    /// so the packet path never copies counters for nobody).
+    pub fn snapshot_sender(&self) -> mpsc::Sender<oneshot::Sender<Snapshot>> {
+        self.snapshot_tx.clone()
     }
 
     /// Serve until `stop` resolves.
@@ -112,6 +144,25 @@ impl Driver {
                         self.forward(&f, &d.buf);
                     }
                 }
+                Some(input) = self.stream_rx.recv() => match input {
+                    StreamInput::Opened { ft, out } => {
+                        self.streams.insert(ft, out);
+                    }
+                    StreamInput::Message { ft, bytes } => {
+                        let fwd = self.relay.handle_client_message(
+                            Instant::now().into_std(), unix_secs(), ft, &bytes);
+                        if let Some(f) = fwd {
+                            self.forward(&f, &bytes);
+                        }
+                    }
+                    StreamInput::Closed { ft } => {
+                        self.streams.remove(&ft);
+                        self.relay.client_closed(ft);
+                    }
+                },
+                Some(reply) = self.snapshot_rx.recv() => {
+                    let _ = reply.send(self.snapshot());
+                }
                 _ = tokio::time::sleep_until(deadline) => {
                     self.relay.handle_timeout(Instant::now().into_std());
                 }
@@ -121,7 +172,7 @@ impl Driver {
         }
         tracing::info!(
             allocations = self.relay.allocation_count(),
-            "UDP driver stopped"
+            "driver stopped"
         );
     }
 
@@ -182,12 +233,64 @@ impl Driver {
         }
     }
 
+    fn snapshot(&self) -> Snapshot {
+        let (permissions, channels) = self
+            .relay
+            .permission_and_channel_counts(Instant::now().into_std());
+        let mut streams = [0usize; 2];
+        for ft in self.streams.keys() {
+            streams[(ft.transport == Transport::Tls) as usize] += 1;
+        }
+        Snapshot {
+            stats: self.relay.stats(),
+            allocations: self.relay.allocation_count(),
+            permissions,
+            channels,
+            tcp_connections: streams[0],
+            tls_connections: streams[1],
+            draining: self.relay.is_draining(),
+        }
+    }
+
     fn send(&self, t: &Transmit) {
-        self.send_bytes(t.from, t.to, &t.payload);
+        if t.transport.is_stream() {
+            self.send_stream(t.transport, t.from, t.to, t.payload.clone());
+        } else {
+            self.send_bytes(t.from, t.to, &t.payload);
+        }
     }
 
     fn forward(&self, f: &Forward, buf: &[u8]) {
-        self.send_bytes(f.from, f.to, &buf[f.range.clone()]);
+        let bytes = &buf[f.range.clone()];
+        if f.transport.is_stream() {
+            self.send_stream(f.transport, f.from, f.to, framed(bytes));
+        } else {
+            self.send_bytes(f.from, f.to, bytes);
+        }
+    }
+
+    /// Queue a message on a TCP/TLS connection; dropped if the client is not
+    /// reading (real-time media: late is as bad as lost).
+    fn send_stream(
+        &self,
+        transport: Transport,
+        local: SocketAddr,
+        client: SocketAddr,
+        bytes: Vec<u8>,
+    ) {
+        let ft = FiveTuple {
+            client,
+            local,
+            transport,
+        };
+        match self.streams.get(&ft) {
+            Some(out) => {
+                if out.try_send(bytes).is_err() {
+                    tracing::debug!(%client, "stream queue full; dropped");
+                }
+            }
+            None => tracing::debug!(%client, "no connection for transmit"),
+        }
     }
 
     fn send_bytes(&self, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
@@ -200,12 +303,15 @@ impl Driver {
         }
     }
 
-    /// Open a relayed socket on `--relay-ip` and start its reader.
+    /// Open a relayed socket on `--relay-ip` (IPv4) or `--relay-ip6` and
+    /// start its reader.
     fn bind_relayed(&mut self, family: Family, even: bool) -> Result<SocketAddr, BindError> {
-        if (family == Family::V4) != self.relay_ip.is_ipv4() {
-            return Err(BindError::AddressFamilyNotSupported);
-        }
-        let ip = self.relay_ip;
+        let ip = match family {
+            Family::V4 if self.relay_ip.is_ipv4() => self.relay_ip,
+            Family::V6 if self.relay_ip.is_ipv6() => self.relay_ip,
+            Family::V6 => self.relay_ip6.ok_or(BindError::AddressFamilyNotSupported)?,
+            Family::V4 => return Err(BindError::AddressFamilyNotSupported),
+        };
         let acceptable =
             |s: &std::net::UdpSocket| !even || s.local_addr().is_ok_and(|a| a.port() % 2 == 0);
         // Random probing keeps relayed ports unpredictable; a full range

@@ -4,6 +4,10 @@
 //! `{signaling}/v1/relays/heartbeat`. Failures are logged (first one, then at
 //! most every 10 s, and the recovery) and never stop the relay: media keeps
 //! flowing while signaling is away, and signaling notices our silence itself.
+//!
+//! Besides what [`Load`] defines, `load` carries `cpu_percent` (this
+//! process's CPU over the last interval, 100 = one core): receivers that do
+//! not know the field ignore it, and it is inside the signed body.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,14 +21,26 @@ use hyper_util::rt::TokioExecutor;
 use tern_common::relay::{sign, Heartbeat, Listener, Load, RelayState, SIGNATURE_HEADER};
 use tokio::sync::Notify;
 
-/// Figures the UDP loop publishes for the heartbeat task.
+/// Figures the engine task publishes for the heartbeat and admin tasks, and
+/// the drain switch they share.
 #[derive(Debug, Default)]
 pub struct Shared {
     pub allocations: AtomicU64,
     pub relayed_packets: AtomicU64,
     pub draining: AtomicBool,
-    /// Poked on SIGTERM so the draining heartbeat goes out at once.
+    /// Set once a heartbeat saying "draining" was sent (or there is no
+    /// signaling to tell), so a drain never ends before signaling knows.
+    pub draining_announced: AtomicBool,
+    /// Poked on drain so the draining heartbeat goes out at once.
     pub wake: Notify,
+    /// Poked by `POST /drain`; the same path as SIGTERM from there on.
+    pub drain_requested: Notify,
+}
+
+impl Shared {
+    pub fn request_drain(&self) {
+        self.drain_requested.notify_one();
+    }
 }
 
 pub struct Heartbeater {
@@ -32,7 +48,7 @@ pub struct Heartbeater {
     pub secret: Vec<u8>,
     pub id: String,
     pub region: String,
-    pub advertise: String,
+    pub listeners: Vec<Listener>,
     pub interval: Duration,
     pub shared: Arc<Shared>,
 }
@@ -45,6 +61,7 @@ impl Heartbeater {
         let mut last = (
             Instant::now(),
             self.shared.relayed_packets.load(Ordering::Relaxed),
+            super::metrics::process_cpu_seconds().unwrap_or(0.0),
         );
         let mut failing_since: Option<Instant> = None;
         let mut last_log = Instant::now() - Duration::from_secs(3600);
@@ -54,15 +71,14 @@ impl Heartbeater {
             let packets = self.shared.relayed_packets.load(Ordering::Relaxed);
             let secs = now.duration_since(last.0).as_secs_f64().max(1e-3);
             let pps = ((packets - last.1) as f64 / secs).round() as u64;
-            last = (now, packets);
+            let cpu = super::metrics::process_cpu_seconds().unwrap_or(last.2);
+            let cpu_percent = ((cpu - last.2) / secs * 100.0).max(0.0);
+            last = (now, packets, cpu);
             let draining = self.shared.draining.load(Ordering::Relaxed);
             let hb = Heartbeat {
                 id: self.id.clone(),
                 region: self.region.clone(),
-                listeners: vec![Listener {
-                    transport: "udp".into(),
-                    address: self.advertise.clone(),
-                }],
+                listeners: self.listeners.clone(),
                 state: if draining {
                     RelayState::Draining
                 } else {
@@ -76,7 +92,7 @@ impl Heartbeater {
                 sent_at_ms: unix_ms(),
             };
             let timeout = self.interval.max(Duration::from_millis(500)) * 2;
-            let result = tokio::time::timeout(timeout, self.post(&client, &hb))
+            let result = tokio::time::timeout(timeout, self.post(&client, &hb, cpu_percent))
                 .await
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out after {timeout:?}")));
             match (result, failing_since) {
@@ -95,6 +111,9 @@ impl Heartbeater {
             }
             if draining {
                 tracing::info!(seq, "sent draining heartbeat");
+                self.shared
+                    .draining_announced
+                    .store(true, Ordering::Relaxed);
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.interval) => {}
@@ -107,8 +126,11 @@ impl Heartbeater {
         &self,
         client: &Client<HttpConnector, Full<Bytes>>,
         hb: &Heartbeat,
+        cpu_percent: f64,
     ) -> anyhow::Result<()> {
-        let body = serde_json::to_vec(hb)?;
+        let mut value = serde_json::to_value(hb)?;
+        value["load"]["cpu_percent"] = serde_json::json!((cpu_percent * 10.0).round() / 10.0);
+        let body = serde_json::to_vec(&value)?;
         let signature = sign(&self.secret, &body);
         let req = hyper::Request::post(&self.url)
             .header("content-type", "application/json")

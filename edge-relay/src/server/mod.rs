@@ -1,78 +1,165 @@
 //! The relay server: the tokio driver around the sans-IO TURN engine, its
-//! heartbeats and its shutdown. Shared by the `tern-relay` binary and
-//! `tern relay` (origin's binary), so a relay is one function call away.
-//! Driver code, so errors are `anyhow` like in a binary.
+//! listeners (UDP, TCP, TLS), heartbeats, admin endpoint and shutdown.
+//! Shared by the `tern-relay` binary and `tern relay` (origin's binary), so a
+//! relay is one function call away. Driver code, so errors are `anyhow` like
+//! in a binary.
+//!
+//! Modules: `cli` (flags + config file), `driver` (the engine task: UDP,
+//! relayed sockets, routing to connections), `stream` (TCP/TLS framing),
+//! `tls`, `heartbeat`, `admin` + `metrics`.
 
+mod admin;
 mod cli;
+mod driver;
 mod heartbeat;
-mod udp;
+mod metrics;
+mod stream;
+pub mod tls;
 
-pub use cli::Args;
+pub use cli::{Args, Settings};
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{Config, PeerPolicy, Relay};
+use crate::{Bandwidth, Config, PeerPolicy, Relay};
 use anyhow::Context;
 use heartbeat::{Heartbeater, Shared};
+use tern_common::relay::Listener;
+use tokio::net::TcpListener;
 
-/// Run a relay until SIGTERM/ctrl-c, then drain and return.
+/// Run a relay until SIGTERM/ctrl-c or `POST /drain`, then drain and return.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    anyhow::ensure!(!args.secret.is_empty(), "--secret must not be empty");
+    let s = Settings::resolve(args)?;
 
     let mut config = Config::new(
-        args.realm.clone(),
-        args.secret.as_bytes().to_vec(),
+        s.realm.clone(),
+        s.secret.as_bytes().to_vec(),
         rand::random(),
     );
-    config.policy = PeerPolicy::new(args.allow_peer.clone());
-    config.max_allocations = args.max_allocations;
-    config.rfc5766_channels = args.rfc5766_channels;
+    config.previous_secret = s.previous_secret.as_ref().map(|p| p.as_bytes().to_vec());
+    config.policy = PeerPolicy::new(s.allow_peer.clone());
+    config.max_allocations = s.max_allocations;
+    config.max_allocations_per_user = s.max_allocations_per_user;
+    config.allocate_rate_per_ip = s.allocate_rate_per_ip;
+    config.bandwidth = (s.bandwidth_kbps > 0).then(|| Bandwidth::kbps(s.bandwidth_kbps));
+    config.rfc5766_channels = s.rfc5766_channels;
+    config.alternate = s.alternate;
     let relay = Relay::new(config);
 
     let shared = Arc::new(Shared::default());
-    let relay_ip = args.relay_ip.unwrap_or(args.listen.ip());
-    let driver = udp::Driver::bind(
+    let driver = driver::Driver::bind(
         relay,
-        args.listen,
-        relay_ip,
-        args.relay_ports.clone(),
+        s.listen,
+        s.relay_ip,
+        s.relay_ip6,
+        s.relay_ports.clone(),
         shared.clone(),
     )
     .await?;
     let local = driver.local_addr();
-    let advertise = args.advertise.unwrap_or(local);
+    let advertise = s.advertise.unwrap_or(local);
+    let mut listeners = vec![Listener {
+        transport: "udp".into(),
+        address: advertise.to_string(),
+    }];
+
+    // Stream listeners publish the advertised IP with their own port unless
+    // told otherwise.
+    let published = |explicit: Option<SocketAddr>, bound: SocketAddr| {
+        explicit.unwrap_or_else(|| match s.advertise {
+            Some(a) => SocketAddr::new(a.ip(), bound.port()),
+            None => bound,
+        })
+    };
+    if let Some(addr) = s.listen_tcp {
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding --listen-tcp {addr}"))?;
+        let bound = l.local_addr()?;
+        listeners.push(Listener {
+            transport: "tcp".into(),
+            address: published(s.advertise_tcp, bound).to_string(),
+        });
+        tracing::info!(listen = %bound, "TURN over TCP");
+        tokio::spawn(stream::serve(l, None, driver.stream_sender()));
+    }
+    if let Some(addr) = s.listen_tls {
+        let (cert, key) = (
+            s.tls_cert.as_ref().expect("checked by Settings"),
+            s.tls_key.as_ref().expect("checked by Settings"),
+        );
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(cert, key)?);
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding --listen-tls {addr}"))?;
+        let bound = l.local_addr()?;
+        listeners.push(Listener {
+            transport: "tls".into(),
+            address: published(s.advertise_tls, bound).to_string(),
+        });
+        tracing::info!(listen = %bound, "TURN over TLS");
+        tokio::spawn(stream::serve(l, Some(acceptor), driver.stream_sender()));
+    }
+    if let Some(addr) = s.admin {
+        let l = admin::bind(addr).await?;
+        tracing::info!(admin = %l.local_addr()?, "admin listening (/metrics, /healthz, POST /drain)");
+        let a = admin::Admin {
+            shared: shared.clone(),
+            snapshots: driver.snapshot_sender(),
+        };
+        tokio::spawn(a.serve(l));
+    }
     tracing::info!(
-        id = %args.id, region = %args.region, listen = %local, %relay_ip, %advertise,
-        allow_peer = ?args.allow_peer, "tern-relay listening (udp)"
+        id = %s.id, region = %s.region, listen = %local, relay_ip = %s.relay_ip,
+        relay_ip6 = ?s.relay_ip6, ?listeners, allow_peer = ?s.allow_peer,
+        "tern-relay listening"
     );
 
-    if let Some(base) = &args.signaling {
+    if let Some(base) = &s.signaling {
         let hb = Heartbeater {
             url: format!("{}/v1/relays/heartbeat", base.trim_end_matches('/')),
-            secret: args.secret.as_bytes().to_vec(),
-            id: args.id.clone(),
-            region: args.region.clone(),
-            advertise: advertise.to_string(),
-            interval: Duration::from_millis(args.heartbeat_ms.max(10)),
+            secret: s.secret.as_bytes().to_vec(),
+            id: s.id.clone(),
+            region: s.region.clone(),
+            listeners,
+            interval: Duration::from_millis(s.heartbeat_ms.max(10)),
             shared: shared.clone(),
         };
         tokio::spawn(hb.run());
     } else {
         tracing::info!("no --signaling: not sending heartbeats");
+        shared.draining_announced.store(true, Ordering::Relaxed);
     }
 
-    // Stop after a signal: announce draining (the heartbeat task sends it at
-    // once), keep relaying for --drain-ms so calls can move, then exit.
-    let drain = Duration::from_millis(args.drain_ms);
+    // Drain after a signal or POST /drain: announce draining (the heartbeat
+    // task sends it at once), refuse or redirect new Allocates, keep relaying
+    // for existing allocations until none are left (and signaling has been
+    // told) or --drain-ms passes, then exit.
+    let drain = Duration::from_millis(s.drain_ms);
     let shared_stop = shared.clone();
     let stop = async move {
-        shutdown_signal().await;
-        tracing::info!(?drain, "shutdown requested: draining");
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = shared_stop.drain_requested.notified() => {}
+        }
+        tracing::info!(?drain, "drain requested");
         shared_stop.draining.store(true, Ordering::Relaxed);
         shared_stop.wake.notify_one();
-        tokio::time::sleep(drain).await;
+        let deadline = tokio::time::Instant::now() + drain;
+        loop {
+            let done = shared_stop.allocations.load(Ordering::Relaxed) == 0
+                && shared_stop.draining_announced.load(Ordering::Relaxed);
+            if done || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tracing::info!(
+            allocations = shared_stop.allocations.load(Ordering::Relaxed),
+            "drain finished"
+        );
     };
     driver.run(stop).await;
     Ok(())

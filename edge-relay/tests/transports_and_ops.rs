@@ -1,0 +1,521 @@
+//! The real `tern-relay` binary over TCP and TLS, its admin endpoint, what
+//! its heartbeats list, and drain: SIGTERM during live streams loses no
+//! packets of existing allocations before the deadline.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use edge_relay::stun::{attr, Class, Message, MessageBuilder, Method};
+use tern_common::credentials;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+
+const SECRET: &str = "ops-secret";
+const REALM: &str = "tern";
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    fn signal(&self, sig: &str) {
+        assert!(Command::new("kill")
+            .args([sig, &self.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    /// Wait for exit; returns how long it took.
+    fn wait_exit(&mut self, within: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                assert!(status.success(), "exit status {status}");
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < within,
+                "relay did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tern-relay-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+struct Relay {
+    proc: Proc,
+    udp: SocketAddr,
+    tcp: SocketAddr,
+    tls: SocketAddr,
+    admin: SocketAddr,
+    cert: PathBuf,
+}
+
+fn start_relay(name: &str, extra: &[&str]) -> Relay {
+    let dir = tmpdir(name);
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    edge_relay::server::tls::ensure_self_signed(&cert, &key, &["localhost".into()]).unwrap();
+    let udp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let tcp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_tern-relay"))
+        .args(["--listen", &udp.to_string()])
+        .args(["--listen-tcp", &tcp.to_string()])
+        .args(["--listen-tls", &tls.to_string()])
+        .args(["--tls-cert", cert.to_str().unwrap()])
+        .args(["--tls-key", key.to_str().unwrap()])
+        .args(["--admin", &admin.to_string()])
+        .args(["--allow-peer", "127.0.0.0/8", "--relay-ports", "ephemeral"])
+        .args(extra)
+        .env("TERN_RELAY_SECRET", SECRET)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn tern-relay");
+    let proc = Proc(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http(admin, "GET", "/healthz").is_none() {
+        assert!(Instant::now() < deadline, "relay did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Relay {
+        proc,
+        udp,
+        tcp,
+        tls,
+        admin,
+        cert,
+    }
+}
+
+/// Minimal HTTP/1.1 client: (status, body), None if not reachable.
+fn http(addr: SocketAddr, method: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split(' ').nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+/// A way to reach the relay: a UDP socket or a TCP/TLS stream.
+enum Wire {
+    Udp(UdpSocket, SocketAddr),
+    Stream(Box<dyn ReadWrite>),
+}
+
+trait ReadWrite: Read + Write + Send {}
+impl<T: Read + Write + Send> ReadWrite for T {}
+
+impl Wire {
+    fn udp(server: SocketAddr) -> Wire {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        Wire::Udp(s, server)
+    }
+
+    fn tcp(server: SocketAddr) -> Wire {
+        let s = TcpStream::connect(server).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.set_nodelay(true).unwrap();
+        Wire::Stream(Box::new(s))
+    }
+
+    fn tls(server: SocketAddr, cert: &PathBuf) -> Wire {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_file(cert).unwrap())
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let conn = rustls::ClientConnection::new(
+            Arc::new(config),
+            ServerName::try_from("localhost").unwrap(),
+        )
+        .unwrap();
+        let tcp = TcpStream::connect(server).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        Wire::Stream(Box::new(rustls::StreamOwned::new(conn, tcp)))
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        match self {
+            Wire::Udp(s, server) => {
+                s.send_to(bytes, *server).unwrap();
+            }
+            Wire::Stream(s) => {
+                let mut v = bytes.to_vec();
+                v.resize((v.len() + 3) & !3, 0);
+                s.write_all(&v).unwrap();
+                s.flush().unwrap();
+            }
+        }
+    }
+
+    /// One message; ChannelData padding is consumed on streams.
+    fn recv(&mut self) -> Vec<u8> {
+        match self {
+            Wire::Udp(s, _) => {
+                let mut buf = [0u8; 2048];
+                let (n, _) = s.recv_from(&mut buf).expect("answer from relay");
+                buf[..n].to_vec()
+            }
+            Wire::Stream(s) => {
+                let mut head = [0u8; 4];
+                s.read_exact(&mut head).expect("frame from relay");
+                let len = u16::from_be_bytes([head[2], head[3]]) as usize;
+                let total = if head[0] >> 6 == 0 { 20 + len } else { 4 + len };
+                let mut v = vec![0u8; (total + 3) & !3];
+                v[..4].copy_from_slice(&head);
+                s.read_exact(&mut v[4..]).unwrap();
+                v.truncate(total);
+                v
+            }
+        }
+    }
+}
+
+struct Client {
+    wire: Wire,
+    username: String,
+    key: [u8; 16],
+    nonce: Vec<u8>,
+    tid: u8,
+}
+
+impl Client {
+    fn new(wire: Wire, identity: &str) -> Client {
+        let c = credentials::mint(SECRET.as_bytes(), identity, unix_now() + 600);
+        Client {
+            wire,
+            key: edge_relay::auth::long_term_key(&c.username, REALM, &c.credential),
+            username: c.username,
+            nonce: Vec::new(),
+            tid: 0,
+        }
+    }
+
+    fn request(&mut self, method: Method, attrs: impl Fn(&mut MessageBuilder)) -> Vec<u8> {
+        for _ in 0..2 {
+            self.tid += 1;
+            let mut b = MessageBuilder::new(method, Class::Request, [self.tid; 12]);
+            attrs(&mut b);
+            if !self.nonce.is_empty() {
+                b.attr(attr::USERNAME, self.username.as_bytes())
+                    .attr(attr::REALM, REALM.as_bytes())
+                    .attr(attr::NONCE, &self.nonce)
+                    .integrity(&self.key);
+            }
+            b.fingerprint();
+            self.wire.send(&b.finish());
+            let answer = self.wire.recv();
+            let m = Message::parse(&answer).unwrap();
+            if matches!(code(&answer), Some(401 | 438)) && m.get(attr::NONCE).is_some() {
+                self.nonce = m.get(attr::NONCE).unwrap().to_vec();
+                continue;
+            }
+            return answer;
+        }
+        panic!("authentication did not converge");
+    }
+
+    /// Allocate and bind channel 0x4000 to `peer`; returns the relayed address.
+    fn allocate_and_bind(&mut self, peer: SocketAddr) -> SocketAddr {
+        let answer = self.request(Method::ALLOCATE, |b| {
+            b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+        });
+        let m = Message::parse(&answer).unwrap();
+        assert_eq!(m.class, Class::Success, "allocate: {:?}", code(&answer));
+        assert!(m.verify_integrity(&self.key));
+        let relayed =
+            attr::decode_xor_address(m.get(attr::XOR_RELAYED_ADDRESS).unwrap(), &m.transaction_id)
+                .unwrap();
+        let answer = self.request(Method::CHANNEL_BIND, |b| {
+            b.attr(attr::CHANNEL_NUMBER, &[0x40, 0x00, 0, 0])
+                .xor_address(attr::XOR_PEER_ADDRESS, peer);
+        });
+        assert_eq!(code(&answer), None);
+        relayed
+    }
+}
+
+fn code(bytes: &[u8]) -> Option<u16> {
+    let m = Message::parse(bytes).unwrap();
+    m.get(attr::ERROR_CODE).and_then(attr::decode_error_code)
+}
+
+fn channel_data(payload: &[u8]) -> Vec<u8> {
+    let mut v = vec![0x40, 0x00];
+    v.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+fn udp_peer() -> (UdpSocket, SocketAddr) {
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let a = peer.local_addr().unwrap();
+    (peer, a)
+}
+
+#[test]
+fn tcp_and_tls_clients_relay_both_ways_and_metrics_count_it() {
+    let mut relay = start_relay("streams", &[]);
+    let (peer, peer_addr) = udp_peer();
+    let mut buf = [0u8; 2048];
+    let mut alive = Vec::new();
+    for (name, wire) in [
+        ("tcp", Wire::tcp(relay.tcp)),
+        ("tls", Wire::tls(relay.tls, &relay.cert)),
+    ] {
+        let mut c = Client::new(wire, name);
+        let relayed = c.allocate_and_bind(peer_addr);
+        // 5 bytes: the frame is padded to 12 on the stream, not on UDP.
+        c.wire.send(&channel_data(b"voice"));
+        let (n, from) = peer.recv_from(&mut buf).expect("peer gets the data");
+        assert_eq!((&buf[..n], from), (&b"voice"[..], relayed), "{name}");
+        peer.send_to(b"echo!", relayed).unwrap();
+        assert_eq!(c.wire.recv(), channel_data(b"echo!"), "{name}");
+        // Binding over the stream reports the TCP source address.
+        c.wire
+            .send(&MessageBuilder::new(Method::BINDING, Class::Request, [7; 12]).finish());
+        let m = c.wire.recv();
+        assert_eq!(Message::parse(&m).unwrap().class, Class::Success);
+        alive.push(c);
+    }
+    let (status, metrics) = http(relay.admin, "GET", "/metrics").unwrap();
+    assert_eq!(status, 200);
+    for needle in [
+        "tern_relay_relayed_packets_total 4",
+        "tern_relay_allocations 2",
+        "tern_relay_channels 2",
+        "tern_relay_connections{transport=\"tcp\"} 1",
+        "tern_relay_connections{transport=\"tls\"} 1",
+        "tern_relay_auth_total{outcome=\"challenged\"} 2",
+        "process_cpu_seconds_total",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle:?} in\n{metrics}");
+    }
+    // Admin drain: health flips, and with allocations still open the relay
+    // keeps running until --drain-ms (default 1 s).
+    assert_eq!(
+        http(relay.admin, "GET", "/healthz").unwrap(),
+        (200, "ok\n".into())
+    );
+    assert_eq!(http(relay.admin, "POST", "/drain").unwrap().0, 202);
+    assert_eq!(http(relay.admin, "GET", "/healthz").unwrap().0, 503);
+    assert_eq!(http(relay.admin, "GET", "/nope").unwrap().0, 404);
+    // Closing a connection ends its allocation.
+    alive.pop();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !http(relay.admin, "GET", "/metrics")
+        .unwrap()
+        .1
+        .contains("tern_relay_allocations 1")
+    {
+        assert!(Instant::now() < deadline, "TLS close did not release");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    relay.proc.wait_exit(Duration::from_secs(5));
+}
+
+/// Raw heartbeat bodies from a fake signaling endpoint.
+fn fake_signaling() -> (SocketAddr, mpsc::Receiver<serde_json::Value>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut r = std::io::BufReader::new(conn.try_clone().unwrap());
+                loop {
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if std::io::BufRead::read_line(&mut r, &mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    r.read_exact(&mut body).unwrap();
+                    if tx.send(serde_json::from_slice(&body).unwrap()).is_err() {
+                        return;
+                    }
+                    conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[test]
+fn heartbeats_list_udp_tcp_tls_listeners_cpu_and_drain_state() {
+    let (signaling, heartbeats) = fake_signaling();
+    let mut relay = start_relay(
+        "heartbeats",
+        &[
+            "--signaling",
+            &format!("http://{signaling}"),
+            "--heartbeat-ms",
+            "50",
+        ],
+    );
+    let hb = heartbeats.recv_timeout(Duration::from_secs(5)).unwrap();
+    let listeners: Vec<(String, String)> = hb["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["transport"].as_str().unwrap().to_owned(),
+                l["address"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listeners,
+        [
+            ("udp".into(), relay.udp.to_string()),
+            ("tcp".into(), relay.tcp.to_string()),
+            ("tls".into(), relay.tls.to_string()),
+        ]
+    );
+    assert!(hb["load"]["cpu_percent"].as_f64().is_some(), "{hb}");
+    assert_eq!(hb["state"], "active");
+    relay.proc.signal("-TERM");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while heartbeats.recv_timeout(Duration::from_secs(1)).unwrap()["state"] != "draining" {
+        assert!(Instant::now() < deadline, "no draining heartbeat");
+    }
+    // No allocations: exits as soon as signaling has been told.
+    let took = relay.proc.wait_exit(Duration::from_secs(5));
+    assert!(took < Duration::from_millis(900), "took {took:?}");
+}
+
+/// SIGTERM in the middle of two live streams (client -> peer and back, one
+/// packet every 5 ms each way): every packet sent before the drain deadline
+/// arrives; new Allocates are redirected (300) meanwhile.
+#[test]
+fn sigterm_drain_loses_no_packets_before_the_deadline() {
+    let alternate = "127.0.0.1:3999";
+    let mut relay = start_relay("drain", &["--drain-ms", "2000", "--alternate", alternate]);
+    let (peer, peer_addr) = udp_peer();
+    let mut c = Client::new(Wire::udp(relay.udp), "drainee");
+    let relayed = c.allocate_and_bind(peer_addr);
+    let Wire::Udp(sock, server) = &c.wire else {
+        unreachable!()
+    };
+    let (sock, server) = (sock.try_clone().unwrap(), *server);
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    peer.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (to_peer, to_client) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let recv_counter = |s: UdpSocket, n: Arc<AtomicU64>, stop: Arc<AtomicBool>| {
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                if s.recv_from(&mut buf).is_ok() {
+                    n.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let r1 = recv_counter(peer.try_clone().unwrap(), to_peer.clone(), stop.clone());
+    let r2 = recv_counter(sock.try_clone().unwrap(), to_client.clone(), stop.clone());
+
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut signalled = None;
+    let payload = channel_data(&[0x55; 160]);
+    // Stream for 0.5 s, SIGTERM, keep streaming until 1.5 s into the 2 s
+    // drain (well before the deadline).
+    while start.elapsed() < Duration::from_millis(2000) {
+        sock.send_to(&payload, server).unwrap();
+        peer.send_to(&[0xAA; 160], relayed).unwrap();
+        sent += 1;
+        if signalled.is_none() && start.elapsed() >= Duration::from_millis(500) {
+            relay.proc.signal("-TERM");
+            signalled = Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // A new client during the drain is sent elsewhere.
+    let mut late = Client::new(Wire::udp(relay.udp), "late");
+    let answer = late.request(Method::ALLOCATE, |b| {
+        b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+    });
+    assert_eq!(code(&answer), Some(300));
+    let m = Message::parse(&answer).unwrap();
+    assert_eq!(
+        attr::decode_address(m.get(attr::ALTERNATE_SERVER).unwrap()),
+        Some(alternate.parse().unwrap())
+    );
+    std::thread::sleep(Duration::from_millis(150));
+    stop.store(true, Ordering::Relaxed);
+    r1.join().unwrap();
+    r2.join().unwrap();
+    let since_term = signalled.unwrap().elapsed();
+    assert!(since_term < Duration::from_millis(2000), "{since_term:?}");
+    assert!(relay.proc.0.try_wait().unwrap().is_none(), "still draining");
+    assert_eq!(to_peer.load(Ordering::Relaxed), sent, "client -> peer");
+    assert_eq!(to_client.load(Ordering::Relaxed), sent, "peer -> client");
+    relay.proc.wait_exit(Duration::from_secs(3));
+}

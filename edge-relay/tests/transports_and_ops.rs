@@ -519,3 +519,42 @@ fn sigterm_drain_loses_no_packets_before_the_deadline() {
     assert_eq!(to_client.load(Ordering::Relaxed), sent, "peer -> client");
     relay.proc.wait_exit(Duration::from_secs(3));
 }
+
+/// --relay-ip6: an IPv4 client asks for an IPv6 relayed address
+/// (REQUESTED-ADDRESS-FAMILY) and relays to an IPv6 peer on ::1.
+#[test]
+fn ipv6_relayed_address_with_relay_ip6() {
+    let relay = start_relay("ipv6", &["--relay-ip6", "::1", "--allow-peer", "::1/128"]);
+    let peer = UdpSocket::bind("[::1]:0").expect("IPv6 loopback");
+    peer.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let mut c = Client::new(Wire::udp(relay.udp), "six");
+    let answer = c.request(Method::ALLOCATE, |b| {
+        b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]).attr(
+            attr::REQUESTED_ADDRESS_FAMILY,
+            &[attr::FAMILY_IPV6, 0, 0, 0],
+        );
+    });
+    let m = Message::parse(&answer).unwrap();
+    assert_eq!(m.class, Class::Success, "{:?}", code(&answer));
+    let relayed =
+        attr::decode_xor_address(m.get(attr::XOR_RELAYED_ADDRESS).unwrap(), &m.transaction_id)
+            .unwrap();
+    assert_eq!(relayed.ip(), "::1".parse::<std::net::IpAddr>().unwrap());
+    let answer = c.request(Method::CHANNEL_BIND, |b| {
+        b.attr(attr::CHANNEL_NUMBER, &[0x40, 0x00, 0, 0])
+            .xor_address(attr::XOR_PEER_ADDRESS, peer_addr);
+    });
+    assert_eq!(code(&answer), None);
+    c.wire.send(&channel_data(b"six"));
+    let mut buf = [0u8; 64];
+    let (n, from) = peer.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (&b"six"[..], relayed));
+    peer.send_to(b"back", relayed).unwrap();
+    assert_eq!(c.wire.recv(), channel_data(b"back"));
+    // An IPv4 peer on an IPv6 allocation: 443.
+    let answer = c.request(Method::CREATE_PERMISSION, |b| {
+        b.xor_address(attr::XOR_PEER_ADDRESS, "127.0.0.1:9".parse().unwrap());
+    });
+    assert_eq!(code(&answer), Some(443));
+}

@@ -32,6 +32,31 @@
  * @property {typeof RTCPeerConnection} [RTCPeerConnection]  injectable for tests
  */
 
+/**
+ * Offers can be lost. Signaling refuses a `signal` to a participant whose
+ * socket is away (`unknown_peer`, which does not say which signal it
+ * refused), so an ICE restart offered while the other side was reconnecting —
+ * typical in a failover, where a relay and an edge can go at once — is simply
+ * gone, and its sender waits in have-local-offer. Two remedies:
+ *
+ * - the impolite side, getting an offer while its own is older than
+ *   OFFER_STALE_MS, still ignores it (it never yields: yielding while its own
+ *   offer is merely slow would leave the two sides with crossed ICE
+ *   credentials) but re-sends its own at once; the polite side rolls back
+ *   and answers it. This is what un-wedges a call within one round trip once
+ *   the other side resumes and restarts ICE itself;
+ * - any offer still unanswered after OFFER_RESEND_MS is re-sent (then 2×, 4×…,
+ *   OFFER_RESENDS times), for when the other side has nothing to offer.
+ *
+ * A duplicate offer is harmless: a peer that already answered it answers
+ * again with the same ICE credentials, and an answer that arrives in
+ * `stable` is dropped. A normal answer takes one signaling round trip (tens
+ * of ms), far below both figures.
+ */
+const OFFER_STALE_MS = 500;
+const OFFER_RESEND_MS = 2_000;
+const OFFER_RESENDS = 4;
+
 export class Peer {
   /** @type {RTCPeerConnection} */ pc;
   /** @type {MediaStream | null} */ remoteStream = null;
@@ -45,6 +70,11 @@ export class Peer {
   /** Signals are applied one at a time, in arrival order. */
   #queue = Promise.resolve();
   #closed = false;
+  /** When our outstanding offer was last sent (performance.now()), 0 if none. */
+  #offerSentAt = 0;
+  /** Offers made so far: tells a resend timer whether its offer is still the current one. */
+  #offers = 0;
+  /** @type {ReturnType<typeof setTimeout> | undefined} */ #resendTimer;
 
   /** @param {PeerOptions} o */
   constructor(o) {
@@ -114,6 +144,17 @@ export class Peer {
     this.pc.restartIce();
   }
 
+  /**
+   * Signaling refused one of our signals (`unknown_peer`: the recipient was
+   * away). The error does not say which signal or to whom, so every link
+   * takes it as "my pending offer may be lost": the next offer that collides
+   * with it makes us re-send ours at once instead of after OFFER_STALE_MS.
+   * A wrong guess costs one duplicate offer, which is harmless.
+   */
+  signalRefused() {
+    this.#offerSentAt = -Infinity;
+  }
+
   /** Restart ICE on the existing servers (e.g. after a signaling outage). */
   restartIce() {
     if (!this.#closed) this.pc.restartIce();
@@ -122,6 +163,7 @@ export class Peer {
   close() {
     if (this.#closed) return;
     this.#closed = true;
+    clearTimeout(this.#resendTimer);
     this.pc.onicecandidate = this.pc.ontrack = this.pc.onconnectionstatechange = this.pc.onnegotiationneeded = null;
     this.pc.close();
   }
@@ -132,12 +174,46 @@ export class Peer {
       this.#makingOffer = true;
       await this.pc.setLocalDescription();
       const desc = this.pc.localDescription;
-      if (desc) this.#o.send({ description: desc.toJSON() });
+      if (desc && desc.type === 'offer') {
+        this.#o.send({ description: desc.toJSON() });
+        this.#offerSentAt = performance.now();
+        this.#scheduleResend(++this.#offers, 0);
+      }
     } catch (err) {
       this.#o.onError(err);
     } finally {
       this.#makingOffer = false;
     }
+  }
+
+  /**
+   * If offer number `n` is still unanswered after a while, send it again:
+   * it was probably refused because the other side was away (see
+   * OFFER_STALE_MS). Without this, an impolite side whose restart offer was
+   * lost waits in have-local-offer forever and ignores every offer the other
+   * side makes: the link never recovers. Re-sending the *same* offer is safe:
+   * a peer that already answered it answers again, and a second answer in
+   * `stable` is dropped in #apply. (The offer is identified by number, not
+   * by its SDP: localDescription grows a=candidate lines as gathering goes
+   * on, and re-sending it with them is all the better.)
+   * @param {number} n
+   * @param {number} attempt
+   */
+  #scheduleResend(n, attempt) {
+    clearTimeout(this.#resendTimer);
+    if (attempt >= OFFER_RESENDS) return;
+    this.#resendTimer = setTimeout(() => {
+      if (n === this.#offers && this.#resendOffer()) this.#scheduleResend(n, attempt + 1);
+    }, OFFER_RESEND_MS * 2 ** attempt);
+  }
+
+  /** Send our pending offer again (with the candidates gathered since). */
+  #resendOffer() {
+    const desc = this.pc.localDescription;
+    if (this.#closed || this.pc.signalingState !== 'have-local-offer' || desc?.type !== 'offer') return false;
+    this.#o.send({ description: desc.toJSON() });
+    this.#offerSentAt = performance.now();
+    return true;
   }
 
   /** @param {any} data */
@@ -146,9 +222,18 @@ export class Peer {
     const pc = this.pc;
     if (data.description) {
       const desc = data.description;
+      // An answer while stable answers an offer we re-sent (#scheduleResend)
+      // and already have an answer for: nothing to do.
+      if (desc.type === 'answer' && pc.signalingState === 'stable') return;
       const collision = desc.type === 'offer' && (this.#makingOffer || pc.signalingState !== 'stable');
       this.#ignoreOffer = !this.#polite && collision;
-      if (this.#ignoreOffer) return; // the remote (polite) side will answer ours
+      if (this.#ignoreOffer) {
+        // The remote (polite) side will answer ours — if it ever got it. An
+        // offer of theirs long after ours suggests ours was lost while they
+        // were away (see OFFER_STALE_MS): send it again now.
+        if (!this.#makingOffer && performance.now() - this.#offerSentAt > OFFER_STALE_MS) this.#resendOffer();
+        return;
+      }
       // For the polite side this implicitly rolls back its own offer.
       await pc.setRemoteDescription(desc);
       if (desc.type === 'offer') {

@@ -91,6 +91,7 @@ export interface TernEventMap {
   'peer-left': { participant: string; identity?: string };
   track: { participant: string; identity: string; stream: MediaStream; track: MediaStreamTrack };
   'peer-state': { participant: string; state: RTCPeerConnectionState };
+  /** `reason`: `joined`, `resumed` (the room moved while our signaling was away), or the `reroute` frame's (`relay-lost`, `relay-draining`, …). */
   relay: RelayInfo & { standby: RelayInfo | null; reason: string };
   stats: { peers: Record<string, PeerStats>; at: number };
   reconnecting: { attempt: number; delay: number; reason: string };

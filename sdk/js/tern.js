@@ -290,6 +290,11 @@ export class TernClient extends EventTarget {
     const joined = new Promise((resolve, reject) => {
       this.#waitJoined = { resolve, reject };
     });
+    // If the socket closes before it opens, `joined` is rejected (by
+    // #onSocketClosed) while we still wait in opened() and never await it:
+    // without this the page gets an unhandled rejection on every failed
+    // reconnect attempt. The error still reaches us through opened().
+    joined.catch(() => {});
     const timer = setTimeout(
       () => this.#waitJoined?.reject(new TernError('timeout', 'signaling did not answer the join in time')),
       this.#o.joinTimeout,
@@ -361,10 +366,19 @@ export class TernClient extends EventTarget {
       }
       const queued = this.#outbox.splice(0);
       for (const frame of queued) this.#socket?.send(frame);
-      // Candidates may have been lost with the socket; a path that broke
-      // meanwhile gets a fresh ICE attempt.
-      for (const peer of this.#peers.values()) {
-        if (peer.connectionState === 'failed' || peer.connectionState === 'disconnected') peer.restartIce();
+      if (prev && info.relay && !sameRelay(prev.relay, info.relay)) {
+        // The room moved to another relay while we were away (ours was lost
+        // or drained): signaling sends `reroute` only to connected members and
+        // tells the away ones through this `joined` instead. Without this our
+        // links would stay on the old relay's servers — and an ICE restart on
+        // a dead relay never connects — so move them exactly as on `reroute`.
+        for (const peer of this.#peers.values()) peer.reroute(info.iceServers);
+      } else {
+        // Candidates may have been lost with the socket; a path that broke
+        // meanwhile gets a fresh ICE attempt.
+        for (const peer of this.#peers.values()) {
+          if (peer.connectionState === 'failed' || peer.connectionState === 'disconnected') peer.restartIce();
+        }
       }
     } else {
       // A fresh join (or a resume that came too late: we are a new participant
@@ -378,7 +392,8 @@ export class TernClient extends EventTarget {
       this.#emit('joined', info);
     }
     if (!prev || !sameRelay(prev.relay, info.relay)) {
-      this.#emit('relay', { ...info.relay, standby: info.standby?.relay ?? null, reason: 'joined' });
+      const reason = reconnecting && info.resumed && prev ? 'resumed' : 'joined';
+      this.#emit('relay', { ...info.relay, standby: info.standby?.relay ?? null, reason });
     }
   }
 
@@ -391,6 +406,9 @@ export class TernClient extends EventTarget {
       case 'error': {
         const err = new TernError(String(f.code ?? 'error'), String(f.message ?? 'signaling error'));
         if (this.#waitJoined) this.#waitJoined.reject(err);
+        // A signal to a participant that is away was dropped; if it was an
+        // ICE-restart offer its link would wait for an answer forever.
+        if (err.code === 'unknown_peer') for (const peer of this.#peers.values()) peer.signalRefused();
         this.#emit('error', { code: err.code, message: err.message });
         break;
       }
@@ -439,13 +457,16 @@ export class TernClient extends EventTarget {
   /**
    * `reroute`: signaling moved us to another relay. New TURN servers for all
    * links and an ICE restart on each; DTLS survives, so audio resumes as soon
-   * as the new path checks out. (Standby handling and make-before-break are
-   * the failover work, not here yet.)
+   * as the new path checks out. (Switching to the standby without waiting
+   * for this push is not done here yet.)
    * @param {any} f
    */
   #onReroute(f) {
     if (!this.#info || !Array.isArray(f.iceServers)) return;
-    this.#info = { ...this.#info, relay: f.relay ?? this.#info.relay, iceServers: f.iceServers };
+    // The standby comes with the reroute (or is absent: no other region is
+    // healthy). Keeping the one from `joined` would be wrong: it is often the
+    // very relay we are moving to, or the one that just died.
+    this.#info = { ...this.#info, relay: f.relay ?? this.#info.relay, iceServers: f.iceServers, standby: f.standby ?? null };
     for (const peer of this.#peers.values()) peer.reroute(f.iceServers);
     this.#emit('relay', { ...this.#info.relay, standby: this.#info.standby?.relay ?? null, reason: f.reason ?? 'reroute' });
   }

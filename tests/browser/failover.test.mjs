@@ -44,30 +44,39 @@ const MAX_GAP_MS = 5_000;
 /** How long to watch audio after the move before calling it restored. */
 const WATCH_AFTER_MOVE_MS = 1_000;
 
-/** @type {import('./tern-process.mjs').Tern} */
-let tern;
 /** @type {import('playwright-core').Browser} */
 let browser;
+/** Each test kills a relay, so each gets its own `tern up`. */
+/** @type {import('./tern-process.mjs').Tern[]} */
+const terns = [];
 
 before(async () => {
-  tern = await startTern();
   browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
 });
 
 after(async () => {
   await browser?.close();
-  await tern?.stop();
+  for (const tern of terns) await tern.stop();
 });
 
-test('killing the relay under a live call: both browsers reroute to the other relay and audio comes back', async (t) => {
+/** A fresh `tern up` with two relays whose PIDs we know, or null (test skipped). */
+async function ternWithRelays(t) {
+  const tern = await startTern();
+  terns.push(tern);
   if (!tern.relays) {
     t.skip('needs `tern up` started by the test (TERN_BIN): with TERN_URL there is no relay process to kill');
-    return;
+    return null;
   }
   if (tern.relays.length < 2) {
     t.skip(`needs two relays, tern up started ${tern.relays.length}`);
-    return;
+    return null;
   }
+  return tern;
+}
+
+test('killing the relay under a live call: both browsers reroute to the other relay and audio comes back', async (t) => {
+  const tern = await ternWithRelays(t);
+  if (!tern) return;
 
   // Signaling straight to the server (no Playwright WebSocket routing), so
   // the reroute's arrival time is the real one.
@@ -183,6 +192,100 @@ test('killing the relay under a live call: both browsers reroute to the other re
   for (const [name, r] of Object.entries(results)) {
     assert.ok(r.rerouteMs >= 0 && r.rerouteMs < MAX_REROUTE_MS, `${name}: reroute ${Math.round(r.rerouteMs)} ms after the kill (bound ${MAX_REROUTE_MS} ms)`);
     assert.ok(r.gapMs < MAX_GAP_MS, `${name}: audio gap ${Math.round(r.gapMs)} ms (bound ${MAX_GAP_MS} ms)`);
+  }
+  assertNoPageErrors(alice, bob);
+});
+
+test('the relay dies while one side is away from signaling: the resume carries the new relay and the call recovers', async (t) => {
+  const tern = await ternWithRelays(t);
+  if (!tern) return;
+  // Routed signaling: the test cuts alice's socket and keeps her edge
+  // "unreachable" while the relay dies.
+  const { alice, bob, first } = await startCall(t, browser, tern.url);
+  const pages = [alice, bob];
+  const relayByTurn = (url) => tern.relays.find((r) => r.turn === turnHostPort(url ?? '')) ?? null;
+  const x = relayByTurn(first.a.url);
+  assert.ok(x && relayByTurn(first.b.url)?.id === x.id, `call not on one of tern up's relays: ${first.a.url} / ${first.b.url}`);
+  for (const p of pages) await p.page.evaluate(installProbe);
+  const offsets = {};
+  for (const p of pages) offsets[p.name] = await pageClockOffset(p.page);
+
+  // Alice loses signaling and cannot get it back for now.
+  alice.refuseSignaling = true;
+  const route = alice.sockets.at(-1);
+  route.server.close({ code: 1001, reason: 'test: edge gone' });
+  route.ws.close({ code: 4000, reason: 'test: edge gone' });
+  await alice.page.locator('#status[data-state="reconnecting"]').waitFor({ timeout: 5_000 });
+  // ...and has really tried (and failed) to come back.
+  await waitFor(() => alice.refused >= 1, 5_000, () => 'alice never retried signaling', 20);
+
+  // The relay dies meanwhile. Only bob is connected, so only bob gets the
+  // reroute; his ICE-restart offer to alice is refused (she is away).
+  const killedAt = tern.killRelay(x.id, 'SIGKILL');
+  const bobReroute = await waitFor(
+    () => bob.page.evaluate(() => window.__failover.reroutes[0] ?? null),
+    10_000,
+    async () => `bob got no reroute\n${await diagnostics(alice, bob)}`,
+    20,
+  );
+  assert.equal(bobReroute.reason, 'relay-lost');
+  assert.notEqual(bobReroute.id, x.id);
+  assert.equal(await alice.page.evaluate(() => window.__failover.reroutes.length), 0, 'alice was away and cannot have had a reroute');
+
+  // Alice's edge comes back: her resume's `joined` names the new relay, and
+  // the SDK must move her links to it (and un-wedge bob's lost offer).
+  alice.refuseSignaling = false;
+  await alice.page.locator('#status[data-state="joined"]').waitFor({ timeout: 10_000 });
+  assert.match(await alice.page.locator('#status').innerText(), /resumed/);
+  const aliceMove = await waitFor(
+    () => alice.page.evaluate(() => window.__failover.reroutes[0] ?? null),
+    5_000,
+    async () => `alice's SDK reported no relay change on resume\n${await diagnostics(alice, bob)}`,
+    20,
+  );
+  assert.equal(aliceMove.reason, 'resumed');
+  assert.equal(aliceMove.id, bobReroute.id, 'the resume named another relay than the reroute');
+
+  const moved = await waitFor(async () => {
+    const got = {};
+    for (const p of pages) {
+      const s = await linkStats(p.page);
+      const r = s && s.localType === 'relay' ? relayByTurn(s.url) : null;
+      if (!r || r.id !== bobReroute.id) return null;
+      got[p.name] = s;
+    }
+    return got;
+  }, 20_000, async () => `selected pairs did not reach ${bobReroute.id}\n${await diagnostics(alice, bob)}`, 50);
+  await waitFor(async () => {
+    for (const p of pages) {
+      const ok = await p.page.evaluate(([deadTurn, ms]) => {
+        const { growth, paths } = window.__failover;
+        const moved = [...paths].reverse().find((e) => e.url && !e.url.includes(`:${deadTurn}?`));
+        if (!moved) return false;
+        const after = growth.filter((e) => e.t >= moved.t);
+        return after.length >= 2 && after.at(-1).t - moved.t >= ms && after.at(-1).n - after[0].n >= ms / 40;
+      }, [x.turn, WATCH_AFTER_MOVE_MS]);
+      if (!ok) return false;
+    }
+    return true;
+  }, 15_000, async () => `audio did not keep flowing after the move\n${await diagnostics(alice, bob)}`, 100);
+
+  const f = (v) => (v == null ? '–' : `${Math.round(v)} ms`);
+  for (const p of pages) {
+    const probe = await p.page.evaluate(() => {
+      window.__failover.stop = true;
+      return window.__failover;
+    });
+    const kill = killedAt + offsets[p.name];
+    const gap = longestGap(probe.growth, kill);
+    const r = probe.reroutes[0];
+    const switched = probe.paths.find((e) => e.t >= kill && e.url && relayByTurn(e.url)?.id === bobReroute.id);
+    console.log(
+      `failover (away): ${p.name}: kill ${x.id} → ${r.reason} ${f(r.t - kill)}, audio gap ${f(gap.ms)} ` +
+        `(last packet ${f(gap.from - kill)}, first after ${f(gap.to - kill)}, pair switched ${f(switched ? switched.t - kill : null)}); ` +
+        `now ${moved[p.name].url}`,
+    );
+    assert.ok(gap.ms < MAX_GAP_MS, `${p.name}: audio gap ${Math.round(gap.ms)} ms (bound ${MAX_GAP_MS} ms)`);
   }
   assertNoPageErrors(alice, bob);
 });

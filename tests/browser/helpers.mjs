@@ -2,6 +2,11 @@
 // profile, joining, and reading a page's WebRTC stats.
 
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { join as joinPath, dirname, extname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const REPO = joinPath(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 export const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
 // From docs (DESIGN.md, machine facts): what Debian's Chromium needs headless
@@ -74,13 +79,46 @@ export async function openDemo(browser, url, name, room, { route = true } = {}) 
   page.on('pageerror', (e) => errors.push(String(e)));
   page.on('console', (m) => log.push(`[${m.type()}] ${m.text()}`));
   const sockets = [];
+  // `refuseSignaling = true`: new signaling sockets are closed at once, as if
+  // the edge were unreachable (the SDK keeps retrying with backoff).
+  const p = { name, page, errors, log, sockets, refuseSignaling: false, refused: 0 };
   if (route) {
     await context.routeWebSocket(/\/v1\/signal$/, (ws) => {
+      if (p.refuseSignaling) {
+        p.refused++;
+        ws.close({ code: 1013, reason: 'test: signaling unreachable' });
+        return;
+      }
       sockets.push({ ws, server: ws.connectToServer() });
     });
   }
+  if (process.env.TERN_SDK_FROM_TREE) await serveSdkFromTree(context);
   await page.goto(`${url}/demo/?room=${encodeURIComponent(room)}&name=${name}`);
-  return { name, page, errors, log, sockets };
+  return p;
+}
+
+/**
+ * TERN_SDK_FROM_TREE=1: serve /sdk/ and /demo/ from this checkout instead of
+ * the copies compiled into `tern`, to iterate on the SDK without rebuilding
+ * (a development aid: CI tests what the binary serves).
+ */
+async function serveSdkFromTree(context) {
+  const types = { '.js': 'text/javascript', '.html': 'text/html', '.css': 'text/css', '.ts': 'text/plain' };
+  await context.route(/\/(sdk|demo)\/[^?#]*(\?.*)?$/, async (route) => {
+    // The page itself still comes from tern: a fulfilled document has no
+    // address, counts as "public", and Chromium's local-network-access
+    // checks would then block its WebSocket to 127.0.0.1.
+    if (route.request().resourceType() === 'document') return route.continue();
+    const path = new URL(route.request().url()).pathname;
+    const m = /^\/(sdk|demo)\/([\w.-]*)$/.exec(path);
+    if (!m) return route.continue();
+    const file = joinPath(REPO, 'sdk', m[1] === 'sdk' ? 'js' : 'demo', m[2] || 'index.html');
+    try {
+      await route.fulfill({ body: await readFile(file), contentType: types[extname(file)] ?? 'application/octet-stream' });
+    } catch {
+      await route.continue();
+    }
+  });
 }
 
 export async function join(p) {

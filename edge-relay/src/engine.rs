@@ -534,11 +534,15 @@ impl Relay {
         if !self.channel_in_range(number) || 4 + len > data.len() {
             return Err(DropReason::Malformed);
         }
-        let alloc = self.client_allocation(ft)?;
+        let alloc = self
+            .by_client
+            .get(&ft)
+            .and_then(|id| self.allocations.get_mut(id))
+            .ok_or(DropReason::NoAllocation)?;
         let peer = alloc
             .channel_peer(number, now)
             .ok_or(DropReason::NoChannel)?;
-        let from = self.relay_media(now, ft, peer, len)?;
+        let from = admit_media(alloc, &self.config, &mut self.stats, now, peer, len)?;
         Ok(Forward {
             from,
             to: peer,
@@ -553,7 +557,11 @@ impl Relay {
         ft: FiveTuple,
         msg: &Message<'_>,
     ) -> Result<Forward, DropReason> {
-        self.client_allocation(ft)?;
+        let alloc = self
+            .by_client
+            .get(&ft)
+            .and_then(|id| self.allocations.get_mut(id))
+            .ok_or(DropReason::NoAllocation)?;
         let (Some(peer), Some(data)) = (
             msg.get(attr::XOR_PEER_ADDRESS)
                 .and_then(|v| attr::decode_xor_address(v, &msg.transaction_id)),
@@ -561,7 +569,7 @@ impl Relay {
         ) else {
             return Err(DropReason::Malformed);
         };
-        let from = self.relay_media(now, ft, peer, data.len())?;
+        let from = admit_media(alloc, &self.config, &mut self.stats, now, peer, data.len())?;
         // DATA's value is a slice of the datagram: forward it in place.
         let start = data.as_ptr() as usize - msg.raw().as_ptr() as usize;
         Ok(Forward {
@@ -570,43 +578,6 @@ impl Relay {
             transport: Transport::Udp,
             range: start..start + data.len(),
         })
-    }
-
-    fn client_allocation(&self, ft: FiveTuple) -> Result<&Allocation, DropReason> {
-        self.by_client
-            .get(&ft)
-            .and_then(|id| self.allocations.get(id))
-            .filter(|a| a.relayed.is_some())
-            .ok_or(DropReason::NoAllocation)
-    }
-
-    /// Checks shared by ChannelData and Send (permission, bandwidth), then
-    /// counts the packet; returns the relayed address to send from.
-    fn relay_media(
-        &mut self,
-        now: Instant,
-        ft: FiveTuple,
-        peer: SocketAddr,
-        len: usize,
-    ) -> Result<SocketAddr, DropReason> {
-        let alloc = self
-            .by_client
-            .get(&ft)
-            .and_then(|id| self.allocations.get_mut(id))
-            .ok_or(DropReason::NoAllocation)?;
-        if !alloc.is_permitted(peer.ip(), now) {
-            return Err(DropReason::NoPermission);
-        }
-        if let Some(limit) = &self.config.bandwidth {
-            if !alloc.bucket.take(now, len as u64, limit) {
-                self.stats.quota_hit(Quota::Bandwidth);
-                return Err(DropReason::Bandwidth);
-            }
-        }
-        let from = alloc.relayed.ok_or(DropReason::NoAllocation)?;
-        self.stats.relayed_packets += 1;
-        self.stats.relayed_bytes += len as u64;
-        Ok(from)
     }
 
     // ---- requests -----------------------------------------------------
@@ -1095,6 +1066,33 @@ fn error_message(method: Method, tid: TransactionId, rej: Reject, rich: bool) ->
         b.fingerprint();
     }
     b.finish()
+}
+
+/// Checks shared by ChannelData and Send from a client (bound, permission,
+/// bandwidth), then counts the packet; returns the relayed address to send
+/// from. A free function over split borrows so the packet path looks the
+/// allocation up once.
+fn admit_media(
+    alloc: &mut Allocation,
+    config: &Config,
+    stats: &mut Stats,
+    now: Instant,
+    peer: SocketAddr,
+    len: usize,
+) -> Result<SocketAddr, DropReason> {
+    let from = alloc.relayed.ok_or(DropReason::NoAllocation)?;
+    if !alloc.is_permitted(peer.ip(), now) {
+        return Err(DropReason::NoPermission);
+    }
+    if let Some(limit) = &config.bandwidth {
+        if !alloc.bucket.take(now, len as u64, limit) {
+            stats.quota_hit(Quota::Bandwidth);
+            return Err(DropReason::Bandwidth);
+        }
+    }
+    stats.relayed_packets += 1;
+    stats.relayed_bytes += len as u64;
+    Ok(from)
 }
 
 /// Comprehension-required attributes we do not implement, if any.

@@ -2,6 +2,10 @@
 //! the embedded store plus one relay process per local region, each relay a
 //! child process of `tern` (the same binary, `tern relay`), heartbeating
 //! into this origin like a relay on another VM would.
+//!
+//! Each relay listens for TURN over UDP, TCP and TLS (a self-signed
+//! certificate in the data dir), so browsers get `turn:…?transport=udp`,
+//! `turn:…?transport=tcp` and `turns:…?transport=tcp` URLs from signaling.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -30,6 +34,14 @@ pub struct UpArgs {
     /// Address the local relays listen and relay on.
     #[arg(long, default_value = "127.0.0.1")]
     relay_ip: IpAddr,
+    /// TURN-over-TCP port of the first region's relay (next ones +1 each);
+    /// 0 lets the kernel choose, which is what parallel test runs need. The
+    /// relays publish the ports they got in their heartbeats.
+    #[arg(long, default_value_t = 0)]
+    relay_tcp_port: u16,
+    /// TURN-over-TLS port of the first region's relay, as --relay-tcp-port.
+    #[arg(long, default_value_t = 0)]
+    relay_tls_port: u16,
 }
 
 struct RelayChild {
@@ -55,15 +67,34 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let (app, listener) = crate::start(serve).await?;
     let http = listener.local_addr()?;
 
+    // One self-signed certificate for every local relay (browsers in tests
+    // run with --ignore-certificate-errors; a real deployment has real ones).
+    let tls_dir = args.data_dir.join("relay-tls");
+    let (cert, key) = (tls_dir.join("cert.pem"), tls_dir.join("key.pem"));
+    edge_relay::server::tls::ensure_self_signed(
+        &cert,
+        &key,
+        &["localhost".to_owned(), args.relay_ip.to_string()],
+    )?;
+    let port_for = |first: u16, i: usize| if first == 0 { 0 } else { first + i as u16 };
+
     let exe = std::env::current_exe().context("finding the tern executable")?;
     let mut relays = Vec::new();
     for (i, region) in args.regions.iter().enumerate() {
         let addr = SocketAddr::new(args.relay_ip, args.relay_port + i as u16);
+        let tcp = SocketAddr::new(args.relay_ip, port_for(args.relay_tcp_port, i));
+        let tls = SocketAddr::new(args.relay_ip, port_for(args.relay_tls_port, i));
         let id = format!("{region}-1");
         let mut cmd = Command::new(&exe);
         cmd.arg("relay")
             .args(["--id", &id, "--region", region])
             .args(["--listen", &addr.to_string()])
+            .args(["--listen-tcp", &tcp.to_string()])
+            .args(["--listen-tls", &tls.to_string()])
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
             .args(["--signaling", &format!("http://{http}")])
             // Local relays relay between local browsers, so loopback peers
             // must be allowed here (refused by default everywhere else).

@@ -26,25 +26,40 @@ fn main() {
     };
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("Binding, no attributes", req(Method::BINDING, &|_| {})),
-        ("Binding + FINGERPRINT", req(Method::BINDING, &|b| {
-            b.fingerprint();
-        })),
+        (
+            "Binding + FINGERPRINT",
+            req(Method::BINDING, &|b| {
+                b.fingerprint();
+            }),
+        ),
         ("Allocate, no attributes", req(Method::ALLOCATE, &|_| {})),
-        ("Allocate + REQUESTED-TRANSPORT", req(Method::ALLOCATE, &|b| {
-            b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
-        })),
-        ("Allocate + REQUESTED-TRANSPORT + FINGERPRINT", req(Method::ALLOCATE, &|b| {
-            b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]).fingerprint();
-        })),
+        (
+            "Allocate + REQUESTED-TRANSPORT",
+            req(Method::ALLOCATE, &|b| {
+                b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+            }),
+        ),
+        (
+            "Allocate + REQUESTED-TRANSPORT + FINGERPRINT",
+            req(Method::ALLOCATE, &|b| {
+                b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+                    .fingerprint();
+            }),
+        ),
         ("Refresh, no attributes", req(Method::REFRESH, &|_| {})),
         ("unknown method 0x0ff", req(Method(0x0ff), &|_| {})),
     ];
     println!("| server | request | request bytes | answer bytes | ratio |");
     println!("|---|---|---|---|---|");
     for (name, bytes) in cases {
-        let sock = UdpSocket::bind(if server.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" })
-            .expect("bind");
-        sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let sock = UdpSocket::bind(if server.is_ipv4() {
+            "127.0.0.1:0"
+        } else {
+            "[::1]:0"
+        })
+        .expect("bind");
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
         sock.send_to(&bytes, server).expect("send");
         let mut got = 0usize;
         let mut buf = [0u8; 2048];
@@ -55,8 +70,15 @@ fn main() {
             }
         }
         let ratio = got as f64 / bytes.len() as f64;
-        let answer = if got == 0 { "none".to_owned() } else { got.to_string() };
-        println!("| {label} | {name} | {} | {answer} | {ratio:.2} |", bytes.len());
+        let answer = if got == 0 {
+            "none".to_owned()
+        } else {
+            got.to_string()
+        };
+        println!(
+            "| {label} | {name} | {} | {answer} | {ratio:.2} |",
+            bytes.len()
+        );
     }
 }
 

@@ -107,6 +107,9 @@ impl Session for BareClient {
         self.start(now, Op::ChannelBind { peer, channel }, b, tid);
     }
 
+    /// The forwarder keeps allocations for its lifetime; nothing to do.
+    fn release(&mut self, _now: Instant) {}
+
     fn handle_control(&mut self, _now: Instant, d: &[u8]) {
         if d.len() < 8 {
             return;

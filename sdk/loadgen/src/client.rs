@@ -323,6 +323,13 @@ impl Session for TurnClient {
         self.channel_bind(now, peer, channel);
     }
 
+    fn release(&mut self, now: Instant) {
+        if self.relayed.is_some() {
+            self.refresh_at = None;
+            self.refresh(now, 0);
+        }
+    }
+
     fn handle_control(&mut self, now: Instant, datagram: &[u8]) {
         if let Some(msg) = Message::parse(datagram) {
             if matches!(msg.class, Class::Success | Class::Error) {

@@ -1,7 +1,8 @@
 //! The bare forwarder: a TURN-shaped UDP forwarder with nothing but the
 //! forwarding (see [`crate::bare`] for its control messages and why it
-//! exists). One thread, epoll, recvmmsg on every readable socket, sendmmsg
-//! for everything that leaves through the listener.
+//! exists). One thread, a level-triggered epoll, one recvmmsg per readable
+//! socket per wakeup, sendmmsg for everything that leaves through the
+//! listener.
 //!
 //! Per relayed packet (client A → client B) it does what any relay with one
 //! socket per allocation must: read from the listener (batched with other
@@ -14,18 +15,16 @@ use std::io;
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 
-use mio::net::UdpSocket as MioUdp;
-use mio::{Events, Interest, Poll, Token};
-
 use crate::bare::{decode_v4, encode_v4, ALLOC, ALLOC_OK, BIND, BIND_OK};
 use crate::client::{decode_channel_data, CHANNEL_DATA_HEADER};
+use crate::epoll::Epoll;
 use crate::mmsg::{RecvBatch, SendBatch};
 
-const LISTENER: Token = Token(usize::MAX);
+const LISTENER: u64 = u64::MAX;
 const BATCH: usize = 64;
 
 struct Alloc {
-    socket: MioUdp,
+    socket: UdpSocket,
     client: SocketAddrV4,
     /// (channel, peer): a call has one or two peers, so a scan beats a map.
     channels: Vec<(u16, SocketAddrV4)>,
@@ -40,8 +39,8 @@ pub struct ForwarderStats {
 }
 
 pub struct Forwarder {
-    poll: Poll,
-    listener: MioUdp,
+    epoll: Epoll,
+    listener: UdpSocket,
     allocs: Vec<Alloc>,
     by_client: HashMap<SocketAddrV4, usize>,
     relay_ip: std::net::Ipv4Addr,
@@ -52,12 +51,12 @@ pub struct Forwarder {
 
 impl Forwarder {
     pub fn bind(listen: SocketAddrV4) -> io::Result<Self> {
-        let poll = Poll::new()?;
-        let mut listener = MioUdp::bind(listen.into())?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let epoll = Epoll::new(1024)?;
+        let listener = UdpSocket::bind(listen)?;
+        listener.set_nonblocking(true)?;
+        epoll.add(listener.as_raw_fd(), LISTENER)?;
         Ok(Forwarder {
-            poll,
+            epoll,
             listener,
             allocs: Vec::new(),
             by_client: HashMap::new(),
@@ -78,13 +77,12 @@ impl Forwarder {
 
     /// Serve forever (until the process is killed).
     pub fn run(&mut self) -> io::Result<()> {
-        let mut events = Events::with_capacity(1024);
         loop {
-            self.poll.poll(&mut events, None)?;
-            for ev in events.iter() {
-                match ev.token() {
+            let n = self.epoll.wait(None)?;
+            for k in 0..n {
+                match self.epoll.token(k) {
                     LISTENER => self.drain_listener()?,
-                    Token(i) => self.drain_relayed(i),
+                    i => self.drain_relayed(i as usize),
                 }
             }
             self.flush_to_clients();
@@ -97,17 +95,15 @@ impl Forwarder {
         }
     }
 
-    /// Client → relayed socket → peer. Edge-triggered: read until empty.
+    /// Client → relayed socket → peer. One recvmmsg batch per epoll report
+    /// (level-triggered: if more is waiting, the listener is reported again).
     fn drain_listener(&mut self) -> io::Result<()> {
-        loop {
+        {
             let n = match self.rx.recv(self.listener.as_raw_fd()) {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Ok(()),
                 Err(e) => return Err(e),
             };
-            if n == 0 {
-                return Ok(());
-            }
             for i in 0..n {
                 let (from, d) = self.rx.get(i);
                 if let Some((channel, payload)) = decode_channel_data(d) {
@@ -117,7 +113,7 @@ impl Forwarder {
                     let Some(&(_, peer)) = a.channels.iter().find(|c| c.0 == channel) else {
                         continue;
                     };
-                    match a.socket.send_to(payload, peer.into()) {
+                    match a.socket.send_to(payload, peer) {
                         Ok(_) => self.stats.forwarded += 1,
                         Err(_) => self.stats.dropped += 1,
                     }
@@ -127,21 +123,17 @@ impl Forwarder {
                 }
             }
         }
+        Ok(())
     }
 
     /// Peer → our relayed socket → ChannelData to the allocation's client.
     fn drain_relayed(&mut self, i: usize) {
         let Some(a) = self.allocs.get(i) else { return };
         let fd = a.socket.as_raw_fd();
-        loop {
-            let n = match self.rx.recv(fd) {
-                Ok(0) => return,
-                Ok(n) => n,
-                // One-shot errors (ECONNREFUSED from an old ICMP) clear on
-                // read; anything else would repeat, so stop reading.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
-                Err(_) => return,
-            };
+        {
+            // One batch per report, as for the listener; errors (e.g.
+            // ECONNREFUSED from an old ICMP) clear on read.
+            let Ok(n) = self.rx.recv(fd) else { return };
             for k in 0..n {
                 let (from, slot, len) = self.rx.slot_mut(k);
                 let a = &self.allocs[i];
@@ -198,18 +190,16 @@ impl Forwarder {
         } else {
             return Ok(());
         }
-        let _ = self.listener.send_to(&answer, from.into());
+        let _ = self.listener.send_to(&answer, from);
         Ok(())
     }
 
     fn open_relayed(&mut self, client: SocketAddrV4) -> io::Result<usize> {
         let std_sock = UdpSocket::bind((self.relay_ip, 0))?;
         std_sock.set_nonblocking(true)?;
-        let mut socket = MioUdp::from_std(std_sock);
+        let socket = std_sock;
         let idx = self.allocs.len();
-        self.poll
-            .registry()
-            .register(&mut socket, Token(idx), Interest::READABLE)?;
+        self.epoll.add(socket.as_raw_fd(), idx as u64)?;
         self.allocs.push(Alloc {
             socket,
             client,

@@ -1,6 +1,7 @@
 //! The generator's sockets and the setup phase: one UDP socket per
 //! allocation (TURN allocations are keyed by the client's 5-tuple), all on
-//! one epoll, driven from one thread so the generator needs one core.
+//! one level-triggered epoll, driven from one thread so the generator needs
+//! one core.
 //!
 //! Clients come in pairs (2p, 2p+1). Setup allocates every client with at
 //! most `setup_window` Allocates in flight, then has each client let its
@@ -10,11 +11,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mio::net::UdpSocket as MioUdp;
-use mio::{Events, Interest, Poll, Token};
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
 
 use crate::bare::BareClient;
-use crate::client::{decode_channel_data, TurnClient};
+use crate::client::{decode_channel_data, ClientError, Op, TurnClient};
+use crate::epoll::Epoll;
 use crate::session::{Session, SessionEvent};
 use crate::LoadError;
 
@@ -42,7 +44,7 @@ pub struct SetupConfig {
 }
 
 pub(crate) struct Client {
-    pub socket: MioUdp,
+    pub socket: UdpSocket,
     pub session: Box<dyn Session>,
     pub relayed: Option<SocketAddr>,
     pub bound: bool,
@@ -56,15 +58,24 @@ pub struct SetupReport {
     /// Allocations per second, 401 round trip included.
     pub allocations_per_sec: f64,
     pub bind_secs: f64,
+    /// Clients that got 437 and allocated again from a new local port.
+    pub reopened_after_437: usize,
 }
 
 /// N pairs of allocated, channel-bound clients ready to send media.
 pub struct Harness {
-    pub(crate) poll: Poll,
-    pub(crate) events: Events,
+    pub(crate) epoll: Epoll,
     pub(crate) clients: Vec<Client>,
     pub(crate) buf: Vec<u8>,
     pub setup: SetupReport,
+    /// While releasing, failures are expected (an allocation may be gone
+    /// already) and only logged by omission.
+    releasing: bool,
+    server: SocketAddr,
+    target: Target,
+    expiry: u64,
+    /// Clients that moved to a new local port after a 437 (see `reopen`).
+    pub reopened: usize,
 }
 
 impl Harness {
@@ -73,48 +84,26 @@ impl Harness {
         if cfg.pairs == 0 {
             return Err(LoadError::Config("--pairs must be at least 1".into()));
         }
-        let poll = Poll::new()?;
-        let bind_ip = if cfg.server.is_ipv4() {
-            "127.0.0.1:0"
-        } else {
-            "[::1]:0"
-        };
         let expiry = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0)
             + 24 * 3600;
-        let mut clients = Vec::with_capacity(cfg.pairs * 2);
-        for i in 0..cfg.pairs * 2 {
-            let mut socket = MioUdp::bind(bind_ip.parse().expect("literal address"))?;
-            // Connected: the kernel filters out strangers and send/recv skip
-            // the address conversion.
-            socket.connect(cfg.server)?;
-            poll.registry()
-                .register(&mut socket, Token(i), Interest::READABLE)?;
-            let session: Box<dyn Session> = match &cfg.target {
-                Target::Turn { secret } => Box::new(TurnClient::with_rest_secret(
-                    secret,
-                    &format!("loadgen-{i}"),
-                    expiry,
-                    rand::random(),
-                )),
-                Target::Bare => Box::new(BareClient::new()),
-            };
-            clients.push(Client {
-                socket,
-                session,
-                relayed: None,
-                bound: false,
-            });
-        }
         let mut h = Harness {
-            poll,
-            events: Events::with_capacity(1024),
-            clients,
+            epoll: Epoll::new(1024)?,
+            clients: Vec::with_capacity(cfg.pairs * 2),
             buf: vec![0u8; 65_536],
             setup: SetupReport::default(),
+            releasing: false,
+            server: cfg.server,
+            target: cfg.target.clone(),
+            expiry,
+            reopened: 0,
         };
+        for i in 0..cfg.pairs * 2 {
+            let c = h.new_client(i)?;
+            h.clients.push(c);
+        }
         let deadline = Instant::now() + cfg.setup_timeout;
 
         let t0 = Instant::now();
@@ -134,12 +123,85 @@ impl Harness {
             allocate_secs,
             allocations_per_sec: n as f64 / allocate_secs.max(1e-9),
             bind_secs: t1.elapsed().as_secs_f64(),
+            reopened_after_437: h.reopened,
         };
         Ok(h)
     }
 
+    /// A fresh socket (new local port) and session for client `i`.
+    fn new_client(&mut self, i: usize) -> Result<Client, LoadError> {
+        let bind: SocketAddr = if self.server.is_ipv4() {
+            "127.0.0.1:0"
+        } else {
+            "[::1]:0"
+        }
+        .parse()
+        .expect("literal address");
+        let socket = UdpSocket::bind(bind)?;
+        socket.set_nonblocking(true)?;
+        // Connected: the kernel filters out strangers and send/recv skip the
+        // address conversion.
+        socket.connect(self.server)?;
+        self.epoll.add(socket.as_raw_fd(), i as u64)?;
+        let session: Box<dyn Session> = match &self.target {
+            Target::Turn { secret } => Box::new(TurnClient::with_rest_secret(
+                secret,
+                &format!("loadgen-{i}"),
+                self.expiry,
+                rand::random(),
+            )),
+            Target::Bare => Box::new(BareClient::new()),
+        };
+        Ok(Client {
+            socket,
+            session,
+            relayed: None,
+            bound: false,
+        })
+    }
+
+    /// 437 to an Allocate: the relay still holds an allocation for this
+    /// 5-tuple (an earlier run's client had the same local port, and the
+    /// relay has not let go of it yet). RFC 8656 lets the client move to
+    /// another 5-tuple, so: new socket, new session, allocate again.
+    fn reopen(&mut self, i: usize) -> Result<(), LoadError> {
+        let fresh = self.new_client(i)?;
+        let old = std::mem::replace(&mut self.clients[i], fresh);
+        let _ = self.epoll.delete(old.socket.as_raw_fd());
+        self.clients[i].session.allocate(Instant::now());
+        self.reopened += 1;
+        self.flush(i)
+    }
+
     pub fn clients(&self) -> usize {
         self.clients.len()
+    }
+
+    /// Delete every allocation (best effort, at most `timeout`). Without it a
+    /// relay keeps them for their lifetime, and a later run whose client
+    /// happens to get the same local port would be refused with 437.
+    pub fn release(&mut self, timeout: Duration) -> Result<(), LoadError> {
+        self.releasing = true;
+        let now = Instant::now();
+        for i in 0..self.clients.len() {
+            self.clients[i].session.release(now);
+            self.flush(i)?;
+            // Pace the burst so the relay's socket buffer does not overflow;
+            // losses would only cost retransmissions, i.e. time.
+            if i % 256 == 255 {
+                self.pump(Some(Duration::from_millis(1)))?;
+            }
+        }
+        let deadline = now + timeout;
+        while Instant::now() < deadline
+            && self
+                .clients
+                .iter()
+                .any(|c| c.session.poll_timeout().is_some())
+        {
+            self.pump(Some(Duration::from_millis(5)))?;
+        }
+        Ok(())
     }
 
     /// Start `start(i)` for every client with at most `window` unfinished,
@@ -187,8 +249,8 @@ impl Harness {
     /// sessions, send what they queue. Media (ChannelData) is ignored here:
     /// the traffic phase has its own receive loop.
     pub(crate) fn pump(&mut self, timeout: Option<Duration>) -> Result<(), LoadError> {
-        self.poll.poll(&mut self.events, timeout)?;
-        let ready: Vec<usize> = self.events.iter().map(|e| e.token().0).collect();
+        let n = self.epoll.wait(timeout)?;
+        let ready: Vec<usize> = (0..n).map(|k| self.epoll.token(k) as usize).collect();
         for i in ready {
             self.drain_control(i)?;
         }
@@ -235,6 +297,11 @@ impl Harness {
                 SessionEvent::Allocated { relayed } => self.clients[i].relayed = Some(relayed),
                 SessionEvent::ChannelBound { .. } => self.clients[i].bound = true,
                 SessionEvent::PermissionCreated { .. } => {}
+                SessionEvent::Failed(_) if self.releasing => {}
+                SessionEvent::Failed(ClientError::Rejected {
+                    op: Op::Allocate,
+                    code: 437,
+                }) if self.reopened < 1000 => return self.reopen(i),
                 SessionEvent::Failed(error) => return Err(LoadError::Client { client: i, error }),
             }
         }

@@ -9,13 +9,15 @@
 //! * [`forwarder`] + [`bare`]: the bare recvmmsg/sendmmsg forwarder used as
 //!   the physical floor in benchmarks, and its client.
 //! * [`stun`]: the client's own minimal STUN codec.
-//! * [`payload`], [`stats`], [`procstat`], [`mmsg`]: probe packets, latency
-//!   histogram, /proc readings, batched syscalls.
+//! * [`payload`], [`stats`], [`procstat`], [`mmsg`], [`epoll`]: probe
+//!   packets, latency histogram, /proc readings, batched syscalls,
+//!   level-triggered epoll.
 //!
 //! Linux only (recvmmsg/sendmmsg, /proc).
 
 pub mod bare;
 pub mod client;
+pub mod epoll;
 pub mod forwarder;
 pub mod harness;
 pub mod mmsg;

@@ -22,6 +22,9 @@ pub trait Session {
     fn allocate(&mut self, now: Instant);
     /// Let `peer` in and give it `channel`, so media flows as ChannelData.
     fn bind(&mut self, now: Instant, peer: SocketAddr, channel: u16);
+    /// Give the allocation back (TURN: Refresh with LIFETIME 0), so the
+    /// relay's state and the client's 5-tuple are free for the next run.
+    fn release(&mut self, now: Instant);
     /// A datagram from the server that is not ChannelData.
     fn handle_control(&mut self, now: Instant, datagram: &[u8]);
     fn handle_timeout(&mut self, now: Instant);

@@ -204,6 +204,8 @@ fn generate(a: GenArgs) -> anyhow::Result<()> {
     } else if a.duration > 0.0 {
         run = Some(h.step(&step, 1)?);
     }
+    h.release(Duration::from_secs(5))
+        .context("releasing allocations")?;
     let report = Report {
         target: match a.target {
             TargetKind::Turn => "turn",

@@ -27,6 +27,12 @@
 // kill → reroute time does not depend on Node's and Chromium's clocks
 // agreeing.
 //
+// Also: the same with SIGTERM (the relay drains: signaling gets a draining
+// heartbeat and moves the room while the old relay still relays, so the gap
+// should be near zero), and a SIGKILL while one page is away from signaling
+// (its resume must carry it to the new relay, and the other page's lost
+// ICE-restart offer must not wedge the call).
+//
 // Needs `tern up` started by the test (TERN_BIN, or a built target/): with
 // TERN_URL there are no relay PIDs to kill and the test skips.
 
@@ -35,7 +41,7 @@ import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
 import { startTern } from './tern-process.mjs';
 import {
-  CHROMIUM, CHROMIUM_ARGS, startCall, assertNoPageErrors, linkStats, turnHostPort, waitFor, diagnostics,
+  CHROMIUM, CHROMIUM_ARGS, startCall, assertNoPageErrors, linkStats, relayOf, turnHostPort, waitFor, diagnostics,
 } from './helpers.mjs';
 
 /** Generous bounds: a regression alarm, not a performance target. */
@@ -74,7 +80,22 @@ async function ternWithRelays(t) {
   return tern;
 }
 
-test('killing the relay under a live call: both browsers reroute to the other relay and audio comes back', async (t) => {
+test('killing the relay under a live call: both browsers reroute to the other relay and audio comes back', (t) =>
+  relayGoes(t, 'SIGKILL', 'relay-lost'));
+
+// SIGTERM: the relay announces it is draining (a last heartbeat), keeps
+// relaying for its drain period (1 s under `tern up`), then exits. Signaling
+// moves the room at once, make-before-break, so the gap should be small.
+test('draining the relay under a live call (SIGTERM): both browsers move before it stops', (t) =>
+  relayGoes(t, 'SIGTERM', 'relay-draining'));
+
+/**
+ * A call on relay X; X gets `signal`; both pages must get `reroute` with
+ * `reason` and end up with audio on the other relay.
+ * @param {NodeJS.Signals} signal
+ * @param {string} reason
+ */
+async function relayGoes(t, signal, reason) {
   const tern = await ternWithRelays(t);
   if (!tern) return;
 
@@ -105,10 +126,12 @@ test('killing the relay under a live call: both browsers reroute to the other re
   }, 5_000, () => diagnostics(alice, bob), 50);
   const offsets = {};
   for (const p of pages) offsets[p.name] = await pageClockOffset(p.page);
+  // Signaling's own directory, while both relays are in it.
+  const directory = await (await fetch(`${tern.url}/v1/relays`)).json();
 
-  // Kill X as a vanished machine would die.
-  const killedAt = tern.killRelay(x.id, 'SIGKILL');
-  t.diagnostic(`killed ${x.id} (pid ${x.pid}, turn ${x.turn}); the call should move to ${others.map((r) => r.id).join(' or ')}`);
+  // SIGKILL: X dies as a vanished machine would (no drain, no last word).
+  const killedAt = tern.killRelay(x.id, signal);
+  t.diagnostic(`${signal} to ${x.id} (pid ${x.pid}, turn ${x.turn}); the call should move to ${others.map((r) => r.id).join(' or ')}`);
 
   // Both pages hear about it from signaling...
   const reroutes = await waitFor(async () => {
@@ -160,10 +183,13 @@ test('killing the relay under a live call: both browsers reroute to the other re
     const m = moved[p.name];
 
     // The reroute: the real server's, for a lost relay, to the relay media moved to.
-    assert.equal(r.reason, 'relay-lost', `${p.name}: reroute reason`);
+    assert.equal(r.reason, reason, `${p.name}: reroute reason`);
     assert.notEqual(r.id, x.id, `${p.name}: rerouted to the dead relay`);
     assert.equal(r.id, m.relay.id, `${p.name}: reroute named ${r.id} but media moved to ${m.relay.id}`);
     assert.equal((await p.page.locator('#relay-id').textContent())?.trim(), m.relay.id, `${p.name}: page shows the wrong relay`);
+    // The new candidate's TURN server is a listener signaling's directory
+    // lists for that relay, not merely a port tern up printed.
+    assert.equal(relayOf(directory, m.stats)?.id, m.relay.id, `${p.name}: ${m.stats.url} is not ${m.relay.id}'s listener in /v1/relays: ${JSON.stringify(directory)}`);
 
     const gap = longestGap(probe.growth, kill);
     const switched = probe.paths.find((e) => e.t >= kill && e.url && relayByTurn(e.url)?.id === m.relay.id);
@@ -176,6 +202,8 @@ test('killing the relay under a live call: both browsers reroute to the other re
       pairSwitchMs: switched ? switched.t - kill : null,
       pollMs: probe.polls > 1 ? (probe.lastPoll - probe.firstPoll) / (probe.polls - 1) : null,
       packets: `${probe.growth[0].n} → ${probe.growth.at(-1).n}`,
+      // RTP sequence gaps from just before the kill to the end (packetsLost).
+      lost: probe.growth.at(-1).lost - (probe.growth.findLast((e) => e.t <= kill) ?? probe.growth[0]).lost,
       to: m.relay.id,
       url: m.stats.url,
     };
@@ -184,9 +212,9 @@ test('killing the relay under a live call: both browsers reroute to the other re
   const f = (v) => (v == null ? '–' : `${Math.round(v)} ms`);
   for (const [name, r] of Object.entries(results)) {
     console.log(
-      `failover: ${name}: kill ${x.id} → reroute ${f(r.rerouteMs)}, audio gap ${f(r.gapMs)} ` +
+      `failover (${signal}): ${name}: ${x.id} → reroute ${f(r.rerouteMs)}, audio gap ${f(r.gapMs)} ` +
         `(last packet ${f(r.lastBeforeMs)}, first on ${r.to} ${f(r.firstAfterMs)}, pair switched ${f(r.pairSwitchMs)}); ` +
-        `packets in ${r.packets}; stats polled every ${f(r.pollMs)}; now ${r.url}`,
+        `packets in ${r.packets}, lost ${r.lost}; stats polled every ${f(r.pollMs)}; now ${r.url}`,
     );
   }
   for (const [name, r] of Object.entries(results)) {
@@ -194,7 +222,7 @@ test('killing the relay under a live call: both browsers reroute to the other re
     assert.ok(r.gapMs < MAX_GAP_MS, `${name}: audio gap ${Math.round(r.gapMs)} ms (bound ${MAX_GAP_MS} ms)`);
   }
   assertNoPageErrors(alice, bob);
-});
+}
 
 test('the relay dies while one side is away from signaling: the resume carries the new relay and the call recovers', async (t) => {
   const tern = await ternWithRelays(t);
@@ -281,7 +309,7 @@ test('the relay dies while one side is away from signaling: the resume carries t
     const r = probe.reroutes[0];
     const switched = probe.paths.find((e) => e.t >= kill && e.url && relayByTurn(e.url)?.id === bobReroute.id);
     console.log(
-      `failover (away): ${p.name}: kill ${x.id} → ${r.reason} ${f(r.t - kill)}, audio gap ${f(gap.ms)} ` +
+      `failover (away): ${p.name}: SIGKILL ${x.id} → ${r.reason} ${f(r.t - kill)}, audio gap ${f(gap.ms)} ` +
         `(last packet ${f(gap.from - kill)}, first after ${f(gap.to - kill)}, pair switched ${f(switched ? switched.t - kill : null)}); ` +
         `now ${moved[p.name].url}`,
     );
@@ -303,7 +331,7 @@ function installProbe() {
   const pc = client.peerConnection(client.peers[0].participant);
   const now = () => performance.timeOrigin + performance.now();
   const probe = {
-    growth: /** @type {{t: number, n: number}[]} */ ([]),
+    growth: /** @type {{t: number, n: number, lost: number}[]} */ ([]),
     paths: /** @type {{t: number, url: string | null}[]} */ ([]),
     reroutes: /** @type {any[]} */ ([]),
     polls: 0,
@@ -323,17 +351,21 @@ function installProbe() {
       const report = await pc.getStats();
       const t = now();
       let n = 0;
+      let lost = 0;
       let url = null;
       const byId = new Map();
       report.forEach((s) => byId.set(s.id, s));
       for (const s of byId.values()) {
-        if (s.type === 'inbound-rtp' && s.kind === 'audio') n += s.packetsReceived ?? 0;
+        if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+          n += s.packetsReceived ?? 0;
+          lost += s.packetsLost ?? 0;
+        }
         if (s.type === 'transport' && s.selectedCandidatePairId) {
           const pair = byId.get(s.selectedCandidatePairId);
           url = (pair && byId.get(pair.localCandidateId)?.url) ?? null;
         }
       }
-      if (n !== last) probe.growth.push({ t, n });
+      if (n !== last) probe.growth.push({ t, n, lost });
       if (url !== lastUrl) probe.paths.push({ t, url });
       last = n;
       lastUrl = url;

@@ -88,39 +88,48 @@ fn start_relay(name: &str, extra: &[&str]) -> Relay {
     let dir = tmpdir(name);
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     edge_relay::server::tls::ensure_self_signed(&cert, &key, &["localhost".into()]).unwrap();
-    let udp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let tcp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_tern-relay"))
-        .args(["--listen", &udp.to_string()])
-        .args(["--listen-tcp", &tcp.to_string()])
-        .args(["--listen-tls", &tls.to_string()])
-        .args(["--tls-cert", cert.to_str().unwrap()])
-        .args(["--tls-key", key.to_str().unwrap()])
-        .args(["--admin", &admin.to_string()])
-        .args(["--allow-peer", "127.0.0.0/8", "--relay-ports", "ephemeral"])
-        .args(extra)
-        .env("TERN_RELAY_SECRET", SECRET)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn tern-relay");
-    let proc = Proc(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while http(admin, "GET", "/healthz").is_none() {
-        assert!(Instant::now() < deadline, "relay did not come up");
-        std::thread::sleep(Duration::from_millis(50));
+    // Ports are probed free and then handed over, so another test's relayed
+    // socket can take one in between: retry with fresh ports if the relay
+    // exits while starting.
+    for _ in 0..5 {
+        let port = || -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().unwrap() };
+        let (udp, tcp, tls, admin) = (port(), port(), port(), port());
+        let child = Command::new(env!("CARGO_BIN_EXE_tern-relay"))
+            .args(["--listen", &udp.to_string()])
+            .args(["--listen-tcp", &tcp.to_string()])
+            .args(["--listen-tls", &tls.to_string()])
+            .args(["--tls-cert", cert.to_str().unwrap()])
+            .args(["--tls-key", key.to_str().unwrap()])
+            .args(["--admin", &admin.to_string()])
+            .args(["--allow-peer", "127.0.0.0/8", "--relay-ports", "ephemeral"])
+            .args(extra)
+            .env("TERN_RELAY_SECRET", SECRET)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tern-relay");
+        let mut proc = Proc(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if http(admin, "GET", "/healthz").is_some() {
+                return Relay {
+                    proc,
+                    udp,
+                    tcp,
+                    tls,
+                    admin,
+                    cert,
+                };
+            }
+            if proc.0.try_wait().unwrap().is_some() {
+                break; // exited (port taken?): try again
+            }
+            assert!(Instant::now() < deadline, "relay did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
-    Relay {
-        proc,
-        udp,
-        tcp,
-        tls,
-        admin,
-        cert,
-    }
+    panic!("relay did not start in 5 attempts");
 }
 
 /// Minimal HTTP/1.1 client: (status, body), None if not reachable.

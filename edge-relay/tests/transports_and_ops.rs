@@ -532,6 +532,27 @@ fn sigterm_drain_loses_no_packets_before_the_deadline() {
     relay.proc.wait_exit(Duration::from_secs(5));
 }
 
+/// The very first Allocate after `POST /drain` (no traffic in between) is
+/// already redirected, and the 401 leg in front of it is still answered.
+#[test]
+fn first_allocate_after_admin_drain_is_redirected() {
+    let relay = start_relay(
+        "first-after-drain",
+        &["--alternate", "127.0.0.1:3999", "--drain-ms", "3000"],
+    );
+    // An existing allocation keeps the draining relay up (with none it
+    // would exit at once).
+    let (_peer, peer_addr) = udp_peer();
+    let mut existing = Client::new(Wire::udp(relay.udp), "existing");
+    existing.allocate_and_bind(peer_addr);
+    let mut c = Client::new(Wire::udp(relay.udp), "first");
+    assert_eq!(http(relay.admin, "POST", "/drain").unwrap().0, 202);
+    let answer = c.request(Method::ALLOCATE, |b| {
+        b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+    });
+    assert_eq!(code(&answer), Some(300));
+}
+
 /// --relay-ip6: an IPv4 client asks for an IPv6 relayed address
 /// (REQUESTED-ADDRESS-FAMILY) and relays to an IPv6 peer on ::1.
 #[test]

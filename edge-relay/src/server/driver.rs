@@ -127,6 +127,7 @@ impl Driver {
             tokio::select! {
                 r = self.listener.recv_from(&mut buf) => match r {
                     Ok((n, from)) => {
+                        self.sync_draining();
                         let fwd = self.relay.handle_client_datagram(
                             Instant::now().into_std(), unix_secs(), from, self.local, &buf[..n]);
                         if let Some(f) = fwd {
@@ -149,6 +150,7 @@ impl Driver {
                         self.streams.insert(ft, out);
                     }
                     StreamInput::Message { ft, bytes } => {
+                        self.sync_draining();
                         let fwd = self.relay.handle_client_message(
                             Instant::now().into_std(), unix_secs(), ft, &bytes);
                         if let Some(f) = fwd {
@@ -177,11 +179,18 @@ impl Driver {
     }
 
     /// Act on events, flush queued transmits, publish load figures.
-    fn after_input(&mut self) {
+    /// Tell the engine about a drain started elsewhere (signal, admin).
+    /// Checked before every client message, so the first Allocate after a
+    /// drain began is already refused or redirected; one relaxed load.
+    fn sync_draining(&mut self) {
         let draining = self.shared.draining.load(Ordering::Relaxed);
         if draining != self.relay.is_draining() {
             self.relay.set_draining(draining);
         }
+    }
+
+    fn after_input(&mut self) {
+        self.sync_draining();
         while let Some(ev) = self.relay.poll_event() {
             match ev {
                 Event::BindRelay {
@@ -215,7 +224,7 @@ impl Driver {
             }
         }
         while let Some(t) = self.relay.poll_transmit() {
-            self.send(&t);
+            self.send(t);
         }
         self.shared
             .allocations
@@ -252,9 +261,9 @@ impl Driver {
         }
     }
 
-    fn send(&self, t: &Transmit) {
+    fn send(&self, t: Transmit) {
         if t.transport.is_stream() {
-            self.send_stream(t.transport, t.from, t.to, t.payload.clone());
+            self.send_stream(t.transport, t.from, t.to, t.payload);
         } else {
             self.send_bytes(t.from, t.to, &t.payload);
         }

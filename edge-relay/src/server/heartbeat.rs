@@ -38,7 +38,11 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Start a drain from the admin endpoint: the flag is set before this
+    /// returns, so the next Allocate is already refused or redirected.
     pub fn request_drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
         self.drain_requested.notify_one();
     }
 }

@@ -1,0 +1,161 @@
+//! Two-party calls and what they measure.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::participant::{self, MediaLog, FRAME};
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Signaling URLs (`ws://…/v1/signal`); participants are spread over them.
+    pub edges: Vec<String>,
+    /// HS256 secret for room tokens (the app's API secret).
+    pub api_secret: String,
+    pub calls: usize,
+    /// How long each call runs.
+    pub duration: Duration,
+    /// Prefix of room names (unique per run).
+    pub room_prefix: String,
+}
+
+/// One call's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallReport {
+    pub room: String,
+    /// Longest silence heard by either side after audio first arrived (ms).
+    pub gap_ms: f64,
+    /// Audio still arriving at both sides at the end.
+    pub restored: bool,
+    pub reroutes: usize,
+    pub received: [usize; 2],
+    pub sent: [u64; 2],
+    /// Relay each side ended on.
+    pub relays: [String; 2],
+    pub error: Option<String>,
+}
+
+fn longest_gap(arrivals: &[Instant]) -> Duration {
+    arrivals
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or(Duration::ZERO)
+}
+
+/// Audio counts as flowing at the end if a packet arrived in the last
+/// ten frame times.
+fn flowing_at(arrivals: &[Instant], end: Instant) -> bool {
+    arrivals
+        .last()
+        .is_some_and(|&t| end.saturating_duration_since(t) < FRAME * 10)
+}
+
+fn token(secret: &str, room: &str, who: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    edge_signaling::token::mint(
+        secret.as_bytes(),
+        &edge_signaling::token::Claims {
+            room: room.into(),
+            sub: who.into(),
+            exp,
+        },
+    )
+}
+
+/// Run every call concurrently for `duration` and report each.
+pub async fn run_calls(cfg: &SimConfig) -> Vec<CallReport> {
+    let until = Instant::now() + cfg.duration;
+    let mut tasks = Vec::new();
+    for i in 0..cfg.calls {
+        let room = format!("{}-{i}", cfg.room_prefix);
+        let edges = (
+            cfg.edges[(2 * i) % cfg.edges.len()].clone(),
+            cfg.edges[(2 * i + 1) % cfg.edges.len()].clone(),
+        );
+        let tokens = (
+            token(&cfg.api_secret, &room, "caller"),
+            token(&cfg.api_secret, &room, "callee"),
+        );
+        tasks.push(tokio::spawn(async move {
+            let a = tokio::spawn({
+                let (e, r, t) = (edges.0.clone(), room.clone(), tokens.0.clone());
+                async move { participant::run(&e, &r, &t, until, rand::random()).await }
+            });
+            // The callee joins a moment later, as in a real call.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let b = participant::run(&edges.1, &room, &tokens.1, until, rand::random()).await;
+            let a = a.await.map_err(anyhow::Error::from).and_then(|r| r);
+            report(room, a, b, until)
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        if let Ok(r) = t.await {
+            out.push(r);
+        }
+    }
+    out
+}
+
+fn report(
+    room: String,
+    a: anyhow::Result<MediaLog>,
+    b: anyhow::Result<MediaLog>,
+    end: Instant,
+) -> CallReport {
+    match (a, b) {
+        (Ok(a), Ok(b)) => CallReport {
+            room,
+            gap_ms: longest_gap(&a.arrivals)
+                .max(longest_gap(&b.arrivals))
+                .as_secs_f64()
+                * 1e3,
+            restored: flowing_at(&a.arrivals, end) && flowing_at(&b.arrivals, end),
+            reroutes: a.reroutes.len().max(b.reroutes.len()),
+            received: [a.arrivals.len(), b.arrivals.len()],
+            sent: [a.sent, b.sent],
+            relays: [a.relay, b.relay],
+            error: None,
+        },
+        (a, b) => CallReport {
+            room,
+            gap_ms: f64::INFINITY,
+            restored: false,
+            reroutes: 0,
+            received: [0, 0],
+            sent: [0, 0],
+            relays: Default::default(),
+            error: Some(format!(
+                "{}{}",
+                a.err()
+                    .map(|e| format!("caller: {e:#} "))
+                    .unwrap_or_default(),
+                b.err()
+                    .map(|e| format!("callee: {e:#}"))
+                    .unwrap_or_default()
+            )),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gap_is_the_longest_silence() {
+        let t0 = Instant::now();
+        let ms = |m| t0 + Duration::from_millis(m);
+        let arrivals = [ms(0), ms(20), ms(40), ms(400), ms(420)];
+        assert_eq!(longest_gap(&arrivals), Duration::from_millis(360));
+        assert!(flowing_at(&arrivals, ms(430)));
+        assert!(!flowing_at(&arrivals, ms(1000)));
+        assert_eq!(longest_gap(&[]), Duration::ZERO);
+    }
+}

@@ -85,6 +85,10 @@ struct Relay {
 }
 
 fn start_relay(name: &str, extra: &[&str]) -> Relay {
+    start_relay_env(name, extra, &[])
+}
+
+fn start_relay_env(name: &str, extra: &[&str], env: &[(&str, &str)]) -> Relay {
     let dir = tmpdir(name);
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     edge_relay::server::tls::ensure_self_signed(&cert, &key, &["localhost".into()]).unwrap();
@@ -104,6 +108,7 @@ fn start_relay(name: &str, extra: &[&str]) -> Relay {
             .args(["--allow-peer", "127.0.0.0/8", "--relay-ports", "ephemeral"])
             .args(extra)
             .env("TERN_RELAY_SECRET", SECRET)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -239,7 +244,11 @@ struct Client {
 
 impl Client {
     fn new(wire: Wire, identity: &str) -> Client {
-        let c = credentials::mint(SECRET.as_bytes(), identity, unix_now() + 600);
+        Client::with_secret(wire, identity, SECRET)
+    }
+
+    fn with_secret(wire: Wire, identity: &str, secret: &str) -> Client {
+        let c = credentials::mint(secret.as_bytes(), identity, unix_now() + 600);
         Client {
             wire,
             key: edge_relay::auth::long_term_key(&c.username, REALM, &c.credential),
@@ -264,7 +273,14 @@ impl Client {
             self.wire.send(&b.finish());
             let answer = self.wire.recv();
             let m = Message::parse(&answer).unwrap();
-            if matches!(code(&answer), Some(401 | 438)) && m.get(attr::NONCE).is_some() {
+            // Retry after the challenge (no credentials sent yet) or a stale
+            // nonce; a 401 to credentials is the answer.
+            let retry = match code(&answer) {
+                Some(401) => self.nonce.is_empty(),
+                Some(438) => true,
+                _ => false,
+            };
+            if retry && m.get(attr::NONCE).is_some() {
                 self.nonce = m.get(attr::NONCE).unwrap().to_vec();
                 continue;
             }
@@ -590,4 +606,30 @@ fn ipv6_relayed_address_with_relay_ip6() {
         b.xor_address(attr::XOR_PEER_ADDRESS, "127.0.0.1:9".parse().unwrap());
     });
     assert_eq!(code(&answer), Some(443));
+}
+
+/// Secret rotation through the environment: credentials from
+/// TERN_RELAY_PREVIOUS_SECRET still work, unknown secrets do not.
+#[test]
+fn previous_secret_from_the_environment_is_accepted() {
+    let relay = start_relay_env(
+        "rotation",
+        &[],
+        &[("TERN_RELAY_PREVIOUS_SECRET", "the-old-one")],
+    );
+    let (_peer, peer_addr) = udp_peer();
+    let mut old = Client::with_secret(Wire::udp(relay.udp), "old", "the-old-one");
+    old.allocate_and_bind(peer_addr);
+    let mut current = Client::new(Wire::udp(relay.udp), "current");
+    current.allocate_and_bind(peer_addr);
+    let mut stranger = Client::with_secret(Wire::udp(relay.udp), "eve", "not-ours");
+    let answer = stranger.request(Method::ALLOCATE, |b| {
+        b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+    });
+    assert_eq!(code(&answer), Some(401));
+    let (_, metrics) = http(relay.admin, "GET", "/metrics").unwrap();
+    assert!(
+        metrics.contains("tern_relay_auth_total{outcome=\"rejected\"} 1"),
+        "{metrics}"
+    );
 }

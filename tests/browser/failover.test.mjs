@@ -123,7 +123,7 @@ async function relayGoes(t, signal, reason) {
       if (n < 10) return false;
     }
     return true;
-  }, 5_000, () => diagnostics(alice, bob), 50);
+  }, 5_000, async () => `${await diagnostics(alice, bob)}${ternTail(tern)}`, 50);
   const offsets = {};
   for (const p of pages) offsets[p.name] = await pageClockOffset(p.page);
   // Signaling's own directory, while both relays are in it.
@@ -141,7 +141,7 @@ async function relayGoes(t, signal, reason) {
       if (!got[p.name]) return null;
     }
     return got;
-  }, 10_000, async () => `no reroute on both pages 10 s after killing ${x.id}\n${await diagnostics(alice, bob)}`, 20);
+  }, 10_000, async () => `no reroute on both pages 10 s after killing ${x.id}\n${await diagnostics(alice, bob)}${ternTail(tern)}`, 20);
 
   // ...and each moves its selected pair to a relay candidate allocated
   // through the other relay's listener.
@@ -154,7 +154,7 @@ async function relayGoes(t, signal, reason) {
       got[p.name] = { stats: s, relay: r };
     }
     return got;
-  }, 15_000, async () => `selected pairs did not leave ${x.id}\n${await diagnostics(alice, bob)}`, 50);
+  }, 15_000, async () => `selected pairs did not leave ${x.id}\n${await diagnostics(alice, bob)}${ternTail(tern)}`, 50);
 
   // Audio keeps coming in on the new path on both sides, for a while.
   await waitFor(async () => {
@@ -170,7 +170,7 @@ async function relayGoes(t, signal, reason) {
       if (!ok) return false;
     }
     return true;
-  }, 15_000, async () => `audio did not keep flowing after the move\n${await diagnostics(alice, bob)}`, 100);
+  }, 15_000, async () => `audio did not keep flowing after the move\n${await diagnostics(alice, bob)}${ternTail(tern)}`, 100);
 
   const results = {};
   for (const p of pages) {
@@ -253,7 +253,7 @@ test('the relay dies while one side is away from signaling: the resume carries t
   const bobReroute = await waitFor(
     () => bob.page.evaluate(() => window.__failover.reroutes[0] ?? null),
     10_000,
-    async () => `bob got no reroute\n${await diagnostics(alice, bob)}`,
+    async () => `bob got no reroute\n${await diagnostics(alice, bob)}${ternTail(tern)}`,
     20,
   );
   assert.equal(bobReroute.reason, 'relay-lost');
@@ -268,7 +268,7 @@ test('the relay dies while one side is away from signaling: the resume carries t
   const aliceMove = await waitFor(
     () => alice.page.evaluate(() => window.__failover.reroutes[0] ?? null),
     5_000,
-    async () => `alice's SDK reported no relay change on resume\n${await diagnostics(alice, bob)}`,
+    async () => `alice's SDK reported no relay change on resume\n${await diagnostics(alice, bob)}${ternTail(tern)}`,
     20,
   );
   assert.equal(aliceMove.reason, 'resumed');
@@ -283,7 +283,7 @@ test('the relay dies while one side is away from signaling: the resume carries t
       got[p.name] = s;
     }
     return got;
-  }, 20_000, async () => `selected pairs did not reach ${bobReroute.id}\n${await diagnostics(alice, bob)}`, 50);
+  }, 20_000, async () => `selected pairs did not reach ${bobReroute.id}\n${await diagnostics(alice, bob)}${ternTail(tern)}`, 50);
   await waitFor(async () => {
     for (const p of pages) {
       const ok = await p.page.evaluate(([deadTurn, ms]) => {
@@ -296,7 +296,7 @@ test('the relay dies while one side is away from signaling: the resume carries t
       if (!ok) return false;
     }
     return true;
-  }, 15_000, async () => `audio did not keep flowing after the move\n${await diagnostics(alice, bob)}`, 100);
+  }, 15_000, async () => `audio did not keep flowing after the move\n${await diagnostics(alice, bob)}${ternTail(tern)}`, 100);
 
   const f = (v) => (v == null ? '–' : `${Math.round(v)} ms`);
   for (const p of pages) {
@@ -319,6 +319,12 @@ test('the relay dies while one side is away from signaling: the resume carries t
 });
 
 // ---- helpers --------------------------------------------------------------
+
+/** The end of `tern up`'s log, for failure messages (relay exits, suspicions). */
+function ternTail(tern, lines = 40) {
+  const out = tern.output().trimEnd();
+  return out ? `\n--- tern up, last ${lines} lines:\n${out.split('\n').slice(-lines).join('\n')}` : '';
+}
 
 /**
  * Runs in the page: poll the call's RTCPeerConnection every ~20 ms and keep

@@ -33,6 +33,8 @@ const REPO = join(HERE, '..', '..');
  *   no goodbye heartbeat, as if its machine vanished); returns the time it
  *   was sent, in ms since the epoch with sub-ms precision
  *   (`performance.timeOrigin + performance.now()`, the same clock pages use)
+ * @property {() => string} output  the last ~20 kB of `tern up`'s stdout and
+ *   stderr (for failure messages); empty with TERN_URL
  */
 
 /** @returns {Promise<Tern>} */
@@ -44,6 +46,7 @@ export async function startTern() {
       url,
       stop: async () => {},
       relays: null,
+      output: () => '',
       killRelay: () => { throw new Error('relays can only be killed when the test started tern (TERN_BIN)'); },
     };
   }
@@ -125,7 +128,7 @@ export async function startTern() {
     await stop();
     throw err;
   }
-  return { url, stop, relays, killRelay };
+  return { url, stop, relays, killRelay, output: () => output };
 }
 
 /** Wait until /healthz is ok and at least one relay heartbeats as healthy. */

@@ -47,6 +47,13 @@ import {
 /** Generous bounds: a regression alarm, not a performance target. */
 const MAX_REROUTE_MS = 2_000;
 const MAX_GAP_MS = 5_000;
+/**
+ * A page whose ~20 ms stats poll ran slower than this on average, or paused
+ * longer than this once, was starved of CPU: timing figures are then printed
+ * but not held to the bounds.
+ */
+const STARVED_POLL_MS = 40;
+const STARVED_GAP_MS = 500;
 /** How long to watch audio after the move before calling it restored. */
 const WATCH_AFTER_MOVE_MS = 1_000;
 
@@ -106,7 +113,10 @@ async function relayGoes(t, signal, reason) {
 
   // Relay X: the one carrying the call. A room has one relay, so both sides
   // allocated on the same listener.
-  const relayByTurn = (url) => tern.relays.find((r) => r.turn === turnHostPort(url ?? '')) ?? null;
+  // Signaling's own directory, while both relays are in it: every listener
+  // (UDP, TCP, TLS) of every relay, to tell which relay a TURN url belongs to.
+  const directory = await (await fetch(`${tern.url}/v1/relays`)).json();
+  const relayByTurn = relayFinder(tern, directory);
   const x = relayByTurn(first.a.url);
   assert.ok(x, `alice's relay candidate (url=${first.a.url}) is on none of tern up's relays: ${JSON.stringify(tern.relays)}`);
   assert.equal(relayByTurn(first.b.url)?.id, x.id, `alice is on ${x.id} but bob's candidate url is ${first.b.url}`);
@@ -126,8 +136,6 @@ async function relayGoes(t, signal, reason) {
   }, 5_000, async () => `${await diagnostics(alice, bob)}${ternTail(tern)}`, 50);
   const offsets = {};
   for (const p of pages) offsets[p.name] = await pageClockOffset(p.page);
-  // Signaling's own directory, while both relays are in it.
-  const directory = await (await fetch(`${tern.url}/v1/relays`)).json();
 
   // SIGKILL: X dies as a vanished machine would (no drain, no last word).
   const killedAt = tern.killRelay(x.id, signal);
@@ -159,14 +167,14 @@ async function relayGoes(t, signal, reason) {
   // Audio keeps coming in on the new path on both sides, for a while.
   await waitFor(async () => {
     for (const p of pages) {
-      const ok = await p.page.evaluate(([kill, deadTurn, ms]) => {
+      const ok = await p.page.evaluate(([kill, dead, ms]) => {
         const { growth, paths } = window.__failover;
-        const onDead = (url) => !url || url.includes(`:${deadTurn}?`) || url.endsWith(`:${deadTurn}`);
+        const onDead = (url) => !url || dead.some((a) => url.includes(`:${a}?`) || url.endsWith(`:${a}`));
         const moved = paths.find((e) => e.t >= kill && !onDead(e.url));
         if (!moved) return false;
         const after = growth.filter((e) => e.t >= moved.t);
         return after.length >= 2 && after.at(-1).t - moved.t >= ms && after.at(-1).n - after[0].n >= ms / 40;
-      }, [killedAt + offsets[p.name], x.turn, WATCH_AFTER_MOVE_MS]);
+      }, [killedAt + offsets[p.name], listenersOf(directory, x), WATCH_AFTER_MOVE_MS]);
       if (!ok) return false;
     }
     return true;
@@ -201,6 +209,7 @@ async function relayGoes(t, signal, reason) {
       firstAfterMs: gap.to - kill,
       pairSwitchMs: switched ? switched.t - kill : null,
       pollMs: probe.polls > 1 ? (probe.lastPoll - probe.firstPoll) / (probe.polls - 1) : null,
+      maxPollGapMs: probe.maxPollGap,
       packets: `${probe.growth[0].n} → ${probe.growth.at(-1).n}`,
       // RTP sequence gaps from just before the kill to the end (packetsLost).
       lost: probe.growth.at(-1).lost - (probe.growth.findLast((e) => e.t <= kill) ?? probe.growth[0]).lost,
@@ -213,9 +222,23 @@ async function relayGoes(t, signal, reason) {
   for (const [name, r] of Object.entries(results)) {
     console.log(
       `failover (${signal}): ${name}: ${x.id} → reroute ${f(r.rerouteMs)}, audio gap ${f(r.gapMs)} ` +
-        `(last packet ${f(r.lastBeforeMs)}, first on ${r.to} ${f(r.firstAfterMs)}, pair switched ${f(r.pairSwitchMs)}); ` +
-        `packets in ${r.packets}, lost ${r.lost}; stats polled every ${f(r.pollMs)}; now ${r.url}`,
+        `(last packet before it ${f(r.lastBeforeMs)}, first after ${f(r.firstAfterMs)}, pair on ${r.to} ${f(r.pairSwitchMs)}); ` +
+        `packets in ${r.packets}, lost ${r.lost}; stats polled every ${f(r.pollMs)} (longest ${f(r.maxPollGapMs)}); now ${r.url}`,
     );
+  }
+  // The timing bounds only mean something if the machine let the page run:
+  // a page whose 20 ms poll loop itself stalled was starved of CPU (seen on
+  // a 2-core box with other heavy jobs: audio stopped seconds before the
+  // kill, with no packet lost), and then so were the relays, tern and the
+  // browsers' media threads. Behaviour is still asserted above; the figures
+  // are printed either way.
+  const starved = Object.entries(results).filter(([, r]) => r.pollMs > STARVED_POLL_MS || r.maxPollGapMs > STARVED_GAP_MS);
+  if (starved.length) {
+    const why = starved.map(([name, r]) => `${name} polled every ${f(r.pollMs)}, longest ${f(r.maxPollGapMs)}`).join('; ');
+    console.log(`failover (${signal}): timing bounds NOT asserted, the machine starved the pages (${why})`);
+    t.diagnostic(`timing bounds not asserted: pages starved (${why})`);
+    assertNoPageErrors(alice, bob);
+    return;
   }
   for (const [name, r] of Object.entries(results)) {
     assert.ok(r.rerouteMs >= 0 && r.rerouteMs < MAX_REROUTE_MS, `${name}: reroute ${Math.round(r.rerouteMs)} ms after the kill (bound ${MAX_REROUTE_MS} ms)`);
@@ -231,7 +254,8 @@ test('the relay dies while one side is away from signaling: the resume carries t
   // "unreachable" while the relay dies.
   const { alice, bob, first } = await startCall(t, browser, tern.url);
   const pages = [alice, bob];
-  const relayByTurn = (url) => tern.relays.find((r) => r.turn === turnHostPort(url ?? '')) ?? null;
+  const directory = await (await fetch(`${tern.url}/v1/relays`)).json();
+  const relayByTurn = relayFinder(tern, directory);
   const x = relayByTurn(first.a.url);
   assert.ok(x && relayByTurn(first.b.url)?.id === x.id, `call not on one of tern up's relays: ${first.a.url} / ${first.b.url}`);
   for (const p of pages) await p.page.evaluate(installProbe);
@@ -286,13 +310,13 @@ test('the relay dies while one side is away from signaling: the resume carries t
   }, 20_000, async () => `selected pairs did not reach ${bobReroute.id}\n${await diagnostics(alice, bob)}${ternTail(tern)}`, 50);
   await waitFor(async () => {
     for (const p of pages) {
-      const ok = await p.page.evaluate(([deadTurn, ms]) => {
+      const ok = await p.page.evaluate(([dead, ms]) => {
         const { growth, paths } = window.__failover;
-        const moved = [...paths].reverse().find((e) => e.url && !e.url.includes(`:${deadTurn}?`));
+        const moved = [...paths].reverse().find((e) => e.url && !dead.some((a) => e.url.includes(`:${a}?`) || e.url.endsWith(`:${a}`)));
         if (!moved) return false;
         const after = growth.filter((e) => e.t >= moved.t);
         return after.length >= 2 && after.at(-1).t - moved.t >= ms && after.at(-1).n - after[0].n >= ms / 40;
-      }, [x.turn, WATCH_AFTER_MOVE_MS]);
+      }, [listenersOf(directory, x), WATCH_AFTER_MOVE_MS]);
       if (!ok) return false;
     }
     return true;
@@ -310,15 +334,42 @@ test('the relay dies while one side is away from signaling: the resume carries t
     const switched = probe.paths.find((e) => e.t >= kill && e.url && relayByTurn(e.url)?.id === bobReroute.id);
     console.log(
       `failover (away): ${p.name}: SIGKILL ${x.id} → ${r.reason} ${f(r.t - kill)}, audio gap ${f(gap.ms)} ` +
-        `(last packet ${f(gap.from - kill)}, first after ${f(gap.to - kill)}, pair switched ${f(switched ? switched.t - kill : null)}); ` +
+        `(last packet before it ${f(gap.from - kill)}, first after ${f(gap.to - kill)}, pair on ${bobReroute.id} ${f(switched ? switched.t - kill : null)}); ` +
         `now ${moved[p.name].url}`,
     );
-    assert.ok(gap.ms < MAX_GAP_MS, `${p.name}: audio gap ${Math.round(gap.ms)} ms (bound ${MAX_GAP_MS} ms)`);
+    const pollMs = probe.polls > 1 ? (probe.lastPoll - probe.firstPoll) / (probe.polls - 1) : 0;
+    if (pollMs > STARVED_POLL_MS || probe.maxPollGap > STARVED_GAP_MS) {
+      // See relayGoes: a starved page makes the figures meaningless.
+      console.log(`failover (away): ${p.name}: gap bound NOT asserted, page starved (polled every ${f(pollMs)}, longest ${f(probe.maxPollGap)})`);
+    } else {
+      assert.ok(gap.ms < MAX_GAP_MS, `${p.name}: audio gap ${Math.round(gap.ms)} ms (bound ${MAX_GAP_MS} ms)`);
+    }
   }
   assertNoPageErrors(alice, bob);
 });
 
 // ---- helpers --------------------------------------------------------------
+
+/**
+ * TURN url → the relay process (from `tern up`'s output) it belongs to. A
+ * relay may listen on UDP, TCP and TLS ports, and Chromium may pick any of
+ * them: match against every listener signaling's directory lists, falling
+ * back to the UDP address `tern up` printed.
+ */
+function relayFinder(tern, directory) {
+  return (url) => {
+    const hp = turnHostPort(url ?? '');
+    if (!hp) return null;
+    const id = directory.find((r) => (r.listeners ?? []).some((l) => l.address === hp))?.id ?? tern.relays.find((r) => r.turn === hp)?.id;
+    return tern.relays.find((r) => r.id === id) ?? null;
+  };
+}
+
+/** Every host:port relay `r` takes TURN on. */
+function listenersOf(directory, r) {
+  const d = directory.find((x) => x.id === r.id);
+  return [...new Set([r.turn, ...(d?.listeners ?? []).map((l) => l.address)])];
+}
 
 /** The end of `tern up`'s log, for failure messages (relay exits, suspicions). */
 function ternTail(tern, lines = 40) {
@@ -343,6 +394,8 @@ function installProbe() {
     polls: 0,
     firstPoll: 0,
     lastPoll: 0,
+    /** Longest time between two polls: the page's own starvation. */
+    maxPollGap: 0,
     stop: false,
   };
   window.__failover = probe;
@@ -376,6 +429,7 @@ function installProbe() {
       last = n;
       lastUrl = url;
       if (!probe.polls) probe.firstPoll = t;
+      else probe.maxPollGap = Math.max(probe.maxPollGap, t - probe.lastPoll);
       probe.lastPoll = t;
       probe.polls++;
     } catch {

@@ -84,6 +84,12 @@ async function ternWithRelays(t) {
     t.skip(`needs two relays, tern up started ${tern.relays.length}`);
     return null;
   }
+  // The precondition is two healthy relays (one to lose, one to move to);
+  // `startTern` only waits for one.
+  await waitFor(async () => {
+    const list = await (await fetch(`${tern.url}/v1/relays`)).json();
+    return tern.relays.every((r) => list.find((d) => d.id === r.id)?.healthy === true);
+  }, 10_000, async () => `not all relays healthy: ${await (await fetch(`${tern.url}/v1/relays`)).text()}${ternTail(tern)}`, 100);
   return tern;
 }
 

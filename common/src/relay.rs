@@ -56,6 +56,9 @@ pub struct Load {
     pub allocations: u64,
     /// Packets relayed per second, averaged since the previous heartbeat.
     pub pps: u64,
+    /// Process CPU use since the previous heartbeat (100 = one core).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<f64>,
 }
 
 /// What a relay says about itself in one heartbeat.

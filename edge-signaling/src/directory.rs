@@ -46,30 +46,48 @@ pub fn list(
     edge: &str,
 ) -> Result<Vec<RelayView>, KvError> {
     let (index, _) = read::<RelayIndex>(kv, keys::RELAY_INDEX)?;
-    let mut out = Vec::new();
+    // First gather the evidence about each relay, then judge: whether
+    // heartbeat silence can be trusted depends on the whole fleet.
+    let mut seen = Vec::new();
     for id in index.unwrap_or_default().ids {
         let (Some(rec), _) = read::<RelayRecord>(kv, &keys::relay(&id))? else {
             continue;
         };
         let age = now_ms.saturating_sub(rec.received_at_ms);
         let phi = health::phi(&rec.intervals, age);
-        // Lost when the detector suspects it, or in any case after the hard
-        // timeout (covers relays with too little history for a verdict).
-        let alive = age <= stale_ms && phi.is_none_or(|p| p < health::PHI_THRESHOLD);
+        // Silent when the detector suspects it, or in any case after the
+        // hard timeout (covers relays with too little history for a verdict).
+        let silent = age > stale_ms || phi.is_some_and(|p| p >= health::PHI_THRESHOLD);
         let suspect = read::<Suspect>(kv, &keys::relay_suspect(&id))?
             .0
             .filter(|s| now_ms.saturating_sub(s.at_ms) < health::SUSPECT_MS);
         let probe_failed = read::<ProbeRecord>(kv, &keys::relay_probe(edge, &id))?
             .0
             .is_some_and(|p| p.failing_since_ms.is_some());
+        let degrading = health::degrading(&rec.intervals);
+        seen.push((rec, age, phi, silent, suspect, probe_failed, degrading));
+    }
+    // If most of the fleet went silent or ragged at once, the likelier cause
+    // is on this side (the state store was down, or this edge is too busy to
+    // take heartbeats in time), not a mass failure of independent relays:
+    // then only direct evidence counts (this edge's probes, callers'
+    // reports, draining). Relays silent for a long time are gone, not
+    // "just went silent", and do not count.
+    let recent: Vec<_> = seen.iter().filter(|s| s.1 <= health::GONE_MS).collect();
+    let soft_failing = recent.iter().filter(|s| s.3 || s.6).count();
+    let distrust_heartbeats = recent.len() >= 2 && soft_failing * 2 > recent.len();
+
+    let mut out = Vec::new();
+    for (rec, age, phi, silent, suspect, probe_failed, degrading) in seen {
         let hb = rec.heartbeat;
-        let failing = if !alive || probe_failed {
+        let long_gone = age > health::GONE_MS;
+        let failing = if probe_failed || long_gone || (silent && !distrust_heartbeats) {
             Some("relay-lost")
         } else if suspect.is_some() {
             Some("media-stalled")
         } else if hb.state == RelayState::Draining {
             Some("relay-draining")
-        } else if health::degrading(&rec.intervals) {
+        } else if degrading && !distrust_heartbeats {
             Some("relay-degraded")
         } else {
             None
@@ -141,6 +159,7 @@ mod tests {
             load: Load {
                 allocations,
                 pps: 0,
+                cpu_percent: None,
             },
             last_heartbeat_age_ms: 0,
             phi: None,

@@ -23,6 +23,9 @@ pub const MIN_SAMPLES: usize = 3;
 /// it stops. It is drained pre-emptively (predictive drain).
 pub const DEGRADED_JITTER_MS: f64 = 120.0;
 pub const TREND_SAMPLES: usize = 8;
+/// A relay silent this long is gone whatever else is true (and no longer
+/// counts when judging whether the whole fleet went silent at once).
+pub const GONE_MS: u64 = 10_000;
 /// How long a relay reported silent by its callers stays out of rotation.
 pub const SUSPECT_MS: u64 = 30_000;
 /// Stall reports count together when they are this close in time.

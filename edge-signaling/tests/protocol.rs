@@ -783,3 +783,37 @@ fn a_relay_failing_this_edges_probes_is_treated_as_lost_until_it_answers() {
             .healthy
     );
 }
+
+#[test]
+fn a_fleet_gone_silent_at_once_is_blamed_on_this_side_not_the_relays() {
+    // Three relays; the store (or this edge) stops taking heartbeats for
+    // 3 s, as in a Redis failover. Every relay looks silent, which is far
+    // likelier our problem than three independent failures: nothing moves
+    // and joins still get a relay.
+    let (mut sim, mut seq) = Sim::warm(1_000);
+    sim.heartbeat("c1", "local-c", seq);
+    run_for(
+        &mut sim,
+        1_000,
+        &[("a1", "local-a"), ("b1", "local-b"), ("c1", "local-c")],
+        &mut seq,
+    );
+    sim.join_near("x1", "r", "alice", "local-a");
+    run_for(&mut sim, 3_000, &[], &mut seq);
+    assert!(
+        tick(&mut sim).is_empty(),
+        "no reroute storm after a store outage"
+    );
+    let j = sim.join_near("x2", "r2", "bob", "local-b");
+    assert_eq!(j["type"], "joined", "{j}");
+    // One of three going silent is still a relay failure.
+    run_for(
+        &mut sim,
+        1_000,
+        &[("b1", "local-b"), ("c1", "local-c")],
+        &mut seq,
+    );
+    let out = tick(&mut sim);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].1["reason"], "relay-lost");
+}

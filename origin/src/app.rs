@@ -24,6 +24,9 @@ pub struct App {
     pub dev_tokens: bool,
 }
 
+/// How long after a store failure ticks wait (four heartbeat intervals).
+const STORE_RECOVERY_MS: u64 = 1_000;
+
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -119,7 +122,15 @@ impl App {
     }
 
     /// One housekeeping tick: reroute calls off lost or draining relays.
+    ///
+    /// Skipped for a while after the store failed: heartbeats could not be
+    /// recorded during the outage, so every relay looks silent until its
+    /// next heartbeat lands, and moving calls on that evidence would be a
+    /// reroute storm caused by the store, not the relays.
     pub async fn handle_tick(self: &Arc<Self>) {
+        if self.kv.failed_within(now_ms(), STORE_RECOVERY_MS) {
+            return;
+        }
         let out = self
             .run(|app| {
                 app.host.handle_tick(now_ms()).unwrap_or_else(|e| {

@@ -36,6 +36,17 @@ impl Kv {
         }
     }
 
+    /// Whether the store failed a call within the last `window_ms`.
+    pub fn failed_within(&self, now_ms: u64, window_ms: u64) -> bool {
+        match self {
+            Kv::Embedded(_) => false,
+            Kv::Redis(r) => {
+                let at = r.last_error_ms();
+                at != 0 && now_ms.saturating_sub(at) < window_ms
+            }
+        }
+    }
+
     /// Make recent writes durable (embedded store; Redis persists itself).
     pub fn flush(&self) -> Result<(), StoreError> {
         match self {

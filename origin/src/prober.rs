@@ -56,11 +56,19 @@ pub fn spawn(app: Arc<App>) {
     });
 }
 
-fn binding_request(txid: &[u8; 12]) -> [u8; 20] {
-    let mut m = [0u8; 20];
+/// A Binding request with FINGERPRINT (28 bytes, as ICE agents send it).
+/// Relays answer an unauthenticated request with at most twice its size, and
+/// a bare 20-byte request leaves too little room for an IPv6 answer.
+fn binding_request(txid: &[u8; 12]) -> [u8; 28] {
+    let mut m = [0u8; 28];
     m[0..2].copy_from_slice(&0x0001u16.to_be_bytes());
+    m[2..4].copy_from_slice(&8u16.to_be_bytes());
     m[4..8].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
     m[8..20].copy_from_slice(txid);
+    m[20..22].copy_from_slice(&0x8028u16.to_be_bytes());
+    m[22..24].copy_from_slice(&4u16.to_be_bytes());
+    let crc = crc32fast::hash(&m[..20]) ^ 0x5354_554e;
+    m[24..28].copy_from_slice(&crc.to_be_bytes());
     m
 }
 
@@ -165,7 +173,19 @@ mod tests {
     fn binding_request_and_success_framing() {
         let txid = [7u8; 12];
         let req = binding_request(&txid);
-        assert_eq!(&req[0..4], &[0, 1, 0, 0]);
+        assert_eq!(
+            &req[0..4],
+            &[0, 1, 0, 8],
+            "Binding request, 8 bytes of attributes"
+        );
+        // The relay's own codec parses it and verifies the FINGERPRINT.
+        assert!(edge_relay::stun::Message::parse(&req).is_ok());
+        let mut bad = req;
+        bad[27] ^= 1;
+        assert!(
+            edge_relay::stun::Message::parse(&bad).is_err(),
+            "a wrong CRC is caught"
+        );
         let mut resp = req;
         resp[0..2].copy_from_slice(&0x0101u16.to_be_bytes());
         assert_eq!(binding_success(&resp), Some(txid));

@@ -9,6 +9,7 @@
 //! that says the primary moved (connection refused or reset, `READONLY`,
 //! timeout): Tern follows a failover without a restart.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -37,6 +38,8 @@ pub struct RedisKv {
     idle: Mutex<Vec<Connection>>,
     prefix: String,
     cas: redis::Script,
+    /// When a call last failed (unix ms; 0: never).
+    last_error_ms: AtomicU64,
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -84,6 +87,7 @@ impl RedisKv {
             idle: Mutex::new(Vec::new()),
             prefix: prefix.to_string(),
             cas: redis::Script::new(CAS_LUA),
+            last_error_ms: AtomicU64::new(0),
         };
         // Fail at start, not at the first frame, if Redis is unreachable.
         kv.with_conn(|c| redis::cmd("PING").query::<String>(c))?;
@@ -117,7 +121,25 @@ impl RedisKv {
 
     /// Run `f` on a pooled connection. If it fails because the primary is
     /// gone or demoted, re-resolve the primary and try once more.
+    /// When a call last failed (unix ms), 0 if never.
+    pub fn last_error_ms(&self) -> u64 {
+        self.last_error_ms.load(Ordering::Relaxed)
+    }
+
+    /// [`Self::try_with_conn`], remembering when it failed.
     fn with_conn<R>(
+        &self,
+        f: impl FnMut(&mut Connection) -> RedisResult<R>,
+    ) -> Result<R, StoreError> {
+        let r = self.try_with_conn(f);
+        if r.is_err() {
+            self.last_error_ms
+                .store(crate::app::now_ms(), Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn try_with_conn<R>(
         &self,
         mut f: impl FnMut(&mut Connection) -> RedisResult<R>,
     ) -> Result<R, StoreError> {

@@ -18,15 +18,14 @@ pub const RELAY_SECRET: &str = "test-relay-secret";
 /// A binary built by this workspace (`cargo build` first; the README's test
 /// command does). Found next to the test executable's target directory.
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "{} is not built; run `cargo build --workspace` first",
-        p.display()
-    );
-    p
+    // Tests run from target/<profile>/deps/, binaries like tern-drill from
+    // target/<profile>/: look next to the executable, then one level up.
+    let exe = std::env::current_exe().expect("exe path");
+    let here = exe.parent().expect("exe dir");
+    [here.join(name), here.parent().unwrap_or(here).join(name)]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{name} is not built; run `cargo build --workspace` first"))
 }
 
 pub fn free_tcp_port() -> u16 {
@@ -161,6 +160,9 @@ pub fn start_relay(origin: &Origin, id: &str, region: &str) -> Proc {
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--signaling", &format!("http://{}", origin.addr)])
         .args(["--allow-peer", "127.0.0.0/8"])
+        // Every simulated caller comes from 127.0.0.1: the per-source-IP
+        // Allocate limit (meant for the internet) would throttle a drill.
+        .args(["--allocate-rate-per-ip", "0"])
         .env("TERN_RELAY_SECRET", RELAY_SECRET)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())

@@ -116,6 +116,10 @@ pub struct Args {
     /// /drain. Off unless given; bind it to loopback or a private network.
     #[arg(long)]
     pub admin: Option<SocketAddr>,
+    /// Cold standby: registered with signaling, but given calls only when
+    /// its region has no healthy active relay left.
+    #[arg(long)]
+    pub standby: bool,
 }
 
 /// The config file: the same settings as the flags, snake_case.
@@ -150,6 +154,7 @@ pub struct FileConfig {
     pub alternate: Option<SocketAddr>,
     pub drain_ms: Option<u64>,
     pub admin: Option<SocketAddr>,
+    pub standby: Option<bool>,
 }
 
 /// Everything resolved: what the server runs with.
@@ -182,6 +187,7 @@ pub struct Settings {
     pub alternate: Option<SocketAddr>,
     pub drain_ms: u64,
     pub admin: Option<SocketAddr>,
+    pub standby: bool,
 }
 
 impl Settings {
@@ -262,6 +268,7 @@ impl Settings {
             alternate: args.alternate.or(file.alternate),
             drain_ms: args.drain_ms.or(file.drain_ms).unwrap_or(1000),
             admin: args.admin.or(file.admin),
+            standby: args.standby || file.standby.unwrap_or(false),
         };
         if let Some(ip6) = s.relay_ip6 {
             anyhow::ensure!(ip6.is_ipv6(), "--relay-ip6 must be an IPv6 address");

@@ -5,9 +5,10 @@
 //! most every 10 s, and the recovery) and never stop the relay: media keeps
 //! flowing while signaling is away, and signaling notices our silence itself.
 //!
-//! Besides what [`Load`] defines, `load` carries `cpu_percent` (this
-//! process's CPU over the last interval, 100 = one core): receivers that do
-//! not know the field ignore it, and it is inside the signed body.
+//! `load.cpu_percent` is this process's CPU over the last interval (100 =
+//! one core). A relay started with `--standby` reports state `standby` (a
+//! cold standby: signaling gives it calls only when its region has no active
+//! relay left) until it drains.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -55,6 +56,8 @@ pub struct Heartbeater {
     pub listeners: Vec<Listener>,
     pub interval: Duration,
     pub shared: Arc<Shared>,
+    /// Cold standby: report `standby` instead of `active`.
+    pub standby: bool,
 }
 
 impl Heartbeater {
@@ -85,18 +88,21 @@ impl Heartbeater {
                 listeners: self.listeners.clone(),
                 state: if draining {
                     RelayState::Draining
+                } else if self.standby {
+                    RelayState::Standby
                 } else {
                     RelayState::Active
                 },
                 load: Load {
                     allocations: self.shared.allocations.load(Ordering::Relaxed),
                     pps,
+                    cpu_percent: Some((cpu_percent * 10.0).round() / 10.0),
                 },
                 seq,
                 sent_at_ms: unix_ms(),
             };
             let timeout = self.interval.max(Duration::from_millis(500)) * 2;
-            let result = tokio::time::timeout(timeout, self.post(&client, &hb, cpu_percent))
+            let result = tokio::time::timeout(timeout, self.post(&client, &hb))
                 .await
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out after {timeout:?}")));
             match (result, failing_since) {
@@ -130,11 +136,8 @@ impl Heartbeater {
         &self,
         client: &Client<HttpConnector, Full<Bytes>>,
         hb: &Heartbeat,
-        cpu_percent: f64,
     ) -> anyhow::Result<()> {
-        let mut value = serde_json::to_value(hb)?;
-        value["load"]["cpu_percent"] = serde_json::json!((cpu_percent * 10.0).round() / 10.0);
-        let body = serde_json::to_vec(&value)?;
+        let body = serde_json::to_vec(hb)?;
         let signature = sign(&self.secret, &body);
         let req = hyper::Request::post(&self.url)
             .header("content-type", "application/json")

@@ -126,6 +126,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             listeners,
             interval: Duration::from_millis(s.heartbeat_ms.max(10)),
             shared: shared.clone(),
+            standby: s.standby,
         };
         tokio::spawn(hb.run());
     } else {

@@ -86,11 +86,21 @@ async function ternWithRelays(t) {
   }
   // The precondition is two healthy relays (one to lose, one to move to);
   // `startTern` only waits for one.
+  await allRelaysHealthy(tern);
+  return tern;
+}
+
+/**
+ * Wait until signaling counts every relay healthy. Checked again right
+ * before a kill: on a starved machine the failure detector can suspect
+ * every relay at once for a few seconds, and a kill during that window
+ * tests that, not failover.
+ */
+async function allRelaysHealthy(tern) {
   await waitFor(async () => {
     const list = await (await fetch(`${tern.url}/v1/relays`)).json();
     return tern.relays.every((r) => list.find((d) => d.id === r.id)?.healthy === true);
-  }, 10_000, async () => `not all relays healthy: ${await (await fetch(`${tern.url}/v1/relays`)).text()}${ternTail(tern)}`, 100);
-  return tern;
+  }, 15_000, async () => `not all relays healthy${await ternState(tern)}`, 100);
 }
 
 test('killing the relay under a live call: both browsers reroute to the other relay and audio comes back', (t) =>
@@ -139,10 +149,11 @@ async function relayGoes(t, signal, reason) {
       if (n < 10) return false;
     }
     return true;
-  }, 5_000, async () => `${await diagnostics(alice, bob)}${ternTail(tern)}`, 50);
+  }, 5_000, async () => `${await diagnostics(alice, bob)}${await ternState(tern)}`, 50);
   const offsets = {};
   for (const p of pages) offsets[p.name] = await pageClockOffset(p.page);
 
+  await allRelaysHealthy(tern);
   // SIGKILL: X dies as a vanished machine would (no drain, no last word).
   const killedAt = tern.killRelay(x.id, signal);
   t.diagnostic(`${signal} to ${x.id} (pid ${x.pid}, turn ${x.turn}); the call should move to ${others.map((r) => r.id).join(' or ')}`);
@@ -155,7 +166,7 @@ async function relayGoes(t, signal, reason) {
       if (!got[p.name]) return null;
     }
     return got;
-  }, 10_000, async () => `no reroute on both pages 10 s after killing ${x.id}\n${await diagnostics(alice, bob)}${ternTail(tern)}`, 20);
+  }, 10_000, async () => `no reroute on both pages 10 s after killing ${x.id}\n${await diagnostics(alice, bob)}${await ternState(tern)}`, 20);
 
   // ...and each moves its selected pair to a relay candidate allocated
   // through the other relay's listener.
@@ -168,7 +179,7 @@ async function relayGoes(t, signal, reason) {
       got[p.name] = { stats: s, relay: r };
     }
     return got;
-  }, 15_000, async () => `selected pairs did not leave ${x.id}\n${await diagnostics(alice, bob)}${ternTail(tern)}`, 50);
+  }, 15_000, async () => `selected pairs did not leave ${x.id}\n${await diagnostics(alice, bob)}${await ternState(tern)}`, 50);
 
   // Audio keeps coming in on the new path on both sides, for a while.
   await waitFor(async () => {
@@ -184,7 +195,7 @@ async function relayGoes(t, signal, reason) {
       if (!ok) return false;
     }
     return true;
-  }, 15_000, async () => `audio did not keep flowing after the move\n${await diagnostics(alice, bob)}${ternTail(tern)}`, 100);
+  }, 15_000, async () => `audio did not keep flowing after the move\n${await diagnostics(alice, bob)}${await ternState(tern)}`, 100);
 
   const results = {};
   for (const p of pages) {
@@ -196,7 +207,8 @@ async function relayGoes(t, signal, reason) {
     const r = reroutes[p.name];
     const m = moved[p.name];
 
-    // The reroute: the real server's, for a lost relay, to the relay media moved to.
+    // The reroute: the real server's, for this kind of loss, to the relay media moved to.
+    assert.ok(r.t >= kill, `${p.name}: a reroute (${r.reason} → ${r.id}) came ${Math.round(kill - r.t)} ms BEFORE the relay was signalled: a false suspicion`);
     assert.equal(r.reason, reason, `${p.name}: reroute reason`);
     assert.notEqual(r.id, x.id, `${p.name}: rerouted to the dead relay`);
     assert.equal(r.id, m.relay.id, `${p.name}: reroute named ${r.id} but media moved to ${m.relay.id}`);
@@ -277,13 +289,14 @@ test('the relay dies while one side is away from signaling: the resume carries t
   // ...and has really tried (and failed) to come back.
   await waitFor(() => alice.refused >= 1, 5_000, () => 'alice never retried signaling', 20);
 
+  await allRelaysHealthy(tern);
   // The relay dies meanwhile. Only bob is connected, so only bob gets the
   // reroute; his ICE-restart offer to alice is refused (she is away).
   const killedAt = tern.killRelay(x.id, 'SIGKILL');
   const bobReroute = await waitFor(
     () => bob.page.evaluate(() => window.__failover.reroutes[0] ?? null),
     10_000,
-    async () => `bob got no reroute\n${await diagnostics(alice, bob)}${ternTail(tern)}`,
+    async () => `bob got no reroute\n${await diagnostics(alice, bob)}${await ternState(tern)}`,
     20,
   );
   assert.equal(bobReroute.reason, 'relay-lost');
@@ -298,7 +311,7 @@ test('the relay dies while one side is away from signaling: the resume carries t
   const aliceMove = await waitFor(
     () => alice.page.evaluate(() => window.__failover.reroutes[0] ?? null),
     5_000,
-    async () => `alice's SDK reported no relay change on resume\n${await diagnostics(alice, bob)}${ternTail(tern)}`,
+    async () => `alice's SDK reported no relay change on resume\n${await diagnostics(alice, bob)}${await ternState(tern)}`,
     20,
   );
   assert.equal(aliceMove.reason, 'resumed');
@@ -313,7 +326,7 @@ test('the relay dies while one side is away from signaling: the resume carries t
       got[p.name] = s;
     }
     return got;
-  }, 20_000, async () => `selected pairs did not reach ${bobReroute.id}\n${await diagnostics(alice, bob)}${ternTail(tern)}`, 50);
+  }, 20_000, async () => `selected pairs did not reach ${bobReroute.id}\n${await diagnostics(alice, bob)}${await ternState(tern)}`, 50);
   await waitFor(async () => {
     for (const p of pages) {
       const ok = await p.page.evaluate(([dead, ms]) => {
@@ -326,7 +339,7 @@ test('the relay dies while one side is away from signaling: the resume carries t
       if (!ok) return false;
     }
     return true;
-  }, 15_000, async () => `audio did not keep flowing after the move\n${await diagnostics(alice, bob)}${ternTail(tern)}`, 100);
+  }, 15_000, async () => `audio did not keep flowing after the move\n${await diagnostics(alice, bob)}${await ternState(tern)}`, 100);
 
   const f = (v) => (v == null ? '–' : `${Math.round(v)} ms`);
   for (const p of pages) {
@@ -375,6 +388,20 @@ function relayFinder(tern, directory) {
 function listenersOf(directory, r) {
   const d = directory.find((x) => x.id === r.id);
   return [...new Set([r.turn, ...(d?.listeners ?? []).map((l) => l.address)])];
+}
+
+/** What signaling thinks of its relays now, and the end of `tern up`'s log. */
+async function ternState(tern) {
+  let dir;
+  try {
+    const list = await (await fetch(`${tern.url}/v1/relays`)).json();
+    dir = list
+      .map((r) => `${r.id}: healthy=${r.healthy} failing=${r.failing} state=${r.state} phi=${r.phi} last_heartbeat_age_ms=${r.last_heartbeat_age_ms}`)
+      .join('\n');
+  } catch (e) {
+    dir = `GET /v1/relays failed: ${e}`;
+  }
+  return `\n--- /v1/relays now:\n${dir}${ternTail(tern)}`;
 }
 
 /** The end of `tern up`'s log, for failure messages (relay exits, suspicions). */

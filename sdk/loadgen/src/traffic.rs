@@ -4,14 +4,15 @@
 //!
 //! Pacing needs no timer wheel: all streams share one period, so the global
 //! send order is fixed (stream `j % N` sends the j-th packet) and packet j is
-//! due at `start + j / rate`. The loop sends whatever is due, then polls the
-//! sockets, without sleeping when the next packet is less than a millisecond
-//! away (epoll timeouts are in milliseconds).
+//! due at `start + j / rate`. The loop sends whatever is due, then waits in
+//! epoll (nanosecond timeout) until the next packet is due or one arrives.
+//! It does not spin, so the generator's CPU time says how busy it really is.
 
 use std::io;
 use std::time::{Duration, Instant};
 
 use crate::client::{decode_channel_data, encode_channel_data, CHANNEL_DATA_HEADER};
+use crate::epoll::Epoll;
 use crate::harness::{Harness, CHANNEL};
 use crate::payload::{Probe, HEADER};
 use crate::procstat;
@@ -91,6 +92,7 @@ impl Harness {
         let cpu0 = cfg.relay_pid.map(procstat::cpu_seconds).transpose()?;
         let me = std::process::id();
         let my_cpu0 = procstat::cpu_seconds(me)?;
+        Epoll::tighten_timer_slack();
         let base = Instant::now();
         let start = base + Duration::from_millis(1);
         let mut next_timer_check = start + TIMER_CHECK;
@@ -138,12 +140,7 @@ impl Harness {
                 None => start + Duration::from_nanos((j as f64 * ns_per_pkt) as u64),
                 Some(end) => end + cfg.drain,
             };
-            let wait = next.saturating_duration_since(now);
-            let timeout = if wait > Duration::from_millis(1) {
-                wait.min(TIMER_CHECK)
-            } else {
-                Duration::ZERO
-            };
+            let timeout = next.saturating_duration_since(now).min(TIMER_CHECK);
             let n = self.epoll.wait(Some(timeout))?;
             ready.clear();
             ready.extend((0..n).map(|k| self.epoll.token(k) as usize));

@@ -79,6 +79,12 @@ struct GenArgs {
     /// Bisection stops when the bounds are this close (relative).
     #[arg(long, default_value_t = 0.05)]
     resolution: f64,
+    /// Tries per rate in a search before it counts as lossy.
+    #[arg(long, default_value_t = 2)]
+    attempts: u32,
+    /// In a search, a step also needs p99 latency at or below this (µs).
+    #[arg(long)]
+    max_p99_us: Option<f64>,
     /// Seconds per search step.
     #[arg(long, default_value_t = 3.0)]
     step_secs: f64,
@@ -190,6 +196,8 @@ fn generate(a: GenArgs) -> anyhow::Result<()> {
             max_pps: a.search_max,
             resolution: a.resolution,
             settle: Duration::from_millis(500),
+            attempts: a.attempts,
+            max_p99_us: a.max_p99_us,
         };
         let step = StepConfig {
             duration: Duration::from_secs_f64(a.step_secs),

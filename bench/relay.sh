@@ -170,9 +170,11 @@ for t in $TARGETS; do
   if [ "$PROFILE" = 1 ] && [ "$t" = tern ]; then
     echo "== tern: perf record -g at 1,000 pairs x 50 pps" >&2
     start_relay tern
-    # Rust release builds have no frame pointers: unwind with DWARF, at a
-    # modest frequency to keep the data small.
-    perf record -q -F 499 --call-graph dwarf,16384 -p "$RELAY_PID" -o "$WORK/perf.data" -- sleep 8 >/dev/null 2>&1 &
+    # Rust release builds have no frame pointers: unwind with DWARF.
+    # perf itself runs above the measured processes' priority, or under
+    # SCHED_FIFO it cannot drain its buffers and most samples are lost.
+    chrt -f 20 perf record -q -F 999 --call-graph dwarf,16384 -p "$RELAY_PID" -o "$WORK/perf.data" \
+      -- sleep 8 >/dev/null 2>&1 &
     PERF_PID=$!
     gen tern --pairs "$LAT_PAIRS" --pps 50 --duration 6 >/dev/null
     wait "$PERF_PID" || true

@@ -7,7 +7,7 @@
 // PID `tern up` printed): no drain, no last heartbeat, exactly a vanished
 // machine. Nothing tells the browsers; Chromium alone would take ~5 s to call
 // the link disconnected and ~15 s to call it failed. Tern's signaling must
-// notice the missing heartbeats, send both pages `reroute` with credentials
+// notice (missing heartbeats, unanswered probes), send both pages `reroute` with credentials
 // for the other relay, and the SDK's ICE restart must bring audio back on it.
 //
 // Asserted: both pages get a `reroute` (reason relay-lost, to the other
@@ -16,6 +16,9 @@
 // growing on both sides afterwards. The bounds are generous (reroute < 2 s
 // after the kill, audio gap < 5 s): this is a test, not a benchmark. The
 // measured figures are printed (console.log, `failover:` lines) for the docs.
+// When the machine starves the pages themselves (their 20 ms poll loop
+// stalls), the figures are printed but the timing bounds are not asserted:
+// they would measure the machine, not Tern.
 //
 // How the figures are measured: each page polls its RTCPeerConnection's
 // getStats() every ~20 ms and keeps the times at which inbound-rtp audio

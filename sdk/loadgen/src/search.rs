@@ -40,6 +40,8 @@ pub struct SearchReport {
     pub best: Option<StepReport>,
     /// True when the search stopped because the generator fell behind.
     pub generator_limited: bool,
+    /// True when every rate up to `max_pps` was clean: the answer is a floor.
+    pub reached_max: bool,
     pub steps: Vec<StepReport>,
 }
 
@@ -117,6 +119,7 @@ impl Harness {
                 }
             }
         }
+        report.reached_max = high.is_none() && low.is_some();
         report.zero_loss_pps = low.as_ref().map(|l| l.offered_pps);
         report.best = low;
         Ok(report)

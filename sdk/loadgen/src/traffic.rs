@@ -180,6 +180,8 @@ impl Harness {
         let secs = send_end
             .map(|e| e.duration_since(start).as_secs_f64())
             .unwrap_or(0.0)
+            // The last packet leaves one interval before the nominal end.
+            .max(cfg.duration.as_secs_f64())
             .max(1e-9);
         let cpu = match (cfg.relay_pid, cpu0) {
             (Some(pid), Some(c0)) => Some(procstat::cpu_seconds(pid)? - c0),

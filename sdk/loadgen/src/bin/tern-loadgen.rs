@@ -281,6 +281,9 @@ fn print_table(r: &Report) {
             Some(p) => println!("  zero-loss rate     {p:.0} pps"),
             None => println!("  zero-loss rate     none (the first step already lost packets)"),
         }
+        if s.reached_max {
+            println!("  (every rate up to --search-max was clean: raise it for the real ceiling)");
+        }
         if s.generator_limited {
             println!("  (search stopped: the generator could not keep up)");
         }

@@ -33,7 +33,29 @@ pub struct CallReport {
     pub sent: [u64; 2],
     /// Relay each side ended on.
     pub relays: [String; 2],
+    /// When the first `reroute` reached either side (unix ms).
+    pub reroute_at_ms: Option<u64>,
+    /// When audio was flowing both ways again after that (unix ms): the
+    /// first packet each side received after its reroute, the later one.
+    pub resumed_at_ms: Option<u64>,
     pub error: Option<String>,
+}
+
+/// `t` as unix ms, through the offset between the two clocks now.
+fn unix_ms(t: Instant) -> u64 {
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i128;
+    let delta = Instant::now().saturating_duration_since(t).as_millis() as i128;
+    (now_unix - delta) as u64
+}
+
+/// First reroute of a side, and the first packet it received after it.
+fn reroute_and_resume(log: &MediaLog) -> Option<(Instant, Option<Instant>)> {
+    let (_, at) = log.reroutes.first()?;
+    let resumed = log.arrivals.iter().copied().find(|&t| t > *at);
+    Some((*at, resumed))
 }
 
 fn longest_gap(arrivals: &[Instant]) -> Duration {
@@ -110,19 +132,31 @@ fn report(
     end: Instant,
 ) -> CallReport {
     match (a, b) {
-        (Ok(a), Ok(b)) => CallReport {
-            room,
-            gap_ms: longest_gap(&a.arrivals)
-                .max(longest_gap(&b.arrivals))
-                .as_secs_f64()
-                * 1e3,
-            restored: flowing_at(&a.arrivals, end) && flowing_at(&b.arrivals, end),
-            reroutes: a.reroutes.len().max(b.reroutes.len()),
-            received: [a.arrivals.len(), b.arrivals.len()],
-            sent: [a.sent, b.sent],
-            relays: [a.relay, b.relay],
-            error: None,
-        },
+        (Ok(a), Ok(b)) => {
+            let ra = reroute_and_resume(&a);
+            let rb = reroute_and_resume(&b);
+            let reroute_at = [ra, rb].iter().flatten().map(|r| r.0).min();
+            let resumed_at = match (ra, rb) {
+                (Some((_, Some(x))), Some((_, Some(y)))) => Some(x.max(y)),
+                (Some((_, x)), None) | (None, Some((_, x))) => x,
+                _ => None,
+            };
+            CallReport {
+                room,
+                reroute_at_ms: reroute_at.map(unix_ms),
+                resumed_at_ms: resumed_at.map(unix_ms),
+                gap_ms: longest_gap(&a.arrivals)
+                    .max(longest_gap(&b.arrivals))
+                    .as_secs_f64()
+                    * 1e3,
+                restored: flowing_at(&a.arrivals, end) && flowing_at(&b.arrivals, end),
+                reroutes: a.reroutes.len().max(b.reroutes.len()),
+                received: [a.arrivals.len(), b.arrivals.len()],
+                sent: [a.sent, b.sent],
+                relays: [a.relay, b.relay],
+                error: None,
+            }
+        }
         (a, b) => CallReport {
             room,
             gap_ms: f64::INFINITY,
@@ -131,6 +165,8 @@ fn report(
             received: [0, 0],
             sent: [0, 0],
             relays: Default::default(),
+            reroute_at_ms: None,
+            resumed_at_ms: None,
             error: Some(format!(
                 "{}{}",
                 a.err()

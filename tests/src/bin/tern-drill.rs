@@ -106,6 +106,9 @@ async fn main() -> anyhow::Result<()> {
         .unwrap();
     let victim_region = relays[&busiest].0.clone();
     let killed_at = Instant::now();
+    let killed_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
     let what = match a.scenario {
         Scenario::Relay => {
             relays.get_mut(&busiest).unwrap().1.kill();
@@ -164,6 +167,29 @@ async fn main() -> anyhow::Result<()> {
         pct(&all, 0.5),
         pct(&all, 0.99),
         all.last().copied().unwrap_or(f64::NAN)
+    );
+    // Where the time goes: kill → reroute received (detection + decision)
+    // and reroute → audio both ways (new allocation, rebinding).
+    let mut detect: Vec<f64> = reports
+        .iter()
+        .filter_map(|r| r.reroute_at_ms)
+        .map(|t| t as f64 - killed_unix as f64)
+        .collect();
+    let mut recover: Vec<f64> = reports
+        .iter()
+        .filter_map(|r| Some(r.resumed_at_ms? as f64 - r.reroute_at_ms? as f64))
+        .collect();
+    detect.sort_by(f64::total_cmp);
+    recover.sort_by(f64::total_cmp);
+    println!(
+        "kill → reroute:            p50={:.0} ms p99={:.0} ms",
+        pct(&detect, 0.5),
+        pct(&detect, 0.99)
+    );
+    println!(
+        "reroute → audio back:      p50={:.0} ms p99={:.0} ms",
+        pct(&recover, 0.5),
+        pct(&recover, 0.99)
     );
     for e in errors.iter().take(5) {
         println!("error: {e}");

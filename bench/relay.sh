@@ -5,6 +5,7 @@
 #
 #   bench/relay.sh              # full run (~5 min on 2 vCPU)
 #   bench/relay.sh --profile    # also `perf record -g` tern-relay under load
+#                               # (report on stderr; with RESULTS_DIR also saved)
 #
 # For each relay (started fresh for every phase, so nothing left over from
 # a previous phase is measured) it measures:
@@ -184,8 +185,8 @@ for t in $TARGETS; do
       perf report -i "$WORK/perf.data" --children --sort symbol --percent-limit 4 \
         --stdio -g none 2>/dev/null | grep -v '^$' | grep -v '^#' | head -60
     } | sed -E 's/ +/ /g; s/ - - ?$//' >"$WORK/perf-tern.txt" || true
-    cp "$WORK/perf-tern.txt" "${PERF_OUT:-/tmp/tern-relay-perf.txt}"
-    echo "   perf report saved to ${PERF_OUT:-/tmp/tern-relay-perf.txt}" >&2
+    echo "---- perf: tern-relay at $LAT_PAIRS pairs x 50 pps ----" >&2
+    cat "$WORK/perf-tern.txt" >&2
   fi
   stop_relay
 done
@@ -193,6 +194,7 @@ done
 # RESULTS_DIR=dir keeps every generator report (JSON, with all search steps).
 if [ -n "${RESULTS_DIR:-}" ]; then
   mkdir -p "$RESULTS_DIR" && cp "$WORK"/*.json "$RESULTS_DIR"/
+  if [ -f "$WORK/perf-tern.txt" ]; then cp "$WORK/perf-tern.txt" "$RESULTS_DIR"/; fi
 fi
 
 python3 - "$WORK" $TARGETS <<'EOF'

@@ -122,14 +122,20 @@ pub fn list(
     Ok(out)
 }
 
-/// Rank healthy relays for a caller, best first.
-///
-/// Skeleton policy: measured RTT to the relay's region when the client sent
-/// probes (unprobed regions rank after probed ones), then fewest
-/// allocations, then id for a stable order. The failover issue replaces this
-/// with a health score that looks at trends.
+/// Rank healthy relays for a caller, best first: measured RTT to the relay's
+/// region when the client sent probes (unprobed regions rank after probed
+/// ones), then fewest allocations, then id for a stable order. Health (phi,
+/// probes, trends, reports) has already decided which relays are healthy.
 pub fn rank<'a>(relays: &'a [RelayView], probes: &BTreeMap<String, f64>) -> Vec<&'a RelayView> {
     let mut healthy: Vec<&RelayView> = relays.iter().filter(|r| r.healthy).collect();
+    if healthy.is_empty() {
+        // Nothing healthy: a relay that is only degrading (alive, answering,
+        // but with a ragged rhythm) is still far better than no call.
+        healthy = relays
+            .iter()
+            .filter(|r| r.failing == Some("relay-degraded") && r.state != RelayState::Draining)
+            .collect();
+    }
     healthy.sort_by(|a, b| {
         let rtt = |r: &RelayView| probes.get(&r.region).copied().unwrap_or(f64::INFINITY);
         rtt(a)

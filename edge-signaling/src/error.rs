@@ -53,6 +53,9 @@ impl ErrorCode {
 pub struct FrameError {
     pub code: ErrorCode,
     pub message: String,
+    /// For `unknown_peer`: the `to` of the refused signal, so a client can
+    /// tell which of its signals was lost and re-send it when the peer is back.
+    pub to: Option<String>,
 }
 
 impl FrameError {
@@ -60,6 +63,7 @@ impl FrameError {
         FrameError {
             code,
             message: message.into(),
+            to: None,
         }
     }
 }

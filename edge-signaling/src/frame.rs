@@ -191,6 +191,8 @@ pub enum ServerFrame<'a> {
     Error {
         code: ErrorCode,
         message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        to: Option<&'a str>,
     },
 }
 
@@ -249,6 +251,7 @@ mod tests {
         let e = ServerFrame::Error {
             code: ErrorCode::RoomFull,
             message: "full",
+            to: None,
         };
         assert_eq!(
             e.to_json(),

@@ -31,12 +31,16 @@ pub const SUSPECT_MS: u64 = 30_000;
 /// Stall reports count together when they are this close in time.
 pub const STALL_WINDOW_MS: u64 = 2_000;
 
-/// True when the recent heartbeat rhythm shows the relay degrading.
+/// True when the recent heartbeat rhythm shows the relay degrading. The
+/// single worst interval is left out: one hiccup (a GC-like pause, a busy
+/// host for a moment) is not a trend.
 pub fn degrading(intervals: &[u32]) -> bool {
     if intervals.len() < TREND_SAMPLES {
         return false;
     }
-    let recent = &intervals[intervals.len() - TREND_SAMPLES..];
+    let mut recent = intervals[intervals.len() - TREND_SAMPLES..].to_vec();
+    recent.sort_unstable();
+    recent.pop();
     let n = recent.len() as f64;
     let mean = recent.iter().map(|&i| i as f64).sum::<f64>() / n;
     let var = recent
@@ -120,6 +124,9 @@ mod tests {
     fn an_irregular_recent_beat_is_degrading() {
         let mut h = vec![250u32; 20];
         assert!(!degrading(&h));
+        let mut one_hiccup = h.clone();
+        one_hiccup.push(1000);
+        assert!(!degrading(&one_hiccup), "one long interval is not a trend");
         h.extend([50, 600, 80, 550, 100, 700, 60, 500]);
         assert!(degrading(&h));
     }

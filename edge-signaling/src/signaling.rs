@@ -47,6 +47,7 @@ impl Outcome {
             ServerFrame::Error {
                 code: err.code,
                 message: &err.message,
+                to: err.to.as_deref(),
             },
         );
         o
@@ -393,10 +394,12 @@ impl<'a> Signaling<'a> {
             .filter(|m| m.participant != me.participant)
             .and_then(|m| m.conn.as_deref())
             .ok_or_else(|| {
-                frame_err(
+                let mut e = FrameError::new(
                     ErrorCode::UnknownPeer,
                     format!("no connected participant {to:?} in this room"),
-                )
+                );
+                e.to = Some(to.to_string());
+                Fail::Frame(e)
             })?;
         let mut out = Outcome::default();
         out.deliver(

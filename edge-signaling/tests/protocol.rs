@@ -187,6 +187,10 @@ fn signal_is_forwarded_both_ways_and_unknown_peers_are_refused() {
     assert_eq!(out[0].1["data"]["sdp"], "answer");
     let out = sim.send("c1", json!({"type":"signal","to":"p-nobody","data":{}}));
     assert_eq!(error_code(&out), "unknown_peer");
+    assert_eq!(
+        out[0].1["to"], "p-nobody",
+        "the error names the refused signal's target"
+    );
     // Nor to oneself.
     let out = sim.send(
         "c1",

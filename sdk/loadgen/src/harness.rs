@@ -8,11 +8,9 @@
 //! partner's relayed address in and bind channel 0x4000 to it.
 
 use std::io;
-use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::bare::BareClient;
 use crate::client::{decode_channel_data, ClientError, Op, TurnClient};
@@ -69,13 +67,13 @@ pub struct Harness {
     pub(crate) buf: Vec<u8>,
     pub setup: SetupReport,
     /// While releasing, failures are expected (an allocation may be gone
-    /// already) and only logged by omission.
+    /// already) and ignored.
     releasing: bool,
     server: SocketAddr,
     target: Target,
     expiry: u64,
     /// Clients that moved to a new local port after a 437 (see `reopen`).
-    pub reopened: usize,
+    reopened: usize,
 }
 
 impl Harness {

@@ -59,8 +59,8 @@ pub struct StepReport {
     /// this step says more about the generator than the relay.
     pub generator_limited: bool,
     pub relay_cpu_secs: Option<f64>,
-    /// The generator's own CPU seconds in the step (a busy-polling loop
-    /// reads near 1.0 per second even when it has time to spare).
+    /// The generator's own CPU seconds in the step. Close to `secs` means
+    /// its core is full and it, not the relay, may be what limits the step.
     pub generator_cpu_secs: f64,
     /// Relay CPU seconds per million delivered packets.
     pub relay_cpu_secs_per_mpkt: Option<f64>,

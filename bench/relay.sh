@@ -104,12 +104,16 @@ stop_relay() {
 }
 trap 'stop_relay; rm -rf "$WORK"' EXIT
 
+# tern-relay's internet-facing quotas (per-user allocations, per-IP
+# Allocate rate, per-allocation bandwidth) are off here: every stream comes
+# from 127.0.0.1, and coturn runs without equivalent limits.
 start_relay() { # $1 = tern | coturn | bare
   stop_relay
   case "$1" in
     tern)
       TERN_RELAY_SECRET="$SECRET" RUST_LOG=warn "${PRIO_CMD[@]}" taskset -c "$RELAY_CPU" "$TERN_RELAY" \
-        --listen "127.0.0.1:$PORT" --allow-peer 127.0.0.0/8 --drain-ms 0 >/dev/null 2>&1 &
+        --listen "127.0.0.1:$PORT" --allow-peer 127.0.0.0/8 --drain-ms 0 \
+        --max-allocations-per-user 0 --allocate-rate-per-ip 0 --bandwidth-kbps 0 >/dev/null 2>&1 &
       ;;
     coturn)
       "${PRIO_CMD[@]}" taskset -c "$RELAY_CPU" turnserver -n --listening-ip 127.0.0.1 --relay-ip 127.0.0.1 \

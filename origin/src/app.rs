@@ -22,7 +22,14 @@ pub struct App {
     pub signaling: edge_signaling::Config,
     /// `GET /v1/dev/token` is served only under `tern up`.
     pub dev_tokens: bool,
+    /// Bounds component calls in flight on the blocking pool (remote
+    /// stores), below the instance pool's size, so a burst of frames waits
+    /// its turn instead of failing to instantiate.
+    pub in_flight: tokio::sync::Semaphore,
 }
+
+/// Component calls allowed in flight at once (see [`App::in_flight`]).
+pub const MAX_IN_FLIGHT: usize = 128;
 
 /// How long after a store failure ticks wait (four heartbeat intervals).
 const STORE_RECOVERY_MS: u64 = 1_000;
@@ -169,8 +176,9 @@ impl App {
         if !self.kv.is_remote() {
             return f(self);
         }
+        let permit = self.in_flight.acquire().await.expect("never closed");
         let app = self.clone();
-        tokio::task::spawn_blocking(move || {
+        let r = tokio::task::spawn_blocking(move || {
             let mut r = f(&app);
             if let Some(d) = r.deliveries_mut() {
                 app.forward_remote(d);
@@ -178,7 +186,9 @@ impl App {
             r
         })
         .await
-        .expect("signaling call panicked")
+        .expect("signaling call panicked");
+        drop(permit);
+        r
     }
 
     /// Publish deliveries whose connection lives on another edge to that

@@ -307,6 +307,11 @@ struct Pooled {
 
 /// Calls one instance serves before it is dropped.
 pub const MAX_REUSE: u32 = 1000;
+/// Instances in the pooling allocator: an upper bound on calls in flight.
+pub const MAX_INSTANCES: u32 = 256;
+/// Idle instances kept for reuse; beyond this they are dropped, which gives
+/// their pool slots back.
+const MAX_IDLE: usize = 64;
 
 impl SignalingHost {
     /// Compile `wasm` and link it against WASI and the key-value store.
@@ -316,9 +321,9 @@ impl SignalingHost {
         let mut pool = PoolingAllocationConfig::default();
         // Instances live for one call; a modest pool covers every worker
         // thread with room to spare.
-        pool.total_component_instances(256)
-            .total_memories(256)
-            .total_tables(256)
+        pool.total_component_instances(MAX_INSTANCES)
+            .total_memories(MAX_INSTANCES)
+            .total_tables(MAX_INSTANCES)
             .max_memory_size(64 << 20);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
@@ -366,7 +371,10 @@ impl SignalingHost {
         }
         p.uses += 1;
         if p.uses < MAX_REUSE {
-            self.idle.lock().unwrap().push(p);
+            let mut idle = self.idle.lock().unwrap();
+            if idle.len() < MAX_IDLE {
+                idle.push(p);
+            }
         }
         Ok(r)
     }

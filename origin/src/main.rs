@@ -201,6 +201,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<(Arc<app::App>, tokio::net
         boot: hex::encode(boot),
         signaling: cfg,
         dev_tokens: args.dev_tokens,
+        in_flight: tokio::sync::Semaphore::new(app::MAX_IN_FLIGHT),
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -166,12 +166,9 @@ impl App {
     /// Run a component call where it belongs (inline or on the blocking
     /// pool) and forward deliveries for other edges' connections; return
     /// the ones for this edge.
-    async fn run<R: Send + 'static>(
-        self: &Arc<Self>,
-        f: impl FnOnce(&App) -> R + Send + 'static,
-    ) -> R
+    async fn run<R>(self: &Arc<Self>, f: impl FnOnce(&App) -> R + Send + 'static) -> R
     where
-        R: IntoDeliveries,
+        R: IntoDeliveries + Send + 'static,
     {
         if !self.kv.is_remote() {
             return f(self);

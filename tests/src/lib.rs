@@ -154,6 +154,11 @@ pub fn healthy_ids(relays: &Value) -> Vec<String> {
 
 /// A relay started with `tern relay`, heartbeating into `origin`.
 pub fn start_relay(origin: &Origin, id: &str, region: &str) -> Proc {
+    start_relay_with(origin, id, region, &[])
+}
+
+/// [`start_relay`] with extra flags (e.g. `--standby`).
+pub fn start_relay_with(origin: &Origin, id: &str, region: &str, extra: &[&str]) -> Proc {
     let port = free_udp_port();
     let child = Command::new(bin("tern"))
         .args(["relay", "--id", id, "--region", region])
@@ -163,6 +168,7 @@ pub fn start_relay(origin: &Origin, id: &str, region: &str) -> Proc {
         // Every simulated caller comes from 127.0.0.1: the per-source-IP
         // Allocate limit (meant for the internet) would throttle a drill.
         .args(["--allocate-rate-per-ip", "0"])
+        .args(extra)
         .env("TERN_RELAY_SECRET", RELAY_SECRET)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())

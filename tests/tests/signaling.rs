@@ -196,3 +196,51 @@ async fn calls_on_a_killed_relay_are_rerouted_in_under_a_second() {
     // Exactly once.
     alice.expect_silence(Duration::from_millis(500)).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cold_standby_relay_takes_over_its_region() {
+    let origin = Origin::start("edge-1");
+    let mut active = start_relay(&origin, "a-1", "region-a");
+    let _standby = start_relay_with(&origin, "a-2", "region-a", &["--standby"]);
+    let _other = start_relay(&origin, "b-1", "region-b");
+    wait_until(Duration::from_secs(20), || {
+        origin.relays().as_array().unwrap().len() == 3
+    })
+    .expect("three relays registered");
+    origin
+        .wait_healthy_relays(2, Duration::from_secs(20))
+        .expect("the two active relays are healthy");
+    let entry = |id: &str| {
+        origin
+            .relays()
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    let s = entry("a-2");
+    assert_eq!(s["state"], "standby");
+    assert_eq!(s["healthy"], false, "an idle standby takes no calls");
+    let near_a = |room: &str, who: &str| json!({"type":"join","room":room,"token":token(room, who, 600),"probes":{"region-a":1.0,"region-b":80.0}});
+    let mut c = Client::connect(&origin.ws_url()).await;
+    c.send(near_a("sb-1", "carol")).await;
+    assert_eq!(c.expect("joined").await["relay"]["id"], "a-1");
+
+    active.kill();
+    wait_until(Duration::from_secs(3), || entry("a-2")["promoted"] == true)
+        .expect("the standby is promoted once its region has no active relay");
+    let f = c
+        .recv_within(Duration::from_secs(3))
+        .await
+        .expect("a reroute");
+    assert_eq!(f["type"], "reroute", "{f}");
+    let mut d = Client::connect(&origin.ws_url()).await;
+    d.send(near_a("sb-2", "dave")).await;
+    assert_eq!(
+        d.expect("joined").await["relay"]["id"],
+        "a-2",
+        "callers near region-a now get the promoted standby"
+    );
+}

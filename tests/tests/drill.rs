@@ -58,3 +58,44 @@ async fn simulated_calls_survive_losing_their_relay() {
     }
     assert!(moved > 0, "no call was on the killed relay");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_an_edge_leaves_media_alone_and_sessions_resume_elsewhere() {
+    let port = free_tcp_port();
+    let _redis = start_redis(port, None);
+    let url = format!("redis://127.0.0.1:{port}");
+    let mut doomed = Origin::start_with("edge-0", &url);
+    let survivor = Origin::start_with("edge-1", &url);
+    let _ra = start_relay(&survivor, "a-1", "region-a");
+    let _rb = start_relay(&survivor, "b-1", "region-b");
+    survivor
+        .wait_healthy_relays(2, Duration::from_secs(20))
+        .expect("relays heartbeat in");
+    let cfg = SimConfig {
+        edges: vec![doomed.ws_url(), survivor.ws_url()],
+        api_secret: API_SECRET.into(),
+        calls: 4,
+        duration: Duration::from_secs(7),
+        room_prefix: format!("edge-drill-{}", std::process::id()),
+    };
+    let sim = tokio::spawn(async move { run_calls(&cfg).await });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    doomed.proc.kill();
+    let reports = sim.await.unwrap();
+    assert_eq!(reports.len(), 4);
+    for r in &reports {
+        eprintln!(
+            "{}: gap {:.0} ms, signaling resumed after {:?} ms",
+            r.room, r.gap_ms, r.signaling_gap_ms
+        );
+        assert!(r.error.is_none(), "{}: {:?}", r.room, r.error);
+        assert!(r.restored, "{} has no audio at the end", r.room);
+        assert_eq!(r.reroutes, 0, "an edge failure must not move media");
+        let resumed = r.signaling_gap_ms.expect("one side was on the killed edge");
+        assert!(
+            resumed < 2_000.0,
+            "{}: signaling back after {resumed} ms",
+            r.room
+        );
+    }
+}

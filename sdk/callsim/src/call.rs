@@ -35,6 +35,9 @@ pub struct CallReport {
     pub relays: [String; 2],
     /// When the first `reroute` reached either side (unix ms).
     pub reroute_at_ms: Option<u64>,
+    /// Longest time either side was without signaling (its edge died)
+    /// until its session was resumed on another edge, ms.
+    pub signaling_gap_ms: Option<f64>,
     /// When audio was flowing both ways again after that (unix ms): the
     /// first packet each side received after its reroute, the later one.
     pub resumed_at_ms: Option<u64>,
@@ -96,10 +99,14 @@ pub async fn run_calls(cfg: &SimConfig) -> Vec<CallReport> {
     let mut tasks = Vec::new();
     for i in 0..cfg.calls {
         let room = format!("{}-{i}", cfg.room_prefix);
-        let edges = (
-            cfg.edges[(2 * i) % cfg.edges.len()].clone(),
-            cfg.edges[(2 * i + 1) % cfg.edges.len()].clone(),
-        );
+        // Each participant starts on its own edge and knows the others to
+        // fall back to: the two sides of a call sit on different edges when
+        // there are several.
+        let rotated = |k: usize| -> Vec<String> {
+            let n = cfg.edges.len();
+            (0..n).map(|j| cfg.edges[(k + j) % n].clone()).collect()
+        };
+        let edges = (rotated(2 * i), rotated(2 * i + 1));
         let tokens = (
             token(&cfg.api_secret, &room, "caller"),
             token(&cfg.api_secret, &room, "callee"),
@@ -141,8 +148,15 @@ fn report(
                 (Some((_, x)), None) | (None, Some((_, x))) => x,
                 _ => None,
             };
+            let signaling_gap_ms = a
+                .signaling_gaps
+                .iter()
+                .chain(&b.signaling_gaps)
+                .max()
+                .map(|d| d.as_secs_f64() * 1e3);
             CallReport {
                 room,
+                signaling_gap_ms,
                 reroute_at_ms: reroute_at.map(unix_ms),
                 resumed_at_ms: resumed_at.map(unix_ms),
                 gap_ms: longest_gap(&a.arrivals)
@@ -167,6 +181,7 @@ fn report(
             relays: Default::default(),
             reroute_at_ms: None,
             resumed_at_ms: None,
+            signaling_gap_ms: None,
             error: Some(format!(
                 "{}{}",
                 a.err()

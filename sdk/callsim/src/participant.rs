@@ -29,6 +29,9 @@ pub struct MediaLog {
     /// `(relay id, when)` of every reroute followed.
     pub reroutes: Vec<(String, Instant)>,
     pub relay: String,
+    /// How long each loss of the signaling connection lasted until the
+    /// session was resumed on another edge.
+    pub signaling_gaps: Vec<Duration>,
 }
 
 type Ws =
@@ -108,21 +111,55 @@ impl Leg {
     }
 }
 
-/// Run one participant until `until`, returning what it saw.
+/// Connect to the first edge in `edges` (from `start`) that answers and
+/// send `join` (with `session` to resume). Returns the socket and the index
+/// of the edge used.
+async fn connect(
+    edges: Vec<String>,
+    start: usize,
+    room: String,
+    token: String,
+    session: Option<String>,
+    until: Instant,
+) -> anyhow::Result<(Ws, usize)> {
+    let mut i = start;
+    loop {
+        let url = &edges[i % edges.len()];
+        if let Ok((mut ws, _)) = tokio_tungstenite::connect_async_with_config(url, None, true).await
+        {
+            let mut join = json!({"type":"join","room":room,"token":token});
+            if let Some(s) = &session {
+                join["session"] = json!(s);
+            }
+            ws.send(Message::Text(join.to_string().into())).await?;
+            return Ok((ws, i % edges.len()));
+        }
+        if Instant::now() >= until {
+            bail!("no edge answers");
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Run one participant until `until`, returning what it saw. `edges` are
+/// the signaling URLs it may use, first one first; when its edge goes away
+/// it resumes its session on the next, as the SDK does.
 pub async fn run(
-    url: &str,
+    edges: &[String],
     room: &str,
     token: &str,
     until: Instant,
     seed: u64,
 ) -> anyhow::Result<MediaLog> {
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
-    ws.send(Message::Text(
-        json!({"type":"join","room":room,"token":token})
-            .to_string()
-            .into(),
-    ))
-    .await?;
+    let (first, mut edge) =
+        connect(edges.to_vec(), 0, room.into(), token.into(), None, until).await?;
+    let mut ws: Option<Ws> = Some(first);
+    // A reconnection runs beside the media loop, so audio never waits for
+    // signaling (as in a browser, where media is not on the WebSocket).
+    let mut reconnecting: Option<tokio::task::JoinHandle<anyhow::Result<(Ws, usize)>>> = None;
+    let mut session: Option<String> = None;
+    let mut lost_at: Option<Instant> = None;
     let mut log = MediaLog::default();
     let mut me = String::new();
     let mut peer: Option<String> = None;
@@ -138,20 +175,56 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => break,
-            msg = ws.next() => {
-                let Some(msg) = msg else { bail!("signaling closed") };
-                let Message::Text(t) = msg? else { continue };
+            r = async { match reconnecting.as_mut() { Some(h) => h.await, None => std::future::pending().await } } => {
+                reconnecting = None;
+                let (w, e) = r??;
+                ws = Some(w);
+                edge = e;
+            }
+            msg = async { match ws.as_mut() { Some(w) => w.next().await, None => std::future::pending().await } } => {
+                let msg = match msg {
+                    Some(Ok(m)) => m,
+                    // The edge is gone: resume the session on the next one
+                    // while media goes on.
+                    _ => {
+                        ws = None;
+                        lost_at.get_or_insert_with(Instant::now);
+                        reconnecting = Some(tokio::spawn(connect(
+                            edges.to_vec(),
+                            edge + 1,
+                            room.into(),
+                            token.into(),
+                            session.clone(),
+                            until,
+                        )));
+                        continue;
+                    }
+                };
+                let Message::Text(t) = msg else { continue };
                 let f: Value = serde_json::from_str(&t)?;
                 match f["type"].as_str().unwrap_or_default() {
                     "joined" => {
                         me = f["participant"].as_str().unwrap_or_default().to_string();
-                        log.relay = f["relay"]["id"].as_str().unwrap_or_default().to_string();
-                        peer = f["peers"][0]["participant"].as_str().map(str::to_string);
-                        leg = Some(Leg::new(&f["iceServers"], seed).await?);
+                        session = f["session"].as_str().map(str::to_string);
+                        let relay = f["relay"]["id"].as_str().unwrap_or_default().to_string();
+                        if let Some(at) = lost_at.take() {
+                            log.signaling_gaps.push(at.elapsed());
+                        }
+                        // A resume on the same relay keeps the allocation;
+                        // anything else (first join, or the relay changed
+                        // while we were away) allocates anew.
+                        let keep = f["resumed"] == true && relay == log.relay && leg.is_some();
+                        if f["resumed"] != true {
+                            peer = f["peers"][0]["participant"].as_str().map(str::to_string);
+                        }
+                        if !keep {
+                            log.relay = relay;
+                            leg = Some(Leg::new(&f["iceServers"], seed.wrapping_add(7)).await?);
+                        }
                     }
                     "peer-joined" => {
                         peer = f["participant"].as_str().map(str::to_string);
-                        announce(&mut ws, &peer, &leg).await?;
+                        announce(ws.as_mut(), &peer, &leg).await?;
                     }
                     "signal" => {
                         if let Some(addr) = f["data"]["relayed"].as_str().and_then(|a| a.parse().ok()) {
@@ -194,7 +267,7 @@ pub async fn run(
                                     l.bind(p);
                                 }
                             }
-                            announce(&mut ws, &peer, &leg).await?;
+                            announce(ws.as_mut(), &peer, &leg).await?;
                         }
                         SessionEvent::ChannelBound { channel, .. } => {
                             if let Some(l) = leg.as_mut().filter(|l| l.channel == channel) {
@@ -225,13 +298,22 @@ pub async fn run(
             }
         }
     }
-    let _ = ws.send(Message::Text(r#"{"type":"leave"}"#.into())).await;
+    if let Some(h) = reconnecting {
+        h.abort();
+    }
+    if let Some(mut ws) = ws {
+        let _ = ws.send(Message::Text(r#"{"type":"leave"}"#.into())).await;
+    }
     Ok(log)
 }
 
 /// Tell the peer our current relayed address, if we have both.
-async fn announce(ws: &mut Ws, peer: &Option<String>, leg: &Option<Leg>) -> anyhow::Result<()> {
-    if let (Some(p), Some(addr)) = (peer, leg.as_ref().and_then(|l| l.relayed)) {
+async fn announce(
+    ws: Option<&mut Ws>,
+    peer: &Option<String>,
+    leg: &Option<Leg>,
+) -> anyhow::Result<()> {
+    if let (Some(ws), Some(p), Some(addr)) = (ws, peer, leg.as_ref().and_then(|l| l.relayed)) {
         ws.send(Message::Text(
             json!({"type":"signal","to":p,"data":{"relayed":addr.to_string()}})
                 .to_string()

@@ -6,9 +6,11 @@
 //!   cargo build --release --workspace --exclude signaling-component
 //!   target/release/tern-drill --calls 100 --scenario region
 //!
-//! Scenarios: `relay` (SIGKILL the relay carrying the first call),
+//! Scenarios: `relay` (SIGKILL the relay carrying the most allocations),
 //! `region` (SIGKILL every relay of that relay's region), `redis` (SIGKILL
-//! the Redis primary; Sentinel promotes the replica).
+//! the Redis primary; Sentinel promotes the replica), `edge` (two edges on
+//! one Redis, each call with one side on each; SIGKILL the first edge: its
+//! participants resume their sessions on the other while media goes on).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -22,6 +24,7 @@ enum Scenario {
     Relay,
     Region,
     Redis,
+    Edge,
 }
 
 #[derive(Parser)]
@@ -58,7 +61,11 @@ async fn main() -> anyhow::Result<()> {
 
     // State: embedded, or Redis + replica + Sentinel for the redis drill.
     let mut redis_procs = Vec::new();
-    let kv = if a.scenario == Scenario::Redis {
+    let kv = if a.scenario == Scenario::Edge {
+        let p = free_tcp_port();
+        redis_procs.push(start_redis(p, None));
+        format!("redis://127.0.0.1:{p}")
+    } else if a.scenario == Scenario::Redis {
         let (p1, p2, s) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
         redis_procs.push(start_redis(p1, None));
         redis_procs.push(start_redis(p2, Some(p1)));
@@ -71,6 +78,9 @@ async fn main() -> anyhow::Result<()> {
     } else {
         "embedded".to_string()
     };
+    // In the edge drill, edge-1 is the one that dies; relays heartbeat into
+    // the survivor (a relay heartbeats to one signaling URL today).
+    let mut doomed = (a.scenario == Scenario::Edge).then(|| Origin::start_with("edge-0", &kv));
     let origin = Origin::start_with("edge-1", &kv);
     let mut relays: BTreeMap<String, (String, Proc)> = BTreeMap::new();
     for r in 0..a.regions {
@@ -84,8 +94,12 @@ async fn main() -> anyhow::Result<()> {
     origin.wait_healthy_relays(relays.len(), Duration::from_secs(30))?;
     tokio::time::sleep(Duration::from_millis(1500)).await; // detector history
 
+    let mut edges = vec![origin.ws_url()];
+    if let Some(d) = &doomed {
+        edges.insert(0, d.ws_url());
+    }
     let cfg = SimConfig {
-        edges: vec![origin.ws_url()],
+        edges,
         api_secret: API_SECRET.into(),
         calls: a.calls,
         duration: Duration::from_secs(a.seconds),
@@ -125,6 +139,14 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Redis => {
             redis_procs[0].kill();
             "the Redis primary".to_string()
+        }
+        Scenario::Edge => {
+            doomed
+                .as_mut()
+                .expect("edge drill has two edges")
+                .proc
+                .kill();
+            "edge edge-0".to_string()
         }
     };
     eprintln!(
@@ -191,6 +213,17 @@ async fn main() -> anyhow::Result<()> {
         pct(&recover, 0.5),
         pct(&recover, 0.99)
     );
+    let mut sig: Vec<f64> = reports.iter().filter_map(|r| r.signaling_gap_ms).collect();
+    sig.sort_by(f64::total_cmp);
+    if !sig.is_empty() {
+        println!(
+            "signaling resumed on another edge ({} calls): p50={:.0} ms p99={:.0} ms max={:.0} ms",
+            sig.len(),
+            pct(&sig, 0.5),
+            pct(&sig, 0.99),
+            sig.last().copied().unwrap_or(f64::NAN)
+        );
+    }
     for e in errors.iter().take(5) {
         println!("error: {e}");
     }

@@ -93,6 +93,8 @@ export interface TernEventMap {
   'peer-state': { participant: string; state: RTCPeerConnectionState };
   /** `reason`: `joined`, `resumed` (the room moved while our signaling was away), or the `reroute` frame's (`relay-lost`, `relay-draining`, …). */
   relay: RelayInfo & { standby: RelayInfo | null; reason: string };
+  /** Inbound audio from `participant` stopped for > 300 ms; a `stall` frame naming `relay` was sent. Once per silence. */
+  stall: { participant: string; relay: string; silentMs: number };
   stats: { peers: Record<string, PeerStats>; at: number };
   reconnecting: { attempt: number; delay: number; reason: string };
   reconnected: { resumed: boolean };

@@ -69,6 +69,15 @@ import { summarize } from './stats.js';
  * @typedef {MediaStats & {participant: string, identity: string, connectionState: RTCPeerConnectionState}} PeerStats
  */
 
+/**
+ * Stall detection: inbound audio is polled this often per peer connection,
+ * and a link whose packetsReceived has not grown for longer than
+ * STALL_AFTER_MS (after audio had flowed) is reported to signaling. Opus
+ * sends a packet every 20 ms, so 300 ms is ~15 packets missing: not jitter.
+ */
+const STALL_POLL_MS = 100;
+const STALL_AFTER_MS = 300;
+
 /** Error codes after which retrying the same join cannot succeed. */
 const FATAL_JOIN_ERRORS = new Set(['bad_request', 'bad_token', 'expired_token', 'room_full', 'already_joined']);
 
@@ -99,7 +108,7 @@ function defaultSignalUrl() {
  *
  * Events (also via `on(name, fn)`, which passes `event.detail` to `fn`):
  * `joined`, `peer-joined`, `peer-left`, `track`, `peer-state`, `relay`,
- * `stats`, `reconnecting`, `reconnected`, `error`, `closed`.
+ * `stall`, `stats`, `reconnecting`, `reconnected`, `error`, `closed`.
  */
 export class TernClient extends EventTarget {
   /** @type {Required<Omit<TernOptions, 'localStream' | 'WebSocket' | 'RTCPeerConnection'>> & TernOptions} */
@@ -122,6 +131,15 @@ export class TernClient extends EventTarget {
   /** @type {ReturnType<typeof setInterval>[]} */ #timers = [];
   /** @type {ReturnType<typeof setTimeout> | undefined} */ #reconnectTimer;
   #reconnectAttempt = 0;
+  /**
+   * Inbound audio per link, for stall detection: packets seen, when they last
+   * grew, the relay that carried them then, whether audio has flowed at all,
+   * and whether the current silence was already reported (one report per
+   * episode).
+   */
+  /** @type {Map<string, {packets: number, grewAt: number, relay: string | null, flowing: boolean, reported: boolean}>} */
+  #audio = new Map();
+  #stallPollBusy = false;
   /** Bumped on every teardown so late async work from an old call is dropped. */
   #epoch = 0;
 
@@ -480,6 +498,7 @@ export class TernClient extends EventTarget {
    */
   #createPeer(participant, identity, offerer) {
     this.#peers.get(participant)?.close();
+    this.#audio.delete(participant); // a new link counts from zero
     const peer = new Peer({
       participant,
       identity,
@@ -502,6 +521,7 @@ export class TernClient extends EventTarget {
     const peer = this.#peers.get(participant);
     peer?.close();
     this.#peers.delete(participant);
+    this.#audio.delete(participant);
     const identity = this.#roster.get(participant);
     if (this.#roster.delete(participant)) this.#emit('peer-left', { participant, identity });
   }
@@ -584,7 +604,58 @@ export class TernClient extends EventTarget {
         if (epoch === this.#epoch && this.#state !== 'closed') this.#emit('stats', { peers, at: Date.now() });
       }, this.#o.statsInterval),
       setInterval(() => this.#report(), this.#o.reportInterval),
+      setInterval(() => this.#watchAudio(), STALL_POLL_MS),
     );
+  }
+
+  /**
+   * One stall-detection tick: read each link's inbound audio counter. Skips
+   * a tick rather than piling up getStats() calls when the page is slow.
+   */
+  async #watchAudio() {
+    if (this.#stallPollBusy || this.#state !== 'joined') return;
+    this.#stallPollBusy = true;
+    const epoch = this.#epoch;
+    try {
+      await Promise.all([...this.#peers].map(async ([id, peer]) => {
+        const packets = await inboundAudioPackets(peer.pc);
+        if (epoch === this.#epoch && this.#peers.get(id) === peer && packets !== null) this.#checkStall(id, packets);
+      }));
+    } finally {
+      this.#stallPollBusy = false;
+    }
+  }
+
+  /**
+   * @param {string} participant
+   * @param {number} packets  inbound audio packetsReceived on its link
+   */
+  #checkStall(participant, packets) {
+    const now = performance.now();
+    const w = this.#audio.get(participant);
+    if (!w || packets > w.packets) {
+      // Audio flows (again): arm for the next episode. The first sample only
+      // sets the baseline (audio may not have started yet).
+      const relay = this.#info?.relay?.id ?? null;
+      this.#audio.set(participant, { packets, grewAt: now, relay, flowing: !!w, reported: false });
+      return;
+    }
+    if (!w.flowing || w.reported || now - w.grewAt <= STALL_AFTER_MS) return;
+    // A room has one relay: if another link still brings audio, the relay
+    // works and this peer's silence is its own (muted, crashed, its network).
+    for (const o of this.#audio.values()) if (o.flowing && now - o.grewAt <= STALL_AFTER_MS) return;
+    // Still in the room (a peer-left removes it from #audio), audio had
+    // flowed and stopped: the relay is the likely culprit. Signaling only
+    // acts when two participants agree, so one false report is harmless.
+    // The report names the relay that carried the audio when it stopped,
+    // not the current one: if signaling already moved us (its own detectors
+    // can be faster), the silence until the ICE restart completes is not the
+    // new relay's fault, and a report naming a relay the room no longer uses
+    // is simply ignored by the server.
+    const relay = w.relay;
+    if (!relay || !this.#socket?.send({ type: 'stall', relay })) return; // retry next tick
+    w.reported = true;
+    this.#emit('stall', { participant, relay, silentMs: Math.round(now - w.grewAt) });
   }
 
   /** Quality report for call records; the server may ignore it. */
@@ -625,6 +696,7 @@ export class TernClient extends EventTarget {
     socket?.close(reason);
     for (const peer of this.#peers.values()) peer.close();
     this.#peers.clear();
+    this.#audio.clear();
     this.#roster.clear();
     this.#outbox = [];
     if (this.#ownsStream) this.#localStream?.getTracks().forEach((t) => t.stop());
@@ -645,6 +717,27 @@ export class TernClient extends EventTarget {
    */
   #emit(name, detail) {
     this.dispatchEvent(new CustomEvent(name, { detail }));
+  }
+}
+
+/**
+ * Inbound audio packets on a link, from its receivers only (smaller reports
+ * than pc.getStats(), which matters at 10 polls a second); null if closed.
+ * @param {RTCPeerConnection} pc
+ * @returns {Promise<number | null>}
+ */
+async function inboundAudioPackets(pc) {
+  try {
+    let n = 0;
+    for (const r of pc.getReceivers()) {
+      if (r.track?.kind !== 'audio') continue;
+      (await r.getStats()).forEach((s) => {
+        if (s.type === 'inbound-rtp') n += s.packetsReceived ?? 0;
+      });
+    }
+    return n;
+  } catch {
+    return null;
   }
 }
 

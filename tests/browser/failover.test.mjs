@@ -44,7 +44,7 @@ import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
 import { startTern } from './tern-process.mjs';
 import {
-  CHROMIUM, CHROMIUM_ARGS, startCall, assertNoPageErrors, linkStats, relayOf, turnHostPort, waitFor, diagnostics,
+  CHROMIUM, CHROMIUM_ARGS, startCall, assertNoPageErrors, linkStats, relayOf, turnHostPort, waitFor, diagnostics, sleep,
 } from './helpers.mjs';
 
 /** Generous bounds: a regression alarm, not a performance target. */
@@ -114,6 +114,88 @@ test('killing the relay under a live call: both browsers reroute to the other re
 // moves the room at once, make-before-break, so the gap should be small.
 test('draining the relay under a live call (SIGTERM): both browsers move before it stops', (t) =>
   relayGoes(t, 'SIGTERM', 'relay-draining'));
+
+/** How late the stall test hands each page its `reroute` (see there). */
+const HOLD_REROUTE_MS = 1_000;
+
+// SIGSTOP: the relay freezes (alive to the kernel, silent on the wire), as a
+// hung or starved process would. The SDK's stall watch (no inbound audio for
+// > 300 ms) must report it with a `stall` frame; signaling may also notice by
+// missed heartbeats or probes first. Either way the call must move: this
+// asserts the report was sent and the call recovered, not which detector won.
+test('freezing the relay under a live call (SIGSTOP): the SDK reports the stall and the call moves', async (t) => {
+  const tern = await ternWithRelays(t);
+  if (!tern) return;
+  // Signaling's heartbeat and probe detectors usually reroute within
+  // 0.2–0.5 s, as fast as the SDK's 300 ms stall watch: to exercise the
+  // watch every time, each page gets its `reroute` HOLD_REROUTE_MS late.
+  const { alice, bob, first } = await startCall(t, browser, tern.url, { holdReroute: HOLD_REROUTE_MS });
+  const pages = [alice, bob];
+  const directory = await (await fetch(`${tern.url}/v1/relays`)).json();
+  const relayByTurn = relayFinder(tern, directory);
+  const x = relayByTurn(first.a.url);
+  assert.ok(x, `alice's relay candidate (url=${first.a.url}) is on none of tern up's relays`);
+
+  for (const p of pages) {
+    await p.page.evaluate(() => {
+      window.__stalls = [];
+      window.__reroutes = [];
+      window.ternDemo.client.on('stall', (s) => window.__stalls.push(s));
+      window.ternDemo.client.on('relay', (r) => { if (r.reason !== 'joined') window.__reroutes.push(r); });
+    });
+  }
+  // Let the SDK's watch see audio flowing (it arms only after growth).
+  await sleep(1_000);
+  await allRelaysHealthy(tern);
+  const frozenAt = Date.now();
+  tern.signalRelay(x.id, 'SIGSTOP');
+  // The frozen process is ours to end, by its PID (SIGKILL works on a stopped one).
+  t.after(() => {
+    try { tern.killRelay(x.id, 'SIGKILL'); } catch { /* already gone */ }
+  });
+  t.diagnostic(`SIGSTOP to ${x.id} (pid ${x.pid})`);
+
+  const reroutes = await waitFor(async () => {
+    const got = {};
+    for (const p of pages) {
+      got[p.name] = await p.page.evaluate(() => window.__reroutes[0] ?? null);
+      if (!got[p.name]) return null;
+    }
+    return got;
+  }, 10_000, async () => `no reroute on both pages 10 s after freezing ${x.id}\n${await diagnostics(alice, bob)}${await ternState(tern)}`, 50);
+  for (const p of pages) {
+    assert.notEqual(reroutes[p.name].id, x.id, `${p.name} was rerouted to the frozen relay`);
+  }
+
+  // At least one page reported the frozen relay (~300 ms of silence, well
+  // before its held `reroute` arrived).
+  const stallFrames = await waitFor(async () => {
+    const frames = pages.flatMap((p) => p.sent.filter((s) => s.frame.type === 'stall').map((s) => ({ page: p.name, ...s })));
+    return frames.length ? frames : null;
+  }, 5_000, async () => `no page sent a stall frame\n${await diagnostics(alice, bob)}${await ternState(tern)}`, 50);
+  for (const s of stallFrames) assert.equal(s.frame.relay, x.id, `${s.page} reported ${s.frame.relay}, not the frozen relay`);
+  // One report per silence: no page reports the same relay twice in a row here.
+  for (const p of pages) {
+    const n = p.sent.filter((s) => s.frame.type === 'stall').length;
+    assert.ok(n <= 1, `${p.name} sent ${n} stall frames for one stall`);
+  }
+
+  // Audio resumes on the other relay on both sides.
+  await waitFor(async () => {
+    for (const p of pages) {
+      const s1 = await linkStats(p.page);
+      const r = s1 && s1.localType === 'relay' ? relayByTurn(s1.url) : null;
+      if (!r || r.id === x.id) return false;
+      await sleep(300);
+      const s2 = await linkStats(p.page);
+      if (!s2 || s2.packetsReceived - s1.packetsReceived < 5) return false;
+    }
+    return true;
+  }, 15_000, async () => `audio did not resume off ${x.id}\n${await diagnostics(alice, bob)}${await ternState(tern)}`, 100);
+  const reasons = pages.map((p) => `${p.name}: ${reroutes[p.name].reason}`).join(', ');
+  console.log(`stall: SIGSTOP ${x.id}; reroutes ${reasons}; stall frames ${stallFrames.map((s) => `${s.page} +${s.t - frozenAt} ms`).join(', ')}`);
+  assertNoPageErrors(alice, bob);
+});
 
 /**
  * A call on relay X; X gets `signal`; both pages must get `reroute` with

@@ -32,7 +32,7 @@ export const MEDIA_TIMEOUT_MS = 30_000;
  * once audio flows both ways over relay candidates.
  * @param {import('playwright-core').Browser} browser
  * @param {string} url  Tern's HTTP base URL
- * @param {{route?: boolean}} [opts]  see openDemo
+ * @param {{route?: boolean, holdReroute?: number}} [opts]  see openDemo
  */
 export async function startCall(t, browser, url, opts = {}) {
   const room = `e2e-${Math.random().toString(36).slice(2, 10)}`;
@@ -69,9 +69,10 @@ export function assertNoPageErrors(...pages) {
  * With `route` (the default) signaling passes through Playwright, so a test
  * can cut the socket or play the server's part (inject frames); without
  * handlers it forwards as is. `route: false` leaves the socket alone, for
- * tests that time what the real server sends.
+ * tests that time what the real server sends. `holdReroute: ms` (with
+ * `route`) delays every `reroute` the server sends by `ms`.
  */
-export async function openDemo(browser, url, name, room, { route = true } = {}) {
+export async function openDemo(browser, url, name, room, { route = true, holdReroute = 0 } = {}) {
   const context = await browser.newContext();
   const page = await context.newPage();
   const errors = [];
@@ -79,9 +80,17 @@ export async function openDemo(browser, url, name, room, { route = true } = {}) 
   page.on('pageerror', (e) => errors.push(String(e)));
   page.on('console', (m) => log.push(`[${m.type()}] ${m.text()}`));
   const sockets = [];
+  // `sent`: every text frame the page sent on a signaling socket, parsed
+  // (what the SDK told the server).
+  const sent = [];
+  const record = (payload) => {
+    try {
+      sent.push({ t: Date.now(), frame: JSON.parse(String(payload)) });
+    } catch { /* not JSON: not ours to judge here */ }
+  };
   // `refuseSignaling = true`: new signaling sockets are closed at once, as if
   // the edge were unreachable (the SDK keeps retrying with backoff).
-  const p = { name, page, errors, log, sockets, refuseSignaling: false, refused: 0 };
+  const p = { name, page, errors, log, sockets, sent, refuseSignaling: false, refused: 0 };
   if (route) {
     await context.routeWebSocket(/\/v1\/signal$/, (ws) => {
       if (p.refuseSignaling) {
@@ -89,12 +98,37 @@ export async function openDemo(browser, url, name, room, { route = true } = {}) 
         ws.close({ code: 1013, reason: 'test: signaling unreachable' });
         return;
       }
-      sockets.push({ ws, server: ws.connectToServer() });
+      const server = ws.connectToServer();
+      sockets.push({ ws, server });
+      if (holdReroute) forwardHoldingReroutes(ws, server, holdReroute, record);
+    });
+  }
+  if (!holdReroute) {
+    page.on('websocket', (ws) => {
+      if (/\/v1\/signal$/.test(ws.url())) ws.on('framesent', ({ payload }) => record(payload));
     });
   }
   if (process.env.TERN_SDK_FROM_TREE) await serveSdkFromTree(context);
   await page.goto(`${url}/demo/?room=${encodeURIComponent(room)}&name=${name}`);
   return p;
+}
+
+/**
+ * Forward a routed signaling socket by hand, delaying each `reroute` from the
+ * server by `ms` (and, to keep the order, everything after it): the page sits
+ * on a dead path for that long, as if signaling were slow to notice, so its
+ * own stall detection must act. Frames the page sends go to `record`.
+ */
+function forwardHoldingReroutes(ws, server, ms, record) {
+  let chain = Promise.resolve();
+  server.onMessage((m) => {
+    const isReroute = typeof m === 'string' && m.includes('"reroute"');
+    chain = chain.then(() => (isReroute ? sleep(ms) : null)).then(() => ws.send(m)).catch(() => {});
+  });
+  ws.onMessage((m) => {
+    record(m);
+    server.send(m);
+  });
 }
 
 /**

@@ -33,6 +33,9 @@ const REPO = join(HERE, '..', '..');
  *   no goodbye heartbeat, as if its machine vanished); returns the time it
  *   was sent, in ms since the epoch with sub-ms precision
  *   (`performance.timeOrigin + performance.now()`, the same clock pages use)
+ * @property {(id: string, signal: NodeJS.Signals) => void} signalRelay
+ *   send a non-fatal signal (SIGSTOP to freeze a relay, SIGCONT to thaw it)
+ *   to one relay by its PID; refused once killRelay has been used on it
  * @property {() => string} output  the last ~20 kB of `tern up`'s stdout and
  *   stderr (for failure messages); empty with TERN_URL
  */
@@ -48,6 +51,7 @@ export async function startTern() {
       relays: null,
       output: () => '',
       killRelay: () => { throw new Error('relays can only be killed when the test started tern (TERN_BIN)'); },
+      signalRelay: () => { throw new Error('relays can only be signalled when the test started tern (TERN_BIN)'); },
     };
   }
 
@@ -101,6 +105,13 @@ export async function startTern() {
     return at;
   };
 
+  const signalRelay = (id, signal) => {
+    const r = relays.find((x) => x.id === id);
+    if (!r?.pid) throw new Error(`no relay ${id} with a PID among ${relays.map((x) => x.id).join(', ')}`);
+    if (killed.has(id)) throw new Error(`relay ${id} was already killed`);
+    process.kill(r.pid, signal);
+  };
+
   const stop = async () => {
     // Only the process we started, by its PID. `tern up` takes its relay
     // children down with it (kill_on_drop + parent-death signal).
@@ -128,7 +139,7 @@ export async function startTern() {
     await stop();
     throw err;
   }
-  return { url, stop, relays, killRelay, output: () => output };
+  return { url, stop, relays, killRelay, signalRelay, output: () => output };
 }
 
 /** Wait until /healthz is ok and at least one relay heartbeats as healthy. */

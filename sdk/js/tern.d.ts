@@ -95,6 +95,8 @@ export interface TernEventMap {
   relay: RelayInfo & { standby: RelayInfo | null; reason: string };
   /** Inbound audio from `participant` stopped for > 300 ms; a `stall` frame naming `relay` was sent. Once per silence. */
   stall: { participant: string; relay: string; silentMs: number };
+  /** A link went `disconnected`/`failed`, no `reroute` came within 400 ms: it switched to the standby relay's TURN servers. */
+  standby: { participant: string; relay: RelayInfo; state: RTCPeerConnectionState };
   stats: { peers: Record<string, PeerStats>; at: number };
   reconnecting: { attempt: number; delay: number; reason: string };
   reconnected: { resumed: boolean };

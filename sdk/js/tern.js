@@ -78,6 +78,16 @@ import { summarize } from './stats.js';
 const STALL_POLL_MS = 100;
 const STALL_AFTER_MS = 300;
 
+/**
+ * Hot standby: a link whose connection goes `disconnected` or `failed` and
+ * gets no `reroute` within this long switches to the standby's TURN servers
+ * by itself. Signaling's detectors usually reroute well within it (a relay
+ * death is noticed in 0.2–0.5 s, and Chromium only calls a link
+ * disconnected seconds after its path went quiet); this covers signaling
+ * being slow, or unreachable.
+ */
+const STANDBY_AFTER_MS = 400;
+
 /** Error codes after which retrying the same join cannot succeed. */
 const FATAL_JOIN_ERRORS = new Set(['bad_request', 'bad_token', 'expired_token', 'room_full', 'already_joined']);
 
@@ -108,7 +118,7 @@ function defaultSignalUrl() {
  *
  * Events (also via `on(name, fn)`, which passes `event.detail` to `fn`):
  * `joined`, `peer-joined`, `peer-left`, `track`, `peer-state`, `relay`,
- * `stall`, `stats`, `reconnecting`, `reconnected`, `error`, `closed`.
+ * `stall`, `standby`, `stats`, `reconnecting`, `reconnected`, `error`, `closed`.
  */
 export class TernClient extends EventTarget {
   /** @type {Required<Omit<TernOptions, 'localStream' | 'WebSocket' | 'RTCPeerConnection'>> & TernOptions} */
@@ -140,6 +150,12 @@ export class TernClient extends EventTarget {
   /** @type {Map<string, {packets: number, grewAt: number, relay: string | null, flowing: boolean, reported: boolean}>} */
   #audio = new Map();
   #stallPollBusy = false;
+  /** Reroutes applied so far: a standby timer armed before one must not act. */
+  #reroutes = 0;
+  /** @type {Map<string, ReturnType<typeof setTimeout>>} participant → pending standby switch */
+  #standbyTimers = new Map();
+  /** @type {Map<string, string>} participant → standby relay its link already switched to */
+  #onStandby = new Map();
   /** Bumped on every teardown so late async work from an old call is dropped. */
   #epoch = 0;
 
@@ -390,6 +406,8 @@ export class TernClient extends EventTarget {
         // tells the away ones through this `joined` instead. Without this our
         // links would stay on the old relay's servers — and an ICE restart on
         // a dead relay never connects — so move them exactly as on `reroute`.
+        this.#reroutes++;
+        this.#onStandby.clear();
         for (const peer of this.#peers.values()) peer.reroute(info.iceServers);
       } else {
         // Candidates may have been lost with the socket; a path that broke
@@ -475,8 +493,8 @@ export class TernClient extends EventTarget {
   /**
    * `reroute`: signaling moved us to another relay. New TURN servers for all
    * links and an ICE restart on each; DTLS survives, so audio resumes as soon
-   * as the new path checks out. (Switching to the standby without waiting
-   * for this push is not done here yet.)
+   * as the new path checks out. (A link that lost its path before this
+   * came may already be on the standby: see #armStandby.)
    * @param {any} f
    */
   #onReroute(f) {
@@ -485,6 +503,8 @@ export class TernClient extends EventTarget {
     // healthy). Keeping the one from `joined` would be wrong: it is often the
     // very relay we are moving to, or the one that just died.
     this.#info = { ...this.#info, relay: f.relay ?? this.#info.relay, iceServers: f.iceServers, standby: f.standby ?? null };
+    this.#reroutes++;
+    this.#onStandby.clear();
     for (const peer of this.#peers.values()) peer.reroute(f.iceServers);
     this.#emit('relay', { ...this.#info.relay, standby: this.#info.standby?.relay ?? null, reason: f.reason ?? 'reroute' });
   }
@@ -508,12 +528,56 @@ export class TernClient extends EventTarget {
       RTCPeerConnection: this.#o.RTCPeerConnection,
       send: (data) => this.#sendSignal(participant, data),
       onTrack: (stream, track) => this.#emit('track', { participant, identity: this.#roster.get(participant) ?? identity, stream, track }),
-      onStateChange: (state) => this.#emit('peer-state', { participant, state }),
+      onStateChange: (state) => this.#onPeerState(participant, state),
       onError: (err) =>
         this.#emit('error', { code: 'webrtc', message: `${participant}: ${/** @type {Error} */ (err)?.message ?? err}`, participant }),
     });
     this.#peers.set(participant, peer);
     return peer;
+  }
+
+  /**
+   * @param {string} participant
+   * @param {RTCPeerConnectionState} state
+   */
+  #onPeerState(participant, state) {
+    this.#emit('peer-state', { participant, state });
+    if (state === 'disconnected' || state === 'failed') this.#armStandby(participant);
+  }
+
+  /**
+   * Give signaling STANDBY_AFTER_MS to send a `reroute` (which wins: it knows
+   * which relay died); if none comes, switch this link to the standby.
+   * @param {string} participant
+   */
+  #armStandby(participant) {
+    if (this.#standbyTimers.has(participant)) return;
+    const reroutes = this.#reroutes;
+    const epoch = this.#epoch;
+    this.#standbyTimers.set(participant, setTimeout(() => {
+      this.#standbyTimers.delete(participant);
+      if (epoch === this.#epoch && reroutes === this.#reroutes) this.#switchToStandby(participant);
+    }, STANDBY_AFTER_MS));
+  }
+
+  /**
+   * Move one link to the standby's TURN servers (ICE restart; perfect
+   * negotiation handles both sides doing it at once). Once per standby
+   * relay per link: if the standby does not help either, the link waits for
+   * signaling. Signaling's view (`relay`) is left alone: it still names the
+   * room's relay, and the next `reroute` applies to this link as to any.
+   * @param {string} participant
+   */
+  #switchToStandby(participant) {
+    const peer = this.#peers.get(participant);
+    const standby = this.#info?.standby;
+    if (!peer || !standby?.relay?.id || !Array.isArray(standby.iceServers) || !standby.iceServers.length) return;
+    const state = peer.connectionState;
+    if (state !== 'disconnected' && state !== 'failed') return; // recovered meanwhile
+    if (this.#onStandby.get(participant) === standby.relay.id) return;
+    this.#onStandby.set(participant, standby.relay.id);
+    peer.reroute(standby.iceServers);
+    this.#emit('standby', { participant, relay: standby.relay, state });
   }
 
   /** @param {string} participant */
@@ -522,6 +586,9 @@ export class TernClient extends EventTarget {
     peer?.close();
     this.#peers.delete(participant);
     this.#audio.delete(participant);
+    clearTimeout(this.#standbyTimers.get(participant));
+    this.#standbyTimers.delete(participant);
+    this.#onStandby.delete(participant);
     const identity = this.#roster.get(participant);
     if (this.#roster.delete(participant)) this.#emit('peer-left', { participant, identity });
   }
@@ -697,6 +764,9 @@ export class TernClient extends EventTarget {
     for (const peer of this.#peers.values()) peer.close();
     this.#peers.clear();
     this.#audio.clear();
+    for (const timer of this.#standbyTimers.values()) clearTimeout(timer);
+    this.#standbyTimers.clear();
+    this.#onStandby.clear();
     this.#roster.clear();
     this.#outbox = [];
     if (this.#ownsStream) this.#localStream?.getTracks().forEach((t) => t.stop());

@@ -36,6 +36,10 @@
 // (its resume must carry it to the new relay, and the other page's lost
 // ICE-restart offer must not wedge the call).
 //
+// And: a frozen relay (SIGSTOP) that the SDK must report with a `stall`
+// frame, and a dead relay whose `reroute` is held back, where the SDK must
+// switch to `joined.standby` on its own.
+//
 // Needs `tern up` started by the test (TERN_BIN, or a built target/): with
 // TERN_URL there are no relay PIDs to kill and the test skips.
 
@@ -194,6 +198,66 @@ test('freezing the relay under a live call (SIGSTOP): the SDK reports the stall 
   }, 15_000, async () => `audio did not resume off ${x.id}\n${await diagnostics(alice, bob)}${await ternState(tern)}`, 100);
   const reasons = pages.map((p) => `${p.name}: ${reroutes[p.name].reason}`).join(', ');
   console.log(`stall: SIGSTOP ${x.id}; reroutes ${reasons}; stall frames ${stallFrames.map((s) => `${s.page} +${s.t - frozenAt} ms`).join(', ')}`);
+  assertNoPageErrors(alice, bob);
+});
+
+// Hot standby: the relay dies and signaling's `reroute` is held back (15 s)
+// from both pages. Once Chromium calls the link disconnected, the SDK must
+// switch it to `joined.standby`'s TURN servers by itself (after ~400 ms
+// without a reroute), and audio must come back there before the reroute.
+test('the relay dies and no reroute comes: the SDK switches to the hot standby on its own', async (t) => {
+  const tern = await ternWithRelays(t);
+  if (!tern) return;
+  const { alice, bob, first } = await startCall(t, browser, tern.url, { holdReroute: 15_000 });
+  const pages = [alice, bob];
+  const directory = await (await fetch(`${tern.url}/v1/relays`)).json();
+  const relayByTurn = relayFinder(tern, directory);
+  const x = relayByTurn(first.a.url);
+  assert.ok(x, `alice's relay candidate (url=${first.a.url}) is on none of tern up's relays`);
+  for (const p of pages) {
+    const standby = await p.page.evaluate(() => window.ternDemo.client.info?.standby?.relay?.id ?? null);
+    if (!standby || standby === x.id) {
+      t.skip(`${p.name} has no standby other than ${x.id} (${standby})`);
+      return;
+    }
+    await p.page.evaluate(() => {
+      window.__standby = [];
+      window.__reroutes = [];
+      window.ternDemo.client.on('standby', (s) => window.__standby.push(s));
+      window.ternDemo.client.on('relay', (r) => { if (r.reason !== 'joined') window.__reroutes.push(r); });
+    });
+  }
+  await allRelaysHealthy(tern);
+  const killedAt = Date.now();
+  tern.killRelay(x.id, 'SIGKILL');
+
+  const switched = await waitFor(async () => {
+    const got = {};
+    for (const p of pages) {
+      got[p.name] = await p.page.evaluate(() => window.__standby[0] ?? null);
+      if (!got[p.name]) return null;
+    }
+    return got;
+  }, 12_000, async () => `no standby switch on both pages\n${await diagnostics(alice, bob)}${await ternState(tern)}`, 100);
+  for (const p of pages) assert.notEqual(switched[p.name].relay.id, x.id);
+
+  await waitFor(async () => {
+    for (const p of pages) {
+      const s1 = await linkStats(p.page);
+      const r = s1 && s1.localType === 'relay' ? relayByTurn(s1.url) : null;
+      if (!r || r.id === x.id) return false;
+      await sleep(300);
+      const s2 = await linkStats(p.page);
+      if (!s2 || s2.packetsReceived - s1.packetsReceived < 5) return false;
+    }
+    return true;
+  }, 8_000, async () => `audio did not resume on the standby\n${await diagnostics(alice, bob)}${await ternState(tern)}`, 100);
+  const elapsed = Date.now() - killedAt;
+  for (const p of pages) {
+    const n = await p.page.evaluate(() => window.__reroutes.length);
+    assert.equal(n, 0, `${p.name} got its reroute before audio resumed (${elapsed} ms): the standby path was not what recovered`);
+  }
+  console.log(`standby: SIGKILL ${x.id}; switched ${pages.map((p) => `${p.name} (${switched[p.name].state})`).join(', ')}; audio back within ${elapsed} ms`);
   assertNoPageErrors(alice, bob);
 });
 

@@ -115,20 +115,29 @@ export async function openDemo(browser, url, name, room, { route = true, holdRer
 
 /**
  * Forward a routed signaling socket by hand, delaying each `reroute` from the
- * server by `ms` (and, to keep the order, everything after it): the page sits
- * on a dead path for that long, as if signaling were slow to notice, so its
- * own stall detection must act. Frames the page sends go to `record`.
+ * server by `ms` (other frames pass at once, so pongs and the peer's offers
+ * are not held up): the page sits on a dead path for that long, as if
+ * signaling were slow to notice. Frames the page sends go to `record`.
  */
 function forwardHoldingReroutes(ws, server, ms, record) {
-  let chain = Promise.resolve();
   server.onMessage((m) => {
-    const isReroute = typeof m === 'string' && m.includes('"reroute"');
-    chain = chain.then(() => (isReroute ? sleep(ms) : null)).then(() => ws.send(m)).catch(() => {});
+    if (frameType(m) !== 'reroute') return ws.send(m);
+    setTimeout(() => {
+      try { ws.send(m); } catch { /* the page is gone */ }
+    }, ms);
   });
   ws.onMessage((m) => {
     record(m);
     server.send(m);
   });
+}
+
+function frameType(m) {
+  try {
+    return JSON.parse(String(m)).type;
+  } catch {
+    return null;
+  }
 }
 
 /**

@@ -111,13 +111,15 @@ async function allRelaysHealthy(tern) {
 }
 
 test('killing the relay under a live call: both browsers reroute to the other relay and audio comes back', (t) =>
-  relayGoes(t, 'SIGKILL', 'relay-lost'));
+  // A killed relay is caught by heartbeats/probes (relay-lost) or, when the
+  // SDK's own 300 ms stall reports win the race, by callers (media-stalled).
+  relayGoes(t, 'SIGKILL', ['relay-lost', 'media-stalled']));
 
 // SIGTERM: the relay announces it is draining (a last heartbeat), keeps
 // relaying for its drain period (1 s under `tern up`), then exits. Signaling
 // moves the room at once, make-before-break, so the gap should be small.
 test('draining the relay under a live call (SIGTERM): both browsers move before it stops', (t) =>
-  relayGoes(t, 'SIGTERM', 'relay-draining'));
+  relayGoes(t, 'SIGTERM', ['relay-draining']));
 
 /** How late the stall test hands each page its `reroute` (see there). */
 const HOLD_REROUTE_MS = 1_000;
@@ -265,9 +267,9 @@ test('the relay dies and no reroute comes: the SDK switches to the hot standby o
  * A call on relay X; X gets `signal`; both pages must get `reroute` with
  * `reason` and end up with audio on the other relay.
  * @param {NodeJS.Signals} signal
- * @param {string} reason
+ * @param {string[]} reasons reroute reasons that fit this kind of loss
  */
-async function relayGoes(t, signal, reason) {
+async function relayGoes(t, signal, reasons) {
   const tern = await ternWithRelays(t);
   if (!tern) return;
 
@@ -358,7 +360,7 @@ async function relayGoes(t, signal, reason) {
 
     // The reroute: the real server's, for this kind of loss, to the relay media moved to.
     assert.ok(r.t >= kill, `${p.name}: a reroute (${r.reason} → ${r.id}) came ${Math.round(kill - r.t)} ms BEFORE the relay was signalled: a false suspicion`);
-    assert.equal(r.reason, reason, `${p.name}: reroute reason`);
+    assert.ok(reasons.includes(r.reason), `${p.name}: reroute reason ${r.reason}, expected one of ${reasons}`);
     assert.notEqual(r.id, x.id, `${p.name}: rerouted to the dead relay`);
     assert.equal(r.id, m.relay.id, `${p.name}: reroute named ${r.id} but media moved to ${m.relay.id}`);
     assert.equal((await p.page.locator('#relay-id').textContent())?.trim(), m.relay.id, `${p.name}: page shows the wrong relay`);

@@ -12,8 +12,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use edge_signaling::apply::KvStore;
-use edge_signaling::kv::{KvError, KvRead};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
@@ -58,49 +56,19 @@ impl EmbeddedStore {
         })
     }
 
+    /// One read in its own transaction.
     pub fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let tx = self.db.begin_read().map_err(backend)?;
-        let t = match tx.open_table(table(bucket)) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(backend(e)),
-        };
-        Ok(t.get(key).map_err(backend)?.map(|v| v.value().to_vec()))
+        self.snapshot()?.get(bucket, key)
     }
 
-    /// Run `f` in one write transaction on `bucket` and commit it lazily.
-    fn write<R>(
-        &self,
-        bucket: &str,
-        f: impl FnOnce(&mut redb::Table<&'static str, &'static [u8]>) -> Result<R, StoreError>,
-    ) -> Result<R, StoreError> {
-        let mut tx = self.db.begin_write().map_err(backend)?;
-        tx.set_durability(Durability::None).map_err(backend)?;
-        let r = {
-            let mut t = tx.open_table(table(bucket)).map_err(backend)?;
-            f(&mut t)?
-        };
-        tx.commit().map_err(backend)?;
-        self.dirty.store(true, Ordering::Release);
-        Ok(r)
-    }
-
+    /// One write in its own (lazily durable) transaction.
     pub fn set(&self, bucket: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.write(bucket, |t| {
-            t.insert(key, value).map_err(backend)?;
-            Ok(())
-        })
+        let mut b = self.begin()?;
+        b.set(bucket, key, value)?;
+        b.commit()
     }
 
-    pub fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
-        self.write(bucket, |t| {
-            t.remove(key).map_err(backend)?;
-            Ok(())
-        })
-    }
-
-    /// Set `key` to `value` if it holds `expected`; returns the value found
-    /// when it did not (so a caller can retry from it).
+    /// [`Batch::compare_and_swap`] in its own transaction.
     pub fn compare_and_swap(
         &self,
         bucket: &str,
@@ -108,14 +76,10 @@ impl EmbeddedStore {
         expected: Option<&[u8]>,
         value: &[u8],
     ) -> Result<Result<(), Option<Vec<u8>>>, StoreError> {
-        self.write(bucket, |t| {
-            let current = t.get(key).map_err(backend)?.map(|v| v.value().to_vec());
-            if current.as_deref() != expected {
-                return Ok(Err(current));
-            }
-            t.insert(key, value).map_err(backend)?;
-            Ok(Ok(()))
-        })
+        let mut b = self.begin()?;
+        let r = b.compare_and_swap(bucket, key, expected, value)?;
+        b.commit()?;
+        Ok(r)
     }
 
     pub fn list_keys(&self, bucket: &str) -> Result<Vec<String>, StoreError> {
@@ -158,14 +122,6 @@ impl EmbeddedStore {
             tx,
             dirty: self.dirty.clone(),
         })
-    }
-
-    /// The store seen through the signaling core's traits, on one bucket.
-    pub fn bucket(&self, name: &str) -> BucketView {
-        BucketView {
-            store: self.clone(),
-            bucket: name.to_string(),
-        }
     }
 }
 
@@ -232,48 +188,6 @@ impl Batch {
         self.tx.commit().map_err(backend)?;
         self.dirty.store(true, Ordering::Release);
         Ok(())
-    }
-}
-
-/// One bucket of the store, as the signaling core reads and writes it.
-pub struct BucketView {
-    store: EmbeddedStore,
-    bucket: String,
-}
-
-fn kv(e: StoreError) -> KvError {
-    KvError(e.to_string())
-}
-
-impl KvRead for BucketView {
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        self.store.get(&self.bucket, key).map_err(kv)
-    }
-
-    fn list(&self, prefix: &str) -> Result<Vec<String>, KvError> {
-        let keys = self.store.list_keys(&self.bucket).map_err(kv)?;
-        Ok(keys.into_iter().filter(|k| k.starts_with(prefix)).collect())
-    }
-}
-
-impl KvStore for BucketView {
-    fn put(&mut self, key: &str, value: &[u8]) -> Result<(), KvError> {
-        self.store.set(&self.bucket, key, value).map_err(kv)
-    }
-    fn delete(&mut self, key: &str) -> Result<(), KvError> {
-        self.store.delete(&self.bucket, key).map_err(kv)
-    }
-    fn compare_and_swap(
-        &mut self,
-        key: &str,
-        expected: Option<&[u8]>,
-        value: &[u8],
-    ) -> Result<bool, KvError> {
-        Ok(self
-            .store
-            .compare_and_swap(&self.bucket, key, expected, value)
-            .map_err(kv)?
-            .is_ok())
     }
 }
 

@@ -63,33 +63,29 @@ impl App {
         let mut entropy = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut entropy);
         let conn = conn.to_string();
-        let out = self
-            .run(move |app| {
-                app.host
-                    .handle_frame(now_ms(), &conn, &frame, &entropy)
-                    .unwrap_or_else(|e| {
-                        // A trap or host failure: the frame had no effect.
-                        tracing::error!(conn = %conn, error = %e, "signaling component failed");
-                        internal_error(&conn)
-                    })
-            })
-            .await;
-        self.conns.deliver(out);
+        self.deliver_from(move |app| {
+            app.host
+                .handle_frame(now_ms(), &conn, &frame, &entropy)
+                .unwrap_or_else(|e| {
+                    // A trap or host failure: the frame had no effect.
+                    tracing::error!(conn = %conn, error = %e, "signaling component failed");
+                    internal_error(&conn)
+                })
+        })
+        .await;
     }
 
     pub async fn handle_disconnect(self: &Arc<Self>, conn: &str) {
         let conn = conn.to_string();
-        let out = self
-            .run(move |app| {
-                app.host
-                    .handle_disconnect(now_ms(), &conn)
-                    .unwrap_or_else(|e| {
-                        tracing::error!(error = %e, "signaling component failed on disconnect");
-                        Vec::new()
-                    })
-            })
-            .await;
-        self.conns.deliver(out);
+        self.deliver_from(move |app| {
+            app.host
+                .handle_disconnect(now_ms(), &conn)
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "signaling component failed on disconnect");
+                    Vec::new()
+                })
+        })
+        .await;
     }
 
     /// The relay directory as this edge judges it, read where the store
@@ -97,17 +93,11 @@ impl App {
     pub async fn relay_view(
         self: &Arc<Self>,
     ) -> Result<Vec<edge_signaling::directory::RelayView>, edge_signaling::KvError> {
-        let read = |app: &App| {
+        self.run(|app| {
             edge_signaling::Signaling::new(&app.signaling)
                 .relays(now_ms(), &app.kv.reader("default"))
-        };
-        if !self.kv.is_remote() {
-            return read(self);
-        }
-        let app = self.clone();
-        tokio::task::spawn_blocking(move || read(&app))
-            .await
-            .unwrap_or_else(|e| Err(edge_signaling::KvError(e.to_string())))
+        })
+        .await
     }
 
     /// Write one key natively (for records the edge itself owns).
@@ -117,15 +107,7 @@ impl App {
         key: String,
         value: Vec<u8>,
     ) -> Result<(), crate::store::StoreError> {
-        match &self.kv {
-            Kv::Embedded(s) => s.set(bucket, &key, &value),
-            Kv::Redis(r) => {
-                let r = r.clone();
-                tokio::task::spawn_blocking(move || r.set(bucket, &key, &value))
-                    .await
-                    .map_err(|e| crate::store::StoreError::Backend(e.to_string()))?
-            }
-        }
+        self.run(move |app| app.kv.set(bucket, &key, &value)).await
     }
 
     /// One housekeeping tick: reroute calls off lost or draining relays.
@@ -138,18 +120,17 @@ impl App {
         if self.kv.failed_within(now_ms(), STORE_RECOVERY_MS) {
             return;
         }
-        let out = self
-            .run(|app| {
-                app.host.handle_tick(now_ms()).unwrap_or_else(|e| {
-                    tracing::error!(error = %e, "signaling tick failed");
-                    Vec::new()
-                })
-            })
-            .await;
-        if !out.is_empty() {
-            tracing::info!(frames = out.len(), "rerouting calls off an unhealthy relay");
-        }
-        self.conns.deliver(out);
+        self.deliver_from(|app| {
+            let out = app.host.handle_tick(now_ms()).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "signaling tick failed");
+                Vec::new()
+            });
+            if !out.is_empty() {
+                tracing::info!(frames = out.len(), "rerouting calls off an unhealthy relay");
+            }
+            out
+        })
+        .await;
     }
 
     pub async fn handle_heartbeat(
@@ -157,33 +138,41 @@ impl App {
         body: Vec<u8>,
         signature: String,
     ) -> anyhow::Result<Result<(), HeartbeatError>> {
-        let r = self
-            .run(move |app| app.host.handle_heartbeat(now_ms(), &body, &signature))
-            .await;
-        r
+        self.run(move |app| app.host.handle_heartbeat(now_ms(), &body, &signature))
+            .await
     }
 
-    /// Run a component call where it belongs (inline or on the blocking
-    /// pool) and forward deliveries for other edges' connections; return
-    /// the ones for this edge.
-    async fn run<R>(self: &Arc<Self>, f: impl FnOnce(&App) -> R + Send + 'static) -> R
-    where
-        R: IntoDeliveries + Send + 'static,
-    {
+    /// Run a component call that produces deliveries, hand those for other
+    /// edges' connections to them and write the rest to this edge's sockets.
+    async fn deliver_from(
+        self: &Arc<Self>,
+        f: impl FnOnce(&App) -> Vec<Delivery> + Send + 'static,
+    ) {
+        let out = self
+            .run(move |app| {
+                let mut out = f(app);
+                app.forward_remote(&mut out);
+                out
+            })
+            .await;
+        self.conns.deliver(out);
+    }
+
+    /// Run work that touches the store where it belongs: inline on the
+    /// embedded store, on the blocking pool (bounded by `in_flight`) when
+    /// every store call is a network round trip.
+    async fn run<R: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&App) -> R + Send + 'static,
+    ) -> R {
         if !self.kv.is_remote() {
             return f(self);
         }
         let permit = self.in_flight.acquire().await.expect("never closed");
         let app = self.clone();
-        let r = tokio::task::spawn_blocking(move || {
-            let mut r = f(&app);
-            if let Some(d) = r.deliveries_mut() {
-                app.forward_remote(d);
-            }
-            r
-        })
-        .await
-        .expect("signaling call panicked");
+        let r = tokio::task::spawn_blocking(move || f(&app))
+            .await
+            .expect("store call panicked");
         drop(permit);
         r
     }
@@ -210,23 +199,6 @@ impl App {
                 tracing::warn!(%edge, error = %e, "forwarding deliveries to another edge failed");
             }
         }
-    }
-}
-
-/// Results of component calls that may carry deliveries.
-pub trait IntoDeliveries {
-    fn deliveries_mut(&mut self) -> Option<&mut Vec<Delivery>>;
-}
-
-impl IntoDeliveries for Vec<Delivery> {
-    fn deliveries_mut(&mut self) -> Option<&mut Vec<Delivery>> {
-        Some(self)
-    }
-}
-
-impl IntoDeliveries for anyhow::Result<Result<(), HeartbeatError>> {
-    fn deliveries_mut(&mut self) -> Option<&mut Vec<Delivery>> {
-        None
     }
 }
 

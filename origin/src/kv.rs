@@ -29,6 +29,13 @@ impl Kv {
         }
     }
 
+    pub fn set(&self, bucket: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        match self {
+            Kv::Embedded(s) => s.set(bucket, key, value),
+            Kv::Redis(r) => r.set(bucket, key, value),
+        }
+    }
+
     pub fn list_keys(&self, bucket: &str) -> Result<Vec<String>, StoreError> {
         match self {
             Kv::Embedded(s) => s.list_keys(bucket),

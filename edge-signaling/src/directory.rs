@@ -37,6 +37,16 @@ pub struct RelayView {
     pub received_at_ms: u64,
 }
 
+impl RelayView {
+    /// How clients see this relay.
+    pub fn client_ref(&self) -> crate::frame::RelayRef {
+        crate::frame::RelayRef {
+            id: self.id.clone(),
+            region: self.region.clone(),
+        }
+    }
+}
+
 /// Every relay in the index, judged at `now_ms` by edge `edge` (its own
 /// active probes count; see docs/failover.md).
 pub fn list(

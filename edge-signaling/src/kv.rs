@@ -33,14 +33,6 @@ pub enum Write {
     },
 }
 
-impl Write {
-    pub fn key(&self) -> &str {
-        match self {
-            Write::Put { key, .. } | Write::Delete { key } | Write::Cas { key, .. } => key,
-        }
-    }
-}
-
 /// An in-memory store for tests and simulations.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryKv {

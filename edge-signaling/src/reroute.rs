@@ -11,7 +11,7 @@
 use serde::Serialize;
 
 use crate::directory::{self, RelayView};
-use crate::frame::{RelayRef, ServerFrame, Standby};
+use crate::frame::{ServerFrame, Standby};
 use crate::keys;
 use crate::kv::{KvError, KvRead, Write};
 use crate::model::{cas, encode, read, Room};
@@ -125,10 +125,10 @@ impl Signaling<'_> {
                 conn: conn.to_string(),
                 frame: ServerFrame::Reroute {
                     reason,
-                    relay: relay_ref(next),
+                    relay: next.client_ref(),
                     ice_servers: self.ice_servers(next, &m.participant, now_ms),
                     standby: standby.map(|s| Standby {
-                        relay: relay_ref(s),
+                        relay: s.client_ref(),
                         ice_servers: self.ice_servers(s, &m.participant, now_ms),
                     }),
                 }
@@ -151,13 +151,6 @@ impl Signaling<'_> {
             }],
             deliveries: Vec::new(),
         }
-    }
-}
-
-fn relay_ref(r: &RelayView) -> RelayRef {
-    RelayRef {
-        id: r.id.clone(),
-        region: r.region.clone(),
     }
 }
 

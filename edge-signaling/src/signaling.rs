@@ -8,7 +8,7 @@ use tern_common::relay::{self as relay_hb, HeartbeatError};
 use crate::config::Config;
 use crate::directory::{self, RelayView};
 use crate::error::{ErrorCode, FrameError};
-use crate::frame::{ClientFrame, IceServer, PeerInfo, RelayRef, ServerFrame, Standby};
+use crate::frame::{ClientFrame, IceServer, PeerInfo, ServerFrame, Standby};
 use crate::health;
 use crate::keys;
 use crate::kv::{KvError, KvRead, Write};
@@ -282,7 +282,7 @@ impl<'a> Signaling<'a> {
         }
         room.relay = Some(primary.id.clone());
         let standby = directory::standby(&ranked, primary).map(|r| Standby {
-            relay: relay_ref(r),
+            relay: r.client_ref(),
             ice_servers: self.ice_servers(r, &participant, now_ms),
         });
 
@@ -321,7 +321,7 @@ impl<'a> Signaling<'a> {
                 room: room_name,
                 resumed: resumed.is_some(),
                 peers,
-                relay: relay_ref(primary),
+                relay: primary.client_ref(),
                 ice_servers: self.ice_servers(primary, &participant, now_ms),
                 standby,
             },
@@ -574,13 +574,6 @@ impl<'a> Signaling<'a> {
     /// The relay directory as `GET /v1/relays` shows it.
     pub fn relays(&self, now_ms: u64, kv: &dyn KvRead) -> Result<Vec<RelayView>, KvError> {
         directory::list(kv, now_ms, self.config.relay_stale_ms, &self.config.edge)
-    }
-}
-
-fn relay_ref(r: &RelayView) -> RelayRef {
-    RelayRef {
-        id: r.id.clone(),
-        region: r.region.clone(),
     }
 }
 

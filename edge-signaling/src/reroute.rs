@@ -26,6 +26,10 @@ pub struct Sweep {
     /// `reason` of the `reroute` frames.
     pub reason: &'static str,
     pub rooms: Vec<String>,
+    /// The directory as judged when the sweep was planned: where its rooms
+    /// may go. Read once per sweep, not once per room.
+    #[serde(skip)]
+    pub directory: Vec<RelayView>,
 }
 
 impl Signaling<'_> {
@@ -50,6 +54,7 @@ impl Signaling<'_> {
                 received_at_ms: r.received_at_ms,
                 reason: r.failing.unwrap_or("relay-lost"),
                 rooms,
+                directory: relays.clone(),
             });
         }
         Ok(out)
@@ -74,12 +79,11 @@ impl Signaling<'_> {
             out.writes.push(Write::Delete { key: marker });
             return Ok((out, true));
         };
-        let relays = directory::list(kv, now_ms, self.config.relay_stale_ms, &self.config.edge)?;
         if !self.move_room(
             now_ms,
             &mut room,
             room_name,
-            &relays,
+            &sweep.directory,
             sweep.reason,
             &mut out,
         ) {

@@ -3,7 +3,9 @@
 
 mod app;
 mod assets;
+mod backup;
 mod bench;
+mod calls;
 mod component;
 mod edge_bus;
 mod gateway;
@@ -50,6 +52,12 @@ enum Command {
     /// Benchmarks (results go to docs/benchmarks.md).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Call records: list, filter and export.
+    Calls(calls::CallsArgs),
+    /// Encrypted backups of Tern's state: make one, list them.
+    Backup(backup::BackupArgs),
+    /// Restore a backup into an empty store.
+    Restore(backup::RestoreArgs),
 }
 
 #[derive(Subcommand)]
@@ -137,6 +145,9 @@ fn main() -> anyhow::Result<()> {
         Command::Up(args) => runtime()?.block_on(up::run(args)),
         Command::Relay(args) => runtime()?.block_on(edge_relay::server::run(*args)),
         Command::Bench(BenchCommand::Signaling(args)) => bench::run(args),
+        Command::Calls(args) => calls::run(args),
+        Command::Backup(args) => backup::run(args),
+        Command::Restore(args) => backup::restore(args),
     }
 }
 

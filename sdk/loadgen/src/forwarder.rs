@@ -17,11 +17,12 @@ use std::os::fd::AsRawFd;
 
 use crate::bare::{decode_v4, encode_v4, ALLOC, ALLOC_OK, BIND, BIND_OK};
 use crate::client::{decode_channel_data, CHANNEL_DATA_HEADER};
-use crate::epoll::Epoll;
-use crate::mmsg::{RecvBatch, SendBatch};
+use tern_netio::{Epoll, RecvBatch, SendBatch};
 
 const LISTENER: u64 = u64::MAX;
 const BATCH: usize = 64;
+/// Largest datagram a slot holds; media packets are far smaller.
+const SLOT: usize = 2048;
 
 struct Alloc {
     socket: UdpSocket,
@@ -61,8 +62,8 @@ impl Forwarder {
             allocs: Vec::new(),
             by_client: HashMap::new(),
             relay_ip: *listen.ip(),
-            rx: RecvBatch::new(BATCH, CHANNEL_DATA_HEADER),
-            to_clients: SendBatch::new(BATCH),
+            rx: RecvBatch::new(BATCH, SLOT, CHANNEL_DATA_HEADER),
+            to_clients: SendBatch::new(BATCH, SLOT),
             stats: ForwarderStats::default(),
         })
     }
@@ -105,7 +106,10 @@ impl Forwarder {
                 Err(e) => return Err(e),
             };
             for i in 0..n {
-                let (from, d) = self.rx.get(i);
+                // The benchmark runs on 127.0.0.0/8: IPv4 only.
+                let (Some(SocketAddr::V4(from)), d) = self.rx.get(i) else {
+                    continue;
+                };
                 if let Some((channel, payload)) = decode_channel_data(d) {
                     let Some(a) = self.by_client.get(&from).map(|&a| &self.allocs[a]) else {
                         continue;
@@ -135,7 +139,10 @@ impl Forwarder {
             // ECONNREFUSED from an old ICMP) clear on read.
             let Ok(n) = self.rx.recv(fd) else { return };
             for k in 0..n {
-                let (from, slot, len) = self.rx.slot_mut(k);
+                let (Some(SocketAddr::V4(from)), slot) = self.rx.slot_mut(k) else {
+                    continue;
+                };
+                let len = slot.len() - CHANNEL_DATA_HEADER;
                 let a = &self.allocs[i];
                 let Some(&(channel, _)) = a.channels.iter().find(|c| c.1 == from) else {
                     continue;
@@ -146,7 +153,7 @@ impl Forwarder {
                 slot[0..2].copy_from_slice(&channel.to_be_bytes());
                 slot[2..4].copy_from_slice(&(len as u16).to_be_bytes());
                 let frame = &slot[..CHANNEL_DATA_HEADER + len];
-                self.to_clients.push(a.client, |out| {
+                self.to_clients.push(SocketAddr::V4(a.client), |out| {
                     out[..frame.len()].copy_from_slice(frame);
                     frame.len()
                 });

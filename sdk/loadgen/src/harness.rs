@@ -14,9 +14,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::bare::BareClient;
 use crate::client::{decode_channel_data, ClientError, Op, TurnClient};
-use crate::epoll::Epoll;
 use crate::session::{Session, SessionEvent};
 use crate::LoadError;
+use tern_netio::Epoll;
 
 /// Channel each client binds to its partner (the first of RFC 8656's range).
 pub const CHANNEL: u16 = 0x4000;

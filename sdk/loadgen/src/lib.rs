@@ -17,10 +17,8 @@
 
 pub mod bare;
 pub mod client;
-pub mod epoll;
 pub mod forwarder;
 pub mod harness;
-pub mod mmsg;
 pub mod payload;
 pub mod procstat;
 pub mod search;

@@ -12,12 +12,12 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use crate::client::{decode_channel_data, encode_channel_data, CHANNEL_DATA_HEADER};
-use crate::epoll::Epoll;
 use crate::harness::{Harness, CHANNEL};
 use crate::payload::{Probe, HEADER};
 use crate::procstat;
 use crate::stats::Histogram;
 use crate::LoadError;
+use tern_netio::Epoll;
 
 /// Most packets sent in one go before the loop reads again, so receive
 /// timestamps stay honest when the generator runs late.

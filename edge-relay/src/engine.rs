@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use crate::allocation::{Allocation, AllocationId, FiveTuple, Transport};
 use crate::auth::{self, AuthError, Authenticator, Credentials, MessageKey};
 use crate::policy::PeerPolicy;
-use crate::quota::{Bandwidth, RateLimiter, TokenBucket};
+use crate::quota::{Bandwidth, Ledger, TokenBucket};
 use crate::stats::{AuthOutcome, DropReason, Quota, Stats};
 use crate::stun::message::looks_like_stun;
 use crate::stun::{attr, Class, Message, MessageBuilder, Method, TransactionId};
@@ -200,9 +200,10 @@ pub struct Relay {
     allocations: HashMap<AllocationId, Allocation>,
     by_client: HashMap<FiveTuple, AllocationId>,
     by_relayed: HashMap<SocketAddr, AllocationId>,
-    /// Allocations (live or pending) per REST username, for the 486 quota.
-    per_user: HashMap<String, usize>,
-    allocate_rate: RateLimiter,
+    /// Allocations (live or pending) in total and per REST username, and
+    /// the per-IP Allocate rate: shared with the other engines of this
+    /// process, if any.
+    ledger: Ledger,
     next_id: u64,
     /// Allocation expiry deadlines. Refreshing pushes a new entry instead of
     /// updating in place; stale entries are skipped when they surface.
@@ -240,6 +241,13 @@ const TRY_ALTERNATE: Reject = reject(300, "Try Alternate");
 
 impl Relay {
     pub fn new(config: Config) -> Self {
+        let ledger = Ledger::new(config.allocate_rate_per_ip, config.nonce_key);
+        Self::with_ledger(config, ledger)
+    }
+
+    /// An engine that shares its quotas with others (one engine per core;
+    /// see [`Ledger`]). The ledger's rate limit is the one that applies.
+    pub fn with_ledger(config: Config, ledger: Ledger) -> Self {
         let auth = Authenticator::new(
             config.secret.clone(),
             config.realm.clone(),
@@ -247,15 +255,13 @@ impl Relay {
             config.nonce_lifetime.as_secs(),
         )
         .with_previous_secret(config.previous_secret.clone());
-        let allocate_rate = RateLimiter::new(config.allocate_rate_per_ip, config.nonce_key);
         Relay {
             config,
             auth,
             allocations: HashMap::new(),
             by_client: HashMap::new(),
             by_relayed: HashMap::new(),
-            per_user: HashMap::new(),
-            allocate_rate,
+            ledger,
             next_id: 1,
             expiries: BinaryHeap::new(),
             next_sweep: None,
@@ -608,7 +614,7 @@ impl Relay {
                 // Counted before authentication: the 401 leg is what a flood
                 // of spoofed Allocates costs us.
                 if msg.method == Method::ALLOCATE
-                    && !self.allocate_rate.allow(ft.client.ip(), unix_secs)
+                    && !self.ledger.allow_allocate(ft.client.ip(), unix_secs)
                 {
                     self.stats.drop(DropReason::RateLimited);
                     self.stats.quota_hit(Quota::AllocateRate);
@@ -761,18 +767,18 @@ impl Relay {
             }
             return Err(INSUFFICIENT_CAPACITY);
         }
-        if self.allocations.len() >= self.config.max_allocations {
-            self.stats.quota_hit(Quota::TotalAllocations);
-            return Err(INSUFFICIENT_CAPACITY);
-        }
-        let per_user = self.per_user.get(&creds.username).copied().unwrap_or(0);
-        if self.config.max_allocations_per_user > 0
-            && per_user >= self.config.max_allocations_per_user
-        {
-            self.stats.quota_hit(Quota::UserAllocations);
-            return Err(ALLOCATION_QUOTA);
-        }
         let lifetime = self.granted_lifetime(msg)?;
+        if let Err(q) = self.ledger.reserve(
+            &creds.username,
+            self.config.max_allocations,
+            self.config.max_allocations_per_user,
+        ) {
+            self.stats.quota_hit(q);
+            return Err(match q {
+                Quota::UserAllocations => ALLOCATION_QUOTA,
+                _ => INSUFFICIENT_CAPACITY,
+            });
+        }
         let id = AllocationId(self.next_id);
         self.next_id += 1;
         // Until the driver binds, the allocation lives at most a short while:
@@ -795,7 +801,6 @@ impl Relay {
             bucket,
         );
         self.allocations.insert(id, alloc);
-        *self.per_user.entry(creds.username.clone()).or_default() += 1;
         self.by_client.insert(ft, id);
         self.expiries.push(Reverse((bind_deadline, id)));
         if self.next_sweep.is_none() {
@@ -953,12 +958,7 @@ impl Relay {
             return;
         };
         self.by_client.remove(&a.five_tuple);
-        if let Some(n) = self.per_user.get_mut(&a.username) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_user.remove(&a.username);
-            }
-        }
+        self.ledger.release(&a.username);
         if let Some(r) = a.relayed {
             self.by_relayed.remove(&r);
         }

@@ -4,9 +4,13 @@
 //! neither allocates on the packet path.
 
 use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
+
+use crate::stats::Quota;
 
 /// Bytes per second an allocation may relay (both directions together) and
 /// how much it may burst above that.
@@ -124,6 +128,85 @@ impl RateLimiter {
     }
 }
 
+/// The quota counts every engine of one relay process shares: allocations
+/// in total and per REST username, and Allocate attempts per source IP. A
+/// multi-core relay runs one engine per core (each owning the allocations
+/// of the clients the kernel steers to it), but a user's quota and the
+/// server's capacity are per process, not per core.
+///
+/// Behind a mutex: it is touched by Allocate requests and releases only,
+/// never by relayed packets, so contention is rare and short. One engine on
+/// its own (tests, the single-threaded driver) just holds the only handle.
+#[derive(Debug, Clone)]
+pub struct Ledger(Arc<Mutex<LedgerState>>);
+
+#[derive(Debug)]
+struct LedgerState {
+    total: usize,
+    per_user: HashMap<String, usize>,
+    allocate_rate: RateLimiter,
+}
+
+impl Ledger {
+    /// `allocate_rate_per_ip` and `key` as for [`RateLimiter::new`].
+    pub fn new(allocate_rate_per_ip: u32, key: [u8; 32]) -> Self {
+        Ledger(Arc::new(Mutex::new(LedgerState {
+            total: 0,
+            per_user: HashMap::new(),
+            allocate_rate: RateLimiter::new(allocate_rate_per_ip, key),
+        })))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LedgerState> {
+        // A panic while holding the lock leaves counts that are still
+        // consistent (every update is a single statement), so go on.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Count one Allocate attempt from `ip`; false means over the rate.
+    pub fn allow_allocate(&self, ip: IpAddr, unix_secs: u64) -> bool {
+        self.lock().allocate_rate.allow(ip, unix_secs)
+    }
+
+    /// Take one allocation for `username` unless that would exceed
+    /// `max_total` or `max_per_user` (0: no per-user limit).
+    pub fn reserve(
+        &self,
+        username: &str,
+        max_total: usize,
+        max_per_user: usize,
+    ) -> Result<(), Quota> {
+        let mut s = self.lock();
+        if s.total >= max_total {
+            return Err(Quota::TotalAllocations);
+        }
+        let user = s.per_user.get(username).copied().unwrap_or(0);
+        if max_per_user > 0 && user >= max_per_user {
+            return Err(Quota::UserAllocations);
+        }
+        s.total += 1;
+        *s.per_user.entry(username.to_owned()).or_default() += 1;
+        Ok(())
+    }
+
+    /// Give back an allocation taken by [`Ledger::reserve`].
+    pub fn release(&self, username: &str) {
+        let mut s = self.lock();
+        s.total = s.total.saturating_sub(1);
+        if let Some(n) = s.per_user.get_mut(username) {
+            *n -= 1;
+            if *n == 0 {
+                s.per_user.remove(username);
+            }
+        }
+    }
+
+    /// Allocations held across all engines sharing this ledger.
+    pub fn total(&self) -> usize {
+        self.lock().total
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +243,23 @@ mod tests {
         assert!((0..3).all(|i| r.allow(v6(&format!("2001:db8::{i}")), 100)));
         assert!(!r.allow(v6("2001:db8::ffff"), 100));
         assert!(RateLimiter::new(0, [0; 32]).allow(a, 1), "0 disables");
+    }
+
+    #[test]
+    fn ledger_is_one_budget_for_every_handle() {
+        let a = Ledger::new(0, [0; 32]);
+        let b = a.clone();
+        assert_eq!(a.reserve("u", 3, 2), Ok(()));
+        assert_eq!(b.reserve("u", 3, 2), Ok(()));
+        assert_eq!(a.reserve("u", 3, 2), Err(Quota::UserAllocations));
+        assert_eq!(b.reserve("v", 3, 2), Ok(()));
+        assert_eq!(a.reserve("w", 3, 0), Err(Quota::TotalAllocations));
+        b.release("u");
+        assert_eq!(a.total(), 2);
+        assert_eq!(
+            a.reserve("u", 3, 2),
+            Ok(()),
+            "a released slot is free again"
+        );
     }
 }

@@ -153,6 +153,28 @@ impl Stats {
         self.drops.iter().sum()
     }
 
+    /// Add another engine's counters (a multi-core relay reports the sum of
+    /// its per-core engines).
+    pub fn merge(&mut self, o: &Stats) {
+        self.relayed_packets += o.relayed_packets;
+        self.relayed_bytes += o.relayed_bytes;
+        self.client_packets_in += o.client_packets_in;
+        self.client_bytes_in += o.client_bytes_in;
+        self.peer_packets_in += o.peer_packets_in;
+        self.peer_bytes_in += o.peer_bytes_in;
+        self.control_packets_out += o.control_packets_out;
+        self.control_bytes_out += o.control_bytes_out;
+        for (a, b) in self.drops.iter_mut().zip(o.drops) {
+            *a += b;
+        }
+        for (a, b) in self.quota_hits.iter_mut().zip(o.quota_hits) {
+            *a += b;
+        }
+        for (a, b) in self.auth.iter_mut().zip(o.auth) {
+            *a += b;
+        }
+    }
+
     pub(crate) fn drop(&mut self, reason: DropReason) {
         self.drops[reason as usize] += 1;
     }

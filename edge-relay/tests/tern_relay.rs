@@ -435,3 +435,72 @@ fn heartbeats_are_signed_and_announce_draining_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+fn allocate(c: &mut Client) -> Result<SocketAddr, Option<u16>> {
+    let answer = c.request(Method::ALLOCATE, |b| {
+        b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+    });
+    let m = Message::parse(&answer).unwrap();
+    if m.class != Class::Success {
+        return Err(error_code(&answer));
+    }
+    Ok(
+        attr::decode_xor_address(m.get(attr::XOR_RELAYED_ADDRESS).unwrap(), &m.transaction_id)
+            .unwrap(),
+    )
+}
+
+/// With several datapath threads the kernel spreads clients over them by
+/// source port; quotas must still be per process, and media must cross from
+/// one thread's relayed socket to another's.
+#[test]
+fn multi_threaded_relay_shares_quotas_and_relays_across_threads() {
+    let (_relay, listen) = start_relay(&["--threads", "4", "--max-allocations-per-user", "5"]);
+    // Six clients of one user over four threads: all on one thread has a
+    // probability of 4/4^6 (0.1 %), and the quota holds either way.
+    let mut clients: Vec<Client> = (0..6).map(|_| Client::new(listen)).collect();
+    let relayed: Vec<SocketAddr> = clients[..5]
+        .iter_mut()
+        .map(|c| allocate(c).expect("within the quota"))
+        .collect();
+    assert_eq!(
+        allocate(&mut clients[5]),
+        Err(Some(486)),
+        "sixth is over the per-user quota"
+    );
+
+    // Freeing one makes room again, whichever thread held it.
+    let answer = clients[0].request(Method::REFRESH, |b| {
+        b.u32(attr::LIFETIME, 0);
+    });
+    assert_eq!(error_code(&answer), None);
+    allocate(&mut clients[5]).expect("a released allocation frees quota");
+
+    // Every ordered pair of the remaining clients exchanges a Send
+    // indication through their relayed addresses.
+    for (i, c) in clients.iter_mut().enumerate().take(5).skip(1) {
+        for (j, &peer) in relayed.iter().enumerate().skip(1) {
+            if i != j {
+                let answer = c.request(Method::CREATE_PERMISSION, |b| {
+                    b.xor_address(attr::XOR_PEER_ADDRESS, peer);
+                });
+                assert_eq!(error_code(&answer), None);
+            }
+        }
+    }
+    let pairs = (1..5).flat_map(|i| (1..5).map(move |j| (i, j)));
+    for (i, j) in pairs.filter(|(i, j)| i != j) {
+        let payload = format!("{i}->{j}");
+        let mut b = MessageBuilder::new(Method::SEND, Class::Indication, [i as u8; 12]);
+        b.xor_address(attr::XOR_PEER_ADDRESS, relayed[j])
+            .attr(attr::DATA, payload.as_bytes());
+        clients[i].sock.send_to(&b.finish(), listen).unwrap();
+        let data = clients[j].recv();
+        let m = Message::parse(&data).unwrap();
+        assert_eq!((m.method, m.class), (Method::DATA, Class::Indication));
+        assert_eq!(m.get(attr::DATA), Some(payload.as_bytes()));
+        let from =
+            attr::decode_xor_address(m.get(attr::XOR_PEER_ADDRESS).unwrap(), &m.transaction_id);
+        assert_eq!(from, Some(relayed[i]));
+    }
+}

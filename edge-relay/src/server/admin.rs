@@ -13,15 +13,15 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
 
+use super::driver::Shards;
 use super::heartbeat::Shared;
-use super::metrics::{self, Snapshot};
+use super::metrics;
 
 #[derive(Clone)]
 pub struct Admin {
     pub shared: Arc<Shared>,
-    pub snapshots: mpsc::Sender<oneshot::Sender<Snapshot>>,
+    pub shards: Shards,
 }
 
 impl Admin {
@@ -45,26 +45,20 @@ impl Admin {
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         match (req.method(), req.uri().path()) {
-            (&Method::GET, "/metrics") => {
-                let (tx, rx) = oneshot::channel();
-                if self.snapshots.send(tx).await.is_err() {
-                    return text(StatusCode::SERVICE_UNAVAILABLE, "stopping\n");
+            (&Method::GET, "/metrics") => match self.shards.snapshot().await {
+                Some(s) => {
+                    let body = metrics::render(&s, metrics::process_cpu_seconds());
+                    let mut r = text(StatusCode::OK, body);
+                    r.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static(
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        ),
+                    );
+                    r
                 }
-                match rx.await {
-                    Ok(s) => {
-                        let body = metrics::render(&s, metrics::process_cpu_seconds());
-                        let mut r = text(StatusCode::OK, body);
-                        r.headers_mut().insert(
-                            hyper::header::CONTENT_TYPE,
-                            hyper::header::HeaderValue::from_static(
-                                "text/plain; version=0.0.4; charset=utf-8",
-                            ),
-                        );
-                        r
-                    }
-                    Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "stopping\n"),
-                }
-            }
+                None => text(StatusCode::SERVICE_UNAVAILABLE, "stopping\n"),
+            },
             (&Method::GET, "/healthz") => {
                 if self.shared.draining.load(Ordering::Relaxed) {
                     text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")

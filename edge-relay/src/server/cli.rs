@@ -55,6 +55,10 @@ pub struct Args {
     /// kernel choose [49152-65535].
     #[arg(long, value_parser = parse_ports)]
     pub relay_ports: Option<PortRange>,
+    /// Datapath threads, each with its own socket on --listen (SO_REUSEPORT)
+    /// and its own share of the allocations; 0 = one per CPU core [0].
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// UDP listener address as published in heartbeats [--listen].
     #[arg(long)]
     pub advertise: Option<SocketAddr>,
@@ -136,6 +140,7 @@ pub struct FileConfig {
     pub relay_ip: Option<IpAddr>,
     pub relay_ip6: Option<IpAddr>,
     pub relay_ports: Option<String>,
+    pub threads: Option<usize>,
     pub advertise: Option<SocketAddr>,
     pub advertise_tcp: Option<SocketAddr>,
     pub advertise_tls: Option<SocketAddr>,
@@ -170,6 +175,8 @@ pub struct Settings {
     pub relay_ip: IpAddr,
     pub relay_ip6: Option<IpAddr>,
     pub relay_ports: PortRange,
+    /// Datapath threads (resolved: at least 1).
+    pub threads: usize,
     pub advertise: Option<SocketAddr>,
     pub advertise_tcp: Option<SocketAddr>,
     pub advertise_tls: Option<SocketAddr>,
@@ -232,6 +239,10 @@ impl Settings {
             relay_ip: args.relay_ip.or(file.relay_ip).unwrap_or(listen.ip()),
             relay_ip6: args.relay_ip6.or(file.relay_ip6),
             relay_ports,
+            threads: match args.threads.or(file.threads).unwrap_or(0) {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            },
             advertise: args.advertise.or(file.advertise),
             advertise_tcp: args.advertise_tcp.or(file.advertise_tcp),
             advertise_tls: args.advertise_tls.or(file.advertise_tls),

@@ -18,6 +18,19 @@ pub struct Snapshot {
     pub draining: bool,
 }
 
+impl Snapshot {
+    /// Fold in another engine's snapshot (one per core).
+    pub fn merge(&mut self, o: &Snapshot) {
+        self.stats.merge(&o.stats);
+        self.allocations += o.allocations;
+        self.permissions += o.permissions;
+        self.channels += o.channels;
+        self.tcp_connections += o.tcp_connections;
+        self.tls_connections += o.tls_connections;
+        self.draining |= o.draining;
+    }
+}
+
 /// Render `/metrics`; `cpu_seconds` is the process's CPU time so far.
 pub fn render(s: &Snapshot, cpu_seconds: Option<f64>) -> String {
     let mut out = String::with_capacity(4096);

@@ -4,8 +4,9 @@
 //! relay is one function call away. Driver code, so errors are `anyhow` like
 //! in a binary.
 //!
-//! Modules: `cli` (flags + config file), `driver` (the engine task: UDP,
-//! relayed sockets, routing to connections), `stream` (TCP/TLS framing),
+//! Modules: `cli` (flags + config file), `driver` (starts the datapath
+//! shards and routes to them), `shard` (one core's epoll loop: its engine,
+//! UDP listener socket and relayed sockets), `stream` (TCP/TLS framing),
 //! `tls`, `heartbeat`, `admin` + `metrics`.
 
 mod admin;
@@ -13,6 +14,7 @@ mod cli;
 mod driver;
 mod heartbeat;
 mod metrics;
+mod shard;
 mod stream;
 pub mod tls;
 
@@ -23,7 +25,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{Bandwidth, Config, PeerPolicy, Relay};
+use crate::{Bandwidth, Config, PeerPolicy};
 use anyhow::Context;
 use heartbeat::{Heartbeater, Shared};
 use tern_common::relay::Listener;
@@ -46,18 +48,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     config.bandwidth = (s.bandwidth_kbps > 0).then(|| Bandwidth::kbps(s.bandwidth_kbps));
     config.rfc5766_channels = s.rfc5766_channels;
     config.alternate = s.alternate;
-    let relay = Relay::new(config);
-
     let shared = Arc::new(Shared::default());
-    let driver = driver::Driver::bind(
-        relay,
-        s.listen,
-        s.relay_ip,
-        s.relay_ip6,
-        s.relay_ports.clone(),
-        shared.clone(),
-    )
-    .await?;
+    let addrs = shard::RelayedAddrs {
+        ip: s.relay_ip,
+        ip6: s.relay_ip6,
+        ports: s.relay_ports.clone(),
+    };
+    let driver = driver::Driver::start(config, s.threads, s.listen, addrs, shared.clone())?;
     let local = driver.local_addr();
     let advertise = s.advertise.unwrap_or(local);
     let mut listeners = vec![Listener {
@@ -83,7 +80,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             address: published(s.advertise_tcp, bound).to_string(),
         });
         tracing::info!(listen = %bound, "TURN over TCP");
-        tokio::spawn(stream::serve(l, None, driver.stream_sender()));
+        tokio::spawn(stream::serve(l, None, driver.shards()));
     }
     if let Some(addr) = s.listen_tls {
         let (cert, key) = (
@@ -100,20 +97,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             address: published(s.advertise_tls, bound).to_string(),
         });
         tracing::info!(listen = %bound, "TURN over TLS");
-        tokio::spawn(stream::serve(l, Some(acceptor), driver.stream_sender()));
+        tokio::spawn(stream::serve(l, Some(acceptor), driver.shards()));
     }
     if let Some(addr) = s.admin {
         let l = admin::bind(addr).await?;
         tracing::info!(admin = %l.local_addr()?, "admin listening (/metrics, /healthz, POST /drain)");
         let a = admin::Admin {
             shared: shared.clone(),
-            snapshots: driver.snapshot_sender(),
+            shards: driver.shards(),
         };
         tokio::spawn(a.serve(l));
     }
     tracing::info!(
         id = %s.id, region = %s.region, listen = %local, relay_ip = %s.relay_ip,
-        relay_ip6 = ?s.relay_ip6, ?listeners, allow_peer = ?s.allow_peer,
+        relay_ip6 = ?s.relay_ip6, ?listeners, allow_peer = ?s.allow_peer, threads = s.threads,
         "tern-relay listening"
     );
 

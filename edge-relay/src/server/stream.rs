@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use super::driver::Shards;
 use crate::stun::HEADER_LEN;
 use crate::{FiveTuple, Transport};
 
@@ -48,11 +49,7 @@ pub enum StreamInput {
 }
 
 /// Accept TCP (or, with `tls`, TLS) connections until the task is dropped.
-pub async fn serve(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    to_engine: mpsc::Sender<StreamInput>,
-) {
+pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, to_engine: Shards) {
     let transport = if tls.is_some() {
         Transport::Tls
     } else {
@@ -101,7 +98,7 @@ pub async fn serve(
     }
 }
 
-async fn connection<S>(stream: S, ft: FiveTuple, to_engine: mpsc::Sender<StreamInput>)
+async fn connection<S>(stream: S, ft: FiveTuple, to_engine: Shards)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {

@@ -21,6 +21,9 @@ pub struct Config {
     pub session_grace_ms: u64,
     /// Largest frame accepted, in bytes.
     pub max_frame_bytes: usize,
+    /// How often (at most) an edge's tick sweeps open calls for members
+    /// away past `session_grace_ms`, closing calls nobody is left in.
+    pub call_sweep_ms: u64,
 }
 
 impl Config {
@@ -36,6 +39,7 @@ impl Config {
             relay_stale_ms: 1_500,
             session_grace_ms: 30_000,
             max_frame_bytes: Self::DEFAULT_MAX_FRAME_BYTES,
+            call_sweep_ms: 5_000,
         }
     }
 }

@@ -50,3 +50,58 @@ pub fn relay_suspect(relay: &str) -> String {
 pub fn relay_probe(edge: &str, relay: &str) -> String {
     format!("relay-probe/{edge}/{relay}")
 }
+
+// Call records (docs/kv-schema.md "Call records"). Every key below has one
+// writer per event: records grow by adding keys, never by rewriting a shared
+// document, so edges never fight over them.
+
+/// Summary of one call, written once when the call starts.
+pub fn call(call: &str) -> String {
+    format!("call/{call}")
+}
+
+/// Prefix of every [`call`] summary.
+pub const CALLS_PREFIX: &str = "call/";
+
+/// One event of a call. `at_ms` is zero-padded so keys sort by time; the
+/// suffix names the event and its subject, so the same event written twice
+/// (a retried outcome) lands on the same key.
+pub fn call_event(call: &str, at_ms: u64, suffix: &str) -> String {
+    format!("call-event/{call}/{at_ms:013}-{suffix}")
+}
+
+/// Prefix of every [`call_event`] of one call.
+pub fn call_events_prefix(call: &str) -> String {
+    format!("call-event/{call}/")
+}
+
+/// Quality summary of one participant's `stats` reports in one call.
+/// Writer: the edge holding that participant's connection.
+pub fn call_quality(call: &str, participant: &str) -> String {
+    format!("call-quality/{call}/{participant}")
+}
+
+/// Prefix of every [`call_quality`] of one call.
+pub fn call_quality_prefix(call: &str) -> String {
+    format!("call-quality/{call}/")
+}
+
+/// Marker: call `call` has not ended. Listed by the timeout sweep.
+pub fn call_open(call: &str) -> String {
+    format!("call-open/{call}")
+}
+
+/// Prefix of every [`call_open`] marker.
+pub const CALLS_OPEN_PREFIX: &str = "call-open/";
+
+/// When edge `edge` last swept open calls for timeouts (JSON number, ms).
+pub fn calls_swept(edge: &str) -> String {
+    format!("calls-swept/{edge}")
+}
+
+/// Keys whose writes must be durable before the frame that caused them is
+/// acknowledged (a crash may lose nothing a client was told about). Quality
+/// reports are not acknowledged, so they ride the group commit.
+pub fn needs_durable_write(key: &str) -> bool {
+    key.starts_with(CALLS_PREFIX) || key.starts_with("call-event/")
+}

@@ -14,6 +14,7 @@
 //! again on fresh reads (see [`apply`]).
 
 pub mod apply;
+pub mod calls;
 pub mod config;
 pub mod directory;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod health;
 pub mod keys;
 pub mod kv;
 pub mod model;
+pub mod record;
 pub mod reroute;
 pub mod signaling;
 pub mod token;

@@ -16,6 +16,11 @@ pub struct Room {
     /// Recent reports that inbound audio stalled, one per participant.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stalls: Vec<Stall>,
+    /// The call in progress (see `crate::calls`): set when someone joins an
+    /// empty room, cleared when the last participant leaves or times out,
+    /// so every edge writes the room's events to the same record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,4 +134,96 @@ pub fn cas<T: Serialize>(
 pub struct ProbeRecord {
     /// Since when probes go unanswered; `None` while they are answered.
     pub failing_since_ms: Option<u64>,
+}
+
+/// `call/<call>`: written once, when the call starts. The rest of the record
+/// is events (`call-event/…`) and quality reports (`call-quality/…`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallSummary {
+    pub call: String,
+    pub room: String,
+    pub started_ms: u64,
+    /// Edge that handled the first join.
+    pub edge: String,
+}
+
+/// `call-event/<call>/<at>-<suffix>`: one thing that happened in a call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallEvent {
+    pub at_ms: u64,
+    #[serde(flatten)]
+    pub kind: CallEventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum CallEventKind {
+    /// A participant joined (fresh, not a resume) through `edge`; `relay` is
+    /// the room's relay it was given.
+    Join {
+        participant: String,
+        identity: String,
+        edge: String,
+        relay: String,
+    },
+    /// A participant that was away came back, possibly on another edge.
+    Resume { participant: String, edge: String },
+    /// A participant's connection dropped without `leave` (it may resume).
+    Away { participant: String },
+    /// A participant is gone: `reason` is `leave` (it said so) or `timeout`
+    /// (away longer than the grace period).
+    Leave { participant: String, reason: String },
+    /// The room moved from relay `from` to `to`. `since_ms` is when the
+    /// trouble began as far as signaling knows: the lost relay's last
+    /// heartbeat, or the first caller's stall report.
+    Reroute {
+        from: Option<String>,
+        to: String,
+        reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since_ms: Option<u64>,
+    },
+    /// A caller's audio gap around a relay switch, as its SDK measured it.
+    Gap {
+        participant: String,
+        relay: Option<String>,
+        gap_ms: u64,
+    },
+    /// The call is over: `reason` is `empty` (the last participant left) or
+    /// `timeout` (everyone left was away past the grace period).
+    End { reason: String },
+}
+
+/// `call-quality/<call>/<participant>`: what one participant's `stats`
+/// reports said, folded into a summary (docs/protocol.md, `stats`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Quality {
+    pub participant: String,
+    pub reports: u32,
+    pub first_ms: u64,
+    pub last_ms: u64,
+    /// Relay named in the latest report.
+    #[serde(default)]
+    pub relay: Option<String>,
+    /// Per remote participant, as this participant measured its link.
+    #[serde(default)]
+    pub peers: std::collections::BTreeMap<String, PeerQuality>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PeerQuality {
+    /// Audio RTP counters of the link, as last reported (cumulative).
+    pub packets_sent: u64,
+    pub packets_received: u64,
+    pub packets_lost: u64,
+    /// Inbound jitter, ms: worst and mean over the reports that had it.
+    pub jitter_ms_max: Option<f64>,
+    pub jitter_ms_mean: Option<f64>,
+    /// Round-trip time of the media path, ms: worst and mean.
+    pub rtt_ms_max: Option<f64>,
+    pub rtt_ms_mean: Option<f64>,
+    #[serde(default)]
+    pub jitter_samples: u32,
+    #[serde(default)]
+    pub rtt_samples: u32,
 }

@@ -14,7 +14,7 @@ use crate::directory::{self, RelayView};
 use crate::frame::{ServerFrame, Standby};
 use crate::keys;
 use crate::kv::{KvError, KvRead, Write};
-use crate::model::{cas, encode, read, Room};
+use crate::model::{cas, encode, read, CallEventKind, Room};
 use crate::signaling::{Outcome, Signaling};
 
 /// A relay whose rooms must move, and those rooms.
@@ -85,6 +85,7 @@ impl Signaling<'_> {
             room_name,
             &sweep.directory,
             sweep.reason,
+            Some(sweep.received_at_ms),
             &mut out,
         ) {
             return Ok((out, false));
@@ -95,8 +96,10 @@ impl Signaling<'_> {
     }
 
     /// Point `room` at the best healthy relay other than its current one and
-    /// add `reroute` frames for its connected members and the new relay's
-    /// room marker to `out`. False when no relay can take it.
+    /// add `reroute` frames for its connected members, the new relay's
+    /// room marker and the call record's reroute event to `out`. `since_ms`
+    /// is when the trouble began, if known. False when no relay can take it.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn move_room(
         &self,
         now_ms: u64,
@@ -104,6 +107,7 @@ impl Signaling<'_> {
         room_name: &str,
         relays: &[RelayView],
         reason: &str,
+        since_ms: Option<u64>,
         out: &mut Outcome,
     ) -> bool {
         let ranked = directory::rank(relays, &Default::default());
@@ -143,6 +147,19 @@ impl Signaling<'_> {
             key: keys::relay_room(&next.id, room_name),
             value: Vec::new(),
         });
+        if let Some(call) = &room.call {
+            crate::calls::record(
+                out,
+                call,
+                now_ms,
+                CallEventKind::Reroute {
+                    from,
+                    to: next.id.clone(),
+                    reason: reason.to_string(),
+                    since_ms,
+                },
+            );
+        }
         true
     }
 
@@ -195,5 +212,8 @@ pub fn tick<S: crate::apply::KvStore>(
             crate::apply::apply(store, &s.sweep_done(&sweep).writes)?;
         }
     }
+    // Calls whose participants vanished are closed here too (rate-limited
+    // inside, since it scans).
+    deliveries.extend(crate::calls::housekeeping(s, now_ms, store)?);
     Ok(deliveries)
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use tern_common::credentials;
 use tern_common::relay::{self as relay_hb, HeartbeatError};
 
+use crate::calls;
 use crate::config::Config;
 use crate::directory::{self, RelayView};
 use crate::error::{ErrorCode, FrameError};
@@ -13,7 +14,8 @@ use crate::health;
 use crate::keys;
 use crate::kv::{KvError, KvRead, Write};
 use crate::model::{
-    cas, encode, read, ConnBinding, Member, RelayIndex, RelayRecord, Room, Session, Stall, Suspect,
+    cas, encode, read, CallEventKind, ConnBinding, Member, Quality, RelayIndex, RelayRecord, Room,
+    Session, Stall, Suspect,
 };
 use crate::token;
 
@@ -148,14 +150,9 @@ impl<'a> Signaling<'a> {
                 probes,
             } => self.join(now_ms, conn, &room, &token, session, &probes, entropy, kv),
             ClientFrame::Signal { to, data } => self.signal(conn, &to, &data, kv),
-            ClientFrame::Leave => self.leave(conn, kv),
+            ClientFrame::Leave => self.leave(now_ms, conn, kv),
             ClientFrame::Stall { relay } => self.stall(now_ms, conn, &relay, kv),
-            ClientFrame::Stats { .. } => {
-                // Accepted from joined clients; call records (a later issue)
-                // will store them.
-                self.binding(conn, kv)?;
-                Ok(Outcome::default())
-            }
+            ClientFrame::Stats { report } => self.stats(now_ms, conn, report, kv),
         }
     }
 
@@ -207,6 +204,7 @@ impl<'a> Signaling<'a> {
         let mut room = room.unwrap_or_default();
         let mut out = Outcome::default();
         self.prune_away(now_ms, &mut room, &mut out);
+        calls::end_if_empty(&mut out, &mut room, now_ms, "timeout");
 
         // Resume only a session that belongs to this identity in this room;
         // anything else (expired, pruned, someone else's) is a fresh join.
@@ -281,6 +279,34 @@ impl<'a> Signaling<'a> {
             });
         }
         room.relay = Some(primary.id.clone());
+
+        // The call record: a fresh join into a room without a call starts
+        // one; every join and resume is an event of it.
+        let call = match room.call.clone() {
+            Some(c) => c,
+            None => calls::start(
+                &mut out,
+                &mut room,
+                room_name,
+                &self.config.edge,
+                now_ms,
+                entropy,
+            ),
+        };
+        let event = match &resumed {
+            Some(_) => CallEventKind::Resume {
+                participant: participant.clone(),
+                edge: self.config.edge.clone(),
+            },
+            None => CallEventKind::Join {
+                participant: participant.clone(),
+                identity: claims.sub.clone(),
+                edge: self.config.edge.clone(),
+                relay: primary.id.clone(),
+            },
+        };
+        calls::record(&mut out, &call, now_ms, event);
+
         let standby = directory::standby(&ranked, primary).map(|r| Standby {
             relay: r.client_ref(),
             ice_servers: self.ice_servers(r, &participant, now_ms),
@@ -340,9 +366,9 @@ impl<'a> Signaling<'a> {
         Ok(out)
     }
 
-    /// Drop members that have been away longer than the grace period and tell
-    /// the others they left.
-    fn prune_away(&self, now_ms: u64, room: &mut Room, out: &mut Outcome) {
+    /// Drop members that have been away longer than the grace period, tell
+    /// the others they left and record it in the room's call.
+    pub(crate) fn prune_away(&self, now_ms: u64, room: &mut Room, out: &mut Outcome) {
         let grace = self.config.session_grace_ms;
         let (gone, kept): (Vec<Member>, Vec<Member>) = std::mem::take(&mut room.members)
             .into_iter()
@@ -352,6 +378,17 @@ impl<'a> Signaling<'a> {
             out.writes.push(Write::Delete {
                 key: keys::session(&m.session),
             });
+            if let Some(call) = &room.call {
+                calls::record(
+                    out,
+                    call,
+                    now_ms,
+                    CallEventKind::Leave {
+                        participant: m.participant.clone(),
+                        reason: "timeout".into(),
+                    },
+                );
+            }
             for (_, conn) in room.others(&m.participant) {
                 out.deliver(
                     conn,
@@ -450,12 +487,14 @@ impl<'a> Signaling<'a> {
         if stalled >= 2 {
             let relays =
                 directory::list(kv, now_ms, self.config.relay_stale_ms, &self.config.edge)?;
+            let since = room.stalls.iter().map(|s| s.at_ms).min();
             if self.move_room(
                 now_ms,
                 &mut room,
                 &me.room,
                 &relays,
                 "media-stalled",
+                since,
                 &mut out,
             ) {
                 out.writes.push(Write::Put {
@@ -471,14 +510,71 @@ impl<'a> Signaling<'a> {
         Ok(out)
     }
 
-    fn leave(&self, conn: &str, kv: &dyn KvRead) -> Result<Outcome, Fail> {
+    /// A quality report: folded into this participant's summary for the
+    /// room's call (one key, one writer: this participant's connection).
+    /// Nothing is sent back, so it needs no durable write.
+    fn stats(
+        &self,
+        now_ms: u64,
+        conn: &str,
+        report: serde_json::Value,
+        kv: &dyn KvRead,
+    ) -> Result<Outcome, Fail> {
+        let me = self.binding(conn, kv)?;
+        let report: calls::StatsReport = serde_json::from_value(report)
+            .map_err(|e| frame_err(ErrorCode::BadRequest, format!("bad \"stats\" frame: {e}")))?;
+        let mut out = Outcome::default();
+        let room = read::<Room>(kv, &keys::room(&me.room))?
+            .0
+            .unwrap_or_default();
+        let Some(call) = room.call.clone() else {
+            return Ok(out);
+        };
+        let key = keys::call_quality(&call, &me.participant);
+        let mut q = read::<Quality>(kv, &key)?.0.unwrap_or_else(|| Quality {
+            participant: me.participant.clone(),
+            ..Quality::default()
+        });
+        calls::fold(&mut q, &report, now_ms, &room);
+        out.writes.push(Write::Put {
+            key,
+            value: encode(&q),
+        });
+        if let Some(gap) = &report.gap {
+            calls::record(
+                &mut out,
+                &call,
+                now_ms,
+                CallEventKind::Gap {
+                    participant: me.participant.clone(),
+                    relay: gap.relay.clone(),
+                    gap_ms: gap.ms,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    fn leave(&self, now_ms: u64, conn: &str, kv: &dyn KvRead) -> Result<Outcome, Fail> {
         let me = self.binding(conn, kv)?;
         let room_key = keys::room(&me.room);
         let (room, raw) = read::<Room>(kv, &room_key)?;
         let mut room = room.unwrap_or_default();
         room.members.retain(|m| m.participant != me.participant);
         let mut out = Outcome::default();
-        out.writes.push(cas(room_key, raw, &room));
+        if let Some(call) = &room.call {
+            calls::record(
+                &mut out,
+                call,
+                now_ms,
+                CallEventKind::Leave {
+                    participant: me.participant.clone(),
+                    reason: "leave".into(),
+                },
+            );
+        }
+        calls::end_if_empty(&mut out, &mut room, now_ms, "empty");
+        out.writes.insert(0, cas(room_key, raw, &room));
         out.writes.push(Write::Delete {
             key: keys::session(&me.session),
         });
@@ -522,6 +618,16 @@ impl<'a> Signaling<'a> {
             {
                 m.conn = None;
                 m.away_since_ms = Some(now_ms);
+                if let Some(call) = &room.call {
+                    calls::record(
+                        &mut out,
+                        call,
+                        now_ms,
+                        CallEventKind::Away {
+                            participant: me.participant.clone(),
+                        },
+                    );
+                }
                 out.writes.insert(0, cas(room_key, raw, &room));
             }
         }

@@ -821,3 +821,311 @@ fn a_fleet_gone_silent_at_once_is_blamed_on_this_side_not_the_relays() {
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(out[0].1["reason"], "relay-lost");
 }
+
+// ---- call records (docs/kv-schema.md "Call records") ----------------------
+
+impl Sim {
+    /// Every call record in the store, built the way readers see them.
+    fn calls(&self) -> Vec<edge_signaling::record::CallRecord> {
+        use edge_signaling::kv::KvRead;
+        use edge_signaling::model::{CallEvent, CallSummary, Quality};
+        let get = |k: &str| self.kv.get(k).unwrap().unwrap();
+        self.kv
+            .list("call/")
+            .unwrap()
+            .into_iter()
+            .map(|k| {
+                let summary: CallSummary = serde_json::from_slice(&get(&k)).unwrap();
+                let id = summary.call.clone();
+                let events: Vec<CallEvent> = self
+                    .kv
+                    .list(&format!("call-event/{id}/"))
+                    .unwrap()
+                    .iter()
+                    .map(|k| serde_json::from_slice(&get(k)).unwrap())
+                    .collect();
+                let quality: Vec<Quality> = self
+                    .kv
+                    .list(&format!("call-quality/{id}/"))
+                    .unwrap()
+                    .iter()
+                    .map(|k| serde_json::from_slice(&get(k)).unwrap())
+                    .collect();
+                edge_signaling::record::build(summary, events, quality)
+            })
+            .collect()
+    }
+
+    fn room_call(&self, room: &str) -> Option<String> {
+        let raw = self.kv.map.get(&format!("room/{room}"))?;
+        let v: Value = serde_json::from_slice(raw).unwrap();
+        v["call"].as_str().map(str::to_string)
+    }
+}
+
+#[test]
+fn join_and_leave_make_a_call_record_with_both_participants() {
+    let mut sim = Sim::new();
+    let t0 = sim.now;
+    let a = sim.join("c1", "r", "alice");
+    let call = sim
+        .room_call("r")
+        .expect("joining an empty room starts a call");
+    assert!(call.starts_with(&format!("c-{t0:013}-")), "{call}");
+    sim.now += 1_000;
+    let b = sim.join("c2", "r", "bob");
+    assert_eq!(sim.room_call("r").as_deref(), Some(call.as_str()));
+    sim.now += 60_000;
+    sim.send("c1", json!({"type":"leave"}));
+    let calls = sim.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].ended_ms, None, "bob is still in the call");
+    sim.now += 500;
+    sim.send("c2", json!({"type":"leave"}));
+
+    let calls = sim.calls();
+    assert_eq!(calls.len(), 1);
+    let c = &calls[0];
+    assert_eq!(c.call, call);
+    assert_eq!(c.room, "r");
+    assert_eq!(c.started_ms, t0);
+    assert_eq!(c.ended_ms, Some(t0 + 61_500));
+    assert_eq!(c.end_reason.as_deref(), Some("empty"));
+    assert_eq!(c.relays.len(), 1);
+    assert_eq!(c.relays[0], a["relay"]["id"].as_str().unwrap());
+    let p: Vec<_> = c
+        .participants
+        .iter()
+        .map(|p| {
+            (
+                p.participant.as_str(),
+                p.identity.as_str(),
+                p.joined_ms,
+                p.left_ms,
+                p.leave_reason.as_deref(),
+                p.edges.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        p,
+        vec![
+            (
+                a["participant"].as_str().unwrap(),
+                "alice",
+                t0,
+                Some(t0 + 61_000),
+                Some("leave"),
+                vec!["local".to_string()]
+            ),
+            (
+                b["participant"].as_str().unwrap(),
+                "bob",
+                t0 + 1_000,
+                Some(t0 + 61_500),
+                Some("leave"),
+                vec!["local".to_string()]
+            ),
+        ]
+    );
+    assert!(sim.room_call("r").is_none(), "the empty room has no call");
+    assert!(
+        !sim.kv.map.keys().any(|k| k.starts_with("call-open/")),
+        "an ended call is not open"
+    );
+}
+
+#[test]
+fn a_room_that_empties_and_fills_again_is_a_new_call() {
+    let mut sim = Sim::new();
+    sim.join("c1", "r", "alice");
+    let first = sim.room_call("r").unwrap();
+    sim.now += 10;
+    sim.send("c1", json!({"type":"leave"}));
+    sim.now += 10;
+    sim.join("c1", "r", "alice");
+    let second = sim.room_call("r").unwrap();
+    assert_ne!(first, second);
+    // A resume is not a new call, and records the edge it came back on.
+    sim.now += 10;
+    let b = sim.join("c2", "r", "bob");
+    sim.disconnect("c2");
+    sim.cfg.edge = "edge-2".into();
+    sim.now += 1_000;
+    let t = sim.token("r", "bob");
+    let again = sim.send(
+        "c9",
+        json!({"type":"join","room":"r","token":t,"session":b["session"]}),
+    );
+    assert_eq!(again[0].1["resumed"], true);
+    assert_eq!(sim.room_call("r").as_deref(), Some(second.as_str()));
+    let calls = sim.calls();
+    assert_eq!(calls.len(), 2);
+    let rec = calls.iter().find(|c| c.call == second).unwrap();
+    let bob = rec
+        .participants
+        .iter()
+        .find(|p| p.identity == "bob")
+        .unwrap();
+    assert_eq!(bob.edges, ["local", "edge-2"]);
+    assert_eq!(bob.away.len(), 1);
+    assert_eq!(bob.left_ms, None);
+    let old = calls.iter().find(|c| c.call == first).unwrap();
+    assert_eq!(old.end_reason.as_deref(), Some("empty"));
+}
+
+#[test]
+fn a_call_whose_participants_vanish_is_closed_by_the_timeout_sweep() {
+    let mut sim = Sim::new();
+    sim.cfg.call_sweep_ms = 1_000;
+    sim.join("c1", "r", "alice");
+    sim.join("c2", "r", "bob");
+    let call = sim.room_call("r").unwrap();
+    sim.now += 100;
+    let gone_at = sim.now;
+    sim.disconnect("c1");
+    sim.disconnect("c2");
+    // Within grace nothing happens: they may resume.
+    sim.now += sim.cfg.session_grace_ms;
+    tick(&mut sim);
+    assert_eq!(sim.calls()[0].ended_ms, None);
+    // After grace the next sweep closes it, with no room activity at all.
+    sim.now += 1_001;
+    tick(&mut sim);
+    let c = &sim.calls()[0];
+    assert_eq!(c.call, call);
+    assert_eq!(c.end_reason.as_deref(), Some("timeout"));
+    assert_eq!(c.ended_ms, Some(sim.now));
+    for p in &c.participants {
+        assert_eq!(p.away, [gone_at]);
+        assert_eq!(p.leave_reason.as_deref(), Some("timeout"));
+    }
+    assert!(sim.room_call("r").is_none());
+    // The sweep is rate-limited per edge and finds nothing more to do.
+    let before = sim.kv.map.clone();
+    sim.now += 10;
+    tick(&mut sim);
+    assert_eq!(sim.kv.map, before, "no writes when nothing is due");
+}
+
+#[test]
+fn a_member_timing_out_in_a_live_call_is_recorded_and_peers_told() {
+    let mut sim = Sim::new();
+    sim.cfg.call_sweep_ms = 0;
+    let a = sim.join("c1", "r", "alice");
+    sim.join("c2", "r", "bob");
+    sim.disconnect("c1");
+    sim.now += sim.cfg.session_grace_ms + 1;
+    let out = tick(&mut sim);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].0, "c2");
+    assert_eq!(out[0].1["type"], "peer-left");
+    assert_eq!(out[0].1["participant"], a["participant"]);
+    let c = &sim.calls()[0];
+    assert_eq!(c.ended_ms, None, "bob is still there");
+    assert_eq!(c.participants[0].leave_reason.as_deref(), Some("timeout"));
+}
+
+#[test]
+fn reroutes_are_recorded_with_from_to_reason_and_times() {
+    let (mut sim, mut seq) = Sim::warm(2_000);
+    sim.join_near("c1", "r", "alice", "local-a");
+    sim.join("c2", "r", "bob");
+    let last_beat = sim.now;
+    run_for(&mut sim, 500, &[("b1", "local-b")], &mut seq);
+    assert_eq!(tick(&mut sim).len(), 2);
+    let moved_at = sim.now;
+    // The SDK reports the audio gap it measured around the switch.
+    sim.send(
+        "c1",
+        json!({"type":"stats","relay":"b1","peers":[],"gap":{"relay":"a1","ms":420}}),
+    );
+    let c = &sim.calls()[0];
+    assert_eq!(c.relays, ["a1", "b1"]);
+    assert_eq!(c.reroutes.len(), 1);
+    let r = &c.reroutes[0];
+    assert_eq!(r.from.as_deref(), Some("a1"));
+    assert_eq!(r.to, "b1");
+    assert_eq!(r.reason, "relay-lost");
+    assert_eq!(r.at_ms, moved_at);
+    assert_eq!(r.since_ms, Some(last_beat), "a1's last heartbeat");
+    assert_eq!(r.detection_ms, Some(moved_at - last_beat));
+    assert_eq!(r.gap_ms, Some(420));
+}
+
+#[test]
+fn stall_reroutes_are_recorded_from_the_first_report() {
+    let (mut sim, _) = Sim::warm(1_000);
+    sim.join_near("c1", "r", "alice", "local-a");
+    sim.join("c2", "r", "bob");
+    let first = sim.now;
+    sim.send("c1", json!({"type":"stall","relay":"a1"}));
+    sim.now += 300;
+    sim.send("c2", json!({"type":"stall","relay":"a1"}));
+    let r = &sim.calls()[0].reroutes[0];
+    assert_eq!(r.reason, "media-stalled");
+    assert_eq!(r.since_ms, Some(first));
+    assert_eq!(r.detection_ms, Some(300));
+}
+
+#[test]
+fn stats_reports_fold_into_a_quality_summary() {
+    let mut sim = Sim::new();
+    let a = sim.join("c1", "r", "alice");
+    let b = sim.join("c2", "r", "bob");
+    let (pa, pb) = (
+        a["participant"].as_str().unwrap(),
+        b["participant"].as_str().unwrap(),
+    );
+    let report = |lost: u64, recv: u64, jitter: f64, rtt: f64| {
+        json!({"type":"stats","relay":"a1","signalingRtt":3,
+               "peers":[{"participant":pb,"packetsSent":recv,"packetsReceived":recv,
+                         "packetsLost":lost,"jitter":jitter,"rtt":rtt,"candidateType":"relay"},
+                        {"participant":"p-not-in-room","packetsLost":99999}]})
+    };
+    assert!(sim.send("c1", report(1, 100, 2.0, 20.0)).is_empty());
+    sim.now += 5_000;
+    sim.send("c1", report(5, 300, 6.0, 40.0));
+    sim.send(
+        "c2",
+        json!({"type":"stats","peers":[{"participant":pa,"packetsReceived":295,"packetsLost":0,"jitter":null,"rtt":30}]}),
+    );
+    // Malformed reports are refused and change nothing.
+    let before = sim.kv.map.clone();
+    let out = sim.send("c1", json!({"type":"stats","peers":"lots"}));
+    assert_eq!(error_code(&out), "bad_request");
+    assert_eq!(sim.kv.map, before);
+
+    let c = &sim.calls()[0];
+    let qa = c.participants[0].quality.as_ref().unwrap();
+    assert_eq!(qa.reports, 2);
+    assert_eq!(qa.peers.len(), 1, "peers outside the room are ignored");
+    let link = &qa.peers[pb];
+    assert_eq!((link.packets_received, link.packets_lost), (300, 5));
+    assert_eq!(link.jitter_ms_max, Some(6.0));
+    assert_eq!(link.jitter_ms_mean, Some(4.0));
+    assert_eq!(link.rtt_ms_max, Some(40.0));
+    assert_eq!(link.rtt_ms_mean, Some(30.0));
+    let q = &c.quality;
+    assert_eq!(q.reports, 3);
+    assert_eq!((q.packets_received, q.packets_lost), (595, 5));
+    assert!((q.loss_pct.unwrap() - 100.0 * 5.0 / 600.0).abs() < 1e-9);
+    assert_eq!(q.rtt_ms_max, Some(40.0));
+    assert_eq!(q.rtt_ms_mean, Some(30.0), "(20 + 40 + 30) / 3");
+    assert_eq!(q.jitter_ms_mean, Some(4.0));
+}
+
+#[test]
+fn call_record_keys_are_the_durable_ones() {
+    use edge_signaling::keys;
+    let mut sim = Sim::new();
+    sim.join("c1", "r", "alice");
+    let call = sim.room_call("r").unwrap();
+    assert!(keys::needs_durable_write(&keys::call(&call)));
+    assert!(keys::needs_durable_write(&keys::call_event(
+        &call, 1, "end"
+    )));
+    assert!(!keys::needs_durable_write(&keys::call_quality(&call, "p")));
+    assert!(!keys::needs_durable_write("room/r"));
+    assert!(!keys::needs_durable_write("calls-swept/local"));
+}

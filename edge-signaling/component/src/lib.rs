@@ -50,6 +50,9 @@ fn config() -> Result<Config, KvError> {
     if let Some(v) = env("TERN_TURN_TTL_SECS") {
         c.turn_ttl_secs = v;
     }
+    if let Some(v) = env("TERN_CALL_SWEEP_MS") {
+        c.call_sweep_ms = v;
+    }
     Ok(c)
 }
 

@@ -1,0 +1,270 @@
+//! Call records: who was in a room's call, when, on which relays, and how
+//! good it sounded (docs/kv-schema.md "Call records").
+//!
+//! A call starts when someone joins an empty room and ends when the last
+//! participant leaves or times out. Its id lives in the room record, so
+//! whichever edge handles an input appends to the same record. The record is
+//! written as events happen, one key per event (`call-event/<call>/…`), in
+//! the same outcome as the room change that caused it: an event exists
+//! exactly when its effect does, and no two edges ever write the same key.
+//! Hosts make these keys durable before acknowledging (see
+//! [`keys::needs_durable_write`]).
+//!
+//! Participants that vanish (sockets dropped, never resumed) are closed by
+//! the timeout sweep in [`housekeeping`], part of every edge's tick.
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::apply::{self, KvStore};
+use crate::keys;
+use crate::kv::{KvError, KvRead, Write};
+use crate::model::{
+    cas, encode, read, CallEvent, CallEventKind, CallSummary, PeerQuality, Quality, Room,
+};
+use crate::signaling::{Delivery, Outcome, Signaling};
+
+/// A new call id: start time first, so ids sort by when calls began (the
+/// query pages by id), then 48 bits drawn from the host's entropy. Hashed
+/// with a label so the id reveals nothing of the participant and session
+/// ids drawn from the same bytes.
+pub fn new_call_id(now_ms: u64, entropy: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"tern call id v1");
+    h.update(entropy);
+    format!("c-{now_ms:013}-{}", hex::encode(&h.finalize()[..6]))
+}
+
+/// When a call began, read back from its id (`c-<ms>-<random>`).
+pub fn started_ms(call: &str) -> Option<u64> {
+    call.strip_prefix("c-")?.split('-').next()?.parse().ok()
+}
+
+/// Add one event of `call` to `out`.
+pub(crate) fn record(out: &mut Outcome, call: &str, at_ms: u64, kind: CallEventKind) {
+    let suffix = match &kind {
+        CallEventKind::Join { participant, .. } => format!("join-{participant}"),
+        CallEventKind::Resume { participant, .. } => format!("resume-{participant}"),
+        CallEventKind::Away { participant } => format!("away-{participant}"),
+        CallEventKind::Leave { participant, .. } => format!("leave-{participant}"),
+        CallEventKind::Reroute { to, .. } => format!("reroute-{to}"),
+        CallEventKind::Gap { participant, .. } => format!("gap-{participant}"),
+        CallEventKind::End { .. } => "end".to_string(),
+    };
+    out.writes.push(Write::Put {
+        key: keys::call_event(call, at_ms, &suffix),
+        value: encode(&CallEvent { at_ms, kind }),
+    });
+}
+
+/// Begin a call in `room` (which has none): summary, open marker, and the
+/// id in the room record.
+pub(crate) fn start(
+    out: &mut Outcome,
+    room: &mut Room,
+    room_name: &str,
+    edge: &str,
+    now_ms: u64,
+    entropy: &[u8],
+) -> String {
+    let call = new_call_id(now_ms, entropy);
+    out.writes.push(Write::Put {
+        key: keys::call(&call),
+        value: encode(&CallSummary {
+            call: call.clone(),
+            room: room_name.to_string(),
+            started_ms: now_ms,
+            edge: edge.to_string(),
+        }),
+    });
+    out.writes.push(Write::Put {
+        key: keys::call_open(&call),
+        value: encode(&room_name),
+    });
+    room.call = Some(call.clone());
+    call
+}
+
+/// End `room`'s call if nobody is left in it.
+pub(crate) fn end_if_empty(out: &mut Outcome, room: &mut Room, now_ms: u64, reason: &str) {
+    if !room.members.is_empty() {
+        return;
+    }
+    if let Some(call) = room.call.take() {
+        end(out, &call, now_ms, reason);
+    }
+}
+
+fn end(out: &mut Outcome, call: &str, now_ms: u64, reason: &str) {
+    record(
+        out,
+        call,
+        now_ms,
+        CallEventKind::End {
+            reason: reason.to_string(),
+        },
+    );
+    out.writes.push(Write::Delete {
+        key: keys::call_open(call),
+    });
+}
+
+/// A `stats` frame as the SDK sends it (sdk/js/tern.js `#report`). Every
+/// field is optional: clients may send less, and unknown fields are ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsReport {
+    #[serde(default)]
+    pub relay: Option<String>,
+    #[serde(default)]
+    pub peers: Vec<PeerReport>,
+    /// An audio gap the SDK measured around a relay switch.
+    #[serde(default)]
+    pub gap: Option<GapReport>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerReport {
+    pub participant: String,
+    #[serde(default)]
+    pub packets_sent: Option<u64>,
+    #[serde(default)]
+    pub packets_received: Option<u64>,
+    #[serde(default)]
+    pub packets_lost: Option<u64>,
+    #[serde(default)]
+    pub jitter: Option<f64>,
+    #[serde(default)]
+    pub rtt: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct GapReport {
+    #[serde(default)]
+    pub relay: Option<String>,
+    pub ms: u64,
+}
+
+/// Largest measurement accepted (ms); anything above is nonsense or hostile.
+const MAX_MS: f64 = 600_000.0;
+
+/// A mean that takes one more sample.
+fn mean(prev: Option<f64>, n: u32, x: f64) -> Option<f64> {
+    Some(match prev {
+        Some(m) if n > 0 => m + (x - m) / f64::from(n + 1),
+        _ => x,
+    })
+}
+
+/// Fold one report into a participant's quality summary. Reports about
+/// participants other than the room's members are ignored, so a client
+/// cannot grow the record without bound.
+pub fn fold(q: &mut Quality, report: &StatsReport, now_ms: u64, room: &Room) {
+    if q.reports == 0 {
+        q.first_ms = now_ms;
+    }
+    q.reports = q.reports.saturating_add(1);
+    q.last_ms = now_ms;
+    if report.relay.is_some() {
+        q.relay = report.relay.clone();
+    }
+    for p in &report.peers {
+        if p.participant == q.participant || room.member(&p.participant).is_none() {
+            continue;
+        }
+        let e: &mut PeerQuality = q.peers.entry(p.participant.clone()).or_default();
+        e.packets_sent = p.packets_sent.unwrap_or(e.packets_sent);
+        e.packets_received = p.packets_received.unwrap_or(e.packets_received);
+        e.packets_lost = p.packets_lost.unwrap_or(e.packets_lost);
+        if let Some(j) = p
+            .jitter
+            .filter(|j| j.is_finite() && (0.0..MAX_MS).contains(j))
+        {
+            e.jitter_ms_max = Some(e.jitter_ms_max.map_or(j, |m| m.max(j)));
+            e.jitter_ms_mean = mean(e.jitter_ms_mean, e.jitter_samples, j);
+            e.jitter_samples += 1;
+        }
+        if let Some(r) = p.rtt.filter(|r| r.is_finite() && (0.0..MAX_MS).contains(r)) {
+            e.rtt_ms_max = Some(e.rtt_ms_max.map_or(r, |m| m.max(r)));
+            e.rtt_ms_mean = mean(e.rtt_ms_mean, e.rtt_samples, r);
+            e.rtt_samples += 1;
+        }
+    }
+}
+
+impl Signaling<'_> {
+    /// Close what has timed out in call `call`: members away past the grace
+    /// period leave (`timeout`), and a call with nobody left ends. Also ends
+    /// a call whose room has moved on to another call (or is gone). No
+    /// writes when nothing is due.
+    pub fn expire_call(
+        &self,
+        now_ms: u64,
+        call: &str,
+        kv: &dyn KvRead,
+    ) -> Result<Outcome, KvError> {
+        let mut out = Outcome::default();
+        let Some(room_name) = read::<String>(kv, &keys::call_open(call))?.0 else {
+            return Ok(out); // ended meanwhile
+        };
+        let room_key = keys::room(&room_name);
+        let (room, raw) = read::<Room>(kv, &room_key)?;
+        let Some(mut room) = room.filter(|r| r.call.as_deref() == Some(call)) else {
+            end(&mut out, call, now_ms, "timeout");
+            return Ok(out);
+        };
+        let before = room.members.len();
+        self.prune_away(now_ms, &mut room, &mut out);
+        if room.members.len() == before {
+            return Ok(Outcome::default());
+        }
+        end_if_empty(&mut out, &mut room, now_ms, "timeout");
+        out.writes.insert(0, cas(room_key, raw, &room));
+        Ok(out)
+    }
+}
+
+/// The timeout sweep, run from every edge's tick but at most every
+/// `call_sweep_ms` per edge: it lists the open calls (a prefix scan, so not
+/// on every tick) and expires what is due. Returns `peer-left` deliveries
+/// for participants still connected in a call whose absent members timed
+/// out.
+pub fn housekeeping<S: KvStore>(
+    s: &Signaling<'_>,
+    now_ms: u64,
+    store: &mut S,
+) -> Result<Vec<Delivery>, KvError> {
+    let swept_key = keys::calls_swept(&s.config.edge);
+    let last: Option<u64> = read(store, &swept_key)?.0;
+    if last.is_some_and(|t| now_ms.saturating_sub(t) < s.config.call_sweep_ms) {
+        return Ok(Vec::new());
+    }
+    let mut deliveries = Vec::new();
+    for key in store.list(keys::CALLS_OPEN_PREFIX)? {
+        let call = &key[keys::CALLS_OPEN_PREFIX.len()..];
+        let mut failed = None;
+        let applied = apply::run(store, |kv| {
+            s.expire_call(now_ms, call, kv).unwrap_or_else(|e| {
+                failed = Some(e);
+                Outcome::default()
+            })
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        // A conflict means the room is busy: its next change or sweep
+        // settles it.
+        if let Some(o) = applied {
+            deliveries.extend(o.deliveries);
+        }
+    }
+    apply::apply(
+        store,
+        &[Write::Put {
+            key: swept_key,
+            value: encode(&now_ms),
+        }],
+    )?;
+    Ok(deliveries)
+}

@@ -62,6 +62,52 @@ impl Kv {
         }
     }
 
+    /// `embedded` or `redis` (recorded in backup manifests).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Kv::Embedded(_) => "embedded",
+            Kv::Redis(_) => "redis",
+        }
+    }
+
+    /// What a [`Kv::dump`] promises: `snapshot` (one read transaction) or
+    /// `per-key` (Redis SCAN; see `RedisKv::dump`).
+    pub fn consistency(&self) -> &'static str {
+        match self {
+            Kv::Embedded(_) => "snapshot",
+            Kv::Redis(_) => "per-key",
+        }
+    }
+
+    /// Visit every (bucket, key, value) for a backup. Blocking.
+    pub fn dump<E: From<StoreError>>(
+        &self,
+        f: impl FnMut(&str, &str, &[u8]) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        match self {
+            Kv::Embedded(s) => s.dump(f),
+            Kv::Redis(r) => r.dump(f),
+        }
+    }
+
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        match self {
+            Kv::Embedded(s) => s.is_empty(),
+            Kv::Redis(r) => r.is_empty(),
+        }
+    }
+
+    /// Write restored entries. Blocking.
+    pub fn load<E: From<StoreError>>(
+        &self,
+        entries: impl Iterator<Item = Result<(String, String, Vec<u8>), E>>,
+    ) -> Result<u64, E> {
+        match self {
+            Kv::Embedded(s) => s.load(entries),
+            Kv::Redis(r) => r.load(entries),
+        }
+    }
+
     /// Read-only view of one bucket, as the signaling core reads it.
     pub fn reader(&self, bucket: &str) -> Reader<'_> {
         Reader {

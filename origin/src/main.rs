@@ -43,7 +43,7 @@ enum Command {
     /// local relay regions. Development and demo defaults.
     Up(up::UpArgs),
     /// Run an origin (signaling edge) only.
-    Serve(ServeArgs),
+    Serve(ServeCommand),
     // Boxed: its many flags make it far larger than the other variants.
     /// Run a TURN relay that heartbeats into signaling (same as `tern-relay`).
     Relay(Box<edge_relay::server::Args>),
@@ -64,6 +64,8 @@ enum Command {
 enum BenchCommand {
     /// Per-frame cost through the wasm component and join→joined latency.
     Signaling(bench::BenchArgs),
+    /// Backup and restore throughput on generated call records.
+    Backup(backup::bench::BenchArgs),
 }
 
 #[derive(Args, Clone)]
@@ -97,6 +99,15 @@ pub struct ServeArgs {
     /// Serve `GET /v1/dev/token` (anyone can get a token: development only).
     #[arg(long)]
     pub dev_tokens: bool,
+}
+
+/// `tern serve`: an origin, with scheduled backups if asked.
+#[derive(Args)]
+struct ServeCommand {
+    #[command(flatten)]
+    serve: ServeArgs,
+    #[command(flatten)]
+    backup: backup::ScheduleArgs,
 }
 
 #[derive(Args)]
@@ -138,13 +149,19 @@ fn main() -> anyhow::Result<()> {
             println!("{}", token::mint(secret.as_bytes(), &claims));
             Ok(())
         }
-        Command::Serve(args) => runtime()?.block_on(async {
+        Command::Serve(ServeCommand {
+            serve: args,
+            backup,
+        }) => runtime()?.block_on(async {
+            let meta = backup::serve_meta(&args);
             let (app, listener) = start(args).await?;
+            let _backups = backup::spawn_schedule(app.kv.clone(), &backup, None, meta)?;
             serve(app, listener).await
         }),
         Command::Up(args) => runtime()?.block_on(up::run(args)),
         Command::Relay(args) => runtime()?.block_on(edge_relay::server::run(*args)),
         Command::Bench(BenchCommand::Signaling(args)) => bench::run(args),
+        Command::Bench(BenchCommand::Backup(args)) => backup::bench::run(args),
         Command::Calls(args) => calls::run(args),
         Command::Backup(args) => backup::run(args),
         Command::Restore(args) => backup::restore(args),

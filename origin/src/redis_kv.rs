@@ -249,6 +249,171 @@ impl RedisKv {
                 .map(|_| ())
         })
     }
+
+    /// Every key under this prefix, for backups: SCAN in batches, each
+    /// batch's values with one MGET. NOT a point-in-time snapshot: each
+    /// value is as it was when its batch was read; a key present for the
+    /// whole scan is seen exactly once, keys created or deleted during it may
+    /// or may not be (docs/backups.md says why that is acceptable here).
+    /// Keys are `<prefix><bucket>:<key>`; the bucket ends at the first ':'.
+    pub fn dump<E: From<StoreError>>(
+        &self,
+        mut f: impl FnMut(&str, &str, &[u8]) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        let pattern = format!("{}*", self.prefix);
+        let mut cursor: u64 = 0;
+        let mut n = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self.with_conn(|c| {
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query(c)
+            })?;
+            if !keys.is_empty() {
+                let values: Vec<Option<Vec<u8>>> =
+                    self.with_conn(|c| redis::cmd("MGET").arg(&keys).query(c))?;
+                for (k, v) in keys.iter().zip(values) {
+                    // Gone since SCAN listed it (or not a string value).
+                    let Some(v) = v else { continue };
+                    let Some((bucket, key)) = k[self.prefix.len()..].split_once(':') else {
+                        continue;
+                    };
+                    f(bucket, key, &v)?;
+                    n += 1;
+                }
+            }
+            if next == 0 {
+                return Ok(n);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Whether no key exists under this prefix.
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        let pattern = format!("{}*", self.prefix);
+        self.with_conn(|c| {
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query(c)?;
+                if !keys.is_empty() {
+                    return Ok(false);
+                }
+                if next == 0 {
+                    return Ok(true);
+                }
+                cursor = next;
+            }
+        })
+    }
+
+    /// Write `entries` (bucket, key, value), pipelined 1000 SETs at a time.
+    pub fn load<E: From<StoreError>>(
+        &self,
+        entries: impl Iterator<Item = Result<(String, String, Vec<u8>), E>>,
+    ) -> Result<u64, E> {
+        let mut n = 0;
+        let mut batch: Vec<(String, Vec<u8>)> = Vec::with_capacity(1000);
+        let mut entries = entries;
+        loop {
+            for e in entries.by_ref() {
+                let (bucket, key, value) = e?;
+                batch.push((self.key(&bucket, &key), value));
+                if batch.len() == 1000 {
+                    break;
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let mut pipe = redis::pipe();
+            for (k, v) in &batch {
+                pipe.cmd("SET").arg(k).arg(v).ignore();
+            }
+            self.with_conn(|c| pipe.query::<()>(c))?;
+            n += batch.len() as u64;
+            batch.clear();
+        }
+        Ok(n)
+    }
+}
+
+/// Call records (origin/src/calls.rs): listing by prefix, reading and
+/// deleting many keys.
+impl RedisKv {
+    /// Keys of `bucket` that start with `prefix`, in no order (SCAN MATCH:
+    /// Redis walks the whole keyspace, but only matches cross the network).
+    pub fn list_prefix(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let base = self.key(bucket, "");
+        let mut pattern = glob_escape(&base);
+        pattern.push_str(&glob_escape(prefix));
+        pattern.push('*');
+        self.with_conn(|c| {
+            let mut keys = Vec::new();
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query(c)?;
+                keys.extend(batch.into_iter().map(|k| k[base.len()..].to_string()));
+                if next == 0 {
+                    return Ok(keys);
+                }
+                cursor = next;
+            }
+        })
+    }
+
+    /// Values of `keys` (one MGET per 500 keys); `None` where absent.
+    pub fn get_many(
+        &self,
+        bucket: &str,
+        keys: &[String],
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(500) {
+            let full: Vec<String> = chunk.iter().map(|k| self.key(bucket, k)).collect();
+            let v: Vec<Option<Vec<u8>>> =
+                self.with_conn(|c| redis::cmd("MGET").arg(&full).query(c))?;
+            out.extend(v);
+        }
+        Ok(out)
+    }
+
+    /// Delete `keys` of `bucket` (one DEL per 500 keys).
+    pub fn delete_keys(&self, bucket: &str, keys: &[String]) -> Result<(), StoreError> {
+        for chunk in keys.chunks(500) {
+            let full: Vec<String> = chunk.iter().map(|k| self.key(bucket, k)).collect();
+            self.with_conn(|c| redis::cmd("DEL").arg(&full).query::<i64>(c).map(|_| ()))?;
+        }
+        Ok(())
+    }
+}
+
+/// `s` with Redis glob characters escaped, for SCAN MATCH.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
 }
 
 fn resolve(target: &Target) -> Result<Client, StoreError> {

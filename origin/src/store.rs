@@ -123,6 +123,74 @@ impl EmbeddedStore {
             dirty: self.dirty.clone(),
         })
     }
+
+    /// Every key of every bucket, read in ONE read transaction: a consistent
+    /// snapshot for backups, while writers go on (redb is MVCC: readers
+    /// never block writers). Calls `f(bucket, key, value)` for each entry;
+    /// returns how many there were.
+    pub fn dump<E: From<StoreError>>(
+        &self,
+        mut f: impl FnMut(&str, &str, &[u8]) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        use redb::TableHandle as _;
+        let tx = self.db.begin_read().map_err(backend)?;
+        let names: Vec<String> = tx
+            .list_tables()
+            .map_err(backend)?
+            .map(|h| h.name().to_string())
+            .collect();
+        let mut n = 0;
+        for name in names {
+            let t = tx.open_table(table(&name)).map_err(backend)?;
+            for entry in t.iter().map_err(backend)? {
+                let (k, v) = entry.map_err(backend)?;
+                f(&name, k.value(), v.value())?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Whether no bucket holds a key (restore only writes into an empty
+    /// store unless forced).
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        use redb::{ReadableTableMetadata as _, TableHandle as _};
+        let tx = self.db.begin_read().map_err(backend)?;
+        for h in tx.list_tables().map_err(backend)? {
+            let t = tx.open_table(table(h.name())).map_err(backend)?;
+            if !t.is_empty().map_err(backend)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Write `entries` (bucket, key, value) in one transaction, durable when
+    /// this returns: a restore is all or nothing.
+    pub fn load<E: From<StoreError>>(
+        &self,
+        entries: impl Iterator<Item = Result<(String, String, Vec<u8>), E>>,
+    ) -> Result<u64, E> {
+        let mut tx = self.db.begin_write().map_err(backend)?;
+        tx.set_durability(Durability::Immediate).map_err(backend)?;
+        let mut n = 0;
+        {
+            // Entries come grouped by bucket: keep its table open.
+            let mut open: Option<(String, redb::Table<&str, &[u8]>)> = None;
+            for e in entries {
+                let (bucket, key, value) = e?;
+                if open.as_ref().is_none_or(|(b, _)| *b != bucket) {
+                    let t = tx.open_table(table(&bucket)).map_err(backend)?;
+                    open = Some((bucket, t));
+                }
+                let (_, t) = open.as_mut().expect("opened above");
+                t.insert(key.as_str(), value.as_slice()).map_err(backend)?;
+                n += 1;
+            }
+        }
+        tx.commit().map_err(backend)?;
+        Ok(n)
+    }
 }
 
 /// A read transaction. Origin opens one per component call on its first
@@ -188,6 +256,51 @@ impl Batch {
         self.tx.commit().map_err(backend)?;
         self.dirty.store(true, Ordering::Release);
         Ok(())
+    }
+}
+
+/// Call records (origin/src/calls.rs): ordered listing by prefix and
+/// deletion, natively (the component only has wasi:keyvalue's full scan).
+impl EmbeddedStore {
+    /// Keys of `bucket` that start with `prefix`, in key order: a redb range,
+    /// so it costs what it returns, not the size of the bucket.
+    pub fn list_prefix(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let tx = self.db.begin_read().map_err(backend)?;
+        let t = match tx.open_table(table(bucket)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(backend(e)),
+        };
+        let mut keys = Vec::new();
+        for entry in t.range::<&str>(prefix..).map_err(backend)? {
+            let (k, _) = entry.map_err(backend)?;
+            let k = k.value();
+            if !k.starts_with(prefix) {
+                break;
+            }
+            keys.push(k.to_string());
+        }
+        Ok(keys)
+    }
+
+    /// Delete `keys` of `bucket` in one transaction (group-committed).
+    pub fn delete_keys(&self, bucket: &str, keys: &[String]) -> Result<(), StoreError> {
+        let mut b = self.begin()?;
+        for k in keys {
+            b.delete(bucket, k)?;
+        }
+        b.commit()
+    }
+}
+
+impl Batch {
+    /// Make this transaction's commit durable (fsync) before `commit`
+    /// returns, instead of at the next group commit: for call records,
+    /// which must survive a crash once acknowledged (docs/kv-schema.md).
+    pub fn make_durable(&mut self) -> Result<(), StoreError> {
+        self.tx
+            .set_durability(Durability::Immediate)
+            .map_err(backend)
     }
 }
 

@@ -42,6 +42,12 @@ pub struct UpArgs {
     /// TURN-over-TLS port of the first region's relay, as --relay-tcp-port.
     #[arg(long, default_value_t = 0)]
     relay_tls_port: u16,
+    /// Do not back up on a schedule (by default every 5 minutes to
+    /// <data-dir>/backups, with a key generated in <data-dir>/backup.key).
+    #[arg(long)]
+    no_backups: bool,
+    #[command(flatten)]
+    backup: crate::backup::ScheduleArgs,
 }
 
 struct RelayChild {
@@ -64,8 +70,25 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         relay_stale_ms: 1500,
         dev_tokens: true,
     };
+    let meta = crate::backup::serve_meta(&serve);
     let (app, listener) = crate::start(serve).await?;
     let http = listener.local_addr()?;
+
+    // Backups on by default, next to the data: a key beside its backups
+    // protects nothing, which is fine for development only
+    // (docs/backups.md says how to run them for real).
+    let mut schedule = args.backup.clone();
+    if args.no_backups {
+        schedule.to = None;
+    } else if schedule.to.is_none() {
+        schedule.to = Some(args.data_dir.join("backups").display().to_string());
+    }
+    let _backups = crate::backup::spawn_schedule(
+        app.kv.clone(),
+        &schedule,
+        Some(args.data_dir.join("backup.key")),
+        meta,
+    )?;
 
     // One self-signed certificate for every local relay (browsers in tests
     // run with --ignore-certificate-errors; a real deployment has real ones).
@@ -128,6 +151,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         );
     }
     println!("  data:       {}", args.data_dir.display());
+    match &schedule.to {
+        Some(to) => println!("  backups:    {to} every {:?}", schedule.every),
+        None => println!("  backups:    off"),
+    }
 
     let watch = tokio::spawn(async move {
         // Report relays that exit on their own; do not restart them: a dead

@@ -1,7 +1,7 @@
 //! One allocation: a client 5-tuple, its relayed address, and the
 //! permissions and channel bindings that say which peers may use it.
 
-use std::collections::HashMap;
+use crate::FastMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -85,15 +85,15 @@ pub(crate) struct Allocation {
     pub granted_lifetime: u32,
     /// Bandwidth quota, both directions together.
     pub bucket: TokenBucket,
-    permissions: HashMap<IpAddr, Instant>,
+    permissions: FastMap<IpAddr, Instant>,
     channels: Channels,
 }
 
 /// Channel numbers <-> peers, both directions, for the two hot lookups.
 #[derive(Debug, Default)]
 struct Channels {
-    by_number: HashMap<u16, Channel>,
-    by_peer: HashMap<SocketAddr, u16>,
+    by_number: FastMap<u16, Channel>,
+    by_peer: FastMap<SocketAddr, u16>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -131,7 +131,7 @@ impl Allocation {
             allocate_response: None,
             granted_lifetime,
             bucket,
-            permissions: HashMap::new(),
+            permissions: FastMap::default(),
             channels: Channels::default(),
         }
     }

@@ -13,7 +13,9 @@
 //! usernames and nonces (only on the client path that authenticates).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
+
+use crate::FastMap;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -197,9 +199,9 @@ pub enum Event {
 pub struct Relay {
     config: Config,
     auth: Authenticator,
-    allocations: HashMap<AllocationId, Allocation>,
-    by_client: HashMap<FiveTuple, AllocationId>,
-    by_relayed: HashMap<SocketAddr, AllocationId>,
+    allocations: FastMap<AllocationId, Allocation>,
+    by_client: FastMap<FiveTuple, AllocationId>,
+    by_relayed: FastMap<SocketAddr, AllocationId>,
     /// Allocations (live or pending) in total and per REST username, and
     /// the per-IP Allocate rate: shared with the other engines of this
     /// process, if any.
@@ -258,9 +260,9 @@ impl Relay {
         Relay {
             config,
             auth,
-            allocations: HashMap::new(),
-            by_client: HashMap::new(),
-            by_relayed: HashMap::new(),
+            allocations: FastMap::default(),
+            by_client: FastMap::default(),
+            by_relayed: FastMap::default(),
             ledger,
             next_id: 1,
             expiries: BinaryHeap::new(),

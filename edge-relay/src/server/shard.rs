@@ -27,7 +27,8 @@ use tern_netio::{Epoll, RecvBatch, SendBatch, Waker};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    BindError, Event, Family, FiveTuple, Forward, Relay, Transmit, Transport, CHANNEL_DATA_HEADROOM,
+    BindError, Event, Family, FastMap, FiveTuple, Forward, Relay, Transmit, Transport,
+    CHANNEL_DATA_HEADROOM,
 };
 
 use super::cli::PortRange;
@@ -105,7 +106,7 @@ pub struct Shard {
     /// Relayed sockets by token index; `None` slots are free for reuse.
     relayed: Vec<Option<Relayed>>,
     free: Vec<usize>,
-    by_addr: HashMap<SocketAddr, usize>,
+    by_addr: FastMap<SocketAddr, usize>,
     /// Open TCP/TLS connections by 5-tuple: their outgoing queues.
     streams: HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
     from_clients: RecvBatch,
@@ -142,7 +143,7 @@ impl Shard {
             addrs,
             relayed: Vec::new(),
             free: Vec::new(),
-            by_addr: HashMap::new(),
+            by_addr: FastMap::default(),
             streams: HashMap::new(),
             from_clients: RecvBatch::new(BATCH, SLOT, 0),
             from_peers: RecvBatch::new(BATCH, SLOT, CHANNEL_DATA_HEADROOM),
@@ -459,7 +460,7 @@ fn add(gauge: &AtomicU64, d: u64) {
 
 fn relayed_socket<'a>(
     relayed: &'a [Option<Relayed>],
-    by_addr: &HashMap<SocketAddr, usize>,
+    by_addr: &FastMap<SocketAddr, usize>,
     addr: SocketAddr,
 ) -> Option<&'a UdpSocket> {
     let i = *by_addr.get(&addr)?;
@@ -472,7 +473,7 @@ fn send_forward(
     f: &Forward,
     buf: &[u8],
     relayed: &[Option<Relayed>],
-    by_addr: &HashMap<SocketAddr, usize>,
+    by_addr: &FastMap<SocketAddr, usize>,
 ) {
     let Some(sock) = relayed_socket(relayed, by_addr, f.from) else {
         tracing::debug!(from = %f.from, "no socket for forward");

@@ -57,6 +57,11 @@ pub struct HostState {
     /// A CAS that loses opens the write transaction, so reads after it (the
     /// guest's retry) see the current state, never the stale snapshot.
     snapshot: Option<Snapshot>,
+    /// The call wrote a call record key, so its commit must be durable
+    /// before the call returns and its deliveries (the acknowledgement) go
+    /// out: a crash may lose no acknowledged call event (docs/kv-schema.md
+    /// "Durability").
+    durable: bool,
 }
 
 impl HostState {
@@ -92,6 +97,7 @@ impl HostState {
         key: &str,
         value: Option<&[u8]>,
     ) -> Result<(), kvstore::Error> {
+        self.durable |= edge_signaling::keys::needs_durable_write(key);
         if let Kv::Redis(r) = &self.kv {
             return match value {
                 Some(v) => r.set(bucket, key, v),
@@ -365,8 +371,12 @@ impl SignalingHost {
         // are dropped with the transaction (and the instance is retired).
         let batch = p.store.data_mut().batch.take();
         p.store.data_mut().snapshot = None;
+        let durable = std::mem::take(&mut p.store.data_mut().durable);
         let r = r.map_err(anyhow::Error::from)?;
-        if let Some(b) = batch {
+        if let Some(mut b) = batch {
+            if durable {
+                b.make_durable()?;
+            }
             b.commit()?;
         }
         p.uses += 1;
@@ -389,6 +399,7 @@ impl SignalingHost {
                 kv: self.kv.clone(),
                 batch: None,
                 snapshot: None,
+                durable: false,
             },
         );
         let instance = self.pre.instantiate(&mut store)?;

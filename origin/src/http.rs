@@ -30,6 +30,7 @@ pub fn router(app: Arc<App>) -> Router {
             post(heartbeat).layer(axum::extract::DefaultBodyLimit::max(MAX_HEARTBEAT_BYTES)),
         )
         .route("/v1/dev/token", get(dev_token))
+        .route("/v1/calls", get(calls))
         .route("/healthz", get(healthz))
         .route("/", get(|| async { Redirect::temporary("/demo/") }))
         .route("/demo", get(|| async { Redirect::permanent("/demo/") }))
@@ -104,6 +105,91 @@ async fn heartbeat(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes)
             )
         }
     }
+}
+
+/// Whether `headers` carry `Authorization: Bearer <api secret>`. Call
+/// records say who called whom: only the app's servers (which hold the API
+/// secret) and operators may read them.
+fn authorized(app: &App, headers: &HeaderMap) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let want = &app.signaling.api_secret;
+    // Constant time in the secret's contents.
+    given.len() == want.len()
+        && given
+            .bytes()
+            .zip(want.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// `GET /v1/calls?room=&identity=&since=&until=&limit=&cursor=`: call
+/// records, newest first, one page at a time (docs/protocol.md).
+async fn calls(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    q: Result<Query<CallsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if !authorized(&app, &headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "call records need `Authorization: Bearer <API secret>`",
+        );
+    }
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
+    if q.limit == Some(0) || q.limit.is_some_and(|l| l > crate::calls::MAX_LIMIT) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("limit must be 1..={}", crate::calls::MAX_LIMIT),
+        );
+    }
+    let query = crate::calls::Query {
+        room: q.room,
+        identity: q.identity,
+        since_ms: q.since,
+        until_ms: q.until,
+        limit: q.limit,
+        cursor: q.cursor,
+    };
+    let kv = app.kv.clone();
+    // A query reads many keys: never on an async worker.
+    match tokio::task::spawn_blocking(move || crate::calls::query(&kv, &query, now_ms())).await {
+        Ok(Ok(page)) => Json(page).into_response(),
+        Ok(Err(e)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "call query panicked");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "call query failed",
+            )
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct CallsQuery {
+    room: Option<String>,
+    identity: Option<String>,
+    /// Unix ms.
+    since: Option<u64>,
+    until: Option<u64>,
+    limit: Option<usize>,
+    cursor: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -260,6 +260,7 @@ pub async fn serve(app: Arc<app::App>, listener: tokio::net::TcpListener) -> any
     tracing::info!(addr = %listener.local_addr()?, edge = %app.edge, "signaling listening");
     edge_bus::spawn(app.clone());
     prober::spawn(app.clone());
+    calls::spawn_retention(app.clone(), calls::retention_days_from_env()?);
     let ticker = {
         let app = app.clone();
         tokio::spawn(async move {

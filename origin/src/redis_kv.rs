@@ -416,6 +416,74 @@ fn glob_escape(s: &str) -> String {
     out
 }
 
+/// Call records (origin/src/calls.rs): listing by prefix, reading and
+/// deleting many keys.
+impl RedisKv {
+    /// Keys of `bucket` that start with `prefix`, in no order (SCAN MATCH:
+    /// Redis walks the whole keyspace, but only matches cross the network).
+    pub fn list_prefix(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let base = self.key(bucket, "");
+        let mut pattern = glob_escape(&base);
+        pattern.push_str(&glob_escape(prefix));
+        pattern.push('*');
+        self.with_conn(|c| {
+            let mut keys = Vec::new();
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query(c)?;
+                keys.extend(batch.into_iter().map(|k| k[base.len()..].to_string()));
+                if next == 0 {
+                    return Ok(keys);
+                }
+                cursor = next;
+            }
+        })
+    }
+
+    /// Values of `keys` (one MGET per 500 keys); `None` where absent.
+    pub fn get_many(
+        &self,
+        bucket: &str,
+        keys: &[String],
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(500) {
+            let full: Vec<String> = chunk.iter().map(|k| self.key(bucket, k)).collect();
+            let v: Vec<Option<Vec<u8>>> =
+                self.with_conn(|c| redis::cmd("MGET").arg(&full).query(c))?;
+            out.extend(v);
+        }
+        Ok(out)
+    }
+
+    /// Delete `keys` of `bucket` (one DEL per 500 keys).
+    pub fn delete_keys(&self, bucket: &str, keys: &[String]) -> Result<(), StoreError> {
+        for chunk in keys.chunks(500) {
+            let full: Vec<String> = chunk.iter().map(|k| self.key(bucket, k)).collect();
+            self.with_conn(|c| redis::cmd("DEL").arg(&full).query::<i64>(c).map(|_| ()))?;
+        }
+        Ok(())
+    }
+}
+
+/// `s` with Redis glob characters escaped, for SCAN MATCH.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
+
 fn resolve(target: &Target) -> Result<Client, StoreError> {
     match target {
         Target::Direct(c) => Ok(c.clone()),

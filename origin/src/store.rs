@@ -304,51 +304,6 @@ impl Batch {
     }
 }
 
-/// Call records (origin/src/calls.rs): ordered listing by prefix and
-/// deletion, natively (the component only has wasi:keyvalue's full scan).
-impl EmbeddedStore {
-    /// Keys of `bucket` that start with `prefix`, in key order: a redb range,
-    /// so it costs what it returns, not the size of the bucket.
-    pub fn list_prefix(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let tx = self.db.begin_read().map_err(backend)?;
-        let t = match tx.open_table(table(bucket)) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(backend(e)),
-        };
-        let mut keys = Vec::new();
-        for entry in t.range::<&str>(prefix..).map_err(backend)? {
-            let (k, _) = entry.map_err(backend)?;
-            let k = k.value();
-            if !k.starts_with(prefix) {
-                break;
-            }
-            keys.push(k.to_string());
-        }
-        Ok(keys)
-    }
-
-    /// Delete `keys` of `bucket` in one transaction (group-committed).
-    pub fn delete_keys(&self, bucket: &str, keys: &[String]) -> Result<(), StoreError> {
-        let mut b = self.begin()?;
-        for k in keys {
-            b.delete(bucket, k)?;
-        }
-        b.commit()
-    }
-}
-
-impl Batch {
-    /// Make this transaction's commit durable (fsync) before `commit`
-    /// returns, instead of at the next group commit: for call records,
-    /// which must survive a crash once acknowledged (docs/kv-schema.md).
-    pub fn make_durable(&mut self) -> Result<(), StoreError> {
-        self.tx
-            .set_durability(Durability::Immediate)
-            .map_err(backend)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

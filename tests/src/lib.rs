@@ -82,11 +82,31 @@ impl Origin {
     /// An origin on the given store (`embedded`, `redis://…`,
     /// `redis+sentinel://…`).
     pub fn start_with(edge: &str, kv: &str) -> Origin {
-        let port = free_tcp_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let data_dir =
-            std::env::temp_dir().join(format!("tern-test-{}-{port}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&data_dir);
+        Origin::start_full(edge, kv, None, None, &[])
+    }
+
+    /// An origin on a given address (default: a free port) and data dir
+    /// (default: a fresh one, which must not exist yet), with extra `tern
+    /// serve` flags. A standby that takes over a dead origin's address
+    /// and a restored data dir is started this way.
+    pub fn start_full(
+        edge: &str,
+        kv: &str,
+        listen: Option<SocketAddr>,
+        data_dir: Option<PathBuf>,
+        extra: &[&str],
+    ) -> Origin {
+        let addr = listen.unwrap_or_else(|| {
+            format!("127.0.0.1:{}", free_tcp_port())
+                .parse()
+                .unwrap()
+        });
+        let port = addr.port();
+        let data_dir = data_dir.unwrap_or_else(|| {
+            let d = std::env::temp_dir().join(format!("tern-test-{}-{port}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            d
+        });
         let child = Command::new(bin("tern"))
             .args([
                 "serve",
@@ -99,6 +119,7 @@ impl Origin {
             ])
             .arg("--data-dir")
             .arg(&data_dir)
+            .args(extra)
             .env("TERN_API_SECRET", API_SECRET)
             .env("TERN_RELAY_SECRET", RELAY_SECRET)
             .env("RUST_LOG", "warn")

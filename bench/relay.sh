@@ -34,7 +34,8 @@
 # loopback peers allowed, UDP only (no TCP/TLS/DTLS listeners, no CLI),
 # listener and relay IP 127.0.0.1, logs to stdout sent to /dev/null, and one
 # relay thread (--relay-threads 1); everything is pinned to one core anyway.
-# tern-relay runs with RUST_LOG=warn, output to /dev/null.
+# tern-relay runs with one datapath thread (--threads 1: the relay has one
+# core here), RUST_LOG=warn, output to /dev/null.
 #
 # Relay and generator run under SCHED_FIFO (chrt -f 10; PRIO=nice uses
 # nice -n -10 instead) so that other work on a shared VM (builds, browser
@@ -113,7 +114,7 @@ start_relay() { # $1 = tern | coturn | bare
     tern)
       TERN_RELAY_SECRET="$SECRET" RUST_LOG=warn "${PRIO_CMD[@]}" taskset -c "$RELAY_CPU" "$TERN_RELAY" \
         --listen "127.0.0.1:$PORT" --allow-peer 127.0.0.0/8 --drain-ms 0 \
-        --max-allocations-per-user 0 --allocate-rate-per-ip 0 --bandwidth-kbps 0 >/dev/null 2>&1 &
+        --max-allocations-per-user 0 --allocate-rate-per-ip 0 --bandwidth-kbps 0 --threads 1 >/dev/null 2>&1 &
       ;;
     coturn)
       "${PRIO_CMD[@]}" taskset -c "$RELAY_CPU" turnserver -n --listening-ip 127.0.0.1 --relay-ip 127.0.0.1 \

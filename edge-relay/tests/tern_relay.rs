@@ -504,3 +504,58 @@ fn multi_threaded_relay_shares_quotas_and_relays_across_threads() {
         assert_eq!(from, Some(relayed[i]));
     }
 }
+
+/// With several signaling edges, a dead edge (refuses) and a hung edge
+/// (accepts, never answers) cost at most one interval: every heartbeat still
+/// reaches the live edge, and the relay stays with it.
+#[test]
+fn heartbeats_fail_over_between_signaling_edges() {
+    let (live, heartbeats) = fake_signaling();
+    let refused = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap() // dropped: nothing listens there now
+    };
+    // The hung edge accepts and holds connections, answering nothing, and
+    // counts them: a relay that stays with the live edge connects once.
+    let hung = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung_addr = hung.local_addr().unwrap();
+    let hung_conns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let count = hung_conns.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for c in hung.incoming().flatten() {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(c);
+            }
+        });
+    }
+    let urls = format!("http://{refused},http://{hung_addr},http://{live}");
+    let (_relay, _) = start_relay(&["--signaling", &urls, "--heartbeat-ms", "100"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seqs = Vec::new();
+    while seqs.len() < 12 && Instant::now() < deadline {
+        if let Ok(hb) = heartbeats.recv_timeout(Duration::from_millis(500)) {
+            seqs.push(hb.seq);
+        }
+    }
+    assert_eq!(
+        seqs.first(),
+        Some(&1),
+        "the first heartbeat got through: {seqs:?}"
+    );
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "no heartbeat lost on the way: {seqs:?}"
+    );
+    assert_eq!(seqs.len(), 12, "heartbeats keep coming: {seqs:?}");
+    // Not sticky, every heartbeat would try the hung edge first. (A live
+    // edge slowed past the interval by a loaded machine can send the relay
+    // round once more; that is the design, not a failure.)
+    let tried_hung = hung_conns.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        tried_hung >= 1 && tried_hung * 3 <= seqs.len(),
+        "the relay stayed with the live edge: {tried_hung} connections to the hung one for {} heartbeats",
+        seqs.len()
+    );
+}

@@ -79,8 +79,9 @@ pub struct Args {
     /// a minimal Allocate (see docs/relay.md, "Amplification").
     #[arg(long)]
     pub realm: Option<String>,
-    /// Signaling base URL for heartbeats (e.g. http://127.0.0.1:8080). No
-    /// heartbeats when absent.
+    /// Signaling base URL for heartbeats (e.g. http://127.0.0.1:8080), or
+    /// several edges' URLs separated by commas (heartbeats go to one and
+    /// move to the next when it fails). No heartbeats when absent.
     #[arg(long)]
     pub signaling: Option<String>,
     /// Heartbeat interval in milliseconds [250].

@@ -5,6 +5,16 @@
 //! most every 10 s, and the recovery) and never stop the relay: media keeps
 //! flowing while signaling is away, and signaling notices our silence itself.
 //!
+//! With several signaling edges (`--signaling` takes a comma-separated list)
+//! a heartbeat goes to one of them, the same one while it answers; when it
+//! fails (refused at once, or no answer within the heartbeat interval) the
+//! same heartbeat is sent to the next edge straight away. Edges share the
+//! store, so any edge will do, and a dead edge costs at most one interval of
+//! delay instead of every relay looking dead to the edges that remain.
+//! (Not all edges at once: each edge writes the relay's record on receipt,
+//! so duplicates would halve the inter-arrival times the failure detector
+//! learns from.)
+//!
 //! `load.cpu_percent` is this process's CPU over the last interval (100 =
 //! one core). A relay started with `--standby` reports state `standby` (a
 //! cold standby: signaling gives it calls only when its region has no active
@@ -49,7 +59,9 @@ impl Shared {
 }
 
 pub struct Heartbeater {
-    pub url: String,
+    /// `{edge}/v1/relays/heartbeat` for every signaling edge, in order of
+    /// preference.
+    pub urls: Vec<String>,
     pub secret: Vec<u8>,
     pub id: String,
     pub region: String,
@@ -71,6 +83,8 @@ impl Heartbeater {
             super::metrics::process_cpu_seconds().unwrap_or(0.0),
         );
         let mut failing_since: Option<Instant> = None;
+        // The edge that took the last heartbeat; we stay with it.
+        let mut current = 0usize;
         let mut last_log = Instant::now() - Duration::from_secs(3600);
         loop {
             seq += 1;
@@ -101,10 +115,7 @@ impl Heartbeater {
                 seq,
                 sent_at_ms: unix_ms(),
             };
-            let timeout = self.interval.max(Duration::from_millis(500)) * 2;
-            let result = tokio::time::timeout(timeout, self.post(&client, &hb))
-                .await
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out after {timeout:?}")));
+            let result = self.send(&client, &hb, &mut current).await;
             match (result, failing_since) {
                 (Ok(()), Some(since)) => {
                     tracing::info!(down_for = ?since.elapsed(), "heartbeats accepted again");
@@ -113,7 +124,7 @@ impl Heartbeater {
                 (Ok(()), None) => {}
                 (Err(e), since) => {
                     if since.is_none() || last_log.elapsed() >= Duration::from_secs(10) {
-                        tracing::warn!(url = %self.url, error = %format!("{e:#}"), "heartbeat failed; will keep trying");
+                        tracing::warn!(urls = ?self.urls, error = %format!("{e:#}"), "heartbeat failed; will keep trying");
                         last_log = Instant::now();
                     }
                     failing_since.get_or_insert(now);
@@ -132,14 +143,46 @@ impl Heartbeater {
         }
     }
 
+    /// Send `hb` to the edge at `current`, moving on to the next edge (and
+    /// staying there) on failure, until one takes it or all have failed.
+    async fn send(
+        &self,
+        client: &Client<HttpConnector, Full<Bytes>>,
+        hb: &Heartbeat,
+        current: &mut usize,
+    ) -> anyhow::Result<()> {
+        // With one edge there is nowhere else to go: give it time. With
+        // several, a silent edge must not hold the heartbeat past its beat.
+        let timeout = if self.urls.len() > 1 {
+            self.interval.max(Duration::from_millis(100))
+        } else {
+            self.interval.max(Duration::from_millis(500)) * 2
+        };
+        let mut last_err = anyhow::anyhow!("no signaling URL");
+        for _ in 0..self.urls.len() {
+            let url = &self.urls[*current % self.urls.len()];
+            match tokio::time::timeout(timeout, self.post(client, url, hb)).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => last_err = e.context(url.clone()),
+                Err(_) => last_err = anyhow::anyhow!("{url}: timed out after {timeout:?}"),
+            }
+            if self.urls.len() > 1 {
+                *current = (*current + 1) % self.urls.len();
+                tracing::info!(next = %self.urls[*current], error = %format!("{last_err:#}"), "heartbeat moves to the next signaling edge");
+            }
+        }
+        Err(last_err)
+    }
+
     async fn post(
         &self,
         client: &Client<HttpConnector, Full<Bytes>>,
+        url: &str,
         hb: &Heartbeat,
     ) -> anyhow::Result<()> {
         let body = serde_json::to_vec(hb)?;
         let signature = sign(&self.secret, &body);
-        let req = hyper::Request::post(&self.url)
+        let req = hyper::Request::post(url)
             .header("content-type", "application/json")
             .header(SIGNATURE_HEADER, signature)
             .body(Full::new(Bytes::from(body)))

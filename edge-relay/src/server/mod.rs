@@ -116,7 +116,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     if let Some(base) = &s.signaling {
         let hb = Heartbeater {
-            url: format!("{}/v1/relays/heartbeat", base.trim_end_matches('/')),
+            urls: base
+                .split(',')
+                .map(str::trim)
+                .filter(|b| !b.is_empty())
+                .map(|b| format!("{}/v1/relays/heartbeat", b.trim_end_matches('/')))
+                .collect(),
             secret: s.secret.as_bytes().to_vec(),
             id: s.id.clone(),
             region: s.region.clone(),

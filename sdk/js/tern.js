@@ -149,6 +149,13 @@ export class TernClient extends EventTarget {
    */
   /** @type {Map<string, {packets: number, grewAt: number, relay: string | null, flowing: boolean, reported: boolean}>} */
   #audio = new Map();
+  /**
+   * Longest inbound-audio gap measured since the last quality report, for
+   * the call record (reported once, with the relay that carried the audio
+   * before the gap).
+   * @type {{relay: string | null, ms: number} | null}
+   */
+  #gap = null;
   #stallPollBusy = false;
   /** Reroutes applied so far: a standby timer armed before one must not act. */
   #reroutes = 0;
@@ -702,7 +709,10 @@ export class TernClient extends EventTarget {
     const w = this.#audio.get(participant);
     if (!w || packets > w.packets) {
       // Audio flows (again): arm for the next episode. The first sample only
-      // sets the baseline (audio may not have started yet).
+      // sets the baseline (audio may not have started yet). A silence long
+      // enough to count as a stall is a gap worth keeping in the record.
+      const silent = w && w.flowing ? Math.round(now - w.grewAt) : 0;
+      if (silent > STALL_AFTER_MS && silent > (this.#gap?.ms ?? 0)) this.#gap = { relay: w?.relay ?? null, ms: silent };
       const relay = this.#info?.relay?.id ?? null;
       this.#audio.set(participant, { packets, grewAt: now, relay, flowing: !!w, reported: false });
       return;
@@ -739,7 +749,9 @@ export class TernClient extends EventTarget {
       candidateType: s.localCandidateType,
       state: s.connectionState,
     }));
-    this.#socket?.send({ type: 'stats', relay: this.#info?.relay?.id ?? null, signalingRtt: this.#socket?.rtt ?? null, peers });
+    const gap = this.#gap;
+    const frame = { type: 'stats', relay: this.#info?.relay?.id ?? null, signalingRtt: this.#socket?.rtt ?? null, peers };
+    if (this.#socket?.send(gap ? { ...frame, gap } : frame) && gap === this.#gap) this.#gap = null;
   }
 
   // ---- teardown -------------------------------------------------------------

@@ -47,7 +47,10 @@ async function join() {
   setStatus('joining', 'getting a token…');
   try {
     const token = await devToken(room, identity);
-    client = new TernClient({ relayOnly: relayOnlyInput.checked });
+    // `?edges=wss://a/v1/signal,wss://b/v1/signal`: several signaling edges
+    // (the SDK resumes on the next one when its edge goes away).
+    const edges = params.get('edges')?.split(',').filter(Boolean);
+    client = new TernClient({ relayOnly: relayOnlyInput.checked, urls: edges });
     wire(client);
     setStatus('joining', 'joining…');
     await client.join({ room, token });

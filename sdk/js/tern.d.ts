@@ -4,6 +4,11 @@
 export interface TernOptions {
   /** Signaling WebSocket URL. Default: `/v1/signal` on the server that served tern.js. */
   url?: string;
+  /**
+   * Several edges' signaling URLs (instead of `url`): a join tries them in
+   * order; a dropped socket resumes on the next edge at once.
+   */
+  urls?: string[];
   /** Only use TURN relay candidates (`iceTransportPolicy: 'relay'`). Default true. */
   relayOnly?: boolean;
   /** Capture a microphone (true, or constraints). Default true. */
@@ -115,6 +120,8 @@ export class TernError extends Error {
 export class TernClient extends EventTarget {
   constructor(options?: TernOptions);
   readonly state: TernState;
+  /** The signaling URL of the edge in use (or tried next). */
+  readonly url: string;
   readonly participant: string | null;
   readonly session: string | null;
   readonly relay: RelayInfo | null;

@@ -32,6 +32,10 @@ import { summarize } from './stats.js';
  * @typedef {object} TernOptions
  * @property {string} [url]  signaling WebSocket URL; default: `/v1/signal` on
  *   the server this SDK was loaded from (ws: or wss: to match http: or https:)
+ * @property {string[]} [urls]  several edges' signaling URLs (instead of `url`).
+ *   A join tries them in order until one answers; when the socket drops, the
+ *   client resumes its session on the next edge at once (edges share state,
+ *   so any edge can resume it) and only backs off once every edge has failed.
  * @property {boolean} [relayOnly]  only use TURN relay candidates (default true)
  * @property {boolean | MediaTrackConstraints} [audio]  capture a microphone (default true)
  * @property {MediaStream} [localStream]  use this stream instead of capturing one
@@ -141,6 +145,8 @@ export class TernClient extends EventTarget {
   /** @type {ReturnType<typeof setInterval>[]} */ #timers = [];
   /** @type {ReturnType<typeof setTimeout> | undefined} */ #reconnectTimer;
   #reconnectAttempt = 0;
+  /** Index into the edge URLs of the one we use (or try next). */
+  #edge = 0;
   /**
    * Inbound audio per link, for stall detection: packets seen, when they last
    * grew, the relay that carried them then, whether audio has flowed at all,
@@ -171,7 +177,7 @@ export class TernClient extends EventTarget {
     super();
     this.#o = {
       ...options,
-      url: options.url ?? defaultSignalUrl(),
+      urls: options.urls?.length ? [...options.urls] : [options.url ?? defaultSignalUrl()],
       relayOnly: options.relayOnly ?? true,
       audio: options.audio ?? true,
       statsInterval: options.statsInterval ?? 1_000,
@@ -241,7 +247,7 @@ export class TernClient extends EventTarget {
     this.#joinArgs = { room, token, probes };
     try {
       await this.#prepareMedia();
-      const frame = await this.#connectAndJoin(session);
+      const frame = await this.#joinAnyEdge(session);
       if (epoch !== this.#epoch) throw new TernError('closed', 'left before the join completed');
       this.#applyJoined(frame, false);
       this.#startTimers();
@@ -314,13 +320,43 @@ export class TernClient extends EventTarget {
     }
   }
 
+  /** The signaling URL of the edge in use (or tried next). */
+  get url() {
+    return this.#o.urls[this.#edge];
+  }
+
+  /** Move on to the next edge (no-op with one). */
+  #nextEdge() {
+    this.#edge = (this.#edge + 1) % this.#o.urls.length;
+  }
+
+  /**
+   * Join through the current edge, moving on to the next ones while an edge
+   * cannot be reached or does not answer; other errors (a bad token, a full
+   * room) would be the same on every edge and end the attempt.
+   * @param {string | undefined} session
+   * @returns {Promise<any>}
+   */
+  async #joinAnyEdge(session) {
+    for (let tried = 1; ; tried++) {
+      try {
+        return await this.#connectAndJoin(session);
+      } catch (err) {
+        const code = /** @type {TernError} */ (err).code;
+        const edgeTrouble = code === 'connect' || code === 'timeout' || code === 'disconnected';
+        if (!edgeTrouble || tried >= this.#o.urls.length) throw err;
+        this.#nextEdge();
+      }
+    }
+  }
+
   /**
    * Open a fresh socket and send `join`; resolves with the `joined` frame.
    * @param {string | undefined} session
    * @returns {Promise<any>}
    */
   async #connectAndJoin(session) {
-    const socket = new SignalingSocket(this.#o.url, {
+    const socket = new SignalingSocket(this.url, {
       onFrame: (f) => { if (this.#socket === socket) this.#onFrame(f); },
       onClose: (reason) => { if (this.#socket === socket) this.#onSocketClosed(reason); },
       pingInterval: this.#o.pingInterval,
@@ -344,7 +380,7 @@ export class TernClient extends EventTarget {
       try {
         await socket.opened();
       } catch (err) {
-        throw new TernError('connect', `could not connect to ${this.#o.url}`);
+        throw new TernError('connect', `could not connect to ${this.url}`);
       }
       const args = /** @type {{room: string, token: string, probes?: Record<string, number>}} */ (this.#joinArgs);
       /** @type {Record<string, unknown>} */
@@ -636,6 +672,8 @@ export class TernClient extends EventTarget {
       return;
     }
     this.#state = 'reconnecting';
+    // The edge we were on may be gone: resume on the next one.
+    this.#nextEdge();
     this.#scheduleReconnect(reason);
   }
 
@@ -643,7 +681,13 @@ export class TernClient extends EventTarget {
   #scheduleReconnect(reason) {
     // Exponential backoff with jitter: many clients of a dead edge must not
     // come back in lockstep.
-    const base = Math.min(this.#o.maxReconnectDelay, 250 * 2 ** this.#reconnectAttempt);
+    // While untried edges remain, go to the next at once (a few ms of
+    // jitter only): it is a different server, and every ms here is a ms
+    // without signaling. Back off once the whole list has failed.
+    const edges = this.#o.urls.length;
+    const fresh = edges > 1 && this.#reconnectAttempt < edges - 1;
+    const backoffs = Math.max(0, this.#reconnectAttempt - (edges - 1));
+    const base = fresh ? 20 : Math.min(this.#o.maxReconnectDelay, 250 * 2 ** backoffs);
     const delay = Math.round(base * (0.8 + Math.random() * 0.4));
     this.#reconnectAttempt++;
     this.#emit('reconnecting', { attempt: this.#reconnectAttempt, delay, reason });
@@ -664,7 +708,10 @@ export class TernClient extends EventTarget {
       if (epoch !== this.#epoch || this.#state !== 'reconnecting') return;
       const e = /** @type {TernError} */ (err);
       if (FATAL_JOIN_ERRORS.has(e.code)) this.#teardown('could not rejoin', e);
-      else this.#scheduleReconnect(e.message);
+      else {
+        this.#nextEdge();
+        this.#scheduleReconnect(e.message);
+      }
     }
   }
 

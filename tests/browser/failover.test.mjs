@@ -49,6 +49,7 @@ import { chromium } from 'playwright-core';
 import { startTern } from './tern-process.mjs';
 import {
   CHROMIUM, CHROMIUM_ARGS, startCall, assertNoPageErrors, linkStats, relayOf, turnHostPort, waitFor, diagnostics, sleep,
+  installProbe, longestGap, pageClockOffset,
 } from './helpers.mjs';
 
 /** Generous bounds: a regression alarm, not a performance target. */
@@ -561,97 +562,3 @@ function ternTail(tern, lines = 40) {
   return out ? `\n--- tern up, last ${lines} lines:\n${out.split('\n').slice(-lines).join('\n')}` : '';
 }
 
-/**
- * Runs in the page: poll the call's RTCPeerConnection every ~20 ms and keep
- * (a) each time inbound audio packetsReceived grew, (b) each change of the
- * selected pair's local candidate URL, (c) reroutes as the SDK reports them.
- * Times are `performance.timeOrigin + performance.now()` (epoch ms).
- */
-function installProbe() {
-  const client = window.ternDemo.client;
-  const pc = client.peerConnection(client.peers[0].participant);
-  const now = () => performance.timeOrigin + performance.now();
-  const probe = {
-    growth: /** @type {{t: number, n: number, lost: number}[]} */ ([]),
-    paths: /** @type {{t: number, url: string | null}[]} */ ([]),
-    reroutes: /** @type {any[]} */ ([]),
-    polls: 0,
-    firstPoll: 0,
-    lastPoll: 0,
-    /** Longest time between two polls: the page's own starvation. */
-    maxPollGap: 0,
-    stop: false,
-  };
-  window.__failover = probe;
-  client.on('relay', (r) => {
-    if (r.reason !== 'joined') probe.reroutes.push({ t: now(), ...r });
-  });
-  let last = -1;
-  let lastUrl;
-  const poll = async () => {
-    if (probe.stop) return;
-    try {
-      const report = await pc.getStats();
-      const t = now();
-      let n = 0;
-      let lost = 0;
-      let url = null;
-      const byId = new Map();
-      report.forEach((s) => byId.set(s.id, s));
-      for (const s of byId.values()) {
-        if (s.type === 'inbound-rtp' && s.kind === 'audio') {
-          n += s.packetsReceived ?? 0;
-          lost += s.packetsLost ?? 0;
-        }
-        if (s.type === 'transport' && s.selectedCandidatePairId) {
-          const pair = byId.get(s.selectedCandidatePairId);
-          url = (pair && byId.get(pair.localCandidateId)?.url) ?? null;
-        }
-      }
-      if (n !== last) probe.growth.push({ t, n, lost });
-      if (url !== lastUrl) probe.paths.push({ t, url });
-      last = n;
-      lastUrl = url;
-      if (!probe.polls) probe.firstPoll = t;
-      else probe.maxPollGap = Math.max(probe.maxPollGap, t - probe.lastPoll);
-      probe.lastPoll = t;
-      probe.polls++;
-    } catch {
-      /* the connection closed under us: the test will say what broke */
-    }
-    setTimeout(poll, 20);
-  };
-  poll();
-}
-
-/**
- * The longest interval between consecutive growths of packetsReceived that
- * ends after `kill` (the stall the kill caused, or a later one if longer).
- * @param {{t: number, n: number}[]} growth
- * @param {number} kill
- */
-function longestGap(growth, kill) {
-  let best = { ms: 0, from: kill, to: kill };
-  for (let i = 1; i < growth.length; i++) {
-    const from = growth[i - 1].t;
-    const to = growth[i].t;
-    if (to > kill && to - from > best.ms) best = { ms: to - from, from, to };
-  }
-  return best;
-}
-
-/**
- * page clock − Node clock, in ms, both as `timeOrigin + now()`. Taken from
- * the round trip with the smallest delay, assuming the page read its clock
- * halfway through it.
- */
-async function pageClockOffset(page) {
-  let best = null;
-  for (let i = 0; i < 7; i++) {
-    const t0 = performance.timeOrigin + performance.now();
-    const p = await page.evaluate(() => performance.timeOrigin + performance.now());
-    const t1 = performance.timeOrigin + performance.now();
-    if (!best || t1 - t0 < best.rtt) best = { rtt: t1 - t0, offset: p - (t0 + t1) / 2 };
-  }
-  return best.offset;
-}

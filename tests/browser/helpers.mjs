@@ -70,9 +70,10 @@ export function assertNoPageErrors(...pages) {
  * can cut the socket or play the server's part (inject frames); without
  * handlers it forwards as is. `route: false` leaves the socket alone, for
  * tests that time what the real server sends. `holdReroute: ms` (with
- * `route`) delays every `reroute` the server sends by `ms`.
+ * `route`) delays every `reroute` the server sends by `ms`. `query` is
+ * appended to the demo's URL (e.g. `&edges=…`).
  */
-export async function openDemo(browser, url, name, room, { route = true, holdReroute = 0 } = {}) {
+export async function openDemo(browser, url, name, room, { route = true, holdReroute = 0, query = '' } = {}) {
   const context = await browser.newContext();
   const page = await context.newPage();
   const errors = [];
@@ -109,7 +110,7 @@ export async function openDemo(browser, url, name, room, { route = true, holdRer
     });
   }
   if (process.env.TERN_SDK_FROM_TREE) await serveSdkFromTree(context);
-  await page.goto(`${url}/demo/?room=${encodeURIComponent(room)}&name=${name}`);
+  await page.goto(`${url}/demo/?room=${encodeURIComponent(room)}&name=${name}${query}`);
   return p;
 }
 
@@ -257,4 +258,103 @@ export async function diagnostics(...pages) {
 
 export function sleep(ms) {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/**
+ * Runs in the page: poll the call's RTCPeerConnection every ~20 ms and keep
+ * (a) each time inbound audio packetsReceived grew, (b) each change of the
+ * selected pair's local candidate URL, (c) reroutes as the SDK reports them,
+ * (d) signaling resumes (`reconnected`).
+ * Times are `performance.timeOrigin + performance.now()` (epoch ms).
+ */
+export function installProbe() {
+  const client = window.ternDemo.client;
+  const pc = client.peerConnection(client.peers[0].participant);
+  const now = () => performance.timeOrigin + performance.now();
+  const probe = {
+    growth: /** @type {{t: number, n: number, lost: number}[]} */ ([]),
+    paths: /** @type {{t: number, url: string | null}[]} */ ([]),
+    reroutes: /** @type {any[]} */ ([]),
+    /** Signaling resumes after a dropped socket (`reconnected` events). */
+    reconnects: /** @type {{t: number, resumed: boolean, url: string}[]} */ ([]),
+    polls: 0,
+    firstPoll: 0,
+    lastPoll: 0,
+    /** Longest time between two polls: the page's own starvation. */
+    maxPollGap: 0,
+    stop: false,
+  };
+  window.__failover = probe;
+  client.on('relay', (r) => {
+    if (r.reason !== 'joined') probe.reroutes.push({ t: now(), ...r });
+  });
+  client.on('reconnected', ({ resumed }) => probe.reconnects.push({ t: now(), resumed, url: client.url }));
+  let last = -1;
+  let lastUrl;
+  const poll = async () => {
+    if (probe.stop) return;
+    try {
+      const report = await pc.getStats();
+      const t = now();
+      let n = 0;
+      let lost = 0;
+      let url = null;
+      const byId = new Map();
+      report.forEach((s) => byId.set(s.id, s));
+      for (const s of byId.values()) {
+        if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+          n += s.packetsReceived ?? 0;
+          lost += s.packetsLost ?? 0;
+        }
+        if (s.type === 'transport' && s.selectedCandidatePairId) {
+          const pair = byId.get(s.selectedCandidatePairId);
+          url = (pair && byId.get(pair.localCandidateId)?.url) ?? null;
+        }
+      }
+      if (n !== last) probe.growth.push({ t, n, lost });
+      if (url !== lastUrl) probe.paths.push({ t, url });
+      last = n;
+      lastUrl = url;
+      if (!probe.polls) probe.firstPoll = t;
+      else probe.maxPollGap = Math.max(probe.maxPollGap, t - probe.lastPoll);
+      probe.lastPoll = t;
+      probe.polls++;
+    } catch {
+      /* the connection closed under us: the test will say what broke */
+    }
+    setTimeout(poll, 20);
+  };
+  poll();
+}
+
+/**
+ * The longest interval between consecutive growths of packetsReceived that
+ * ends after `kill` (the stall the kill caused, or a later one if longer).
+ * @param {{t: number, n: number}[]} growth
+ * @param {number} kill
+ */
+export function longestGap(growth, kill) {
+  let best = { ms: 0, from: kill, to: kill };
+  for (let i = 1; i < growth.length; i++) {
+    const from = growth[i - 1].t;
+    const to = growth[i].t;
+    if (to > kill && to - from > best.ms) best = { ms: to - from, from, to };
+  }
+  return best;
+}
+
+/**
+ * page clock − Node clock, in ms, both as `timeOrigin + now()`. Taken from
+ * the round trip with the smallest delay, assuming the page read its clock
+ * halfway through it.
+ */
+export async function pageClockOffset(page) {
+  let best = null;
+  for (let i = 0; i < 7; i++) {
+    const t0 = performance.timeOrigin + performance.now();
+    const p = await page.evaluate(() => performance.timeOrigin + performance.now());
+    const t1 = performance.timeOrigin + performance.now();
+    if (!best || t1 - t0 < best.rtt) best = { rtt: t1 - t0, offset: p - (t0 + t1) / 2 };
+  }
+  return best.offset;
 }

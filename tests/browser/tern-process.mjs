@@ -195,3 +195,103 @@ function bindUdp(port) {
     s.bind(port, '127.0.0.1', () => resolve(s));
   });
 }
+
+/**
+ * A small multi-edge deployment on loopback: one redis-server, `edges`
+ * origins (`tern serve --kv redis://…`, dev tokens on) sharing it, and one
+ * relay per region heartbeating to every edge (`--signaling a,b`: one at a
+ * time, moving on when one dies). Needs TERN_BIN (or a built tern) and
+ * redis-server on PATH.
+ *
+ * @typedef {object} Cluster
+ * @property {string[]} urls    HTTP base URL of each edge
+ * @property {string[]} signal  WebSocket signaling URL of each edge
+ * @property {(i: number) => number} killEdge  SIGKILL edge i (by the PID we
+ *   spawned it with); returns the time it was sent (epoch ms, sub-ms)
+ * @property {() => Promise<void>} stop
+ * @property {() => string} output  the last ~20 kB of every process's output
+ *
+ * @param {{edges?: number, regions?: string[]}} [opts]
+ * @returns {Promise<Cluster>}
+ */
+export async function startCluster({ edges = 2, regions = ['region-a', 'region-b'] } = {}) {
+  const bin = process.env.TERN_BIN ?? firstExisting([join(REPO, 'target/release/tern'), join(REPO, 'target/debug/tern')]);
+  if (!bin) throw new Error('set TERN_BIN (path to the tern binary) or build it: cargo build --release -p origin');
+  const dir = await mkdtemp(join(tmpdir(), 'tern-cluster-'));
+  let output = '';
+  /** @type {import('node:child_process').ChildProcess[]} */
+  const procs = [];
+  const run = (name, cmd, args, env = {}) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn', ...env } });
+    const keep = (d) => { output = (output + `[${name}] ${d}`).slice(-20_000); };
+    child.stdout.on('data', keep);
+    child.stderr.on('data', keep);
+    procs.push(child);
+    return child;
+  };
+  const stop = async () => {
+    // Only processes we started, by their PIDs.
+    await Promise.all(procs.map((c) => {
+      if (c.exitCode !== null || c.signalCode !== null) return null;
+      const exited = new Promise((r) => c.once('exit', r));
+      c.kill('SIGTERM');
+      const timer = setTimeout(() => c.kill('SIGKILL'), 5_000);
+      return exited.then(() => clearTimeout(timer));
+    }));
+    await rm(dir, { recursive: true, force: true });
+  };
+  try {
+    const redisPort = await freeTcpPort();
+    run('redis', 'redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir]);
+    const secrets = { TERN_API_SECRET: `api-${Math.random()}`, TERN_RELAY_SECRET: `relay-${Math.random()}` };
+    const ports = await Promise.all(Array.from({ length: edges }, () => freeTcpPort()));
+    const urls = ports.map((p) => `http://127.0.0.1:${p}`);
+    // Redis must be up before an edge connects.
+    await waitTcp(redisPort, 10_000);
+    /** @type {import('node:child_process').ChildProcess[]} */
+    const edgeProcs = ports.map((p, i) => run(`edge-${i}`, bin, [
+      'serve', '--listen', `127.0.0.1:${p}`, '--edge', `edge-${i}`, '--kv', `redis://127.0.0.1:${redisPort}`,
+      '--data-dir', join(dir, `edge-${i}`), '--dev-tokens',
+    ], secrets));
+    for (const region of regions) {
+      const udp = await freeUdpPortPair();
+      run(`relay-${region}`, bin, [
+        'relay', '--id', `${region}-1`, '--region', region, '--listen', `127.0.0.1:${udp}`,
+        '--signaling', urls.join(','), '--allow-peer', '127.0.0.0/8', '--relay-ports', 'ephemeral',
+      ], { TERN_RELAY_SECRET: secrets.TERN_RELAY_SECRET });
+    }
+    await Promise.all(urls.map((u) => waitHealthy(u, 60_000)));
+    const killed = new Set();
+    return {
+      urls,
+      signal: urls.map((u) => `${u.replace(/^http/, 'ws')}/v1/signal`),
+      killEdge: (i) => {
+        if (killed.has(i)) throw new Error(`edge ${i} was already killed`);
+        killed.add(i);
+        const at = performance.timeOrigin + performance.now();
+        edgeProcs[i].kill('SIGKILL');
+        return at;
+      },
+      stop,
+      output: () => output,
+    };
+  } catch (err) {
+    await stop();
+    throw new Error(`${err.message}\n${output}`);
+  }
+}
+
+/** Wait until something accepts TCP connections on 127.0.0.1:port. */
+async function waitTcp(port, ms) {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const ok = await new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1');
+      s.once('connect', () => { s.destroy(); resolve(true); });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`nothing listening on 127.0.0.1:${port} after ${ms} ms`);
+}

@@ -50,7 +50,9 @@ async function join() {
     // `?edges=wss://a/v1/signal,wss://b/v1/signal`: several signaling edges
     // (the SDK resumes on the next one when its edge goes away).
     const edges = params.get('edges')?.split(',').filter(Boolean);
-    client = new TernClient({ relayOnly: relayOnlyInput.checked, urls: edges });
+    // `?probe=0`: join without region probes (signaling ranks without RTTs).
+    const probe = params.get('probe') !== '0';
+    client = new TernClient({ relayOnly: relayOnlyInput.checked, urls: edges, probe });
     wire(client);
     setStatus('joining', 'joining…');
     await client.join({ room, token });
@@ -117,6 +119,10 @@ function wire(c) {
   c.on('reconnected', ({ resumed }) => {
     setStatus('joined', resumed ? 'resumed' : 'rejoined as a new participant');
     log(resumed ? 'signaling back; session resumed' : 'signaling back; session expired, joined afresh');
+  });
+  c.on('probes', ({ rtts }) => {
+    const list = Object.entries(rtts).sort((a, b) => a[1] - b[1]).map(([r, ms]) => `${r} ${ms} ms`);
+    log(list.length ? `region probes: ${list.join(', ')}` : 'region probes: no answer');
   });
   c.on('error', ({ code, message }) => log(`error ${code}: ${message}`, true));
   c.on('closed', ({ reason, error }) => {

@@ -29,6 +29,14 @@ export interface TernOptions {
   reconnect?: boolean;
   /** Cap of the reconnect backoff, ms. Default 5000. */
   maxReconnectDelay?: number;
+  /**
+   * Measure the RTT to every relay region (STUN through ICE, in parallel
+   * with capturing the microphone) before joining and send it as `probes`.
+   * Default true; ignored when `join` is given `probes`.
+   */
+  probe?: boolean;
+  /** ms a region may take to answer a probe. Default 1000. */
+  probeTimeout?: number;
   WebSocket?: typeof WebSocket;
   RTCPeerConnection?: typeof RTCPeerConnection;
 }
@@ -105,6 +113,8 @@ export interface TernEventMap {
   stats: { peers: Record<string, PeerStats>; at: number };
   reconnecting: { attempt: number; delay: number; reason: string };
   reconnected: { resumed: boolean };
+  /** Region probes measured before the join (region → RTT ms; regions that did not answer are absent). */
+  probes: { rtts: Record<string, number> };
   error: { code: string; message: string; participant?: string };
   closed: { reason: string; error?: { code: string; message: string } };
 }
@@ -136,3 +146,13 @@ export class TernClient extends EventTarget {
   hangup(): Promise<void>;
   getStats(): Promise<Record<string, PeerStats>>;
 }
+
+/**
+ * RTT in ms to one relay per region listed by the edge at `signalUrl`
+ * (`GET /v1/relays`), measured with STUN through ICE gathering; regions that
+ * do not answer within `timeout` ms (default 500) are left out.
+ */
+export function probeRegions(
+  signalUrl: string,
+  opts?: { timeout?: number; RTCPeerConnection?: typeof RTCPeerConnection; fetch?: typeof fetch },
+): Promise<Record<string, number>>;

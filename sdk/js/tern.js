@@ -25,6 +25,9 @@
 import { SignalingSocket } from './signaling.js';
 import { Peer } from './peer.js';
 import { summarize } from './stats.js';
+import { probeRegions } from './probe.js';
+
+export { probeRegions };
 
 /** @typedef {import('./stats.js').MediaStats} MediaStats */
 
@@ -45,6 +48,10 @@ import { summarize } from './stats.js';
  * @property {number} [pingTimeout]     ms a pong may be late before the socket counts as dead (default 5 000)
  * @property {number} [joinTimeout]     ms to wait for `joined` (default 10 000)
  * @property {boolean} [reconnect]      reconnect and resume after a dropped socket (default true)
+ * @property {boolean} [probe]  measure the RTT to every relay region before joining (STUN through
+ *   ICE, in parallel with capturing the microphone) and send it as `probes`, so signaling picks the
+ *   nearest region (default true; ignored when `join` is given `probes`)
+ * @property {number} [probeTimeout]  ms a region may take to answer a probe (default 1 000)
  * @property {number} [maxReconnectDelay]  ms, cap of the exponential backoff (default 5 000)
  * @property {typeof WebSocket} [WebSocket]
  * @property {typeof RTCPeerConnection} [RTCPeerConnection]
@@ -122,7 +129,7 @@ function defaultSignalUrl() {
  *
  * Events (also via `on(name, fn)`, which passes `event.detail` to `fn`):
  * `joined`, `peer-joined`, `peer-left`, `track`, `peer-state`, `relay`,
- * `stall`, `standby`, `stats`, `reconnecting`, `reconnected`, `error`, `closed`.
+ * `stall`, `standby`, `stats`, `probes`, `reconnecting`, `reconnected`, `error`, `closed`.
  */
 export class TernClient extends EventTarget {
   /** @type {Required<Omit<TernOptions, 'localStream' | 'WebSocket' | 'RTCPeerConnection'>> & TernOptions} */
@@ -187,6 +194,8 @@ export class TernClient extends EventTarget {
       joinTimeout: options.joinTimeout ?? 10_000,
       reconnect: options.reconnect ?? true,
       maxReconnectDelay: options.maxReconnectDelay ?? 5_000,
+      probe: options.probe ?? true,
+      probeTimeout: options.probeTimeout ?? 1_000,
     };
   }
 
@@ -246,7 +255,14 @@ export class TernClient extends EventTarget {
     const epoch = ++this.#epoch;
     this.#joinArgs = { room, token, probes };
     try {
+      const measured = !probes && this.#o.probe ? this.#probe() : null;
       await this.#prepareMedia();
+      if (measured) {
+        const rtts = await measured;
+        if (epoch !== this.#epoch) throw new TernError('closed', 'left before the join completed');
+        if (Object.keys(rtts).length) this.#joinArgs.probes = rtts;
+        this.#emit('probes', { rtts });
+      }
       const frame = await this.#joinAnyEdge(session);
       if (epoch !== this.#epoch) throw new TernError('closed', 'left before the join completed');
       this.#applyJoined(frame, false);
@@ -317,6 +333,22 @@ export class TernClient extends EventTarget {
         throw new TernError('media', `could not capture audio: ${/** @type {Error} */ (err).message}`);
       }
       this.#ownsStream = true;
+    }
+  }
+
+  /**
+   * RTTs to the relay regions of the current edge's directory; never throws
+   * (a failed probe is an empty result: signaling then ranks without it).
+   * @returns {Promise<Record<string, number>>}
+   */
+  async #probe() {
+    try {
+      return await probeRegions(this.url, {
+        timeout: this.#o.probeTimeout,
+        RTCPeerConnection: this.#o.RTCPeerConnection,
+      });
+    } catch {
+      return {};
     }
   }
 

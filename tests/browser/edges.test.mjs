@@ -97,3 +97,47 @@ test('killing the edge a caller is connected to: the SDK resumes on the next edg
     10_000, () => diagnostics(alice, bob), 200);
   assertNoPageErrors(alice, bob);
 });
+
+// Region probes: region-a sits behind an 80 ms RTT delay shim, region-b
+// behind a 2 ms one. At idle signaling's ranking without RTTs picks region-a
+// (fewest allocations, then id), so a page that joins with `?probe=0` must
+// land there; pages that probe (the SDK's default) must see region-a ~80 ms
+// further away and get region-b, and their audio must flow through it.
+// (Both regions sit behind a shim because a STUN answer that reflects the
+// browser's own address, as a relay on this very machine does, makes
+// Chromium suppress the srflx candidate the probe times; see sdk/js/probe.js.)
+test('region probes steer a call to the nearest region', async (t) => {
+  const cluster = await startCluster({ edges: 1, delays: { 'region-a': 40, 'region-b': 1 } });
+  t.after(() => cluster.stop());
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+  t.after(() => browser.close());
+  const url = cluster.urls[0];
+
+  const control = await openDemo(browser, url, 'carol', `far-${Math.random().toString(36).slice(2, 8)}`, { route: false, query: '&probe=0' });
+  await join(control);
+  const region = (p) => p.page.evaluate(() => window.ternDemo.client.relay?.region ?? null);
+  assert.equal(await region(control), 'region-a', 'without probes the idle ranking picks region-a');
+
+  const room = `near-${Math.random().toString(36).slice(2, 10)}`;
+  const alice = await openDemo(browser, url, 'alice', room, { route: false });
+  const bob = await openDemo(browser, url, 'bob', room, { route: false });
+  await join(alice);
+  await join(bob);
+  const probesOf = async (p) => {
+    const text = await p.page.locator('#log').innerText();
+    const line = text.split('\n').find((l) => l.includes('region probes:')) ?? '';
+    return Object.fromEntries([...line.matchAll(/(region-\w+) ([\d.]+) ms/g)].map((m) => [m[1], Number(m[2])]));
+  };
+  for (const p of [alice, bob]) {
+    const rtts = await probesOf(p);
+    console.log(`probes: ${p.name} ${JSON.stringify(rtts)}`);
+    assert.ok(rtts['region-a'] !== undefined && rtts['region-b'] !== undefined, `${p.name} probed both regions: ${JSON.stringify(rtts)}`);
+    assert.ok(rtts['region-a'] - rtts['region-b'] > 50, `${p.name} measured region-a ~80 ms further: ${JSON.stringify(rtts)}`);
+    assert.equal(await region(p), 'region-b', `${p.name} was given the near region`);
+  }
+  await waitFor(async () => {
+    const ok = (s) => s && s.packetsReceived > 50 && s.localType === 'relay';
+    return ok(await linkStats(alice.page)) && ok(await linkStats(bob.page));
+  }, MEDIA_TIMEOUT_MS, () => diagnostics(alice, bob));
+  assertNoPageErrors(alice, bob, control);
+});

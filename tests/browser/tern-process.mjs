@@ -211,10 +211,15 @@ function bindUdp(port) {
  * @property {() => Promise<void>} stop
  * @property {() => string} output  the last ~20 kB of every process's output
  *
- * @param {{edges?: number, regions?: string[]}} [opts]
+ * `delays` puts regions far away: `{ 'region-a': 40 }` starts a `tern-delay`
+ * shim (+40 ms each way, so +80 ms RTT) in front of region-a's relay, and
+ * the relay advertises the shim's address, so browsers reach the region
+ * (and probe it) only through the delay.
+ *
+ * @param {{edges?: number, regions?: string[], delays?: Record<string, number>}} [opts]
  * @returns {Promise<Cluster>}
  */
-export async function startCluster({ edges = 2, regions = ['region-a', 'region-b'] } = {}) {
+export async function startCluster({ edges = 2, regions = ['region-a', 'region-b'], delays = {} } = {}) {
   const bin = process.env.TERN_BIN ?? firstExisting([join(REPO, 'target/release/tern'), join(REPO, 'target/debug/tern')]);
   if (!bin) throw new Error('set TERN_BIN (path to the tern binary) or build it: cargo build --release -p origin');
   const dir = await mkdtemp(join(tmpdir(), 'tern-cluster-'));
@@ -255,12 +260,22 @@ export async function startCluster({ edges = 2, regions = ['region-a', 'region-b
     ], secrets));
     for (const region of regions) {
       const udp = await freeUdpPortPair();
+      const advertise = [];
+      if (delays[region]) {
+        const shim = await freeUdpPortPair();
+        run(`delay-${region}`, delayBin(bin), [
+          '--listen', `127.0.0.1:${shim}`, '--upstream', `127.0.0.1:${udp}`, '--delay-ms', String(delays[region]),
+        ]);
+        advertise.push('--advertise', `127.0.0.1:${shim}`);
+      }
       run(`relay-${region}`, bin, [
-        'relay', '--id', `${region}-1`, '--region', region, '--listen', `127.0.0.1:${udp}`,
+        'relay', '--id', `${region}-1`, '--region', region, '--listen', `127.0.0.1:${udp}`, ...advertise,
         '--signaling', urls.join(','), '--allow-peer', '127.0.0.0/8', '--relay-ports', 'ephemeral',
       ], { TERN_RELAY_SECRET: secrets.TERN_RELAY_SECRET });
     }
     await Promise.all(urls.map((u) => waitHealthy(u, 60_000)));
+    // Every relay, not just one, as every edge sees it.
+    await Promise.all(urls.map((u) => waitRelaysHealthy(u, regions.length, 30_000)));
     const killed = new Set();
     return {
       urls,
@@ -279,6 +294,33 @@ export async function startCluster({ edges = 2, regions = ['region-a', 'region-b
     await stop();
     throw new Error(`${err.message}\n${output}`);
   }
+}
+
+/** Wait until the edge at `url` lists `n` healthy relays. */
+async function waitRelaysHealthy(url, n, ms) {
+  const deadline = Date.now() + ms;
+  let last = '';
+  while (Date.now() < deadline) {
+    try {
+      const dir = await (await fetch(`${url}/v1/relays`)).json();
+      const list = Array.isArray(dir) ? dir : dir.relays ?? [];
+      if (list.filter((r) => r.healthy).length >= n) return;
+      last = JSON.stringify(list.map((r) => [r.id, r.healthy, r.failing ?? null]));
+    } catch (err) {
+      last = String(err);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${url}: fewer than ${n} healthy relays after ${ms} ms: ${last}`);
+}
+
+/** tern-delay (tests/src/bin): next to the tern binary, else in the target dirs. */
+function delayBin(ternBin) {
+  const bin = process.env.TERN_DELAY_BIN ?? firstExisting([
+    join(dirname(ternBin), 'tern-delay'), join(REPO, 'target/release/tern-delay'), join(REPO, 'target/debug/tern-delay'),
+  ]);
+  if (!bin) throw new Error('tern-delay not built: cargo build -p tern-tests --bin tern-delay');
+  return bin;
 }
 
 /** Wait until something accepts TCP connections on 127.0.0.1:port. */

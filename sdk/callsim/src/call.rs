@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::participant::{self, MediaLog, FRAME};
+use crate::participant::{self, JoinArgs, MediaLog, FRAME};
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -18,6 +18,9 @@ pub struct SimConfig {
     pub duration: Duration,
     /// Prefix of room names (unique per run).
     pub room_prefix: String,
+    /// Region → RTT (ms) every participant sends as `probes` in `join`
+    /// (all simulated participants share one host, so one measurement).
+    pub probes: std::collections::BTreeMap<String, f64>,
 }
 
 /// One call's outcome.
@@ -111,14 +114,20 @@ pub async fn run_calls(cfg: &SimConfig) -> Vec<CallReport> {
             token(&cfg.api_secret, &room, "caller"),
             token(&cfg.api_secret, &room, "callee"),
         );
+        let joins = [tokens.0, tokens.1].map(|token| JoinArgs {
+            room: room.clone(),
+            token,
+            probes: cfg.probes.clone(),
+        });
         tasks.push(tokio::spawn(async move {
+            let [ja, jb] = joins;
             let a = tokio::spawn({
-                let (e, r, t) = (edges.0.clone(), room.clone(), tokens.0.clone());
-                async move { participant::run(&e, &r, &t, until, rand::random()).await }
+                let e = edges.0.clone();
+                async move { participant::run(&e, &ja, until, rand::random()).await }
             });
             // The callee joins a moment later, as in a real call.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let b = participant::run(&edges.1, &room, &tokens.1, until, rand::random()).await;
+            let b = participant::run(&edges.1, &jb, until, rand::random()).await;
             let a = a.await.map_err(anyhow::Error::from).and_then(|r| r);
             report(room, a, b, until)
         }));

@@ -1,6 +1,7 @@
 //! One simulated caller: a signaling socket, a TURN allocation at a time,
 //! and the audio it sends and receives.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -111,14 +112,22 @@ impl Leg {
     }
 }
 
+/// What a participant needs to join: the room, its token, and the region
+/// RTTs it measured (`probes` in `join`; empty: none sent).
+#[derive(Debug, Clone)]
+pub struct JoinArgs {
+    pub room: String,
+    pub token: String,
+    pub probes: BTreeMap<String, f64>,
+}
+
 /// Connect to the first edge in `edges` (from `start`) that answers and
 /// send `join` (with `session` to resume). Returns the socket and the index
 /// of the edge used.
 async fn connect(
     edges: Vec<String>,
     start: usize,
-    room: String,
-    token: String,
+    args: JoinArgs,
     session: Option<String>,
     until: Instant,
 ) -> anyhow::Result<(Ws, usize)> {
@@ -127,9 +136,12 @@ async fn connect(
         let url = &edges[i % edges.len()];
         if let Ok((mut ws, _)) = tokio_tungstenite::connect_async_with_config(url, None, true).await
         {
-            let mut join = json!({"type":"join","room":room,"token":token});
+            let mut join = json!({"type":"join","room":args.room,"token":args.token});
             if let Some(s) = &session {
                 join["session"] = json!(s);
+            }
+            if !args.probes.is_empty() {
+                join["probes"] = json!(args.probes);
             }
             ws.send(Message::Text(join.to_string().into())).await?;
             return Ok((ws, i % edges.len()));
@@ -147,13 +159,11 @@ async fn connect(
 /// it resumes its session on the next, as the SDK does.
 pub async fn run(
     edges: &[String],
-    room: &str,
-    token: &str,
+    join: &JoinArgs,
     until: Instant,
     seed: u64,
 ) -> anyhow::Result<MediaLog> {
-    let (first, mut edge) =
-        connect(edges.to_vec(), 0, room.into(), token.into(), None, until).await?;
+    let (first, mut edge) = connect(edges.to_vec(), 0, join.clone(), None, until).await?;
     let mut ws: Option<Ws> = Some(first);
     // A reconnection runs beside the media loop, so audio never waits for
     // signaling (as in a browser, where media is not on the WebSocket).
@@ -192,8 +202,7 @@ pub async fn run(
                         reconnecting = Some(tokio::spawn(connect(
                             edges.to_vec(),
                             edge + 1,
-                            room.into(),
-                            token.into(),
+                            join.clone(),
                             session.clone(),
                             until,
                         )));

@@ -7,10 +7,20 @@
 //!   target/release/tern-drill --calls 100 --scenario region
 //!
 //! Scenarios: `relay` (SIGKILL the relay carrying the most allocations),
-//! `region` (SIGKILL every relay of that relay's region), `redis` (SIGKILL
-//! the Redis primary; Sentinel promotes the replica), `edge` (two edges on
-//! one Redis, each call with one side on each; SIGKILL the first edge: its
-//! participants resume their sessions on the other while media goes on).
+//! `region` (SIGKILL every relay of that relay's region), `cut` (cut that
+//! region off the network: its relays live on and keep heartbeating, but
+//! nothing reaches them; needs `--region-rtt-ms`, the cut freezes the
+//! region's delay shims with SIGSTOP), `redis` (SIGKILL the Redis primary;
+//! Sentinel promotes the replica), `edge` (two edges on one Redis, each call
+//! with one side on each; SIGKILL the first edge: its participants resume
+//! their sessions on the other while media goes on).
+//!
+//! `--region-rtt-ms 10,40,80` puts each region at that RTT from the callers:
+//! a `tern-delay` shim in front of every relay of the region (relays
+//! advertise the shim's address). The callers probe every region with STUN
+//! through the shims and send the RTTs as `probes`, so calls land in the
+//! nearest region and move to the next nearest when it fails. Relays
+//! heartbeat to every edge (`--signaling a,b`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -25,6 +35,7 @@ enum Scenario {
     Region,
     Redis,
     Edge,
+    Cut,
 }
 
 #[derive(Parser)]
@@ -44,6 +55,105 @@ struct Args {
     seconds: u64,
     #[arg(long, default_value_t = 5)]
     kill_at: u64,
+    /// RTT of each region from the callers, ms, in region order (a, b, c…);
+    /// missing or 0: no delay shim (loopback).
+    #[arg(long, value_delimiter = ',')]
+    region_rtt_ms: Vec<u64>,
+}
+
+/// A relay process, and the delay shim in front of it if its region has one.
+struct RelayProcs {
+    region: String,
+    relay: Proc,
+    shim: Option<Proc>,
+}
+
+/// Start relay `id` heartbeating to every edge in `signaling`; with `rtt_ms`
+/// > 0, behind a `tern-delay` shim adding half of it each way.
+fn start_relay_at(signaling: &str, id: &str, region: &str, rtt_ms: u64) -> RelayProcs {
+    let port = free_udp_port();
+    let shim = (rtt_ms > 0).then(|| {
+        let shim_port = free_udp_port();
+        let child = std::process::Command::new(bin("tern-delay"))
+            .args(["--listen", &format!("127.0.0.1:{shim_port}")])
+            .args(["--upstream", &format!("127.0.0.1:{port}")])
+            .args(["--delay-ms", &(rtt_ms / 2).to_string()])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting tern-delay");
+        (
+            shim_port,
+            Proc {
+                child,
+                name: format!("delay shim for {id}"),
+            },
+        )
+    });
+    let child = std::process::Command::new(bin("tern"))
+        .args(["relay", "--id", id, "--region", region])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--signaling", signaling])
+        .args(["--allow-peer", "127.0.0.0/8", "--allocate-rate-per-ip", "0"])
+        .args(
+            shim.as_ref()
+                .map(|(p, _)| vec!["--advertise".to_string(), format!("127.0.0.1:{p}")])
+                .unwrap_or_default(),
+        )
+        .env("TERN_RELAY_SECRET", RELAY_SECRET)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("starting tern relay");
+    RelayProcs {
+        region: region.into(),
+        relay: Proc {
+            child,
+            name: format!("relay {id}"),
+        },
+        shim: shim.map(|(_, p)| p),
+    }
+}
+
+/// RTT to each region as a caller measures it: a STUN Binding to one
+/// relay's advertised UDP listener per region (the best of 5), the same
+/// round trip the browser SDK times.
+fn probe_regions(directory: &serde_json::Value) -> BTreeMap<String, f64> {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("probe socket");
+    sock.set_read_timeout(Some(Duration::from_secs(1))).ok();
+    let mut out = BTreeMap::new();
+    for r in directory.as_array().into_iter().flatten() {
+        let region = r["region"].as_str().unwrap_or_default().to_string();
+        let Some(addr) = r["listeners"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["transport"] == "udp")
+            .and_then(|l| l["address"].as_str()?.parse::<std::net::SocketAddr>().ok())
+        else {
+            continue;
+        };
+        if out.contains_key(&region) {
+            continue;
+        }
+        let mut best = f64::INFINITY;
+        for i in 0..5u8 {
+            // Binding request: type 0x0001, length 0, magic cookie, tid.
+            let mut req = vec![0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42];
+            req.extend_from_slice(&[i; 12]);
+            let t = Instant::now();
+            if sock.send_to(&req, addr).is_err() {
+                continue;
+            }
+            let mut buf = [0u8; 512];
+            if sock.recv_from(&mut buf).is_ok() {
+                best = best.min(t.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        if best.is_finite() {
+            out.insert(region, (best * 10.0).round() / 10.0);
+        }
+    }
+    out
 }
 
 fn pct(v: &[f64], q: f64) -> f64 {
@@ -78,21 +188,39 @@ async fn main() -> anyhow::Result<()> {
     } else {
         "embedded".to_string()
     };
-    // In the edge drill, edge-1 is the one that dies; relays heartbeat into
-    // the survivor (a relay heartbeats to one signaling URL today).
+    anyhow::ensure!(
+        a.scenario != Scenario::Cut || a.region_rtt_ms.iter().any(|&r| r > 0),
+        "the cut scenario needs --region-rtt-ms (it freezes the regions' delay shims)"
+    );
+    // In the edge drill, edge-0 is the one that dies; relays heartbeat to
+    // both edges (to one at a time, moving on when it dies).
     let mut doomed = (a.scenario == Scenario::Edge).then(|| Origin::start_with("edge-0", &kv));
     let origin = Origin::start_with("edge-1", &kv);
-    let mut relays: BTreeMap<String, (String, Proc)> = BTreeMap::new();
+    let signaling = doomed
+        .iter()
+        .chain([&origin])
+        .map(|o| format!("http://{}", o.addr))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut relays: BTreeMap<String, RelayProcs> = BTreeMap::new();
     for r in 0..a.regions {
         let region = format!("region-{}", (b'a' + r as u8) as char);
+        let rtt = a.region_rtt_ms.get(r).copied().unwrap_or(0);
         for i in 0..a.relays_per_region {
             let id = format!("{region}-{}", i + 1);
-            let p = start_relay(&origin, &id, &region);
-            relays.insert(id, (region.clone(), p));
+            relays.insert(id.clone(), start_relay_at(&signaling, &id, &region, rtt));
         }
     }
     origin.wait_healthy_relays(relays.len(), Duration::from_secs(30))?;
     tokio::time::sleep(Duration::from_millis(1500)).await; // detector history
+    let probes = if a.region_rtt_ms.is_empty() {
+        BTreeMap::new()
+    } else {
+        probe_regions(&origin.relays())
+    };
+    if !probes.is_empty() {
+        eprintln!("region probes (ms): {probes:?}");
+    }
 
     let mut edges = vec![origin.ws_url()];
     if let Some(d) = &doomed {
@@ -104,6 +232,7 @@ async fn main() -> anyhow::Result<()> {
         calls: a.calls,
         duration: Duration::from_secs(a.seconds),
         room_prefix: format!("drill-{}", std::process::id()),
+        probes,
     };
     let started = Instant::now();
     let sim = tokio::spawn(async move { run_calls(&cfg).await });
@@ -118,23 +247,37 @@ async fn main() -> anyhow::Result<()> {
         .max_by_key(|r| r["load"]["allocations"].as_u64().unwrap_or(0))
         .map(|r| r["id"].as_str().unwrap().to_string())
         .unwrap();
-    let victim_region = relays[&busiest].0.clone();
+    let victim_region = relays[&busiest].region.clone();
     let killed_at = Instant::now();
     let killed_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as u64;
     let what = match a.scenario {
         Scenario::Relay => {
-            relays.get_mut(&busiest).unwrap().1.kill();
+            relays.get_mut(&busiest).unwrap().relay.kill();
             format!("relay {busiest}")
         }
         Scenario::Region => {
-            for (_, (region, p)) in relays.iter_mut() {
-                if *region == victim_region {
-                    p.kill();
-                }
+            for r in relays.values_mut().filter(|r| r.region == victim_region) {
+                r.relay.kill();
             }
             format!("region {victim_region}")
+        }
+        Scenario::Cut => {
+            // Freeze the shims: the relays stay up and keep heartbeating to
+            // signaling, but neither callers nor the edge's probes reach
+            // them any more. (SIGKILL when the drill ends still works.)
+            let shims = relays
+                .values()
+                .filter(|r| r.region == victim_region)
+                .filter_map(|r| r.shim.as_ref());
+            for shim in shims {
+                // SAFETY: plain kill(2) on a PID we spawned and still own.
+                unsafe {
+                    libc::kill(shim.pid() as i32, libc::SIGSTOP);
+                }
+            }
+            format!("region {victim_region} off the network")
         }
         Scenario::Redis => {
             redis_procs[0].kill();

@@ -31,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
         calls: a.calls,
         duration: Duration::from_secs(a.seconds),
         room_prefix: format!("sim-{}", rand::random::<u32>()),
+        probes: Default::default(),
     };
     let reports = run_calls(&cfg).await;
     for r in &reports {

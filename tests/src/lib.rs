@@ -96,11 +96,8 @@ impl Origin {
         data_dir: Option<PathBuf>,
         extra: &[&str],
     ) -> Origin {
-        let addr = listen.unwrap_or_else(|| {
-            format!("127.0.0.1:{}", free_tcp_port())
-                .parse()
-                .unwrap()
-        });
+        let addr =
+            listen.unwrap_or_else(|| format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap());
         let port = addr.port();
         let data_dir = data_dir.unwrap_or_else(|| {
             let d = std::env::temp_dir().join(format!("tern-test-{}-{port}", std::process::id()));

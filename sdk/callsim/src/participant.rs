@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use tern_loadgen::client::Op;
 use tern_loadgen::client::{decode_channel_data, encode_channel_data};
-use tern_loadgen::{Session, SessionEvent, TurnClient};
+use tern_loadgen::{ClientError, Session, SessionEvent, TurnClient};
 use tokio::net::UdpSocket;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -57,6 +58,8 @@ fn turn_udp_addr(ice: &Value) -> anyhow::Result<SocketAddr> {
 
 /// A TURN allocation in progress or in use.
 struct Leg {
+    /// The `iceServers` it was made from (to start over from a new port).
+    ice: Value,
     client: TurnClient,
     server: SocketAddr,
     socket: UdpSocket,
@@ -83,6 +86,7 @@ impl Leg {
         let mut client = TurnClient::new(username, credential, seed);
         client.allocate(Instant::now());
         let mut leg = Leg {
+            ice: ice.clone(),
             client,
             server,
             socket,
@@ -284,6 +288,16 @@ pub async fn run(
                             }
                         }
                         SessionEvent::PermissionCreated { .. } => {}
+                        // 437: the relay already has an allocation for
+                        // this 5-tuple; our local port was used before (a
+                        // NAT, or here the delay shim, keeps the old
+                        // mapping). RFC 8656 §7.2: allocate from another
+                        // port, as the loadgen and browsers do.
+                        SessionEvent::Failed(ClientError::Rejected { op: Op::Allocate, code: 437 }) => {
+                            let ice = leg.as_ref().map(|l| l.ice.clone()).unwrap_or_default();
+                            leg = Some(Leg::new(&ice, seed.wrapping_add(437)).await?);
+                            break;
+                        }
                         SessionEvent::Failed(e) => bail!("{me}: TURN: {e}"),
                     }
                 }

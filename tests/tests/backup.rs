@@ -16,6 +16,14 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tern_tests::*;
 
+/// These tests start several debug origins each; on a 2-vCPU machine
+/// running them side by side makes origins miss their start-up deadline,
+/// so they take turns.
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
 /// A scratch directory removed on drop.
 struct Scratch(PathBuf);
 
@@ -172,6 +180,7 @@ async fn populate(origin: &Origin) -> (Vec<Proc>, Vec<(Client, Value)>) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn embedded_backup_wipe_restore_gives_identical_contents() {
+    let _turn = serial().await;
     let s = Scratch::new("embedded");
     let key = s.join("keys");
     keygen(&key, "k1");
@@ -221,6 +230,7 @@ fn redis_contents(port: u16) -> BTreeMap<String, String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_backup_wipe_restore_gives_identical_contents() {
+    let _turn = serial().await;
     let s = Scratch::new("redis");
     let key = s.join("keys");
     keygen(&key, "k1");
@@ -290,6 +300,7 @@ fn assert_empty_store(dir: &Path, dest: &str, key: &Path) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tampered_archives_and_wrong_keys_are_refused_with_nothing_written() {
+    let _turn = serial().await;
     let (s, key, dest, m) = one_backup("tamper").await;
     let archive = Path::new(&dest).join(m["archive"].as_str().unwrap());
     let manifest = Path::new(&dest).join(format!("{}.manifest.json", m["id"].as_str().unwrap()));
@@ -360,6 +371,7 @@ fn sha256(bytes: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_during_backup_leaves_the_previous_backup_and_no_half_one() {
+    let _turn = serial().await;
     let (s, key, dest, first) = one_backup("crash").await;
     let data = s.join("data");
     ok(&mut restore_cmd(&data, &dest, &key));
@@ -426,6 +438,7 @@ async fn a_crash_during_backup_leaves_the_previous_backup_and_no_half_one() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retention_keeps_the_newest_and_one_per_day() {
+    let _turn = serial().await;
     let (s, key, dest, _) = one_backup("retention").await;
     let data = s.join("data");
     ok(&mut restore_cmd(&data, &dest, &key));
@@ -492,6 +505,7 @@ async fn start_s3(root: &Path) -> SocketAddr {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn s3_round_trip_against_a_real_s3_server() {
+    let _turn = serial().await;
     let (s, key, local, _) = one_backup("s3").await;
     let data = s.join("data");
     ok(&mut restore_cmd(&data, &local, &key));
@@ -557,6 +571,7 @@ async fn s3_round_trip_against_a_real_s3_server() {
 /// themselves and callers resume their sessions on B.
 #[tokio::test(flavor = "multi_thread")]
 async fn cold_standby_takes_over_from_the_latest_backup() {
+    let _turn = serial().await;
     let s = Scratch::new("drill");
     let key = s.join("keys");
     keygen(&key, "site-1");
@@ -638,11 +653,18 @@ async fn cold_standby_takes_over_from_the_latest_backup() {
     }
     let rto = killed.elapsed();
 
-    // Every key of the last backup is in B (connection bindings excepted:
-    // resuming replaces them), as B's own first backup shows.
+    // Every key of the last backup is in B, as B's own first backup shows.
+    // Excepted are keys the system itself replaces: connection bindings
+    // (resuming makes new ones) and relay-room markers (until a relay's
+    // first heartbeat reaches B its restored record looks stale, and B's
+    // sweep may move the room to the relay that heartbeated first).
     wait_until(Duration::from_secs(10), || !list(&b_backups).is_empty()).unwrap();
     let after = entries(&b_backups, &key, "latest");
-    for k in before.keys().filter(|k| !k.starts_with("default/conn/")) {
+    let replaced = ["default/conn/", "default/relay-room/"];
+    for k in before
+        .keys()
+        .filter(|k| !replaced.iter().any(|p| k.starts_with(p)))
+    {
         assert!(after.contains_key(k), "{k} lost in the takeover");
     }
     eprintln!(

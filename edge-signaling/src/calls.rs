@@ -216,7 +216,7 @@ impl Signaling<'_> {
         };
         let before = room.members.len();
         self.prune_away(now_ms, &mut room, &mut out);
-        if room.members.len() == before {
+        if room.members.len() == before && !room.members.is_empty() {
             return Ok(Outcome::default());
         }
         end_if_empty(&mut out, &mut room, now_ms, "timeout");

@@ -213,7 +213,10 @@ pub fn tick<S: crate::apply::KvStore>(
         }
     }
     // Calls whose participants vanished are closed here too (rate-limited
-    // inside, since it scans).
-    deliveries.extend(crate::calls::housekeeping(s, now_ms, store)?);
+    // inside, since it scans), but not on a tick that moved calls: its
+    // `reroute` frames must not wait for the scan.
+    if deliveries.is_empty() {
+        deliveries.extend(crate::calls::housekeeping(s, now_ms, store)?);
+    }
     Ok(deliveries)
 }

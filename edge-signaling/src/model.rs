@@ -1,5 +1,7 @@
 //! Records the core stores in the KV (JSON values; docs/kv-schema.md).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use tern_common::relay::Heartbeat;
 
@@ -21,6 +23,11 @@ pub struct Room {
     /// so every edge writes the room's events to the same record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call: Option<String>,
+    /// Region RTTs (ms) from the join that chose the room's relay (its
+    /// `probes`), so a reroute moves the call to the region nearest its
+    /// callers, not merely the least loaded one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub probes: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -110,7 +110,8 @@ impl Signaling<'_> {
         since_ms: Option<u64>,
         out: &mut Outcome,
     ) -> bool {
-        let ranked = directory::rank(relays, &Default::default());
+        // Nearest to the callers first, as they measured at join.
+        let ranked = directory::rank(relays, &room.probes);
         let from = room.relay.clone();
         let Some(next) = ranked
             .iter()

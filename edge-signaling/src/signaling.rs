@@ -279,6 +279,13 @@ impl<'a> Signaling<'a> {
             });
         }
         room.relay = Some(primary.id.clone());
+        // Remember where the callers are, for choosing the next relay if
+        // this one fails: the probes of the join that starts a call (a new
+        // call's callers replace the last call's view), or the first join
+        // that brings any.
+        if room.call.is_none() || room.probes.is_empty() {
+            room.probes = probes.clone();
+        }
 
         // The call record: a fresh join into a room without a call starts
         // one; every join and resume is an event of it.

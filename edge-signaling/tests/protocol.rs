@@ -1129,3 +1129,36 @@ fn call_record_keys_are_the_durable_ones() {
     assert!(!keys::needs_durable_write("room/r"));
     assert!(!keys::needs_durable_write("calls-swept/local"));
 }
+
+/// A lost relay's calls go to the region nearest their callers (the probes
+/// sent at join, kept with the room), not merely the least loaded relay.
+#[test]
+fn a_rerouted_call_goes_to_the_region_nearest_its_callers() {
+    let (mut sim, mut seq) = Sim::warm(2_000);
+    // A third region, c, that the callers measured closer than b.
+    let beat_all = [("a1", "local-a"), ("b1", "local-b"), ("c1", "local-c")];
+    run_for(&mut sim, 2_000, &beat_all, &mut seq);
+    let t = sim.token("r", "alice");
+    let probes = json!({"local-a": 5.0, "local-b": 90.0, "local-c": 30.0});
+    let a = sim.send(
+        "c1",
+        json!({"type":"join","room":"r","token":t,"probes":probes}),
+    );
+    assert_eq!(a[0].1["relay"]["id"], "a1");
+    // Bob joins without probes: the room keeps alice's view.
+    sim.join("c2", "r", "bob");
+
+    run_for(
+        &mut sim,
+        500,
+        &[("b1", "local-b"), ("c1", "local-c")],
+        &mut seq,
+    );
+    let out = tick(&mut sim);
+    assert_eq!(out.len(), 2, "{out:?}");
+    for (_, f) in &out {
+        assert_eq!(f["type"], "reroute");
+        // Without the probes, b1 would win (same load, lower id).
+        assert_eq!(f["relay"]["id"], "c1", "{f}");
+    }
+}

@@ -10,72 +10,87 @@ use std::os::fd::RawFd;
 
 use crate::sockaddr;
 
-/// Receive side: `n` slots of `slot` bytes, each with `headroom` spare bytes
-/// in front of the datagram (room to prepend a header, e.g. ChannelData's,
-/// without a copy).
-pub struct RecvBatch {
+/// Buffers, address storage, iovecs and headers for `n` datagrams of up to
+/// `slot` bytes, wired together once. The Vecs never grow after this, so the
+/// pointers stay valid for the life of the batch even when it moves.
+struct Slots {
     bufs: Vec<u8>,
     addrs: Vec<libc::sockaddr_storage>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
     slot: usize,
-    headroom: usize,
 }
 
-// SAFETY: the raw pointers in the headers point into the batch's own heap
-// buffers, which move with it; nothing is shared between threads.
-unsafe impl Send for RecvBatch {}
-
-impl RecvBatch {
-    pub fn new(n: usize, slot: usize, headroom: usize) -> Self {
-        assert!(headroom < slot, "headroom must leave room for data");
-        let mut b = RecvBatch {
+impl Slots {
+    /// Each iovec starts `offset` bytes into its slot and spans `len` bytes.
+    fn new(n: usize, slot: usize, offset: usize, len: usize) -> Self {
+        let mut s = Slots {
             bufs: vec![0u8; n * slot],
             // SAFETY: plain old data, zero is valid.
             addrs: vec![unsafe { std::mem::zeroed() }; n],
             iovs: Vec::with_capacity(n),
             hdrs: Vec::with_capacity(n),
             slot,
-            headroom,
         };
-        // The Vecs never grow after this, so the pointers stay valid for the
-        // life of the batch even when the struct itself moves.
         for i in 0..n {
-            b.iovs.push(libc::iovec {
-                iov_base: b.bufs[i * slot + headroom..].as_mut_ptr().cast(),
-                iov_len: slot - headroom,
+            s.iovs.push(libc::iovec {
+                iov_base: s.bufs[i * slot + offset..].as_mut_ptr().cast(),
+                iov_len: len,
             });
         }
         for i in 0..n {
             // SAFETY: plain old data, zero is valid.
             let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            h.msg_hdr.msg_name = (&mut b.addrs[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_hdr.msg_iov = &mut b.iovs[i];
+            h.msg_hdr.msg_name = (&mut s.addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+            h.msg_hdr.msg_iov = &mut s.iovs[i];
             h.msg_hdr.msg_iovlen = 1;
-            b.hdrs.push(h);
+            s.hdrs.push(h);
         }
-        b
+        s
+    }
+}
+
+// SAFETY: the raw pointers in the headers point into the batch's own heap
+// buffers, which move with it; nothing is shared between threads.
+unsafe impl Send for Slots {}
+
+/// Receive side: `n` slots of `slot` bytes, each with `headroom` spare bytes
+/// in front of the datagram (room to prepend a header, e.g. ChannelData's,
+/// without a copy).
+pub struct RecvBatch {
+    s: Slots,
+    headroom: usize,
+}
+
+impl RecvBatch {
+    pub fn new(n: usize, slot: usize, headroom: usize) -> Self {
+        assert!(headroom < slot, "headroom must leave room for data");
+        RecvBatch {
+            s: Slots::new(n, slot, headroom, slot - headroom),
+            headroom,
+        }
     }
 
     /// Slots in the batch.
     pub fn capacity(&self) -> usize {
-        self.hdrs.len()
+        self.s.hdrs.len()
     }
 
     /// One non-blocking recvmmsg; `Ok(0)` means nothing was waiting.
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
-        self.recv_into(fd, 0, self.hdrs.len())
+        self.recv_into(fd, 0, self.s.hdrs.len())
     }
 
     /// One non-blocking recvmmsg into slots `first..first + max` only, so a
     /// caller can gather from several sockets into one batch. Returns how
     /// many datagrams arrived (in slots `first..`).
     pub fn recv_into(&mut self, fd: RawFd, first: usize, max: usize) -> io::Result<usize> {
-        let end = (first + max).min(self.hdrs.len());
+        let end = (first + max).min(self.s.hdrs.len());
         if first >= end {
             return Ok(0);
         }
-        for h in &mut self.hdrs[first..end] {
+        for h in &mut self.s.hdrs[first..end] {
             h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
             h.msg_len = 0;
         }
@@ -84,7 +99,7 @@ impl RecvBatch {
         let r = unsafe {
             libc::recvmmsg(
                 fd,
-                self.hdrs[first..].as_mut_ptr(),
+                self.s.hdrs[first..].as_mut_ptr(),
                 (end - first) as u32,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
@@ -103,71 +118,44 @@ impl RecvBatch {
     /// Datagram `i` of the last receive (without headroom) and its sender
     /// (`None` for an address family other than IPv4/IPv6).
     pub fn get(&self, i: usize) -> (Option<SocketAddr>, &[u8]) {
-        let len = self.hdrs[i].msg_len as usize;
-        let start = i * self.slot + self.headroom;
+        let len = self.s.hdrs[i].msg_len as usize;
+        let start = i * self.s.slot + self.headroom;
         (
-            sockaddr::read(&self.addrs[i]),
-            &self.bufs[start..start + len],
+            sockaddr::read(&self.s.addrs[i]),
+            &self.s.bufs[start..start + len],
         )
     }
 
     /// Datagram `i` with its headroom in front: `(sender, headroom + datagram)`.
     pub fn slot_mut(&mut self, i: usize) -> (Option<SocketAddr>, &mut [u8]) {
-        let len = self.hdrs[i].msg_len as usize;
-        let from = sockaddr::read(&self.addrs[i]);
-        let start = i * self.slot;
-        (from, &mut self.bufs[start..start + self.headroom + len])
+        let len = self.s.hdrs[i].msg_len as usize;
+        let from = sockaddr::read(&self.s.addrs[i]);
+        let start = i * self.s.slot;
+        (from, &mut self.s.bufs[start..start + self.headroom + len])
     }
 }
 
 /// Send side: datagrams to many destinations from one socket in one syscall.
 pub struct SendBatch {
-    bufs: Vec<u8>,
-    addrs: Vec<libc::sockaddr_storage>,
-    iovs: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
-    slot: usize,
+    s: Slots,
     len: usize,
 }
 
-// SAFETY: as for RecvBatch.
-unsafe impl Send for SendBatch {}
-
 impl SendBatch {
     pub fn new(n: usize, slot: usize) -> Self {
-        let mut b = SendBatch {
-            bufs: vec![0u8; n * slot],
-            // SAFETY: plain old data, zero is valid.
-            addrs: vec![unsafe { std::mem::zeroed() }; n],
-            iovs: Vec::with_capacity(n),
-            hdrs: Vec::with_capacity(n),
-            slot,
+        SendBatch {
+            s: Slots::new(n, slot, 0, 0),
             len: 0,
-        };
-        for i in 0..n {
-            b.iovs.push(libc::iovec {
-                iov_base: b.bufs[i * slot..].as_mut_ptr().cast(),
-                iov_len: 0,
-            });
         }
-        for i in 0..n {
-            // SAFETY: plain old data, zero is valid.
-            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            h.msg_hdr.msg_name = (&mut b.addrs[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_hdr.msg_iov = &mut b.iovs[i];
-            h.msg_hdr.msg_iovlen = 1;
-            b.hdrs.push(h);
-        }
-        b
     }
 
     /// Largest datagram one slot holds.
     pub fn slot_size(&self) -> usize {
-        self.slot
+        self.s.slot
     }
 
     pub fn is_full(&self) -> bool {
-        self.len == self.hdrs.len()
+        self.len == self.s.hdrs.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -179,9 +167,9 @@ impl SendBatch {
     /// flushes before the batch is full.
     pub fn push(&mut self, to: SocketAddr, fill: impl FnOnce(&mut [u8]) -> usize) {
         let i = self.len;
-        let n = fill(&mut self.bufs[i * self.slot..(i + 1) * self.slot]);
-        self.iovs[i].iov_len = n;
-        self.hdrs[i].msg_hdr.msg_namelen = sockaddr::write(to, &mut self.addrs[i]);
+        let n = fill(&mut self.s.bufs[i * self.s.slot..(i + 1) * self.s.slot]);
+        self.s.iovs[i].iov_len = n;
+        self.s.hdrs[i].msg_hdr.msg_namelen = sockaddr::write(to, &mut self.s.addrs[i]);
         self.len += 1;
     }
 
@@ -196,7 +184,7 @@ impl SendBatch {
             let r = unsafe {
                 libc::sendmmsg(
                     fd,
-                    self.hdrs[at..].as_mut_ptr(),
+                    self.s.hdrs[at..].as_mut_ptr(),
                     (self.len - at) as u32,
                     libc::MSG_DONTWAIT,
                 )

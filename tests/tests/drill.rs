@@ -24,6 +24,7 @@ async fn simulated_calls_survive_losing_their_relay() {
         calls: 6,
         duration: Duration::from_secs(8),
         room_prefix: format!("drill-{}", std::process::id()),
+        probes: Default::default(),
     };
     let sim = tokio::spawn(async move { run_calls(&cfg).await });
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -77,6 +78,7 @@ async fn killing_an_edge_leaves_media_alone_and_sessions_resume_elsewhere() {
         calls: 4,
         duration: Duration::from_secs(7),
         room_prefix: format!("edge-drill-{}", std::process::id()),
+        probes: Default::default(),
     };
     let sim = tokio::spawn(async move { run_calls(&cfg).await });
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -148,13 +148,38 @@ impl App {
         self: &Arc<Self>,
         f: impl FnOnce(&App) -> Vec<Delivery> + Send + 'static,
     ) {
-        let out = self
+        let (out, needs_sync) = self
             .run(move |app| {
                 let mut out = f(app);
-                app.forward_remote(&mut out);
-                out
+                let needs_sync = SignalingHost::take_needs_sync();
+                if !needs_sync {
+                    app.forward_remote(&mut out);
+                }
+                (out, needs_sync)
             })
             .await;
+        let mut out = out;
+        if needs_sync {
+            // Call records in this commit: nothing is acknowledged before
+            // they are durable. The wait shares one fsync with every other
+            // frame waiting (group commit), off the async workers, so other
+            // frames go on meanwhile and join the same fsync.
+            let kv = self.kv.clone();
+            let synced = tokio::task::spawn_blocking(move || kv.sync())
+                .await
+                .expect("store sync panicked");
+            if let Err(e) = synced {
+                // The writes are committed but maybe not on disk: say so
+                // and answer anyway (the store's own flush retries).
+                tracing::error!(error = %e, "making call records durable failed");
+            }
+            out = self
+                .run(move |app| {
+                    app.forward_remote(&mut out);
+                    out
+                })
+                .await;
+        }
         self.conns.deliver(out);
     }
 

@@ -38,13 +38,13 @@ pub struct BenchArgs {
     server_threads: usize,
 }
 
-fn heartbeat_body(id: &str, region: &str, seq: u64) -> (Vec<u8>, String) {
+fn heartbeat_body(id: &str, region: &str, seq: u64, udp: &str) -> (Vec<u8>, String) {
     let hb = Heartbeat {
         id: id.into(),
         region: region.into(),
         listeners: vec![Listener {
             transport: "udp".into(),
-            address: "127.0.0.1:3478".into(),
+            address: udp.into(),
         }],
         state: RelayState::Active,
         load: Load::default(),
@@ -124,7 +124,7 @@ fn per_frame(n: usize) -> anyhow::Result<()> {
     let store = crate::kv::Kv::Embedded(EmbeddedStore::open(dir.path())?);
     let host = SignalingHost::new(crate::component::SIGNALING_WASM, env(), store)?;
     for (id, region) in [("a-1", "region-a"), ("b-1", "region-b")] {
-        let (b, s) = heartbeat_body(id, region, 1);
+        let (b, s) = heartbeat_body(id, region, 1, "127.0.0.1:3478");
         host.handle_heartbeat(now_ms(), &b, &s)?
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     }
@@ -245,9 +245,12 @@ fn over_websocket(args: &BenchArgs, kind: Kind) -> anyhow::Result<()> {
     };
     let (app, listener): (Arc<App>, _) = server_rt.block_on(crate::start(serve_args))?;
     let addr = listener.local_addr()?;
+    // The edge probes its relays with STUN and stops handing out those that
+    // do not answer: the bench's stand-in relays answer from here.
+    let stun = stun_responder()?.to_string();
     server_rt.block_on(async {
         for (id, region) in [("a-1", "region-a"), ("b-1", "region-b")] {
-            let (b, s) = heartbeat_body(id, region, 1);
+            let (b, s) = heartbeat_body(id, region, 1, &stun);
             app.handle_heartbeat(b, s).await??;
         }
         anyhow::Ok(())
@@ -349,6 +352,26 @@ fn over_websocket(args: &BenchArgs, kind: Kind) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A UDP socket that answers every STUN Binding request with a bare
+/// success (same transaction id), on a thread of its own for the life of
+/// the process: enough for the edge's relay prober.
+fn stun_responder() -> anyhow::Result<std::net::SocketAddr> {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let addr = sock.local_addr()?;
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            if n >= 20 && buf[0..2] == [0, 1] {
+                let mut resp = [0u8; 20];
+                resp[0..2].copy_from_slice(&0x0101u16.to_be_bytes());
+                resp[4..20].copy_from_slice(&buf[4..20]);
+                let _ = sock.send_to(&resp, from);
+            }
+        }
+    });
+    Ok(addr)
 }
 
 async fn wait_for<S>(ws: &mut S, ty: &str) -> anyhow::Result<()>

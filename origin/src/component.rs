@@ -58,9 +58,9 @@ pub struct HostState {
     /// guest's retry) see the current state, never the stale snapshot.
     snapshot: Option<Snapshot>,
     /// The call wrote a call record key, so its commit must be durable
-    /// before the call returns and its deliveries (the acknowledgement) go
-    /// out: a crash may lose no acknowledged call event (docs/kv-schema.md
-    /// "Durability").
+    /// before its deliveries (the acknowledgement) go out: a crash may lose
+    /// no acknowledged call event (docs/kv-schema.md "Durability"). The
+    /// commit itself is not fsynced; see `NEEDS_SYNC`.
     durable: bool,
 }
 
@@ -373,11 +373,13 @@ impl SignalingHost {
         p.store.data_mut().snapshot = None;
         let durable = std::mem::take(&mut p.store.data_mut().durable);
         let r = r.map_err(anyhow::Error::from)?;
-        if let Some(mut b) = batch {
-            if durable {
-                b.make_durable()?;
-            }
+        if let Some(b) = batch {
             b.commit()?;
+            if durable {
+                // Committed, not yet fsynced: the caller must wait for a
+                // store sync before acknowledging (App::deliver_from).
+                NEEDS_SYNC.with(|n| n.set(true));
+            }
         }
         p.uses += 1;
         if p.uses < MAX_REUSE {
@@ -404,6 +406,12 @@ impl SignalingHost {
         );
         let instance = self.pre.instantiate(&mut store)?;
         Ok((store, instance))
+    }
+
+    /// Whether a call on this thread since the last look wrote keys that must
+    /// be durable before its answers go out (call records). Reset by reading.
+    pub fn take_needs_sync() -> bool {
+        NEEDS_SYNC.with(|n| n.replace(false))
     }
 
     pub fn handle_frame(
@@ -444,4 +452,11 @@ impl SignalingHost {
                 .call_handle_heartbeat(store, now_ms, body, signature)
         })
     }
+}
+
+thread_local! {
+    /// Set by a component call whose commit holds call records: the thread
+    /// that made the call reads it right after (the call and the read run
+    /// on the same thread, inline or on one blocking-pool thread).
+    static NEEDS_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }

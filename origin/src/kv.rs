@@ -54,6 +54,15 @@ impl Kv {
         }
     }
 
+    /// Wait until every commit so far is durable, sharing the fsync with
+    /// other waiters (embedded store; Redis persists by its own policy).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        match self {
+            Kv::Embedded(s) => s.sync(),
+            Kv::Redis(_) => Ok(()),
+        }
+    }
+
     /// Make recent writes durable (embedded store; Redis persists itself).
     pub fn flush(&self) -> Result<(), StoreError> {
         match self {

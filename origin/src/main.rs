@@ -15,6 +15,7 @@ mod prober;
 mod redis_kv;
 mod secrets;
 mod store;
+mod sync_gate;
 mod up;
 
 use std::collections::BTreeMap;

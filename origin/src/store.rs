@@ -36,6 +36,7 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 pub struct EmbeddedStore {
     db: Arc<Database>,
     dirty: Arc<AtomicBool>,
+    sync: Arc<crate::sync_gate::SyncGate>,
 }
 
 fn table(bucket: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
@@ -53,6 +54,7 @@ impl EmbeddedStore {
         Ok(EmbeddedStore {
             db: Arc::new(db),
             dirty: Arc::new(AtomicBool::new(false)),
+            sync: Default::default(),
         })
     }
 
@@ -105,6 +107,20 @@ impl EmbeddedStore {
         let mut tx = self.db.begin_write().map_err(backend)?;
         tx.set_durability(Durability::Immediate).map_err(backend)?;
         tx.commit().map_err(backend)
+    }
+
+    /// Block until every commit made before this call is durable, sharing
+    /// one fsync with whoever else is waiting (group commit, see
+    /// `sync_gate.rs`). For writes that must not be acknowledged before they
+    /// would survive a crash.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.sync
+            .wait(|| {
+                let mut tx = self.db.begin_write().map_err(backend)?;
+                tx.set_durability(Durability::Immediate).map_err(backend)?;
+                tx.commit().map_err(backend)
+            })
+            .map_err(StoreError::Backend)
     }
 
     /// A consistent read view: every read through it sees the same state.
@@ -290,17 +306,6 @@ impl EmbeddedStore {
             b.delete(bucket, k)?;
         }
         b.commit()
-    }
-}
-
-impl Batch {
-    /// Make this transaction's commit durable (fsync) before `commit`
-    /// returns, instead of at the next group commit: for call records,
-    /// which must survive a crash once acknowledged (docs/kv-schema.md).
-    pub fn make_durable(&mut self) -> Result<(), StoreError> {
-        self.tx
-            .set_durability(Durability::Immediate)
-            .map_err(backend)
     }
 }
 

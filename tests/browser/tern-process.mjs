@@ -297,7 +297,7 @@ export async function startCluster({ edges = 2, regions = ['region-a', 'region-b
 }
 
 /** Wait until the edge at `url` lists `n` healthy relays. */
-async function waitRelaysHealthy(url, n, ms) {
+export async function waitRelaysHealthy(url, n, ms) {
   const deadline = Date.now() + ms;
   let last = '';
   while (Date.now() < deadline) {

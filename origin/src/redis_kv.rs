@@ -213,26 +213,7 @@ impl RedisKv {
     }
 
     pub fn list_keys(&self, bucket: &str) -> Result<Vec<String>, StoreError> {
-        let pattern = format!("{}*", self.key(bucket, ""));
-        let strip = self.key(bucket, "").len();
-        self.with_conn(|c| {
-            let mut keys = Vec::new();
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query(c)?;
-                keys.extend(batch.into_iter().map(|k| k[strip..].to_string()));
-                if next == 0 {
-                    return Ok(keys);
-                }
-                cursor = next;
-            }
-        })
+        self.list_prefix(bucket, "")
     }
 
     /// Channel an edge listens on for deliveries to its connections.

@@ -85,18 +85,7 @@ impl EmbeddedStore {
     }
 
     pub fn list_keys(&self, bucket: &str) -> Result<Vec<String>, StoreError> {
-        let tx = self.db.begin_read().map_err(backend)?;
-        let t = match tx.open_table(table(bucket)) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(backend(e)),
-        };
-        let mut keys = Vec::new();
-        for entry in t.iter().map_err(backend)? {
-            let (k, _) = entry.map_err(backend)?;
-            keys.push(k.value().to_string());
-        }
-        Ok(keys)
+        self.list_prefix(bucket, "")
     }
 
     /// Make every commit so far durable, if there were any.

@@ -32,6 +32,14 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/dev/token", get(dev_token))
         .route("/v1/calls", get(calls))
         .route("/healthz", get(healthz))
+        .merge(static_routes())
+        .with_state(app)
+}
+
+/// The demo page and the browser SDK, embedded in the binary (also served
+/// by `tern gateway`).
+pub fn static_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
         .route("/", get(|| async { Redirect::temporary("/demo/") }))
         .route("/demo", get(|| async { Redirect::permanent("/demo/") }))
         .route("/demo/", get(|| async { asset("demo", "index.html") }))
@@ -43,7 +51,6 @@ pub fn router(app: Arc<App>) -> Router {
             "/sdk/{file}",
             get(|Path(f): Path<String>| async move { asset("js", &f) }),
         )
-        .with_state(app)
 }
 
 fn asset(dir: &str, file: &str) -> Response {
@@ -60,7 +67,7 @@ fn asset(dir: &str, file: &str) -> Response {
     }
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (
         status,
         Json(json!({"code": code, "message": message.into()})),
@@ -193,17 +200,16 @@ struct CallsQuery {
 }
 
 #[derive(Deserialize)]
-struct TokenQuery {
+pub struct TokenQuery {
     room: String,
     identity: String,
 }
 
+pub type TokenQueryResult = Result<Query<TokenQuery>, axum::extract::rejection::QueryRejection>;
+
 /// Development only (`tern up`): anyone who can reach it gets a token, which
 /// is why `tern serve` never mounts it.
-async fn dev_token(
-    State(app): State<Arc<App>>,
-    q: Result<Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
+async fn dev_token(State(app): State<Arc<App>>, q: TokenQueryResult) -> Response {
     if !app.dev_tokens {
         return error(
             StatusCode::NOT_FOUND,
@@ -211,6 +217,11 @@ async fn dev_token(
             "dev tokens are only served by `tern up`",
         );
     }
+    mint_dev_token(&app.signaling.api_secret, q)
+}
+
+/// A room token valid for an hour, for whoever asks (development only).
+pub fn mint_dev_token(api_secret: &[u8], q: TokenQueryResult) -> Response {
     let Ok(Query(q)) = q else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -230,7 +241,7 @@ async fn dev_token(
         sub: q.identity,
         exp: now_ms() / 1000 + 3600,
     };
-    Json(json!({"token": token::mint(&app.signaling.api_secret, &claims)})).into_response()
+    Json(json!({"token": token::mint(api_secret, &claims)})).into_response()
 }
 
 async fn healthz(State(app): State<Arc<App>>) -> Response {

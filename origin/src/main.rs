@@ -5,6 +5,7 @@ mod app;
 mod assets;
 mod backup;
 mod bench;
+mod bridge;
 mod calls;
 mod component;
 mod edge_bus;
@@ -59,6 +60,9 @@ enum Command {
     Backup(backup::BackupArgs),
     /// Restore a backup into an empty store.
     Restore(backup::RestoreArgs),
+    /// Terminate browser WebSockets and bridge them to a signaling host that
+    /// speaks only the HTTP transport (a Spin app).
+    Gateway(bridge::GatewayArgs),
 }
 
 #[derive(Subcommand)]
@@ -166,6 +170,7 @@ fn main() -> anyhow::Result<()> {
         Command::Calls(args) => calls::run(args),
         Command::Backup(args) => backup::run(args),
         Command::Restore(args) => backup::restore(args),
+        Command::Gateway(args) => runtime()?.block_on(bridge::run(args)),
     }
 }
 

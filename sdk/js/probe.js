@@ -37,14 +37,15 @@
  */
 
 /**
- * The relay directory URL for a signaling WebSocket URL
- * (`wss://h/v1/signal` → `https://h/v1/relays`).
+ * The relay directory URL next to a signaling URL (`wss://h/v1/signal` or
+ * `https://h/v1/http` → `https://h/v1/relays`; a path prefix is kept).
  * @param {string} signalUrl
  */
 export function directoryUrl(signalUrl) {
   const u = new URL(signalUrl);
-  u.protocol = u.protocol === 'wss:' ? 'https:' : 'http:';
-  u.pathname = '/v1/relays';
+  if (u.protocol === 'wss:') u.protocol = 'https:';
+  if (u.protocol === 'ws:') u.protocol = 'http:';
+  u.pathname = u.pathname.replace(/\/+$/, '').replace(/\/[^/]*$/, '/relays');
   u.search = '';
   return u.href;
 }

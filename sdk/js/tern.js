@@ -23,6 +23,7 @@
  */
 
 import { SignalingSocket } from './signaling.js';
+import { HttpSignalingSocket } from './http-signaling.js';
 import { Peer } from './peer.js';
 import { summarize } from './stats.js';
 import { probeRegions } from './probe.js';
@@ -33,8 +34,10 @@ export { probeRegions };
 
 /**
  * @typedef {object} TernOptions
- * @property {string} [url]  signaling WebSocket URL; default: `/v1/signal` on
- *   the server this SDK was loaded from (ws: or wss: to match http: or https:)
+ * @property {string} [url]  signaling URL; default: `/v1/signal` on the server
+ *   this SDK was loaded from (ws: or wss: to match http: or https:). A
+ *   `ws(s)://…/v1/signal` URL speaks over a WebSocket; an `http(s)://…/v1/http`
+ *   URL uses the HTTP transport (long poll), for hosts without WebSockets (Spin).
  * @property {string[]} [urls]  several edges' signaling URLs (instead of `url`).
  *   A join tries them in order until one answers; when the socket drops, the
  *   client resumes its session on the next edge at once (edges share state,
@@ -116,6 +119,16 @@ export class TernError extends Error {
 }
 
 /** Where signaling lives by default: the server that served this module. */
+/**
+ * A signaling connection over the transport the URL names: `ws(s)://…` is a
+ * WebSocket (origin, Cloudflare), `http(s)://…` the HTTP transport (Spin).
+ * @param {string} url
+ * @param {import('./signaling.js').SocketOptions} opts
+ */
+function openSignaling(url, opts) {
+  return /^https?:/i.test(url) ? new HttpSignalingSocket(url, opts) : new SignalingSocket(url, opts);
+}
+
 function defaultSignalUrl() {
   let base = import.meta.url;
   if (!/^https?:/.test(base) && typeof location !== 'undefined') base = location.href;
@@ -137,7 +150,7 @@ export class TernClient extends EventTarget {
   /** idle → joining → joined ⇄ reconnecting → closed (→ joining again) */
   /** @type {'idle' | 'joining' | 'joined' | 'reconnecting' | 'leaving' | 'closed'} */
   #state = 'idle';
-  /** @type {SignalingSocket | null} */ #socket = null;
+  /** @type {SignalingSocket | HttpSignalingSocket | null} */ #socket = null;
   /** @type {{room: string, token: string, probes?: Record<string, number>} | null} */ #joinArgs = null;
   /** @type {JoinedInfo | null} */ #info = null;
   /** Everyone else in the room, whether or not media is up yet. */
@@ -388,7 +401,8 @@ export class TernClient extends EventTarget {
    * @returns {Promise<any>}
    */
   async #connectAndJoin(session) {
-    const socket = new SignalingSocket(this.url, {
+    /** @type {SignalingSocket | HttpSignalingSocket} */
+    const socket = openSignaling(this.url, {
       onFrame: (f) => { if (this.#socket === socket) this.#onFrame(f); },
       onClose: (reason) => { if (this.#socket === socket) this.#onSocketClosed(reason); },
       pingInterval: this.#o.pingInterval,

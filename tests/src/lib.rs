@@ -2,6 +2,8 @@
 //! and relays) on loopback and speaks protocol v1 to them over WebSocket like
 //! a client would. Used by the tests in tests/tests/.
 
+pub mod conformance;
+
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -326,6 +328,21 @@ impl Client {
         let f = self.recv().await;
         assert_eq!(f["type"], ty, "expected {ty}, got {f}");
         f
+    }
+
+    /// Skip frames until one of type `ty` arrives (within 5 s overall).
+    pub async fn skip_to(&mut self, ty: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let f = self
+                .recv_within(left)
+                .await
+                .unwrap_or_else(|e| panic!("no {ty} frame: {e}"));
+            if f["type"] == ty {
+                return f;
+            }
+        }
     }
 
     /// Assert nothing arrives for `d`.

@@ -76,6 +76,20 @@ struct Slot {
     count: u32,
 }
 
+/// The address a per-IP budget is kept for: IPv4 as is (also when mapped
+/// into IPv6), IPv6 by its /64, since one host can own a whole /64.
+pub fn budget_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+    }
+}
+
 /// Allocate attempts per source IP per (unix) second, counted in a fixed
 /// hashed table. Two addresses that share a slot share a budget: with 4096
 /// slots that is rare, and the worst outcome is an early 'slow down' for one
@@ -109,13 +123,7 @@ impl RateLimiter {
         }
         let mut h = DefaultHasher::new();
         self.key.hash(&mut h);
-        match ip {
-            IpAddr::V4(v4) => v4.octets().hash(&mut h),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => v4.octets().hash(&mut h),
-                None => v6.octets()[..8].hash(&mut h),
-            },
-        }
+        budget_key(ip).hash(&mut h);
         let slot = &mut self.slots[(h.finish() as usize) % SLOTS];
         if slot.second != unix_secs {
             *slot = Slot {
@@ -243,6 +251,15 @@ mod tests {
         assert!((0..3).all(|i| r.allow(v6(&format!("2001:db8::{i}")), 100)));
         assert!(!r.allow(v6("2001:db8::ffff"), 100));
         assert!(RateLimiter::new(0, [0; 32]).allow(a, 1), "0 disables");
+    }
+
+    #[test]
+    fn budgets_are_per_ipv4_address_and_per_ipv6_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(budget_key(ip("198.51.100.7")), ip("198.51.100.7"));
+        assert_eq!(budget_key(ip("::ffff:198.51.100.7")), ip("198.51.100.7"));
+        assert_eq!(budget_key(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_ne!(budget_key(ip("2001:db8:1:3::1")), ip("2001:db8:1:2::"));
     }
 
     #[test]

@@ -139,11 +139,22 @@ fn start_relay_env(name: &str, extra: &[&str], env: &[(&str, &str)]) -> Relay {
 
 /// Minimal HTTP/1.1 client: (status, body), None if not reachable.
 fn http(addr: SocketAddr, method: &str, path: &str) -> Option<(u16, String)> {
+    http_as(addr, method, path, None)
+}
+
+/// [`http`] with `Authorization: Bearer <token>`.
+fn http_as(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nhost: x\r\n{auth}content-length: 0\r\nconnection: close\r\n\r\n"
     )
     .ok()?;
     let mut out = String::new();
@@ -632,4 +643,77 @@ fn previous_secret_from_the_environment_is_accepted() {
         metrics.contains("tern_relay_auth_total{outcome=\"rejected\"} 1"),
         "{metrics}"
     );
+}
+
+/// With an admin token, /metrics and /drain need it and /healthz does not;
+/// one address gets at most --max-connections-per-ip TCP/TLS connections
+/// (over both listeners), refusals are counted, and a closed connection
+/// gives its place back.
+#[test]
+fn admin_token_and_connections_per_ip() {
+    // The token comes from the environment, as a unit file would give it.
+    let relay = start_relay_env(
+        "admin-token",
+        &["--max-connections-per-ip", "2"],
+        &[("TERN_RELAY_ADMIN_TOKEN", "s3cret")],
+    );
+    let admin = relay.admin;
+    assert_eq!(http(admin, "GET", "/healthz").unwrap().0, 200);
+    assert_eq!(http(admin, "GET", "/metrics").unwrap().0, 401);
+    assert_eq!(
+        http_as(admin, "GET", "/metrics", Some("wrong!")).unwrap().0,
+        401
+    );
+    assert_eq!(http(admin, "POST", "/drain").unwrap().0, 401);
+    assert_eq!(
+        http(admin, "GET", "/healthz").unwrap().0,
+        200,
+        "not drained"
+    );
+
+    // Two connections (one TCP, one TLS) are served; a third is closed.
+    let mut first = Client::new(Wire::tcp(relay.tcp), "tcp-1");
+    let mut second = Client::new(Wire::tls(relay.tls, &relay.cert), "tls-2");
+    for c in [&mut first, &mut second] {
+        c.wire
+            .send(&MessageBuilder::new(Method::BINDING, Class::Request, [3; 12]).finish());
+        assert_eq!(
+            Message::parse(&c.wire.recv()).unwrap().class,
+            Class::Success
+        );
+    }
+    // A raw Binding over a fresh TCP connection: answered or not.
+    let answered = || {
+        let mut c = TcpStream::connect(relay.tcp).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let _ =
+            c.write_all(&MessageBuilder::new(Method::BINDING, Class::Request, [4; 12]).finish());
+        let mut buf = [0u8; 64];
+        matches!(c.read(&mut buf), Ok(n) if n > 0)
+    };
+    assert!(
+        !answered(),
+        "a third connection from one address is closed unanswered"
+    );
+    let (status, metrics) = http_as(admin, "GET", "/metrics", Some("s3cret")).unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("tern_relay_stream_refused_total{reason=\"per_ip\"} 1"),
+        "{metrics}"
+    );
+
+    // Closing one gives its place back.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !answered() {
+        assert!(
+            Instant::now() < deadline,
+            "the freed place was not given back"
+        );
+    }
+    assert_eq!(
+        http_as(admin, "POST", "/drain", Some("s3cret")).unwrap().0,
+        202
+    );
+    assert_eq!(http(admin, "GET", "/healthz").unwrap().0, 503);
 }

@@ -1,6 +1,8 @@
 //! The HTTP admin listener: `GET /metrics` (Prometheus), `GET /healthz`
 //! (200 "ok", 503 "draining"), `POST /drain` (same as SIGTERM). Plain
-//! HTTP/1.1 with no authentication: bind it to loopback or a private network.
+//! HTTP/1.1. With a token, /metrics and /drain need `Authorization: Bearer
+//! <token>`; /healthz stays open because load balancers probe it without
+//! credentials. Settings refuse a non-loopback listener without a token.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,11 +19,15 @@ use tokio::net::TcpListener;
 use super::driver::Shards;
 use super::heartbeat::Shared;
 use super::metrics;
+use super::stream::StreamLimits;
 
 #[derive(Clone)]
 pub struct Admin {
     pub shared: Arc<Shared>,
     pub shards: Shards,
+    pub streams: Arc<StreamLimits>,
+    /// Required as a bearer token for /metrics and /drain when set.
+    pub token: Option<Arc<str>>,
 }
 
 impl Admin {
@@ -43,11 +49,41 @@ impl Admin {
         }
     }
 
+    /// Whether the request carries the admin token (always, without one).
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        let Some(want) = &self.token else {
+            return true;
+        };
+        let given = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Constant time in the token's contents.
+        given.len() == want.len()
+            && given
+                .bytes()
+                .zip(want.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        match (req.method(), req.uri().path()) {
+        let path = req.uri().path();
+        if matches!(path, "/metrics" | "/drain") && !self.authorized(&req) {
+            let mut r = text(StatusCode::UNAUTHORIZED, "admin token required\n");
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Bearer"),
+            );
+            return r;
+        }
+        match (req.method(), path) {
             (&Method::GET, "/metrics") => match self.shards.snapshot().await {
                 Some(s) => {
-                    let body = metrics::render(&s, metrics::process_cpu_seconds());
+                    let mut body = metrics::render(&s, metrics::process_cpu_seconds());
+                    self.streams.render(&mut body);
                     let mut r = text(StatusCode::OK, body);
                     r.headers_mut().insert(
                         hyper::header::CONTENT_TYPE,

@@ -118,9 +118,17 @@ pub struct Args {
     #[arg(long)]
     pub drain_ms: Option<u64>,
     /// HTTP admin listener: GET /metrics (Prometheus), GET /healthz, POST
-    /// /drain. Off unless given; bind it to loopback or a private network.
+    /// /drain. Off unless given. Anywhere but loopback it needs --admin-token.
     #[arg(long)]
     pub admin: Option<SocketAddr>,
+    /// Bearer token the admin listener requires for /metrics and /drain
+    /// (/healthz stays open for load balancers).
+    #[arg(long, env = "TERN_RELAY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// TCP/TLS connections per client IP (IPv6: per /64); more are closed at
+    /// once. 0 = no limit [32].
+    #[arg(long)]
+    pub max_connections_per_ip: Option<usize>,
     /// Cold standby: registered with signaling, but given calls only when
     /// its region has no healthy active relay left.
     #[arg(long)]
@@ -160,6 +168,8 @@ pub struct FileConfig {
     pub alternate: Option<SocketAddr>,
     pub drain_ms: Option<u64>,
     pub admin: Option<SocketAddr>,
+    pub admin_token: Option<String>,
+    pub max_connections_per_ip: Option<usize>,
     pub standby: Option<bool>,
 }
 
@@ -195,6 +205,8 @@ pub struct Settings {
     pub alternate: Option<SocketAddr>,
     pub drain_ms: u64,
     pub admin: Option<SocketAddr>,
+    pub admin_token: Option<String>,
+    pub max_connections_per_ip: usize,
     pub standby: bool,
 }
 
@@ -280,10 +292,27 @@ impl Settings {
             alternate: args.alternate.or(file.alternate),
             drain_ms: args.drain_ms.or(file.drain_ms).unwrap_or(1000),
             admin: args.admin.or(file.admin),
+            admin_token: args
+                .admin_token
+                .or(file.admin_token)
+                .filter(|t| !t.is_empty()),
+            max_connections_per_ip: args
+                .max_connections_per_ip
+                .or(file.max_connections_per_ip)
+                .unwrap_or(32),
             standby: args.standby || file.standby.unwrap_or(false),
         };
         if let Some(ip6) = s.relay_ip6 {
             anyhow::ensure!(ip6.is_ipv6(), "--relay-ip6 must be an IPv6 address");
+        }
+        if let Some(admin) = s.admin {
+            // /drain stops the relay taking calls and /metrics tells who is
+            // busy: an open admin port on a public address is an outage
+            // button for anyone.
+            anyhow::ensure!(
+                admin.ip().is_loopback() || s.admin_token.is_some(),
+                "--admin {admin} is not a loopback address: give --admin-token (or TERN_RELAY_ADMIN_TOKEN)"
+            );
         }
         if s.listen_tls.is_some() {
             anyhow::ensure!(
@@ -361,6 +390,22 @@ mod tests {
         assert!(matches!(s.relay_ports, PortRange::Range(ref r) if *r.start() == 50000));
         let s = Settings::resolve(args(&["--config", p, "--secret", "flag"])).unwrap();
         assert_eq!(s.secret, "flag");
+
+        // An admin listener off loopback needs a token.
+        let e = Settings::resolve(args(&["--secret", "x", "--admin", "0.0.0.0:9000"])).unwrap_err();
+        assert!(format!("{e:#}").contains("--admin-token"), "{e:#}");
+        let s = Settings::resolve(args(&[
+            "--secret",
+            "x",
+            "--admin",
+            "0.0.0.0:9000",
+            "--admin-token",
+            "t",
+        ]))
+        .unwrap();
+        assert_eq!(s.admin_token.as_deref(), Some("t"));
+        assert!(Settings::resolve(args(&["--secret", "x", "--admin", "127.0.0.1:9000"])).is_ok());
+        assert_eq!(s.max_connections_per_ip, 32, "default");
 
         std::fs::write(&path, "no_such_key = 1\nsecret = \"x\"\n").unwrap();
         let e = Settings::resolve(args(&["--config", p])).unwrap_err();

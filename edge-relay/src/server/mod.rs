@@ -70,6 +70,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             None => bound,
         })
     };
+    // One budget of stream connections per client IP across TCP and TLS.
+    let streams = Arc::new(stream::StreamLimits::new(s.max_connections_per_ip));
     if let Some(addr) = s.listen_tcp {
         let l = TcpListener::bind(addr)
             .await
@@ -80,7 +82,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             address: published(s.advertise_tcp, bound).to_string(),
         });
         tracing::info!(listen = %bound, "TURN over TCP");
-        tokio::spawn(stream::serve(l, None, driver.shards()));
+        tokio::spawn(stream::serve(l, None, driver.shards(), streams.clone()));
     }
     if let Some(addr) = s.listen_tls {
         let (cert, key) = (
@@ -97,7 +99,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             address: published(s.advertise_tls, bound).to_string(),
         });
         tracing::info!(listen = %bound, "TURN over TLS");
-        tokio::spawn(stream::serve(l, Some(acceptor), driver.shards()));
+        tokio::spawn(stream::serve(
+            l,
+            Some(acceptor),
+            driver.shards(),
+            streams.clone(),
+        ));
     }
     if let Some(addr) = s.admin {
         let l = admin::bind(addr).await?;
@@ -105,6 +112,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let a = admin::Admin {
             shared: shared.clone(),
             shards: driver.shards(),
+            streams: streams.clone(),
+            token: s.admin_token.as_deref().map(Arc::from),
         };
         tokio::spawn(a.serve(l));
     }

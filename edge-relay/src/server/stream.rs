@@ -8,7 +8,11 @@
 //! transport TCP or TLS; everything it sends to that 5-tuple is routed back to
 //! the connection's queue by the driver.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
@@ -17,6 +21,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use super::driver::Shards;
+use crate::quota::budget_key;
 use crate::stun::HEADER_LEN;
 use crate::{FiveTuple, Transport};
 
@@ -32,6 +37,81 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// permissions every 5 minutes at the latest, so a live one never idles
 /// this long).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Stream connections per client IP, shared by the TCP and TLS listeners,
+/// and how many were refused. One address holding thousands of idle
+/// connections would otherwise use up the listener's budget for everyone.
+pub struct StreamLimits {
+    per_ip: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+    refused_per_ip: AtomicU64,
+    refused_total: AtomicU64,
+}
+
+/// One admitted connection's place in its IP's budget, given back on drop.
+pub struct IpSlot {
+    limits: Arc<StreamLimits>,
+    key: IpAddr,
+}
+
+impl StreamLimits {
+    /// `per_ip == 0` disables the per-IP limit.
+    pub fn new(per_ip: usize) -> StreamLimits {
+        StreamLimits {
+            per_ip,
+            open: Mutex::new(HashMap::new()),
+            refused_per_ip: AtomicU64::new(0),
+            refused_total: AtomicU64::new(0),
+        }
+    }
+
+    /// A place for one more connection from `ip`, or None (counted) when
+    /// its address already holds `per_ip`.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        let key = budget_key(ip);
+        let mut open = self.open.lock().expect("stream limits lock");
+        let n = open.entry(key).or_insert(0);
+        if self.per_ip != 0 && *n >= self.per_ip {
+            drop(open);
+            self.refused_per_ip.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            limits: self.clone(),
+            key,
+        })
+    }
+
+    fn refused_over_total(&self) {
+        self.refused_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Prometheus lines for the refusals.
+    pub fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP tern_relay_stream_refused_total TCP/TLS connections closed at accept, by reason.\n\
+             # TYPE tern_relay_stream_refused_total counter\n\
+             tern_relay_stream_refused_total{{reason=\"per_ip\"}} {}\n\
+             tern_relay_stream_refused_total{{reason=\"total\"}} {}",
+            self.refused_per_ip.load(Ordering::Relaxed),
+            self.refused_total.load(Ordering::Relaxed),
+        );
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.limits.open.lock().expect("stream limits lock");
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
 
 /// What a connection task tells the engine task.
 pub enum StreamInput {
@@ -49,7 +129,12 @@ pub enum StreamInput {
 }
 
 /// Accept TCP (or, with `tls`, TLS) connections until the task is dropped.
-pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, to_engine: Shards) {
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    to_engine: Shards,
+    limits: Arc<StreamLimits>,
+) {
     let transport = if tls.is_some() {
         Transport::Tls
     } else {
@@ -68,6 +153,11 @@ pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, to_engine: S
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::debug!(%client, "too many connections; closing");
+            limits.refused_over_total();
+            continue;
+        };
+        let Some(ip_slot) = limits.admit(client.ip()) else {
+            tracing::debug!(%client, "too many connections from this address; closing");
             continue;
         };
         let local = match tcp.local_addr() {
@@ -83,7 +173,7 @@ pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, to_engine: S
         let to_engine = to_engine.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, ip_slot);
             match tls {
                 None => connection(tcp, ft, to_engine).await,
                 Some(acceptor) => {

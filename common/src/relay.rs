@@ -59,6 +59,9 @@ pub struct Load {
     /// Process CPU use since the previous heartbeat (100 = one core).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_percent: Option<f64>,
+    /// Datapath threads: the relay saturates at `threads` × 100 % CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u32>,
 }
 
 /// What a relay says about itself in one heartbeat.

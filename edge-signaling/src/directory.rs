@@ -24,8 +24,13 @@ pub struct RelayView {
     /// healthy active relay.
     pub promoted: bool,
     /// Why calls on this relay must move (`relay-lost`, `relay-draining`,
-    /// `relay-degraded`, `media-stalled`), if they must.
+    /// `relay-degraded`, `media-stalled`, or `relay-overloaded`: some of
+    /// them, see [`crate::reroute`]), if they must.
     pub failing: Option<&'static str>,
+    /// Sustained CPU utilization, percent of the relay's datapath threads
+    /// (`null` until a few heartbeats carried it). From
+    /// [`health::BUSY_PERCENT`] on the relay takes no new calls.
+    pub utilization: Option<u16>,
     pub load: Load,
     pub last_heartbeat_age_ms: u64,
     /// Suspicion level of the phi-accrual detector (`null` until a few
@@ -38,6 +43,13 @@ pub struct RelayView {
 }
 
 impl RelayView {
+    /// Whether the calls already on this relay stay: nothing says they must
+    /// move. A busy relay keeps its rooms (newcomers to them too) but gets no
+    /// new ones.
+    pub fn keeps_calls(&self) -> bool {
+        self.failing.is_none() && (self.healthy || self.state == RelayState::Active)
+    }
+
     /// How clients see this relay.
     pub fn client_ref(&self) -> crate::frame::RelayRef {
         crate::frame::RelayRef {
@@ -91,6 +103,8 @@ pub fn list(
     for (rec, age, phi, silent, suspect, probe_failed, degrading) in seen {
         let hb = rec.heartbeat;
         let long_gone = age > health::GONE_MS;
+        let utilization = health::utilization(&rec.cpu);
+        let busy = utilization.is_some_and(|u| u >= health::BUSY_PERCENT);
         let failing = if probe_failed || long_gone || (silent && !distrust_heartbeats) {
             Some("relay-lost")
         } else if suspect.is_some() {
@@ -99,11 +113,14 @@ pub fn list(
             Some("relay-draining")
         } else if degrading && !distrust_heartbeats {
             Some("relay-degraded")
+        } else if utilization.is_some_and(|u| u >= health::OVERLOADED_PERCENT) {
+            Some("relay-overloaded")
         } else {
             None
         };
         out.push(RelayView {
-            healthy: failing.is_none() && hb.state == RelayState::Active,
+            healthy: failing.is_none() && !busy && hb.state == RelayState::Active,
+            utilization,
             promoted: false,
             failing,
             phi: phi.map(|p| (p * 100.0).round() / 100.0),
@@ -140,10 +157,15 @@ pub fn rank<'a>(relays: &'a [RelayView], probes: &BTreeMap<String, f64>) -> Vec<
     let mut healthy: Vec<&RelayView> = relays.iter().filter(|r| r.healthy).collect();
     if healthy.is_empty() {
         // Nothing healthy: a relay that is only degrading (alive, answering,
-        // but with a ragged rhythm) is still far better than no call.
+        // but with a ragged rhythm) or busy is still far better than no call.
         healthy = relays
             .iter()
-            .filter(|r| r.failing == Some("relay-degraded") && r.state != RelayState::Draining)
+            .filter(|r| {
+                matches!(
+                    r.failing,
+                    None | Some("relay-degraded" | "relay-overloaded")
+                ) && r.state != RelayState::Draining
+            })
             .collect();
     }
     healthy.sort_by(|a, b| {
@@ -176,12 +198,14 @@ mod tests {
                 allocations,
                 pps: 0,
                 cpu_percent: None,
+                threads: None,
             },
             last_heartbeat_age_ms: 0,
             phi: None,
             received_at_ms: 0,
             promoted: false,
             failing: None,
+            utilization: None,
         }
     }
 

@@ -31,6 +31,59 @@ pub const SUSPECT_MS: u64 = 30_000;
 /// Stall reports count together when they are this close in time.
 pub const STALL_WINDOW_MS: u64 = 2_000;
 
+/// CPU utilization samples kept per relay (one per heartbeat).
+pub const CPU_SAMPLES: usize = 5;
+/// A relay this busy (median utilization of the last [`CPU_SAMPLES`]
+/// heartbeats, percent of its threads' capacity) takes no new calls; its
+/// live calls stay.
+pub const BUSY_PERCENT: u16 = 85;
+/// A relay this busy sheds calls: packets queue and drop before long.
+pub const OVERLOADED_PERCENT: u16 = 95;
+/// Shedding aims to bring an overloaded relay down to this.
+pub const SHED_TARGET_PERCENT: u16 = 80;
+/// Between two sheds of one relay: long enough for its heartbeats to show
+/// the effect of the last one (the median needs a few samples), so a relay
+/// is never emptied because the measurement lagged.
+pub const SHED_INTERVAL_MS: u64 = 2_000;
+
+/// One utilization sample from a heartbeat's load: process CPU (100 = one
+/// core) over the capacity of the relay's datapath threads.
+pub fn cpu_sample(cpu_percent: Option<f64>, threads: Option<u32>) -> Option<u16> {
+    let cpu = cpu_percent?;
+    let capacity = f64::from(threads.unwrap_or(1).max(1)) * 100.0;
+    Some((cpu / capacity * 100.0).clamp(0.0, 1000.0).round() as u16)
+}
+
+/// Keep the last [`CPU_SAMPLES`] samples.
+pub fn record_cpu(history: &mut Vec<u16>, sample: u16) {
+    if history.len() == CPU_SAMPLES {
+        history.remove(0);
+    }
+    history.push(sample);
+}
+
+/// Sustained utilization: the median of a full window of samples, so one
+/// busy interval (a burst of allocations, a compaction) is not a trend.
+/// `None` until the window is full.
+pub fn utilization(history: &[u16]) -> Option<u16> {
+    if history.len() < CPU_SAMPLES {
+        return None;
+    }
+    let mut s = history.to_vec();
+    s.sort_unstable();
+    Some(s[s.len() / 2])
+}
+
+/// How many of an overloaded relay's `rooms` one shed moves: the share of
+/// its load above [`SHED_TARGET_PERCENT`], at least one room.
+pub fn rooms_to_shed(rooms: usize, utilization: u16) -> usize {
+    if rooms == 0 || utilization <= SHED_TARGET_PERCENT {
+        return 0;
+    }
+    let share = f64::from(utilization - SHED_TARGET_PERCENT) / f64::from(utilization);
+    ((rooms as f64 * share).ceil() as usize).clamp(1, rooms)
+}
+
 /// True when the recent heartbeat rhythm shows the relay degrading. The
 /// single worst interval is left out: one hiccup (a GC-like pause, a busy
 /// host for a moment) is not a trend.
@@ -94,6 +147,39 @@ pub fn record(history: &mut Vec<u32>, interval_ms: u64, reset_after_ms: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utilization_is_the_median_of_a_full_window_over_the_threads() {
+        assert_eq!(cpu_sample(Some(190.0), Some(2)), Some(95));
+        assert_eq!(cpu_sample(Some(50.0), None), Some(50));
+        assert_eq!(cpu_sample(None, Some(4)), None);
+        let mut h = Vec::new();
+        for s in [99, 99, 99, 99] {
+            record_cpu(&mut h, s);
+        }
+        assert_eq!(utilization(&h), None, "too few samples");
+        record_cpu(&mut h, 10);
+        assert_eq!(
+            utilization(&h),
+            Some(99),
+            "one quiet interval is not a trend"
+        );
+        for s in [10, 10] {
+            record_cpu(&mut h, s);
+        }
+        assert_eq!(h.len(), CPU_SAMPLES);
+        assert_eq!(utilization(&h), Some(10));
+    }
+
+    #[test]
+    fn a_shed_moves_the_share_above_the_target() {
+        assert_eq!(rooms_to_shed(10, 100), 2);
+        assert_eq!(rooms_to_shed(100, 96), 17);
+        assert_eq!(rooms_to_shed(3, 96), 1);
+        assert_eq!(rooms_to_shed(1, 300), 1);
+        assert_eq!(rooms_to_shed(0, 100), 0);
+        assert_eq!(rooms_to_shed(10, 80), 0);
+    }
 
     #[test]
     fn steady_beat_is_suspected_soon_after_it_stops() {

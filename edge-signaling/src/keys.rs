@@ -40,6 +40,12 @@ pub fn relay_swept(relay: &str) -> String {
     format!("relay-swept/{relay}")
 }
 
+/// When an overloaded relay last shed calls (unix ms). Claimed by CAS, so
+/// one edge sheds per [`crate::health::SHED_INTERVAL_MS`].
+pub fn relay_shed(relay: &str) -> String {
+    format!("relay-shed/{relay}")
+}
+
 /// A relay callers reported as silent (`Suspect`). Writer: the edge that saw
 /// the reports; honoured for [`crate::health::SUSPECT_MS`].
 pub fn relay_suspect(relay: &str) -> String {

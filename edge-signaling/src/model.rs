@@ -94,6 +94,10 @@ pub struct RelayRecord {
     /// [`crate::health`]).
     #[serde(default)]
     pub intervals: Vec<u32>,
+    /// Recent CPU utilization samples, percent of what the relay can use
+    /// (see [`crate::health::utilization`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpu: Vec<u16>,
 }
 
 /// `relays`: ids of every relay that has heartbeated.

@@ -7,11 +7,18 @@
 //! sends its participants `reroute` with fresh credentials. Rooms are found
 //! through `relay-room/<relay>/<room>` markers written when a room is
 //! assigned a relay.
+//!
+//! An overloaded relay (sustained CPU near its capacity) is not emptied: it
+//! sheds the share of its rooms above the target utilization, at most once
+//! per [`health::SHED_INTERVAL_MS`] (claimed by compare-and-swap, so one
+//! edge sheds), then waits for its heartbeats to show the effect. Moving
+//! every call at once would only overload the relay that takes them.
 
 use serde::Serialize;
 
 use crate::directory::{self, RelayView};
 use crate::frame::{ServerFrame, Standby};
+use crate::health;
 use crate::keys;
 use crate::kv::{KvError, KvRead, Write};
 use crate::model::{cas, encode, read, CallEventKind, Room};
@@ -30,6 +37,15 @@ pub struct Sweep {
     /// may go. Read once per sweep, not once per room.
     #[serde(skip)]
     pub directory: Vec<RelayView>,
+    /// A partial shed of an overloaded relay: the `relay-shed` value read,
+    /// which the tick must swap to claim this shed before moving anything.
+    #[serde(skip)]
+    pub shed: Option<ShedClaim>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShedClaim {
+    pub expected: Option<Vec<u8>>,
 }
 
 impl Signaling<'_> {
@@ -39,22 +55,40 @@ impl Signaling<'_> {
         let mut out = Vec::new();
         // Only failing relays: an idle standby or a demoted one keeps calls.
         for r in relays.iter().filter(|r| r.failing.is_some()) {
-            let swept: Option<u64> = read(kv, &keys::relay_swept(&r.id))?.0;
-            if swept == Some(r.received_at_ms) {
-                continue;
+            let overloaded = r.failing == Some("relay-overloaded");
+            let mut shed = None;
+            if overloaded {
+                let (last, raw) = read::<u64>(kv, &keys::relay_shed(&r.id))?;
+                if last.is_some_and(|t| now_ms.saturating_sub(t) < health::SHED_INTERVAL_MS) {
+                    continue;
+                }
+                shed = Some(ShedClaim { expected: raw });
+            } else {
+                let swept: Option<u64> = read(kv, &keys::relay_swept(&r.id))?.0;
+                if swept == Some(r.received_at_ms) {
+                    continue;
+                }
             }
             let prefix = keys::relay_rooms_prefix(&r.id);
-            let rooms = kv
+            let mut rooms: Vec<String> = kv
                 .list(&prefix)?
                 .into_iter()
                 .map(|k| k[prefix.len()..].to_string())
                 .collect();
+            if overloaded {
+                let keep = health::rooms_to_shed(rooms.len(), r.utilization.unwrap_or(0));
+                if keep == 0 {
+                    continue;
+                }
+                rooms.truncate(keep);
+            }
             out.push(Sweep {
                 relay: r.id.clone(),
                 received_at_ms: r.received_at_ms,
                 reason: r.failing.unwrap_or("relay-lost"),
                 rooms,
                 directory: relays.clone(),
+                shed,
             });
         }
         Ok(out)
@@ -185,6 +219,16 @@ pub fn tick<S: crate::apply::KvStore>(
 ) -> Result<Vec<crate::signaling::Delivery>, KvError> {
     let mut deliveries = Vec::new();
     for sweep in s.sweeps(now_ms, store)? {
+        if let Some(claim) = &sweep.shed {
+            let take = cas(
+                keys::relay_shed(&sweep.relay),
+                claim.expected.clone(),
+                &now_ms,
+            );
+            if !crate::apply::apply(store, &[take])? {
+                continue; // another edge is shedding this relay right now
+            }
+        }
         let mut settled = true;
         for room in &sweep.rooms {
             let mut failed = None;
@@ -209,7 +253,8 @@ pub fn tick<S: crate::apply::KvStore>(
             }
             settled &= room_settled;
         }
-        if settled {
+        // A shed is done when claimed; a lost relay's life when all moved.
+        if settled && sweep.shed.is_none() {
             crate::apply::apply(store, &s.sweep_done(&sweep).writes)?;
         }
     }

@@ -262,14 +262,15 @@ impl<'a> Signaling<'a> {
             }
         };
 
-        // Relay choice: keep the room's relay while it is healthy so everyone
-        // in a call shares one relay; otherwise take the best-ranked one.
+        // Relay choice: keep the room's relay while it keeps calls (healthy,
+        // or only too busy for new ones) so everyone in a call shares one
+        // relay; otherwise take the best-ranked one.
         let relays = directory::list(kv, now_ms, self.config.relay_stale_ms, &self.config.edge)?;
         let ranked = directory::rank(&relays, probes);
         let primary = room
             .relay
             .as_ref()
-            .and_then(|id| ranked.iter().copied().find(|r| &r.id == id))
+            .and_then(|id| relays.iter().find(|r| &r.id == id && r.keeps_calls()))
             .or_else(|| ranked.first().copied())
             .ok_or_else(|| frame_err(ErrorCode::NoRelay, "no healthy relay is registered"))?;
         if room.relay.as_deref() != Some(primary.id.as_str()) || raw_room.is_none() {
@@ -653,6 +654,7 @@ impl<'a> Signaling<'a> {
         let key = keys::relay(&hb.id);
         let mut out = Outcome::default();
         let mut intervals = Vec::new();
+        let mut cpu = Vec::new();
         if let (Some(prev), _) = read::<RelayRecord>(kv, &key)? {
             // A restarted relay starts its sequence again; only drop
             // reordered heartbeats from the same run (same sender clock era).
@@ -665,6 +667,13 @@ impl<'a> Signaling<'a> {
                 now_ms.saturating_sub(prev.received_at_ms),
                 self.config.relay_stale_ms,
             );
+            // A restart (the phi history reset) starts the CPU window anew too.
+            if !intervals.is_empty() {
+                cpu = prev.cpu;
+            }
+        }
+        if let Some(sample) = health::cpu_sample(hb.load.cpu_percent, hb.load.threads) {
+            health::record_cpu(&mut cpu, sample);
         }
         let (index, raw_index) = read::<RelayIndex>(kv, keys::RELAY_INDEX)?;
         let mut index = index.unwrap_or_default();
@@ -679,6 +688,7 @@ impl<'a> Signaling<'a> {
                 heartbeat: hb,
                 received_at_ms: now_ms,
                 intervals,
+                cpu,
             }),
         });
         Ok(out)

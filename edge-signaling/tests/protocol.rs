@@ -46,6 +46,10 @@ impl Sim {
     }
 
     fn heartbeat_as(&mut self, id: &str, region: &str, seq: u64, state: RelayState) {
+        self.heartbeat_full(id, region, seq, state, Load::default())
+    }
+
+    fn heartbeat_full(&mut self, id: &str, region: &str, seq: u64, state: RelayState, load: Load) {
         let hb = Heartbeat {
             id: id.into(),
             region: region.into(),
@@ -54,7 +58,7 @@ impl Sim {
                 address: format!("127.0.0.1:{}", 3478 + seq % 2),
             }],
             state,
-            load: Load::default(),
+            load,
             seq,
             sent_at_ms: self.now,
         };
@@ -1161,4 +1165,75 @@ fn a_rerouted_call_goes_to_the_region_nearest_its_callers() {
         // Without the probes, b1 would win (same load, lower id).
         assert_eq!(f["relay"]["id"], "c1", "{f}");
     }
+}
+
+/// Beat both relays every 250 ms for `ms`, a1 at `a_cpu` % of one thread.
+fn beat_with_cpu(sim: &mut Sim, ms: u64, a_cpu: f64, seq: &mut u64) {
+    let load = |cpu: f64| Load {
+        cpu_percent: Some(cpu),
+        threads: Some(1),
+        ..Load::default()
+    };
+    let mut t = 0;
+    while t < ms {
+        sim.now += 250;
+        t += 250;
+        *seq += 1;
+        sim.heartbeat_full("a1", "local-a", *seq, RelayState::Active, load(a_cpu));
+        sim.heartbeat_full("b1", "local-b", *seq, RelayState::Active, load(10.0));
+    }
+}
+
+#[test]
+fn an_overloaded_relay_sheds_part_of_its_calls_and_takes_no_new_ones() {
+    let (mut sim, mut seq) = Sim::warm(2_000);
+    beat_with_cpu(&mut sim, 1_250, 40.0, &mut seq);
+    for i in 0..10 {
+        let j = sim.join_near(&format!("c{i}"), &format!("r{i}"), "alice", "local-a");
+        assert_eq!(j["relay"]["id"], "a1");
+    }
+    // Busy for a moment (2 of 5 samples): no trend yet, nothing moves.
+    beat_with_cpu(&mut sim, 500, 99.0, &mut seq);
+    assert!(tick(&mut sim).is_empty());
+    // Sustained: a1 sheds the share above the 80 % target, ceil(10 x 19/99)
+    // = 2 rooms, make-before-break, to b1.
+    beat_with_cpu(&mut sim, 750, 99.0, &mut seq);
+    let out = tick(&mut sim);
+    assert_eq!(out.len(), 2, "{out:?}");
+    for (_, f) in &out {
+        assert_eq!(f["reason"], "relay-overloaded");
+        assert_eq!(f["relay"]["id"], "b1");
+    }
+    let relays = Signaling::new(&sim.cfg.clone())
+        .relays(sim.now, &sim.kv)
+        .unwrap();
+    let a1 = relays.iter().find(|r| r.id == "a1").unwrap();
+    assert_eq!((a1.healthy, a1.utilization), (false, Some(99)));
+    // Its heartbeats have not caught up yet: no second shed right away...
+    beat_with_cpu(&mut sim, 500, 99.0, &mut seq);
+    assert!(tick(&mut sim).is_empty(), "one shed per interval");
+    // ...and new callers near a1 go elsewhere.
+    let j = sim.join_near("late", "r-late", "bob", "local-a");
+    assert_eq!(j["relay"]["id"], "b1");
+    // Still overloaded after the interval: the next share moves.
+    beat_with_cpu(&mut sim, 1_500, 99.0, &mut seq);
+    assert_eq!(tick(&mut sim).len(), 2, "ceil(8 x 19/99)");
+    // Load falls below busy: a1 takes calls again and keeps the rest.
+    beat_with_cpu(&mut sim, 1_250, 50.0, &mut seq);
+    assert!(tick(&mut sim).is_empty());
+    let j = sim.join_near("fresh", "r-fresh", "carol", "local-a");
+    assert_eq!(j["relay"]["id"], "a1");
+}
+
+#[test]
+fn a_busy_relay_takes_no_new_calls_but_keeps_its_own() {
+    let (mut sim, mut seq) = Sim::warm(2_000);
+    sim.join_near("c1", "r", "alice", "local-a");
+    beat_with_cpu(&mut sim, 1_500, 88.0, &mut seq);
+    assert!(tick(&mut sim).is_empty(), "busy is not overloaded");
+    let j = sim.join_near("c2", "r2", "bob", "local-a");
+    assert_eq!(j["relay"]["id"], "b1");
+    // The busy relay's own room keeps it, also for newcomers to that room.
+    let j = sim.join("c3", "r", "carol");
+    assert_eq!(j["relay"]["id"], "a1");
 }

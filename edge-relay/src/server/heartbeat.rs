@@ -67,6 +67,8 @@ pub struct Heartbeater {
     pub region: String,
     pub listeners: Vec<Listener>,
     pub interval: Duration,
+    /// Datapath threads, so signaling knows the CPU the relay can use.
+    pub threads: u32,
     pub shared: Arc<Shared>,
     /// Cold standby: report `standby` instead of `active`.
     pub standby: bool,
@@ -111,6 +113,7 @@ impl Heartbeater {
                     allocations: self.shared.allocations.load(Ordering::Relaxed),
                     pps,
                     cpu_percent: Some((cpu_percent * 10.0).round() / 10.0),
+                    threads: Some(self.threads),
                 },
                 seq,
                 sent_at_ms: unix_ms(),

@@ -136,6 +136,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             region: s.region.clone(),
             listeners,
             interval: Duration::from_millis(s.heartbeat_ms.max(10)),
+            threads: s.threads as u32,
             shared: shared.clone(),
             standby: s.standby,
         };

@@ -222,29 +222,7 @@ function bindUdp(port) {
 export async function startCluster({ edges = 2, regions = ['region-a', 'region-b'], delays = {} } = {}) {
   const bin = process.env.TERN_BIN ?? firstExisting([join(REPO, 'target/release/tern'), join(REPO, 'target/debug/tern')]);
   if (!bin) throw new Error('set TERN_BIN (path to the tern binary) or build it: cargo build --release -p origin');
-  const dir = await mkdtemp(join(tmpdir(), 'tern-cluster-'));
-  let output = '';
-  /** @type {import('node:child_process').ChildProcess[]} */
-  const procs = [];
-  const run = (name, cmd, args, env = {}) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn', ...env } });
-    const keep = (d) => { output = (output + `[${name}] ${d}`).slice(-20_000); };
-    child.stdout.on('data', keep);
-    child.stderr.on('data', keep);
-    procs.push(child);
-    return child;
-  };
-  const stop = async () => {
-    // Only processes we started, by their PIDs.
-    await Promise.all(procs.map((c) => {
-      if (c.exitCode !== null || c.signalCode !== null) return null;
-      const exited = new Promise((r) => c.once('exit', r));
-      c.kill('SIGTERM');
-      const timer = setTimeout(() => c.kill('SIGKILL'), 5_000);
-      return exited.then(() => clearTimeout(timer));
-    }));
-    await rm(dir, { recursive: true, force: true });
-  };
+  const { dir, run, stop, output } = await processGroup('tern-cluster-');
   try {
     const redisPort = await freeTcpPort();
     run('redis', 'redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir]);
@@ -288,12 +266,94 @@ export async function startCluster({ edges = 2, regions = ['region-a', 'region-b
         return at;
       },
       stop,
-      output: () => output,
+      output,
     };
   } catch (err) {
     await stop();
-    throw new Error(`${err.message}\n${output}`);
+    throw new Error(`${err.message}\n${output()}`);
   }
+}
+
+/**
+ * @typedef {object} Serverless
+ * @property {string} spin     the Spin app's base URL (`tern spin` serving the very .wasm spin.toml
+ *   names); its HTTP transport is `${spin}/v1/http`
+ * @property {string} gateway  `tern gateway` in front of it: WebSockets at /v1/signal, the demo,
+ *   the SDK and dev tokens
+ * @property {() => Promise<void>} stop
+ * @property {() => string} output
+ */
+
+/**
+ * Signaling as a serverless function: `tern spin` hosting the Spin artifact
+ * (state in its embedded store), one relay per region heartbeating into it,
+ * and `tern gateway` bridging browser WebSockets to its HTTP transport.
+ * @param {{regions?: string[]}} [opts]
+ * @returns {Promise<Serverless>}
+ */
+export async function startServerless({ regions = ['region-a', 'region-b'] } = {}) {
+  const bin = process.env.TERN_BIN ?? firstExisting([join(REPO, 'target/release/tern'), join(REPO, 'target/debug/tern')]);
+  if (!bin) throw new Error('set TERN_BIN (path to the tern binary) or build it: cargo build --release -p origin');
+  const { dir, run, stop, output } = await processGroup('tern-serverless-');
+  try {
+    const secrets = { TERN_API_SECRET: `api-${Math.random()}`, TERN_RELAY_SECRET: `relay-${Math.random()}` };
+    const [spinPort, gatewayPort] = [await freeTcpPort(), await freeTcpPort()];
+    const spin = `http://127.0.0.1:${spinPort}`;
+    const gateway = `http://127.0.0.1:${gatewayPort}`;
+    run('spin', bin, [
+      'spin', '--manifest', join(REPO, 'spin.toml'), '--listen', `127.0.0.1:${spinPort}`,
+      '--data-dir', join(dir, 'spin'),
+    ], secrets);
+    run('gateway', bin, [
+      'gateway', '--listen', `127.0.0.1:${gatewayPort}`, '--upstream', `${spin}/v1/http`, '--dev-tokens',
+    ], { TERN_API_SECRET: secrets.TERN_API_SECRET });
+    for (const region of regions) {
+      const udp = await freeUdpPortPair();
+      run(`relay-${region}`, bin, [
+        'relay', '--id', `${region}-1`, '--region', region, '--listen', `127.0.0.1:${udp}`,
+        '--signaling', spin, '--allow-peer', '127.0.0.0/8', '--relay-ports', 'ephemeral',
+      ], { TERN_RELAY_SECRET: secrets.TERN_RELAY_SECRET });
+    }
+    await waitHealthy(spin, 60_000);
+    await waitHealthy(gateway, 30_000);
+    await waitRelaysHealthy(spin, regions.length, 30_000);
+    return { spin, gateway, stop, output };
+  } catch (err) {
+    await stop();
+    throw new Error(`${err.message}\n${output()}`);
+  }
+}
+
+/**
+ * Processes a test starts, with their output kept for failure messages, and
+ * a scratch directory; `stop` ends exactly those processes (by PID) and
+ * removes the directory.
+ * @param {string} prefix
+ */
+async function processGroup(prefix) {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  let output = '';
+  /** @type {import('node:child_process').ChildProcess[]} */
+  const procs = [];
+  const run = (name, cmd, args, env = {}) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn', ...env } });
+    const keep = (d) => { output = (output + `[${name}] ${d}`).slice(-20_000); };
+    child.stdout.on('data', keep);
+    child.stderr.on('data', keep);
+    procs.push(child);
+    return child;
+  };
+  const stop = async () => {
+    await Promise.all(procs.map((c) => {
+      if (c.exitCode !== null || c.signalCode !== null) return null;
+      const exited = new Promise((r) => c.once('exit', r));
+      c.kill('SIGTERM');
+      const timer = setTimeout(() => c.kill('SIGKILL'), 5_000);
+      return exited.then(() => clearTimeout(timer));
+    }));
+    await rm(dir, { recursive: true, force: true });
+  };
+  return { dir, run, stop, output: () => output };
 }
 
 /** Wait until the edge at `url` lists `n` healthy relays. */

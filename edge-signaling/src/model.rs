@@ -145,6 +145,10 @@ pub fn cas<T: Serialize>(
 pub struct ProbeRecord {
     /// Since when probes go unanswered; `None` while they are answered.
     pub failing_since_ms: Option<u64>,
+    /// Since when answers come far slower than this relay's usual (see
+    /// origin's prober): queueing in the relay or congestion on its path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_since_ms: Option<u64>,
 }
 
 /// `call/<call>`: written once, when the call starts. The rest of the record

@@ -14,6 +14,7 @@ mod http;
 mod kv;
 mod prober;
 mod redis_kv;
+mod rtt_trend;
 mod secrets;
 mod store;
 mod sync_gate;

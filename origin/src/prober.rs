@@ -6,7 +6,9 @@
 //! directory treats as lost (calls move on the next tick). One answer clears
 //! it. A relay whose heartbeat task lives on while its media socket is
 //! stuck is caught here, and a dead relay is caught sooner than by
-//! heartbeats alone.
+//! heartbeats alone. Answers also time the round trip: a relay answering far
+//! slower than its usual ([`crate::rtt_trend`]) is recorded as slow, which
+//! the directory treats as degrading (its calls move make-before-break).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,6 +20,7 @@ use rand::RngCore;
 use tokio::net::UdpSocket;
 
 use crate::app::{now_ms, App};
+use crate::rtt_trend::RttTrend;
 
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// No answer for this long, with at least [`MISSES`] probes sent since the
@@ -30,10 +33,13 @@ const PENDING: usize = 8;
 const MAGIC_COOKIE: u32 = 0x2112_A442;
 
 struct Probe {
-    pending: std::collections::VecDeque<[u8; 12]>,
+    /// Transaction ids in flight and when each was sent.
+    pending: std::collections::VecDeque<([u8; 12], Instant)>,
     last_answer: Instant,
     sent_since_answer: u32,
     failing_since_ms: Option<u64>,
+    rtt: RttTrend,
+    slow_since_ms: Option<u64>,
 }
 
 impl Default for Probe {
@@ -44,6 +50,8 @@ impl Default for Probe {
             last_answer: Instant::now(),
             sent_since_answer: 0,
             failing_since_ms: None,
+            rtt: RttTrend::default(),
+            slow_since_ms: None,
         }
     }
 }
@@ -117,8 +125,11 @@ async fn run(app: Arc<App>) -> anyhow::Result<()> {
                     {
                         let since = now_ms();
                         p.failing_since_ms = Some(since);
+                        // Whatever it answers after this is a new life.
+                        p.rtt.reset();
+                        p.slow_since_ms = None;
                         tracing::warn!(relay = %r.id, "relay stopped answering probes");
-                        record(&app, &r.id, Some(since)).await;
+                        record(&app, &r.id, p).await;
                     }
                     let mut txid = [0u8; 12];
                     rand::thread_rng().fill_bytes(&mut txid);
@@ -128,7 +139,7 @@ async fn run(app: Arc<App>) -> anyhow::Result<()> {
                         if p.pending.len() == PENDING {
                             p.pending.pop_front();
                         }
-                        p.pending.push_back(txid);
+                        p.pending.push_back((txid, Instant::now()));
                         p.sent_since_answer += 1;
                     }
                 }
@@ -145,21 +156,56 @@ async fn answered(app: &Arc<App>, probes: &mut HashMap<String, Probe>, b: &[u8])
     let Some(txid) = binding_success(b) else {
         return;
     };
-    let Some((id, p)) = probes.iter_mut().find(|(_, p)| p.pending.contains(&txid)) else {
+    let Some((id, p)) = probes
+        .iter_mut()
+        .find(|(_, p)| p.pending.iter().any(|(t, _)| *t == txid))
+    else {
         return;
     };
-    p.pending.clear();
+    // This probe and older ones are settled; newer ones are still in flight
+    // (a relay farther than one probe interval answers each in turn).
+    let at = p
+        .pending
+        .iter()
+        .position(|(t, _)| *t == txid)
+        .expect("found above");
+    let sent = p.pending[at].1;
+    p.pending.drain(..=at);
     p.last_answer = Instant::now();
     p.sent_since_answer = 0;
+    let mut changed = false;
     if p.failing_since_ms.take().is_some() {
         tracing::info!(relay = %id, "relay answers probes again");
-        record(app, &id.clone(), None).await;
+        changed = true;
+    }
+    match p.rtt.sample(sent.elapsed().as_secs_f64() * 1e3) {
+        Some(true) => {
+            tracing::warn!(relay = %id, "relay answers probes far slower than usual");
+            p.slow_since_ms = Some(now_ms());
+            changed = true;
+        }
+        Some(false) => {
+            tracing::info!(relay = %id, "relay answers probes at its usual speed again");
+            p.slow_since_ms = None;
+            changed = true;
+        }
+        None => {}
+    }
+    if changed {
+        let id = id.clone();
+        record(app, &id, p).await;
     }
 }
 
-async fn record(app: &Arc<App>, relay: &str, failing_since_ms: Option<u64>) {
+/// Write this edge's verdict about `relay` (only when it changed: probes run
+/// ten times a second per relay).
+async fn record(app: &Arc<App>, relay: &str, p: &Probe) {
     let key = edge_signaling::keys::relay_probe(&app.edge, relay);
-    let value = serde_json::to_vec(&ProbeRecord { failing_since_ms }).expect("serializes");
+    let value = serde_json::to_vec(&ProbeRecord {
+        failing_since_ms: p.failing_since_ms,
+        slow_since_ms: p.slow_since_ms,
+    })
+    .expect("serializes");
     if let Err(e) = app.put("default", key, value).await {
         tracing::warn!(error = %e, "recording a probe verdict failed");
     }

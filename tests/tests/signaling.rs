@@ -244,3 +244,77 @@ async fn a_cold_standby_relay_takes_over_its_region() {
         "callers near region-a now get the promoted standby"
     );
 }
+
+/// A relay whose probe answers slow down (its path congests: +60 ms each way
+/// through a delay shim, the relay itself keeps heartbeating) is drained
+/// make-before-break before callers feel more: `reroute` with
+/// `relay-degraded` to the other region, and new calls avoid it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relay_answering_probes_far_slower_than_usual_is_drained() {
+    let origin = Origin::start("edge-slow");
+    let dir = std::env::temp_dir().join(format!("tern-slow-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let delay_file = dir.join("delay-ms");
+    let (relay_port, shim_port) = (free_udp_port(), free_udp_port());
+    let _shim = Proc {
+        child: std::process::Command::new(bin("tern-delay"))
+            .args(["--listen", &format!("127.0.0.1:{shim_port}")])
+            .args(["--upstream", &format!("127.0.0.1:{relay_port}")])
+            .args(["--delay-ms", "0", "--delay-file"])
+            .arg(&delay_file)
+            .spawn()
+            .expect("tern-delay"),
+        name: "delay shim".into(),
+    };
+    let _a = Proc {
+        child: std::process::Command::new(bin("tern"))
+            .args(["relay", "--id", "a-1", "--region", "region-a"])
+            .args(["--listen", &format!("127.0.0.1:{relay_port}")])
+            .args(["--advertise", &format!("127.0.0.1:{shim_port}")])
+            .args(["--signaling", &format!("http://{}", origin.addr)])
+            .args(["--allow-peer", "127.0.0.0/8"])
+            .env("TERN_RELAY_SECRET", RELAY_SECRET)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("tern relay"),
+        name: "relay a-1".into(),
+    };
+    let _b = start_relay(&origin, "b-1", "region-b");
+    origin
+        .wait_healthy_relays(2, Duration::from_secs(20))
+        .expect("both relays heartbeat in");
+    // Let the prober learn a-1's usual round trip (a full window and more).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let mut alice = Client::connect(&origin.ws_url()).await;
+    alice
+        .send(json!({"type":"join","room":"slow","token":token("slow","alice",600),"probes":{"region-a":1.0}}))
+        .await;
+    let a = alice.expect("joined").await;
+    assert_eq!(a["relay"]["id"], "a-1", "probes put the room in region-a");
+
+    std::fs::write(&delay_file, "60").unwrap();
+    let congested = Instant::now();
+    let f = alice
+        .recv_within(Duration::from_secs(6))
+        .await
+        .expect("a reroute once a-1 answers far slower");
+    assert_eq!(f["type"], "reroute", "{f}");
+    assert_eq!(f["reason"], "relay-degraded");
+    assert_eq!(f["relay"]["id"], "b-1");
+    eprintln!(
+        "slow relay drained {:?} after its path congested",
+        congested.elapsed()
+    );
+    let entry = origin.relays();
+    let a1 = entry
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "a-1")
+        .unwrap()
+        .clone();
+    assert_eq!(a1["healthy"], false, "{a1}");
+    assert_eq!(a1["failing"], "relay-degraded", "{a1}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

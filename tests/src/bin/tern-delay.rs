@@ -10,7 +10,9 @@
 //!   tern-delay --listen 127.0.0.1:4478 --upstream 127.0.0.1:3478 --delay-ms 30
 //!
 //! Freezing the shim (SIGSTOP) cuts the region off for its clients while the
-//! relay itself stays up and keeps heartbeating: a network partition.
+//! relay itself stays up and keeps heartbeating: a network partition. With
+//! `--delay-file F`, the delay becomes the number written in F (re-read
+//! every 100 ms): a path that congests while calls run.
 //!
 //! One thread, a level-triggered epoll (tern-netio), and one FIFO per
 //! direction: with a constant delay, packets fall due in arrival order.
@@ -38,7 +40,14 @@ struct Args {
     /// One-way delay added in each direction, in milliseconds.
     #[arg(long)]
     delay_ms: u64,
+    /// A file holding a new one-way delay in ms, re-read every 100 ms while
+    /// it exists (to congest the path mid-test).
+    #[arg(long)]
+    delay_file: Option<std::path::PathBuf>,
 }
+
+/// How often `--delay-file` is read.
+const DELAY_FILE_EVERY: Duration = Duration::from_millis(100);
 
 const FRONT: u64 = u64::MAX;
 
@@ -51,7 +60,8 @@ enum Dest {
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    let delay = Duration::from_millis(a.delay_ms);
+    let mut delay = Duration::from_millis(a.delay_ms);
+    let mut delay_read = Instant::now();
     let front = UdpSocket::bind(a.listen).with_context(|| format!("binding {}", a.listen))?;
     front.set_nonblocking(true)?;
     let mut epoll = Epoll::new(1024)?;
@@ -72,9 +82,24 @@ fn main() -> anyhow::Result<()> {
         a.delay_ms
     );
     loop {
-        let timeout = queue
+        let mut timeout = queue
             .front()
             .map(|(due, _, _)| due.saturating_duration_since(Instant::now()));
+        if let Some(f) = &a.delay_file {
+            if delay_read.elapsed() >= DELAY_FILE_EVERY {
+                delay_read = Instant::now();
+                if let Some(ms) = std::fs::read_to_string(f)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                {
+                    if ms != delay.as_millis() as u64 {
+                        eprintln!("tern-delay: now +{ms} ms each way");
+                        delay = Duration::from_millis(ms);
+                    }
+                }
+            }
+            timeout = Some(timeout.map_or(DELAY_FILE_EVERY, |t| t.min(DELAY_FILE_EVERY)));
+        }
         let n = epoll.wait(timeout)?;
         let now = Instant::now();
         for k in 0..n {

@@ -87,11 +87,13 @@ async fn main() -> anyhow::Result<()> {
         let (pa, pb) = (&joined[0]["participant"], &joined[1]["participant"]);
         for i in 0..args.signals {
             let t = Instant::now();
-            a.send(json!({"type":"signal","to":pb,"data":{"n":i}})).await;
+            a.send(json!({"type":"signal","to":pb,"data":{"n":i}}))
+                .await;
             b.expect("signal").await;
             signals.push(t.elapsed());
             let t = Instant::now();
-            b.send(json!({"type":"signal","to":pa,"data":{"n":i}})).await;
+            b.send(json!({"type":"signal","to":pa,"data":{"n":i}}))
+                .await;
             a.expect("signal").await;
             signals.push(t.elapsed());
         }

@@ -49,8 +49,11 @@ impl Target {
         });
     }
 
-    async fn client(&self) -> Client {
-        Client::connect(&self.signal_url).await
+    /// A connection for `room`. WebSocket URLs name the room (`?room=`, as
+    /// the SDK does) so a host that keeps each room in its own object (the
+    /// Cloudflare Worker) can route the socket; other hosts ignore it.
+    pub async fn client(&self, room: &str) -> Client {
+        Client::connect(&room_url(&self.signal_url, room)).await
     }
 
     /// SIGKILL the relay with this id.
@@ -61,6 +64,16 @@ impl Target {
             .find(|(i, _)| i == id)
             .unwrap_or_else(|| panic!("no relay {id}"));
         p.kill();
+    }
+}
+
+/// `url` with `?room=` for WebSocket URLs.
+pub fn room_url(url: &str, room: &str) -> String {
+    if url.starts_with("ws") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}room={room}")
+    } else {
+        url.to_string()
     }
 }
 
@@ -83,8 +96,8 @@ fn step(t: &Target, what: &str) {
 pub async fn join_peers_signal_and_leave(t: &mut Target) {
     step(t, "join, peers, signal both ways, ping, leave");
     let room = "conf-basic";
-    let mut alice = t.client().await;
-    let mut bob = t.client().await;
+    let mut alice = t.client(room).await;
+    let mut bob = t.client(room).await;
     let a = alice.join(room, "alice").await;
     assert_eq!(a["peers"], json!([]));
     assert_eq!(a["identity"], "alice");
@@ -141,8 +154,8 @@ pub async fn join_peers_signal_and_leave(t: &mut Target) {
 pub async fn resume_after_a_dropped_connection(t: &mut Target) {
     step(t, "resume after a dropped connection");
     let room = "conf-resume";
-    let mut alice = t.client().await;
-    let mut bob = t.client().await;
+    let mut alice = t.client(room).await;
+    let mut bob = t.client(room).await;
     let a = alice.join(room, "alice").await;
     let b = bob.join(room, "bob").await;
     alice.expect("peer-joined").await;
@@ -150,7 +163,7 @@ pub async fn resume_after_a_dropped_connection(t: &mut Target) {
     bob.close().await;
     // Away is not gone: alice is not told bob left.
     alice.expect_silence(Duration::from_millis(500)).await;
-    let mut bob2 = t.client().await;
+    let mut bob2 = t.client(room).await;
     bob2.send(
         json!({"type":"join","room":room,"token":token(room,"bob",600),"session":b["session"]}),
     )
@@ -166,7 +179,7 @@ pub async fn resume_after_a_dropped_connection(t: &mut Target) {
 
     // A session is a secret for one identity: someone else's token with it
     // does not take the participant over.
-    let mut eve = t.client().await;
+    let mut eve = t.client(room).await;
     eve.send(
         json!({"type":"join","room":room,"token":token(room,"eve",600),"session":b["session"]}),
     )
@@ -181,9 +194,9 @@ pub async fn resume_after_a_dropped_connection(t: &mut Target) {
 pub async fn every_client_error_code(t: &mut Target) {
     step(t, "every client error code");
     let room = "conf-errors";
-    let mut alice = t.client().await;
+    let mut alice = t.client(room).await;
     let a = alice.join(room, "alice").await;
-    let mut eve = t.client().await;
+    let mut eve = t.client(room).await;
     let forged = edge_signaling::token::mint(
         b"forged",
         &edge_signaling::token::Claims {
@@ -266,9 +279,9 @@ pub async fn every_client_error_code(t: &mut Target) {
 pub async fn bad_input_harms_nobody(t: &mut Target) {
     step(t, "bad input harms nobody");
     let room = "conf-harm";
-    let mut alice = t.client().await;
+    let mut alice = t.client(room).await;
     let a = alice.join(room, "alice").await;
-    let mut eve = t.client().await;
+    let mut eve = t.client(room).await;
     for junk in ["", "null", "{}", "{\"type\":\"signal\"}", "\u{0}\u{1}"] {
         eve.send_text(junk.into()).await;
         assert_eq!(eve.expect("error").await["type"], "error");
@@ -292,11 +305,11 @@ pub async fn room_full(t: &mut Target) {
     let room = "conf-full";
     let mut members = Vec::new();
     for i in 0..16 {
-        let mut c = t.client().await;
+        let mut c = t.client(room).await;
         c.join(room, &format!("member-{i}")).await;
         members.push(c);
     }
-    let mut late = t.client().await;
+    let mut late = t.client(room).await;
     late.send(json!({"type":"join","room":room,"token":token(room,"late",600)}))
         .await;
     assert_eq!(late.expect("error").await["code"], "room_full");
@@ -315,8 +328,8 @@ pub async fn reroute_after_a_relay_dies(t: &mut Target) {
     // Let the failure detector learn the heartbeat rhythm first.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let room = "conf-reroute";
-    let mut alice = t.client().await;
-    let mut bob = t.client().await;
+    let mut alice = t.client(room).await;
+    let mut bob = t.client(room).await;
     let a = alice.join(room, "alice").await;
     bob.join(room, "bob").await;
     alice.expect("peer-joined").await;
@@ -346,7 +359,7 @@ pub async fn reroute_after_a_relay_dies(t: &mut Target) {
     // Exactly once.
     alice.expect_silence(Duration::from_millis(500)).await;
     // Joins now go elsewhere.
-    let mut carol = t.client().await;
+    let mut carol = t.client(room).await;
     let c = carol.join(room, "carol").await;
     assert_ne!(c["relay"]["id"], victim.as_str());
 }
@@ -359,8 +372,9 @@ pub async fn no_relay_when_none_is_healthy(t: &mut Target) {
     }
     wait_until(Duration::from_secs(10), || t.healthy().is_empty())
         .unwrap_or_else(|_| panic!("{}: dead relays still healthy", t.name));
-    let mut c = t.client().await;
-    c.send(json!({"type":"join","room":"conf-none","token":token("conf-none","x",600)}))
+    let room = "conf-none";
+    let mut c = t.client(room).await;
+    c.send(json!({"type":"join","room":room,"token":token(room,"x",600)}))
         .await;
     assert_eq!(c.expect("error").await["code"], "no_relay");
 }

@@ -506,9 +506,9 @@ async fn on_redis_records_survive_an_origin_sigkill_and_tern_calls_reads_them() 
     let short = calls(two.addr, "room=short");
     assert_eq!(short["calls"][0]["end_reason"], "empty");
     let short_id = short["calls"][0]["call"].as_str().unwrap().to_string();
-    assert_eq!(ids(&calls(two.addr, "identity=carol")), [short_id.clone()]);
+    assert_eq!(ids(&calls(two.addr, "identity=carol")), [short_id.as_str()]);
     let p1 = calls(two.addr, "limit=1");
-    assert_eq!(ids(&p1), [short_id.clone()], "newest first");
+    assert_eq!(ids(&p1), [short_id.as_str()], "newest first");
     let c = p1["next_cursor"].as_str().unwrap();
     assert_eq!(ids(&calls(two.addr, &format!("limit=1&cursor={c}"))), [id]);
     assert_eq!(scans(), before, "a query used SCAN");

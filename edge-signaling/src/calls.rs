@@ -81,6 +81,10 @@ pub(crate) fn start(
         key: keys::call_open(&call),
         value: encode(&room_name),
     });
+    out.writes.push(Write::Put {
+        key: keys::call_by_room(room_name, &call),
+        value: Vec::new(),
+    });
     room.call = Some(call.clone());
     call
 }

@@ -28,6 +28,8 @@ pub struct Config {
 
 impl Config {
     pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
+    pub const DEFAULT_SESSION_GRACE_MS: u64 = 30_000;
+    pub const DEFAULT_CALL_SWEEP_MS: u64 = 5_000;
 
     pub fn new(api_secret: impl Into<Vec<u8>>, relay_secret: impl Into<Vec<u8>>) -> Self {
         Config {
@@ -37,9 +39,9 @@ impl Config {
             turn_ttl_secs: 6 * 3600,
             max_room_size: 16,
             relay_stale_ms: 1_500,
-            session_grace_ms: 30_000,
+            session_grace_ms: Self::DEFAULT_SESSION_GRACE_MS,
             max_frame_bytes: Self::DEFAULT_MAX_FRAME_BYTES,
-            call_sweep_ms: 5_000,
+            call_sweep_ms: Self::DEFAULT_CALL_SWEEP_MS,
         }
     }
 }

@@ -92,6 +92,61 @@ pub fn call_quality_prefix(call: &str) -> String {
     format!("call-quality/{call}/")
 }
 
+/// Index entry: call `call` took place in room `room` (empty value).
+/// Written with the call's summary, so a query for one room's calls reads
+/// that room's entries, newest first, instead of every call.
+pub fn call_by_room(room: &str, call: &str) -> String {
+    format!("call-room/{room}/{call}")
+}
+
+/// Prefix of every [`call_by_room`] entry of one room.
+pub fn call_by_room_prefix(room: &str) -> String {
+    format!("call-room/{room}/")
+}
+
+/// Index entry: `identity` took part in call `call` (empty value). Written
+/// with the identity's first join event in that call.
+pub fn call_by_identity(identity: &str, call: &str) -> String {
+    format!("call-identity/{identity}/{call}")
+}
+
+/// Prefix of every [`call_by_identity`] entry of one identity.
+pub fn call_by_identity_prefix(identity: &str) -> String {
+    format!("call-identity/{identity}/")
+}
+
+/// Call-record keys that readers list in order, split into their *group*
+/// (the prefix readers list) and *member* (the rest): `call/` + call id,
+/// `call-event/<call>/` + event, `call-quality/<call>/` + participant,
+/// `call-room/<room>/` + call id, `call-identity/<identity>/` + call id.
+/// A store without ordered key ranges (Redis) keeps one sorted set per
+/// group with these members, so listing a group costs what it returns
+/// instead of a walk over the keyspace. `None` for every other key.
+pub fn ordered_group(key: &str) -> Option<(&str, &str)> {
+    if key.starts_with(CALLS_PREFIX) {
+        return Some(key.split_at(CALLS_PREFIX.len()));
+    }
+    // The call id has no '/': the group ends at the first one after it.
+    for family in ["call-event/", "call-quality/"] {
+        if let Some(rest) = key.strip_prefix(family) {
+            let slash = rest.find('/')?;
+            return Some(key.split_at(family.len() + slash + 1));
+        }
+    }
+    // Rooms and identities may hold '/', call ids never: the member is
+    // what follows the last one.
+    for family in ["call-room/", "call-identity/"] {
+        if key.starts_with(family) {
+            let slash = key.rfind('/')?;
+            if slash < family.len() {
+                return None;
+            }
+            return Some(key.split_at(slash + 1));
+        }
+    }
+    None
+}
+
 /// Marker: call `call` has not ended. Listed by the timeout sweep.
 pub fn call_open(call: &str) -> String {
     format!("call-open/{call}")
@@ -110,4 +165,46 @@ pub fn calls_swept(edge: &str) -> String {
 /// reports are not acknowledged, so they ride the group commit.
 pub fn needs_durable_write(key: &str) -> bool {
     key.starts_with(CALLS_PREFIX) || key.starts_with("call-event/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_keys_split_into_their_ordered_group() {
+        let c = "c-1764118923456-9f2c4e1a0b3d";
+        assert_eq!(ordered_group(&call(c)), Some(("call/", c)));
+        assert_eq!(
+            ordered_group(&call_event(c, 5, "leave-p-1")),
+            Some((
+                "call-event/c-1764118923456-9f2c4e1a0b3d/",
+                "0000000000005-leave-p-1"
+            ))
+        );
+        assert_eq!(
+            ordered_group(&call_event(c, 5, "reroute-odd/relay")),
+            Some((
+                "call-event/c-1764118923456-9f2c4e1a0b3d/",
+                "0000000000005-reroute-odd/relay"
+            )),
+            "the call id ends the group, whatever the event's subject holds"
+        );
+        assert_eq!(
+            ordered_group(&call_quality(c, "p-1")).map(|g| g.0),
+            Some(call_quality_prefix(c).as_str())
+        );
+        // A room or identity with '/' in it: the call id is the member.
+        assert_eq!(
+            ordered_group(&call_by_room("team/standup", c)),
+            Some(("call-room/team/standup/", c))
+        );
+        assert_eq!(
+            ordered_group(&call_by_identity("alice", c)).map(|g| g.0),
+            Some(call_by_identity_prefix("alice").as_str())
+        );
+        assert_eq!(ordered_group("call-room/nothing"), None);
+        assert_eq!(ordered_group(&call_open(c)), None);
+        assert_eq!(ordered_group(&room("r")), None);
+    }
 }

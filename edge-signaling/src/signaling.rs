@@ -306,12 +306,20 @@ impl<'a> Signaling<'a> {
                 participant: participant.clone(),
                 edge: self.config.edge.clone(),
             },
-            None => CallEventKind::Join {
-                participant: participant.clone(),
-                identity: claims.sub.clone(),
-                edge: self.config.edge.clone(),
-                relay: primary.id.clone(),
-            },
+            None => {
+                // Index the call under the identity (the same key again if
+                // it joins twice), for queries by identity.
+                out.writes.push(Write::Put {
+                    key: keys::call_by_identity(&claims.sub, &call),
+                    value: Vec::new(),
+                });
+                CallEventKind::Join {
+                    participant: participant.clone(),
+                    identity: claims.sub.clone(),
+                    edge: self.config.edge.clone(),
+                    relay: primary.id.clone(),
+                }
+            }
         };
         calls::record(&mut out, &call, now_ms, event);
 

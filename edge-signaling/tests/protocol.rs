@@ -937,6 +937,22 @@ fn join_and_leave_make_a_call_record_with_both_participants() {
         !sim.kv.map.keys().any(|k| k.starts_with("call-open/")),
         "an ended call is not open"
     );
+    // The indexes readers page by room and by identity, in the same
+    // outcomes as the record.
+    let index: Vec<&String> = sim
+        .kv
+        .map
+        .keys()
+        .filter(|k| k.starts_with("call-room/") || k.starts_with("call-identity/"))
+        .collect();
+    assert_eq!(
+        index,
+        [
+            &format!("call-identity/alice/{call}"),
+            &format!("call-identity/bob/{call}"),
+            &format!("call-room/r/{call}"),
+        ]
+    );
 }
 
 #[test]

@@ -161,14 +161,11 @@ impl App {
         let mut out = out;
         if needs_sync {
             // Call records in this commit: nothing is acknowledged before
-            // they are durable. The wait shares one fsync with every other
-            // frame waiting (group commit), off the async workers, so other
-            // frames go on meanwhile and join the same fsync.
-            let kv = self.kv.clone();
-            let synced = tokio::task::spawn_blocking(move || kv.sync())
-                .await
-                .expect("store sync panicked");
-            if let Err(e) = synced {
+            // they are durable. The store's syncer covers this commit with
+            // one fsync shared by every frame waiting meanwhile (group
+            // commit); awaiting it holds no thread, so other frames go on
+            // and join the same fsync.
+            if let Err(e) = self.kv.wait_durable().await {
                 // The writes are committed but maybe not on disk: say so
                 // and answer anyway (the store's own flush retries).
                 tracing::error!(error = %e, "making call records durable failed");

@@ -3,6 +3,7 @@
 //! test: it reports numbers (docs/benchmarks.md), it asserts nothing.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -242,6 +243,8 @@ fn over_websocket(args: &BenchArgs, kind: Kind) -> anyhow::Result<()> {
         relay_secret: Some(RELAY.into()),
         relay_stale_ms: 600_000,
         dev_tokens: false,
+        session_grace_ms: edge_signaling::Config::DEFAULT_SESSION_GRACE_MS,
+        call_sweep_ms: edge_signaling::Config::DEFAULT_CALL_SWEEP_MS,
     };
     let (app, listener): (Arc<App>, _) = server_rt.block_on(crate::start(serve_args))?;
     let addr = listener.local_addr()?;
@@ -263,7 +266,7 @@ fn over_websocket(args: &BenchArgs, kind: Kind) -> anyhow::Result<()> {
         .build()?;
     let url = format!("ws://{addr}/v1/signal");
     let (rate, secs, conns) = (args.rate, args.seconds, args.connections);
-    let (lat, offered, done, elapsed) = client_rt.block_on(async move {
+    let (lat, offered, done, elapsed, failed) = client_rt.block_on(async move {
         let (pool_tx, mut pool_rx) = tokio::sync::mpsc::unbounded_channel();
         for i in 0..conns {
             let (ws, _) = tokio_tungstenite::connect_async_with_config(&url, None, true).await?;
@@ -271,12 +274,14 @@ fn over_websocket(args: &BenchArgs, kind: Kind) -> anyhow::Result<()> {
         }
         let (lat_tx, mut lat_rx) = tokio::sync::mpsc::unbounded_channel::<(Duration, Duration)>();
         let total = rate * secs;
+        let failed = Arc::new(AtomicU64::new(0));
+        let failures = failed.clone();
         let start = Instant::now();
         let mut sent = 0u64;
         let mut tick = tokio::time::interval(Duration::from_millis(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let mut seq = 0u64;
-        while sent < total {
+        'offer: while sent < total {
             tick.tick().await;
             // Joins due by now, each stamped with its scheduled time so
             // queueing in the generator counts against latency (no
@@ -284,11 +289,19 @@ fn over_websocket(args: &BenchArgs, kind: Kind) -> anyhow::Result<()> {
             let due = ((start.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
             while sent < due {
                 let scheduled = start + Duration::from_secs_f64(sent as f64 / rate as f64);
+                // A socket whose exchange failed never comes back: if none
+                // does for a long time, report what was measured so far
+                // instead of waiting forever.
+                let (i, mut ws) =
+                    match tokio::time::timeout(Duration::from_secs(30), pool_rx.recv()).await {
+                        Ok(Some(x)) => x,
+                        Ok(None) => anyhow::bail!("pool closed"),
+                        Err(_) => {
+                            eprintln!("no socket came back for 30 s; stopping after {sent} frames");
+                            break 'offer;
+                        }
+                    };
                 sent += 1;
-                let (i, mut ws) = match pool_rx.recv().await {
-                    Some(x) => x,
-                    None => anyhow::bail!("pool closed"),
-                };
                 seq += 1;
                 let room = format!("bench-{i}-{seq}");
                 let frame = match kind {
@@ -296,8 +309,8 @@ fn over_websocket(args: &BenchArgs, kind: Kind) -> anyhow::Result<()> {
                     Kind::Ping => json!({"type":"ping","id":seq}),
                 }
                 .to_string();
-                let (pool_tx, lat_tx) = (pool_tx.clone(), lat_tx.clone());
-                tokio::spawn(async move {
+                let (pool_tx, lat_tx, failed) = (pool_tx.clone(), lat_tx.clone(), failed.clone());
+                let exchange = async move {
                     let sent_at = Instant::now();
                     ws.send(Message::Text(frame.into())).await?;
                     match kind {
@@ -311,6 +324,13 @@ fn over_websocket(args: &BenchArgs, kind: Kind) -> anyhow::Result<()> {
                     }
                     let _ = pool_tx.send((i, ws));
                     anyhow::Ok(())
+                };
+                tokio::spawn(async move {
+                    if let Err(e) = exchange.await {
+                        if failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                            eprintln!("first failed exchange: {e:#}");
+                        }
+                    }
                 });
             }
         }
@@ -324,14 +344,20 @@ fn over_websocket(args: &BenchArgs, kind: Kind) -> anyhow::Result<()> {
             }
         }
         let done = lat.len();
-        anyhow::Ok((lat, total, done, start.elapsed()))
+        anyhow::Ok((
+            lat,
+            total,
+            done,
+            start.elapsed(),
+            failures.load(Ordering::Relaxed),
+        ))
     })?;
     let what = match kind {
         Kind::Ping => "ping→pong",
         Kind::Join => "join→joined",
     };
     println!(
-        "websocket {what}: offered {offered} at {rate}/s over {secs}s on {} server thread(s), {} completed, achieved {:.0}/s{}",
+        "websocket {what}: offered {offered} at {rate}/s over {secs}s on {} server thread(s), {} completed, {failed} failed, achieved {:.0}/s{}",
         args.server_threads,
         done,
         done as f64 / elapsed.as_secs_f64(),

@@ -3,8 +3,12 @@
 //! output. The records themselves are written by the signaling core
 //! (edge-signaling/src/calls.rs); keys in docs/kv-schema.md "Call records".
 //!
-//! Reads go to the store natively (prefix ranges on redb, SCAN on Redis),
-//! not through the component: wasi:keyvalue can only list a whole bucket.
+//! Reads go to the store natively, not through the component
+//! (wasi:keyvalue can only list a whole bucket), and through indexes: ids
+//! sort by start time, and the core writes each call's id under its room
+//! and under each identity in it (docs/kv-schema.md). redb lists them as
+//! key ranges; on Redis each is a sorted set kept with the writes
+//! (redis_kv.rs), so neither backend scans the keyspace.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -12,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use edge_signaling::calls::started_ms;
 use edge_signaling::keys;
 use edge_signaling::model::{CallEvent, CallSummary, Quality};
 use edge_signaling::record::{self, CallRecord};
@@ -68,6 +71,21 @@ fn list_prefix(kv: &Kv, prefix: &str) -> Result<Vec<String>, StoreError> {
     }
 }
 
+/// One page of an index (`call/`, `call-room/<room>/`,
+/// `call-identity/<identity>/`): up to `limit` call ids, newest first,
+/// below `before`. A redb range or a Redis sorted set: never a scan.
+fn page_index(
+    kv: &Kv,
+    index: &str,
+    before: Option<&str>,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    match kv {
+        Kv::Embedded(s) => s.page_prefix_rev(BUCKET, index, before, limit),
+        Kv::Redis(r) => r.page_group_rev(BUCKET, index, before, limit),
+    }
+}
+
 fn get_many(kv: &Kv, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
     match kv {
         Kv::Embedded(s) => {
@@ -108,68 +126,106 @@ pub fn load(kv: &Kv, call: &str) -> Result<Option<CallRecord>, StoreError> {
     Ok(Some(record::build(summary, events, quality)))
 }
 
-/// Ids of every stored call, newest first (ids begin with the start time).
-fn call_ids(kv: &Kv) -> Result<Vec<String>, StoreError> {
-    let mut ids: Vec<String> = list_prefix(kv, keys::CALLS_PREFIX)?
-        .into_iter()
-        .map(|k| k[keys::CALLS_PREFIX.len()..].to_string())
-        .collect();
-    ids.sort_unstable_by(|a, b| b.cmp(a));
-    Ok(ids)
+/// The index with the fewest candidates for `q`: the room's calls or the
+/// identity's when filtered by one, else every call. All three hold call
+/// ids, which sort by start time.
+fn index_for(q: &Query) -> String {
+    match (&q.room, &q.identity) {
+        (Some(room), _) => keys::call_by_room_prefix(room),
+        (None, Some(identity)) => keys::call_by_identity_prefix(identity),
+        (None, None) => keys::CALLS_PREFIX.to_string(),
+    }
 }
+
+/// Index entries read per round trip while filling a page.
+const INDEX_BATCH: usize = 256;
 
 /// Run `q` against the store. Blocking (Redis: network round trips).
+///
+/// Walks one index newest first from the cursor (and from `until`: ids
+/// begin with the start time), loading records until the page is full, so
+/// a query costs about what it returns. Only filters the index does not
+/// answer (`since`, and the identity when the room picked the index) make it
+/// read records that do not match; `since` cannot stop the walk, since a
+/// call that started long before it may still have been going.
 pub fn query(kv: &Kv, q: &Query, now_ms: u64) -> Result<Page, StoreError> {
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    let mut calls = Vec::new();
-    let mut next_cursor = None;
-    for id in call_ids(kv)? {
-        if q.cursor.as_ref().is_some_and(|c| id >= *c) {
-            continue;
+    let index = index_for(q);
+    let mut before = q.cursor.clone();
+    if let Some(u) = q.until_ms {
+        // `c-<until>` sorts above every id that started before `until`.
+        let bound = format!("c-{u:013}");
+        if before.as_ref().is_none_or(|b| *b > bound) {
+            before = Some(bound);
         }
-        // Cheap filters first: the start time is in the id.
-        if let (Some(u), Some(s)) = (q.until_ms, started_ms(&id)) {
-            if s >= u {
+    }
+    let mut calls = Vec::new();
+    loop {
+        let ids = page_index(kv, &index, before.as_deref(), INDEX_BATCH)?;
+        let exhausted = ids.len() < INDEX_BATCH;
+        for id in &ids {
+            before = Some(id.clone());
+            // A room or identity holding '/' lists longer names' entries
+            // too on a prefix range: those are not call ids.
+            if id.contains('/') {
                 continue;
             }
+            if calls.len() == limit {
+                let next_cursor = calls.last().map(|c: &CallRecord| c.call.clone());
+                return Ok(Page { calls, next_cursor });
+            }
+            let Some(rec) = load(kv, id)? else { continue };
+            if q.room.as_ref().is_some_and(|r| *r != rec.room)
+                || q.identity.as_ref().is_some_and(|i| !rec.has_identity(i))
+                || !rec.overlaps(q.since_ms, q.until_ms, now_ms)
+            {
+                continue;
+            }
+            calls.push(rec);
         }
-        if calls.len() == limit {
-            next_cursor = calls.last().map(|c: &CallRecord| c.call.clone());
-            break;
+        if exhausted {
+            return Ok(Page {
+                calls,
+                next_cursor: None,
+            });
         }
-        let Some(rec) = load(kv, &id)? else { continue };
-        if q.room.as_ref().is_some_and(|r| *r != rec.room)
-            || q.identity.as_ref().is_some_and(|i| !rec.has_identity(i))
-            || !rec.overlaps(q.since_ms, q.until_ms, now_ms)
-        {
-            continue;
-        }
-        calls.push(rec);
     }
-    Ok(Page { calls, next_cursor })
 }
 
-/// Delete every ended call that started more than `retention_ms` ago.
-/// Open calls are kept whatever their age. Returns how many were deleted.
+/// Delete every ended call that started more than `retention_ms` ago, with
+/// its index entries. Open calls are kept whatever their age. Returns how
+/// many were deleted.
 pub fn prune(kv: &Kv, retention_ms: u64, now_ms: u64) -> Result<usize, StoreError> {
     let cutoff = now_ms.saturating_sub(retention_ms);
+    // Ids below `c-<cutoff>` started before the cutoff.
+    let mut before = format!("c-{cutoff:013}");
     let mut n = 0;
-    for id in call_ids(kv)? {
-        if started_ms(&id).is_none_or(|s| s >= cutoff) {
-            continue;
+    loop {
+        let ids = page_index(kv, keys::CALLS_PREFIX, Some(&before), INDEX_BATCH)?;
+        for id in &ids {
+            before = id.clone();
+            if kv.get(BUCKET, &keys::call_open(id))?.is_some() {
+                continue;
+            }
+            let Some(rec) = load(kv, id)? else { continue };
+            let mut doomed = list_prefix(kv, &keys::call_events_prefix(id))?;
+            doomed.extend(list_prefix(kv, &keys::call_quality_prefix(id))?);
+            doomed.push(keys::call_by_room(&rec.room, id));
+            doomed.extend(
+                rec.participants
+                    .iter()
+                    .map(|p| keys::call_by_identity(&p.identity, id)),
+            );
+            // The summary last: a crash midway leaves a findable record to
+            // prune again, never orphaned events or index entries.
+            doomed.push(keys::call(id));
+            delete_keys(kv, &doomed)?;
+            n += 1;
         }
-        if kv.get(BUCKET, &keys::call_open(&id))?.is_some() {
-            continue;
+        if ids.len() < INDEX_BATCH {
+            return Ok(n);
         }
-        let mut doomed = list_prefix(kv, &keys::call_events_prefix(&id))?;
-        doomed.extend(list_prefix(kv, &keys::call_quality_prefix(&id))?);
-        // The summary last: a crash midway leaves a findable record to
-        // prune again, never orphaned events.
-        doomed.push(keys::call(&id));
-        delete_keys(kv, &doomed)?;
-        n += 1;
     }
-    Ok(n)
 }
 
 /// Retention from `TERN_CALL_RETENTION_DAYS` (0 keeps records forever).
@@ -218,9 +274,16 @@ pub enum Format {
 #[derive(clap::Args)]
 pub struct CallsArgs {
     /// Where the embedded store keeps its file (the origin using it must be
-    /// stopped: the file is locked while open; ask `GET /v1/calls` instead).
+    /// stopped: the file is locked while open; use --url instead).
     #[arg(long, default_value = ".tern")]
     data_dir: PathBuf,
+    /// Ask a running origin (`http://host:port`) through `GET /v1/calls`
+    /// instead of opening a store (--data-dir and --kv are then unused).
+    #[arg(long, conflicts_with = "prune_older_than_days")]
+    url: Option<String>,
+    /// The API secret, for --url.
+    #[arg(long, env = "TERN_API_SECRET", hide_env_values = true)]
+    api_secret: Option<String>,
     /// State store, as for `tern serve`: `embedded` or `redis://…`.
     #[arg(long, env = "TERN_KV", default_value = "embedded")]
     kv: String,
@@ -272,36 +335,33 @@ fn parse_time(s: &str) -> Result<u64, String> {
 }
 
 pub fn run(args: CallsArgs) -> anyhow::Result<()> {
-    let kv = if args.kv == "embedded" {
-        if !args.data_dir.join("tern.redb").exists() {
-            anyhow::bail!("no store in {} (see --data-dir)", args.data_dir.display());
-        }
-        Kv::Embedded(
-            crate::store::EmbeddedStore::open(&args.data_dir).with_context(|| {
-                "opening the embedded store (if an origin is running on it, stop it or use GET /v1/calls)"
-            })?,
-        )
-    } else {
-        Kv::Redis(Arc::new(
-            crate::redis_kv::RedisKv::connect(&args.kv, &args.kv_prefix)
-                .with_context(|| format!("connecting to {}", args.kv))?,
-        ))
-    };
-    if let Some(days) = args.prune_older_than_days {
-        let n = prune(&kv, days * DAY_MS, now_ms())?;
-        kv.flush()?;
-        eprintln!("deleted {n} call record(s) older than {days} day(s)");
-        return Ok(());
-    }
     let q = Query {
-        room: args.room,
-        identity: args.identity,
+        room: args.room.clone(),
+        identity: args.identity.clone(),
         since_ms: args.since,
         until_ms: args.until,
         limit: Some(args.limit),
-        cursor: args.cursor,
+        cursor: args.cursor.clone(),
     };
-    let page = query(&kv, &q, now_ms())?;
+    let page = match &args.url {
+        Some(url) => {
+            let secret = args
+                .api_secret
+                .as_deref()
+                .context("--url needs the API secret: --api-secret or TERN_API_SECRET")?;
+            crate::calls_client::fetch_page(url, secret, &q)?
+        }
+        None => {
+            let kv = open_store(&args)?;
+            if let Some(days) = args.prune_older_than_days {
+                let n = prune(&kv, days * DAY_MS, now_ms())?;
+                kv.flush()?;
+                eprintln!("deleted {n} call record(s) older than {days} day(s)");
+                return Ok(());
+            }
+            query(&kv, &q, now_ms())?
+        }
+    };
     let mut out = std::io::stdout().lock();
     match args.format {
         Format::Jsonl => {
@@ -317,6 +377,25 @@ pub fn run(args: CallsArgs) -> anyhow::Result<()> {
         eprintln!("more calls: --cursor {next}");
     }
     Ok(())
+}
+
+/// The store `--kv` / `--data-dir` name.
+fn open_store(args: &CallsArgs) -> anyhow::Result<Kv> {
+    Ok(if args.kv == "embedded" {
+        if !args.data_dir.join("tern.redb").exists() {
+            anyhow::bail!("no store in {} (see --data-dir)", args.data_dir.display());
+        }
+        Kv::Embedded(
+            crate::store::EmbeddedStore::open(&args.data_dir).with_context(|| {
+                "opening the embedded store (if an origin is running on it, use --url with its address)"
+            })?,
+        )
+    } else {
+        Kv::Redis(Arc::new(
+            crate::redis_kv::RedisKv::connect(&args.kv, &args.kv_prefix)
+                .with_context(|| format!("connecting to {}", args.kv))?,
+        ))
+    })
 }
 
 /// `2026-11-26T01:02:03Z` (UTC) from unix ms.

@@ -54,12 +54,24 @@ impl Kv {
         }
     }
 
-    /// Wait until every commit so far is durable, sharing the fsync with
-    /// other waiters (embedded store; Redis persists by its own policy).
-    pub fn sync(&self) -> Result<(), StoreError> {
-        match self {
-            Kv::Embedded(s) => s.sync(),
-            Kv::Redis(_) => Ok(()),
+    /// Call right after a commit that must be durable before it is
+    /// acknowledged; resolves once it is, sharing the fsync with other
+    /// waiters (embedded store; on Redis a write is on the server when the
+    /// call returns, and Redis persists by its own policy).
+    pub fn wait_durable(
+        &self,
+    ) -> impl std::future::Future<Output = Result<(), crate::sync_gate::SyncError>> + Send + 'static
+    {
+        // Taken now, not when first polled: the ticket must follow the commit.
+        let wait = match self {
+            Kv::Embedded(s) => Some(s.wait_durable()),
+            Kv::Redis(_) => None,
+        };
+        async move {
+            match wait {
+                Some(w) => w.await,
+                None => Ok(()),
+            }
         }
     }
 

@@ -7,6 +7,7 @@ mod backup;
 mod bench;
 mod bridge;
 mod calls;
+mod calls_client;
 mod component;
 mod edge_bus;
 mod gateway;
@@ -105,6 +106,14 @@ pub struct ServeArgs {
     /// Serve `GET /v1/dev/token` (anyone can get a token: development only).
     #[arg(long)]
     pub dev_tokens: bool,
+    /// How long a participant whose connection dropped keeps its place (to
+    /// resume) before it leaves with reason `timeout`.
+    #[arg(long, env = "TERN_SESSION_GRACE_MS", default_value_t = edge_signaling::Config::DEFAULT_SESSION_GRACE_MS)]
+    pub session_grace_ms: u64,
+    /// How often, at most, this edge sweeps open calls for participants
+    /// away past the grace period (each sweep lists every open call).
+    #[arg(long, env = "TERN_CALL_SWEEP_MS", default_value_t = edge_signaling::Config::DEFAULT_CALL_SWEEP_MS)]
+    pub call_sweep_ms: u64,
 }
 
 /// `tern serve`: an origin, with scheduled backups if asked.
@@ -213,6 +222,10 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<(Arc<app::App>, tokio::net
     let mut cfg = edge_signaling::Config::new(api_secret.clone(), relay_secret.clone());
     cfg.edge = args.edge.clone();
     cfg.relay_stale_ms = args.relay_stale_ms;
+    cfg.session_grace_ms = args.session_grace_ms;
+    cfg.call_sweep_ms = args.call_sweep_ms;
+    // The component reads its settings from its environment; keep it and
+    // `cfg` (what this process judges with) the same.
     let env = BTreeMap::from([
         ("TERN_API_SECRET".to_string(), api_secret),
         ("TERN_RELAY_SECRET".to_string(), relay_secret),
@@ -220,6 +233,14 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<(Arc<app::App>, tokio::net
         (
             "TERN_RELAY_STALE_MS".to_string(),
             args.relay_stale_ms.to_string(),
+        ),
+        (
+            "TERN_SESSION_GRACE_MS".to_string(),
+            args.session_grace_ms.to_string(),
+        ),
+        (
+            "TERN_CALL_SWEEP_MS".to_string(),
+            args.call_sweep_ms.to_string(),
         ),
     ]);
     let host = tokio::task::spawn_blocking({

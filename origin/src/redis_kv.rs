@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use edge_signaling::keys::ordered_group;
 use redis::{Client, Connection, RedisResult};
 
 use crate::store::StoreError;
@@ -98,6 +99,14 @@ impl RedisKv {
         format!("{}{bucket}:{key}", self.prefix)
     }
 
+    /// The sorted set listing the members of one ordered group of call-record
+    /// keys (`edge_signaling::keys::ordered_group`). Outside the bucket's
+    /// key space, so no key Tern writes can collide with it; backups skip it
+    /// (MGET reads no value from a sorted set) and restores rebuild it.
+    fn index_key(&self, bucket: &str, group: &str) -> String {
+        format!("{}idx:{bucket}:{group}", self.prefix)
+    }
+
     /// A client for the current primary (pub/sub uses its own connection).
     pub fn primary_client(&self) -> Client {
         self.primary.lock().unwrap().clone()
@@ -180,14 +189,35 @@ impl RedisKv {
         self.with_conn(|c| redis::cmd("GET").arg(&k).query(c))
     }
 
+    /// SET, and for a call-record key also its entry in the group's sorted
+    /// set, both in one MULTI (one round trip; never one without the other).
     pub fn set(&self, bucket: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
         let k = self.key(bucket, key);
-        self.with_conn(|c| redis::cmd("SET").arg(&k).arg(value).query(c))
+        match ordered_group(key) {
+            None => self.with_conn(|c| redis::cmd("SET").arg(&k).arg(value).query(c)),
+            Some((group, member)) => {
+                let idx = self.index_key(bucket, group);
+                self.with_conn(|c| {
+                    redis::pipe()
+                        .atomic()
+                        .cmd("SET")
+                        .arg(&k)
+                        .arg(value)
+                        .ignore()
+                        .cmd("ZADD")
+                        .arg(&idx)
+                        .arg(0)
+                        .arg(member)
+                        .ignore()
+                        .query::<()>(c)
+                })
+            }
+        }
     }
 
+    /// DEL, and for a call-record key also its index entry (one MULTI).
     pub fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
-        let k = self.key(bucket, key);
-        self.with_conn(|c| redis::cmd("DEL").arg(&k).query::<i64>(c).map(|_| ()))
+        self.delete_keys(bucket, &[key.to_string()])
     }
 
     pub fn compare_and_swap(
@@ -298,18 +328,19 @@ impl RedisKv {
         })
     }
 
-    /// Write `entries` (bucket, key, value), pipelined 1000 SETs at a time.
+    /// Write `entries` (bucket, key, value), pipelined 1000 SETs at a time,
+    /// with the index entries of call-record keys (see [`Self::index_key`]).
     pub fn load<E: From<StoreError>>(
         &self,
         entries: impl Iterator<Item = Result<(String, String, Vec<u8>), E>>,
     ) -> Result<u64, E> {
         let mut n = 0;
-        let mut batch: Vec<(String, Vec<u8>)> = Vec::with_capacity(1000);
+        let mut batch: Vec<(String, String, Vec<u8>)> = Vec::with_capacity(1000);
         let mut entries = entries;
         loop {
             for e in entries.by_ref() {
                 let (bucket, key, value) = e?;
-                batch.push((self.key(&bucket, &key), value));
+                batch.push((bucket, key, value));
                 if batch.len() == 1000 {
                     break;
                 }
@@ -318,8 +349,15 @@ impl RedisKv {
                 break;
             }
             let mut pipe = redis::pipe();
-            for (k, v) in &batch {
-                pipe.cmd("SET").arg(k).arg(v).ignore();
+            for (bucket, key, v) in &batch {
+                pipe.cmd("SET").arg(self.key(bucket, key)).arg(v).ignore();
+                if let Some((group, member)) = ordered_group(key) {
+                    pipe.cmd("ZADD")
+                        .arg(self.index_key(bucket, group))
+                        .arg(0)
+                        .arg(member)
+                        .ignore();
+                }
             }
             self.with_conn(|c| pipe.query::<()>(c))?;
             n += batch.len() as u64;
@@ -331,10 +369,60 @@ impl RedisKv {
 
 /// Call records (origin/src/calls.rs): listing by prefix, reading and
 /// deleting many keys.
+///
+/// Redis has no ordered key ranges, and SCAN MATCH walks the whole keyspace
+/// whatever it matches. So for call-record keys every write also keeps a
+/// sorted set per *group* (`edge_signaling::keys::ordered_group`: all
+/// calls, one call's events, one room's or identity's calls) whose members
+/// all have score 0, so they sort by their bytes, like keys in redb. A
+/// group is then listed, or paged newest first, with ZRANGE BYLEX: it
+/// costs what it returns.
 impl RedisKv {
-    /// Keys of `bucket` that start with `prefix`, in no order (SCAN MATCH:
-    /// Redis walks the whole keyspace, but only matches cross the network).
+    /// Keys of `bucket` that start with `prefix`. For a prefix that is an
+    /// ordered group: its sorted set, in key order. Otherwise SCAN MATCH, in
+    /// no order (Redis walks the whole keyspace; only matches cross the
+    /// network).
     pub fn list_prefix(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+        if is_group(prefix) {
+            let idx = self.index_key(bucket, prefix);
+            let members: Vec<String> =
+                self.with_conn(|c| redis::cmd("ZRANGE").arg(&idx).arg(0).arg(-1).query(c))?;
+            return Ok(members
+                .into_iter()
+                .map(|m| format!("{prefix}{m}"))
+                .collect());
+        }
+        self.scan_prefix(bucket, prefix)
+    }
+
+    /// Up to `limit` members of the ordered group `group` (keys without the
+    /// group), in descending order, below `before` when given: one page of
+    /// an index, newest first.
+    pub fn page_group_rev(
+        &self,
+        bucket: &str,
+        group: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let idx = self.index_key(bucket, group);
+        let max = before.map_or_else(|| "+".to_string(), |b| format!("({b}"));
+        self.with_conn(|c| {
+            redis::cmd("ZRANGE")
+                .arg(&idx)
+                .arg(&max)
+                .arg("-")
+                .arg("BYLEX")
+                .arg("REV")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .query(c)
+        })
+    }
+
+    /// SCAN MATCH `prefix*` over the bucket.
+    fn scan_prefix(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
         let base = self.key(bucket, "");
         let mut pattern = glob_escape(&base);
         pattern.push_str(&glob_escape(prefix));
@@ -375,14 +463,31 @@ impl RedisKv {
         Ok(out)
     }
 
-    /// Delete `keys` of `bucket` (one DEL per 500 keys).
+    /// Delete `keys` of `bucket` with their index entries, 500 keys per
+    /// MULTI (each key goes together with its entry).
     pub fn delete_keys(&self, bucket: &str, keys: &[String]) -> Result<(), StoreError> {
         for chunk in keys.chunks(500) {
-            let full: Vec<String> = chunk.iter().map(|k| self.key(bucket, k)).collect();
-            self.with_conn(|c| redis::cmd("DEL").arg(&full).query::<i64>(c).map(|_| ()))?;
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for k in chunk {
+                pipe.cmd("DEL").arg(self.key(bucket, k)).ignore();
+                if let Some((group, member)) = ordered_group(k) {
+                    pipe.cmd("ZREM")
+                        .arg(self.index_key(bucket, group))
+                        .arg(member)
+                        .ignore();
+                }
+            }
+            self.with_conn(|c| pipe.query::<()>(c))?;
         }
         Ok(())
     }
+}
+
+/// Whether `prefix` is exactly an ordered group (what a key of the group
+/// looks like with its member taken off).
+fn is_group(prefix: &str) -> bool {
+    ordered_group(&format!("{prefix}x")) == Some((prefix, "x"))
 }
 
 /// `s` with Redis glob characters escaped, for SCAN MATCH.

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
+use crate::sync_gate::{SyncError, SyncGate};
+
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +38,9 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 pub struct EmbeddedStore {
     db: Arc<Database>,
     dirty: Arc<AtomicBool>,
-    sync: Arc<crate::sync_gate::SyncGate>,
+    /// Its syncer thread holds the database open until the last handle
+    /// drops the gate.
+    sync: Arc<SyncGate>,
 }
 
 fn table(bucket: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
@@ -51,10 +55,20 @@ impl EmbeddedStore {
             path: path.display().to_string(),
             source,
         })?;
+        let db = Arc::new(db);
+        let syncer_db = db.clone();
+        // One empty durable commit makes every commit before it durable.
+        let sync = SyncGate::new(move || {
+            let mut tx = syncer_db.begin_write().map_err(|e| e.to_string())?;
+            tx.set_durability(Durability::Immediate)
+                .map_err(|e| e.to_string())?;
+            tx.commit().map_err(|e| e.to_string())
+        })
+        .map_err(backend)?;
         Ok(EmbeddedStore {
-            db: Arc::new(db),
+            db,
             dirty: Arc::new(AtomicBool::new(false)),
-            sync: Default::default(),
+            sync: Arc::new(sync),
         })
     }
 
@@ -98,18 +112,14 @@ impl EmbeddedStore {
         tx.commit().map_err(backend)
     }
 
-    /// Block until every commit made before this call is durable, sharing
-    /// one fsync with whoever else is waiting (group commit, see
-    /// `sync_gate.rs`). For writes that must not be acknowledged before they
-    /// would survive a crash.
-    pub fn sync(&self) -> Result<(), StoreError> {
-        self.sync
-            .wait(|| {
-                let mut tx = self.db.begin_write().map_err(backend)?;
-                tx.set_durability(Durability::Immediate).map_err(backend)?;
-                tx.commit().map_err(backend)
-            })
-            .map_err(StoreError::Backend)
+    /// Call right after a commit that must not be acknowledged before it
+    /// would survive a crash: resolves once it is durable, sharing one
+    /// fsync with every other commit waiting (group commit, see
+    /// `sync_gate.rs`). Awaiting holds no thread.
+    pub fn wait_durable(
+        &self,
+    ) -> impl std::future::Future<Output = Result<(), SyncError>> + Send + 'static {
+        self.sync.wait_durable()
     }
 
     /// A consistent read view: every read through it sees the same state.
@@ -288,6 +298,42 @@ impl EmbeddedStore {
         Ok(keys)
     }
 
+    /// Up to `limit` keys of `bucket` under `prefix`, newest first (in
+    /// descending key order), each without the prefix, and only those
+    /// below `prefix + before` when `before` is given: one page of an
+    /// index, read as a redb range, so it costs what it returns.
+    pub fn page_prefix_rev(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let tx = self.db.begin_read().map_err(backend)?;
+        let t = match tx.open_table(table(bucket)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(backend(e)),
+        };
+        let end = match before {
+            Some(b) => format!("{prefix}{b}"),
+            None => prefix_end(prefix),
+        };
+        let mut out = Vec::new();
+        for entry in t
+            .range::<&str>(prefix..end.as_str())
+            .map_err(backend)?
+            .rev()
+        {
+            if out.len() == limit {
+                break;
+            }
+            let (k, _) = entry.map_err(backend)?;
+            out.push(k.value()[prefix.len()..].to_string());
+        }
+        Ok(out)
+    }
+
     /// Delete `keys` of `bucket` in one transaction (group-committed).
     pub fn delete_keys(&self, bucket: &str, keys: &[String]) -> Result<(), StoreError> {
         let mut b = self.begin()?;
@@ -298,9 +344,46 @@ impl EmbeddedStore {
     }
 }
 
+/// The least string above every string that starts with `prefix` (its
+/// last character incremented): the exclusive end of a prefix range.
+fn prefix_end(prefix: &str) -> String {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        if let Some(next) = char::from_u32(last as u32 + 1) {
+            chars.push(next);
+            return chars.into_iter().collect();
+        }
+    }
+    // Only an empty prefix (or one of char::MAX) gets here: no upper bound
+    // short of the largest key, which redb ranges cannot name; use one
+    // above any key Tern writes.
+    char::MAX.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefix_pages_run_newest_first_below_the_cursor() {
+        let dir = std::env::temp_dir().join(format!("tern-store-page-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = EmbeddedStore::open(&dir).unwrap();
+        for k in ["a/1", "a/2", "a/3", "a0", "b/1", "a/2/x"] {
+            s.set("default", k, b"").unwrap();
+        }
+        let page = |before, limit| s.page_prefix_rev("default", "a/", before, limit).unwrap();
+        assert_eq!(page(None, 10), ["3", "2/x", "2", "1"]);
+        assert_eq!(page(None, 2), ["3", "2/x"]);
+        assert_eq!(page(Some("2"), 10), ["1"]);
+        assert_eq!(page(Some("1"), 10), Vec::<String>::new());
+        assert!(s
+            .page_prefix_rev("missing", "a/", None, 5)
+            .unwrap()
+            .is_empty());
+        drop(s);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn values_survive_reopen_after_flush() {

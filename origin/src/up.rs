@@ -69,6 +69,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         relay_secret: Some(secrets.relay_secret.clone()),
         relay_stale_ms: 1500,
         dev_tokens: true,
+        session_grace_ms: edge_signaling::Config::DEFAULT_SESSION_GRACE_MS,
+        call_sweep_ms: edge_signaling::Config::DEFAULT_CALL_SWEEP_MS,
     };
     let meta = crate::backup::serve_meta(&serve);
     let (app, listener) = crate::start(serve).await?;

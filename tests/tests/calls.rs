@@ -25,12 +25,18 @@ struct Serve {
 }
 
 fn serve(edge: &str, kv: &str, data_dir: &Path) -> Serve {
+    serve_with(edge, kv, data_dir, &[])
+}
+
+/// [`serve`] with extra environment (settings such as the grace period).
+fn serve_with(edge: &str, kv: &str, data_dir: &Path, env: &[(&str, &str)]) -> Serve {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
     let child = Command::new(bin("tern"))
         .args(["serve", "--listen", &addr.to_string(), "--edge", edge])
         .args(["--kv", kv])
         .arg("--data-dir")
         .arg(data_dir)
+        .envs(env.iter().copied())
         .env("TERN_API_SECRET", API_SECRET)
         .env("TERN_RELAY_SECRET", RELAY_SECRET)
         .env("RUST_LOG", "warn")
@@ -127,18 +133,33 @@ fn identities(call: &Value) -> Vec<String> {
 
 /// `tern calls <args>`: stdout, or a panic with stderr.
 fn tern_calls(args: &[&str]) -> String {
-    let out = Command::new(bin("tern"))
-        .arg("calls")
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
+    let out = tern_calls_as(args, None);
     assert!(
         out.status.success(),
         "tern calls {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// `tern calls <args>` with `TERN_API_SECRET` set (or not), whatever it
+/// exits with.
+fn tern_calls_as(args: &[&str], api_secret: Option<&str>) -> std::process::Output {
+    let mut cmd = Command::new(bin("tern"));
+    cmd.arg("calls")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("TERN_API_SECRET");
+    if let Some(s) = api_secret {
+        cmd.env("TERN_API_SECRET", s);
+    }
+    cmd.output().unwrap()
+}
+
+fn jsonl(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 fn relays_for(addr: SocketAddr) -> (Proc, Proc) {
@@ -264,9 +285,42 @@ async fn calls_are_recorded_listed_filtered_paged_and_exported() {
     let (status, _) = get(origin.addr, "/v1/calls?limit=0", Some(API_SECRET));
     assert_eq!(status, 400);
 
-    // `tern calls` reads the store itself (the origin must let go of it).
-    origin.proc.kill();
+    // While the origin runs it holds the embedded store's lock: `tern
+    // calls` on the files says so, and reads through the API with --url.
     let d = dir.to_str().unwrap();
+    let locked = tern_calls_as(&["--data-dir", d], None);
+    assert!(!locked.status.success());
+    let why = String::from_utf8_lossy(&locked.stderr);
+    assert!(why.contains("--url"), "{why}");
+    let url = format!("http://{}", origin.addr);
+    let remote = tern_calls_as(&["--url", &url, "--format", "jsonl"], Some(API_SECRET));
+    assert!(remote.status.success(), "{remote:?}");
+    let remote = jsonl(&String::from_utf8(remote.stdout).unwrap());
+    assert_eq!(remote, all["calls"].as_array().unwrap().clone());
+    let one = tern_calls_as(
+        &["--url", &url, "--format", "csv", "--identity", "bob"],
+        Some(API_SECRET),
+    );
+    let csv = String::from_utf8(one.stdout).unwrap();
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert!(csv
+        .lines()
+        .nth(1)
+        .unwrap()
+        .starts_with(standup["call"].as_str().unwrap()));
+    let paged = tern_calls_as(&["--url", &url, "--limit", "1"], Some(API_SECRET));
+    let more = String::from_utf8_lossy(&paged.stderr);
+    assert!(more.contains("--cursor"), "{more}");
+    let refused = tern_calls_as(&["--url", &url], Some("wrong-secret"));
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("401"), "{why}");
+    let refused = tern_calls_as(&["--url", &url], None);
+    assert!(!refused.status.success(), "no secret, no records");
+
+    // Without --url `tern calls` reads the store itself once the origin
+    // has let go of it.
+    origin.proc.kill();
     let jsonl = tern_calls(&["--data-dir", d, "--format", "jsonl"]);
     let lines: Vec<Value> = jsonl
         .lines()
@@ -303,6 +357,11 @@ async fn calls_are_recorded_listed_filtered_paged_and_exported() {
         .collect();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0]["call"], retro["call"]);
+    // Queries by the pruned call's room or identity find nothing.
+    for filter in [["--room", "standup"], ["--identity", "alice"]] {
+        let rest = tern_calls(&[&["--data-dir", d, "--format", "jsonl"][..], &filter[..]].concat());
+        assert!(rest.is_empty(), "{filter:?}: {rest}");
+    }
     drop(carol);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -396,7 +455,10 @@ async fn on_redis_records_survive_an_origin_sigkill_and_tern_calls_reads_them() 
     drop((alice, bob));
 
     // Another edge on the same Redis sees everything that was acknowledged.
-    let two = serve("edge-2", &kv, &d2);
+    // Its call sweep (which lists the whole bucket with SCAN) runs once at
+    // start and then not for an hour, so the SCAN count below is the
+    // queries' alone.
+    let two = serve_with("edge-2", &kv, &d2, &[("TERN_CALL_SWEEP_MS", "3600000")]);
     let page = calls(two.addr, "identity=bob");
     let call = &page["calls"][0];
     assert_eq!(call["room"], "on-redis");
@@ -416,6 +478,144 @@ async fn on_redis_records_survive_an_origin_sigkill_and_tern_calls_reads_them() 
         .collect();
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["call"], call["call"]);
+
+    // Reads go through the records' sorted sets, never SCAN (which walks
+    // the whole keyspace).
+    let id = call["call"].as_str().unwrap();
+    let zrange = |set: &str| {
+        redis_cli(
+            port,
+            &["ZRANGE", &format!("tern:idx:default:{set}"), "0", "-1"],
+        )
+        .unwrap()
+    };
+    assert!(zrange("call/").contains(id));
+    assert_eq!(zrange("call-room/on-redis/"), id);
+    assert_eq!(zrange("call-identity/bob/"), id);
+    assert!(zrange(&format!("call-event/{id}/")).contains("-join-"));
+    let mut ws2 = Client::connect(&format!("ws://{}/v1/signal", two.addr)).await;
+    ws2.join("short", "carol").await;
+    ws2.send(json!({"type":"leave"})).await;
+    ws2.expect("left").await;
+    let scans = || scan_calls(port);
+    let before = scans();
+    assert!(
+        before > 0,
+        "the counter works: edge-2's first sweep used SCAN"
+    );
+    let short = calls(two.addr, "room=short");
+    assert_eq!(short["calls"][0]["end_reason"], "empty");
+    let short_id = short["calls"][0]["call"].as_str().unwrap().to_string();
+    assert_eq!(ids(&calls(two.addr, "identity=carol")), [short_id.as_str()]);
+    let p1 = calls(two.addr, "limit=1");
+    assert_eq!(ids(&p1), [short_id.as_str()], "newest first");
+    let c = p1["next_cursor"].as_str().unwrap();
+    assert_eq!(ids(&calls(two.addr, &format!("limit=1&cursor={c}"))), [id]);
+    assert_eq!(scans(), before, "a query used SCAN");
+
+    // Retention takes the index entries with the record; the open call
+    // stays, entries and all.
+    tern_calls(&["--kv", &kv, "--prune-older-than-days", "0"]);
+    assert!(!zrange("call/").contains(&short_id));
+    assert!(zrange("call/").contains(id));
+    for set in [
+        "call-room/short/".to_string(),
+        "call-identity/carol/".to_string(),
+        format!("call-event/{short_id}/"),
+    ] {
+        assert_eq!(zrange(&set), "", "{set} outlived its call");
+    }
+    let left = redis_cli(
+        port,
+        &[
+            "--scan",
+            "--pattern",
+            &format!("tern:default:call*{short_id}*"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(left, "", "keys of the pruned call remain");
+    assert!(ids(&calls(two.addr, "room=short")).is_empty());
+    assert_eq!(ids(&calls(two.addr, "")), [id]);
     let _ = std::fs::remove_dir_all(&d1);
     let _ = std::fs::remove_dir_all(&d2);
+}
+
+/// How many SCAN commands the Redis on `port` has run.
+fn scan_calls(port: u16) -> u64 {
+    let stats = redis_cli(port, &["INFO", "commandstats"]).unwrap();
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_scan:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// Both participants' connections die without a `leave` (sockets dropped):
+/// after the grace period the timeout sweep, running in the origin's tick
+/// with nobody touching the room, has them leave with reason `timeout` and
+/// ends the call with reason `timeout`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_whose_participants_vanish_ends_by_timeout() {
+    const GRACE_MS: u64 = 1_000;
+    let dir = temp_dir("timeout");
+    let origin = serve_with(
+        "edge-1",
+        "embedded",
+        &dir,
+        &[
+            ("TERN_SESSION_GRACE_MS", "1000"),
+            ("TERN_CALL_SWEEP_MS", "200"),
+        ],
+    );
+    let _relays = relays_for(origin.addr);
+    let ws = format!("ws://{}/v1/signal", origin.addr);
+    let mut alice = Client::connect(&ws).await;
+    let mut bob = Client::connect(&ws).await;
+    let a = alice.join("vanish", "alice").await;
+    bob.join("vanish", "bob").await;
+    alice.expect("peer-joined").await;
+
+    // Alice's socket dies; Bob, still connected, is told she left once
+    // the grace period is over (not before: she might have resumed).
+    let dropped = Instant::now();
+    drop(alice);
+    let left = bob
+        .recv_within(Duration::from_millis(GRACE_MS + 10_000))
+        .await
+        .expect("peer-left after the grace period");
+    assert_eq!(left["type"], "peer-left", "{left}");
+    assert_eq!(left["participant"], a["participant"]);
+    assert!(
+        dropped.elapsed() >= Duration::from_millis(GRACE_MS),
+        "peer-left after {:?}, inside the grace period",
+        dropped.elapsed()
+    );
+
+    // Then Bob's dies too, and nobody is left to leave or to touch the room.
+    drop(bob);
+    let mut call = Value::Null;
+    wait_until(Duration::from_secs(20), || {
+        call = calls(origin.addr, "room=vanish")["calls"][0].clone();
+        !call["ended_ms"].is_null()
+    })
+    .unwrap_or_else(|_| panic!("the call never ended: {call}"));
+    assert_eq!(call["end_reason"], "timeout", "{call}");
+    let ps = call["participants"].as_array().unwrap();
+    assert_eq!(ps.len(), 2);
+    for p in ps {
+        assert_eq!(p["leave_reason"], "timeout", "{p}");
+        let away = p["away"][0].as_u64().expect("its socket drop is recorded");
+        let gone = p["left_ms"].as_u64().unwrap();
+        assert!(gone >= away + GRACE_MS, "{p}: left {gone} away {away}");
+    }
+    eprintln!(
+        "call ended by timeout {} ms after the last socket dropped",
+        call["ended_ms"].as_u64().unwrap()
+            - ps.iter()
+                .map(|p| p["away"][0].as_u64().unwrap())
+                .max()
+                .unwrap()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

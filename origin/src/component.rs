@@ -46,9 +46,13 @@ pub struct CasHandle {
 
 /// Per-call host state.
 pub struct HostState {
-    wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
     kv: Kv,
+    /// Every store call is its own transaction (`tern spin`): an HTTP
+    /// request may run for a whole long poll, so it can neither hold the
+    /// embedded store's single write transaction nor read one snapshot.
+    autocommit: bool,
     /// Embedded store only: the call's write transaction, opened at its first write and committed
     /// when the call returns (see [`SignalingHost::with_instance`]). While it
     /// is open, reads go through it so the guest reads its own writes.
@@ -65,6 +69,20 @@ pub struct HostState {
 }
 
 impl HostState {
+    /// State for a host whose calls commit each store operation on its own
+    /// (the `autocommit` field); `env` is the component's environment.
+    pub(crate) fn per_operation(kv: Kv, env: &[(String, String)]) -> HostState {
+        HostState {
+            wasi: WasiCtx::builder().envs(env).build(),
+            table: ResourceTable::new(),
+            kv,
+            autocommit: true,
+            batch: None,
+            snapshot: None,
+            durable: false,
+        }
+    }
+
     /// The embedded store's per-call write transaction, opened on first use.
     fn batch(&mut self) -> Result<&mut Batch, kvstore::Error> {
         let Kv::Embedded(store) = &self.kv else {
@@ -81,6 +99,9 @@ impl HostState {
             Kv::Redis(r) => return r.get(bucket, key).map_err(other),
             Kv::Embedded(store) => store,
         };
+        if self.autocommit {
+            return store.get(bucket, key).map_err(other);
+        }
         if let Some(b) = &self.batch {
             return b.get(bucket, key).map_err(other);
         }
@@ -105,6 +126,15 @@ impl HostState {
             }
             .map_err(other);
         }
+        if let (true, Kv::Embedded(store)) = (self.autocommit, &self.kv) {
+            let mut b = store.begin().map_err(other)?;
+            match value {
+                Some(v) => b.set(bucket, key, v),
+                None => b.delete(bucket, key),
+            }
+            .map_err(other)?;
+            return b.commit().map_err(other);
+        }
         let b = self.batch()?;
         match value {
             Some(v) => b.set(bucket, key, v),
@@ -122,6 +152,11 @@ impl HostState {
     ) -> Result<Result<(), Option<Vec<u8>>>, kvstore::Error> {
         if let Kv::Redis(r) = &self.kv {
             return r
+                .compare_and_swap(bucket, key, expected, value)
+                .map_err(other);
+        }
+        if let (true, Kv::Embedded(store)) = (self.autocommit, &self.kv) {
+            return store
                 .compare_and_swap(bucket, key, expected, value)
                 .map_err(other);
         }
@@ -399,6 +434,7 @@ impl SignalingHost {
                 wasi,
                 table: ResourceTable::new(),
                 kv: self.kv.clone(),
+                autocommit: false,
                 batch: None,
                 snapshot: None,
                 durable: false,
@@ -459,4 +495,15 @@ thread_local! {
     /// that made the call reads it right after (the call and the read run
     /// on the same thread, inline or on one blocking-pool thread).
     static NEEDS_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Link `wasi:keyvalue@0.2.0-draft2` (store and atomics) into a linker whose
+/// store data holds a [`HostState`] (`tern spin` wraps it with wasi:http
+/// state).
+pub fn add_keyvalue_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut HostState,
+) -> anyhow::Result<()> {
+    Signaling::add_to_linker::<T, HasSelf<HostState>>(linker, get)?;
+    Ok(())
 }

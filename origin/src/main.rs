@@ -14,6 +14,7 @@ mod kv;
 mod prober;
 mod redis_kv;
 mod secrets;
+mod spin;
 mod store;
 mod sync_gate;
 mod up;
@@ -59,6 +60,9 @@ enum Command {
     Backup(backup::BackupArgs),
     /// Restore a backup into an empty store.
     Restore(backup::RestoreArgs),
+    /// Serve the Spin app in spin.toml without Spin: the component's
+    /// wasi:http export, one instance per request, origin's key-value store.
+    Spin(spin::SpinArgs),
 }
 
 #[derive(Subcommand)]
@@ -166,6 +170,7 @@ fn main() -> anyhow::Result<()> {
         Command::Calls(args) => calls::run(args),
         Command::Backup(args) => backup::run(args),
         Command::Restore(args) => backup::restore(args),
+        Command::Spin(args) => runtime()?.block_on(spin::run(args)),
     }
 }
 

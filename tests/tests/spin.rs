@@ -211,7 +211,11 @@ async fn long_poll_wakes_promptly_and_acks_drop_frames() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_connection_is_closed_and_its_participant_goes_away() {
-    let (app, _ra, _rb) = app_with_relays();
+    // Short polls: a vanished client's last poll must end before its idle
+    // time starts counting (a waiting poll is activity).
+    let app = SpinApp::start_with("embedded", &["--env", "TERN_HTTP_POLL_MS=3000"]);
+    let _ra = start_relay_at(app.addr, "a-1", "region-a", &[]);
+    app.wait_healthy_relays(1, Duration::from_secs(30)).unwrap();
     let mut alice = HttpClient::connect(&app.url()).await;
     let mut bob = HttpClient::connect(&app.url()).await;
     alice.join("room-i", "alice").await;
@@ -219,34 +223,43 @@ async fn idle_connection_is_closed_and_its_participant_goes_away() {
     alice.expect("peer-joined").await;
     // Bob vanishes without a word. Alice's long poll keeps housekeeping
     // going; after 15 s without a request bob's connection is closed.
+    // Any request would count as activity, so watch the connection count.
     let conn = bob.abandon();
-    let closed = wait_until(Duration::from_secs(25), || {
-        let (status, _) = raw_status(app.addr, &format!("/v1/http/send?conn={conn}&ack=0"));
-        status == 404
-    });
-    closed.expect("idle connection closed within 25 s");
+    let connections = || {
+        let (_, body) = http_get(app.addr, "/healthz").unwrap();
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["connections"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(connections(), 2);
+    let t = Instant::now();
+    while connections() > 1 {
+        assert!(
+            t.elapsed() < Duration::from_secs(25),
+            "idle connection never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        t.elapsed() > Duration::from_secs(10),
+        "closed too early: {:?}",
+        t.elapsed()
+    );
+    let a = request(
+        app.addr,
+        "POST",
+        &format!("/v1/http/send?conn={conn}&ack=0"),
+        br#"{"type":"ping","id":1}"#,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.status, 404);
     // Closed like a dropped socket: his session can resume.
     let mut bob2 = HttpClient::connect(&app.url()).await;
     bob2.send(json!({"type":"join","room":"room-i","token":token("room-i","bob",600),"session":b["session"]}))
         .await;
     assert_eq!(bob2.expect("joined").await["resumed"], true);
-}
-
-fn raw_status(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let a = rt
-        .block_on(request(
-            addr,
-            "POST",
-            path,
-            b"{\"type\":\"ping\",\"id\":1}",
-            Duration::from_secs(5),
-        ))
-        .unwrap();
-    (a.status, a.body)
 }
 
 #[tokio::test(flavor = "multi_thread")]

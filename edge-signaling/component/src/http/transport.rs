@@ -18,8 +18,21 @@ use super::{entropy, housekeeping, mailbox, now_ms, Reply, Request};
 use crate::bucket::Bucket;
 use crate::core;
 
-/// How long a poll waits for frames before it answers empty.
+/// How long a poll waits for frames before it answers empty, unless
+/// `TERN_HTTP_POLL_MS` says otherwise (the server announces it in
+/// `connect`'s `poll_ms`). A client that vanishes mid-poll is closed as idle
+/// [`housekeeping::IDLE_MS`] after its poll ends, since a waiting poll counts
+/// as activity: shorter polls notice vanished clients sooner, at the cost of
+/// more requests.
 pub const POLL_MS: u64 = 20_000;
+
+fn poll_ms() -> u64 {
+    std::env::var("TERN_HTTP_POLL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&ms| ms > 0)
+        .unwrap_or(POLL_MS)
+}
 /// How often a waiting poll looks at its mailbox: the bound on how late it
 /// wakes after a frame lands (the KV has no notifications to wait on).
 const POLL_STEP_MS: u64 = 20;
@@ -88,7 +101,7 @@ pub fn connect(now: u64) -> Reply {
     housekeeping::maybe_tick(now);
     Reply::json(
         200,
-        serde_json::json!({"conn": conn, "poll_ms": POLL_MS}).to_string(),
+        serde_json::json!({"conn": conn, "poll_ms": poll_ms()}).to_string(),
     )
 }
 
@@ -145,6 +158,7 @@ pub fn poll(now: u64, req: &Request) -> Reply {
         Ok(None) => return unknown(&conn),
         Err(e) => return unavailable(e),
     }
+    let wait_ms = poll_ms();
     let mut touched = 0;
     let mut t = now;
     loop {
@@ -160,7 +174,7 @@ pub fn poll(now: u64, req: &Request) -> Reply {
             Ok(None) => return unknown(&conn),
             Err(e) => return unavailable(e),
         }
-        if t.saturating_sub(now) >= POLL_MS {
+        if t.saturating_sub(now) >= wait_ms {
             return Reply::json(200, format!(r#"{{"frames":[],"last":{ack}}}"#));
         }
         // A waiting poll keeps failover going while nothing else arrives.

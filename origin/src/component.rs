@@ -13,6 +13,9 @@ use anyhow::Context as _;
 use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{
+    RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
+};
 
 use crate::kv::Kv;
 use crate::store::{Batch, Snapshot};
@@ -46,8 +49,11 @@ pub struct CasHandle {
 
 /// Per-call host state.
 pub struct HostState {
-    pub(crate) wasi: WasiCtx,
-    pub(crate) table: ResourceTable,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    /// wasi:http state (`tern spin` serves requests through it).
+    http: WasiHttpCtx,
+    hooks: DenyOutbound,
     kv: Kv,
     /// Every store call is its own transaction (`tern spin`): an HTTP
     /// request may run for a whole long poll, so it can neither hold the
@@ -75,6 +81,8 @@ impl HostState {
         HostState {
             wasi: WasiCtx::builder().envs(env).build(),
             table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            hooks: DenyOutbound,
             kv,
             autocommit: true,
             batch: None,
@@ -172,6 +180,42 @@ impl WasiView for HostState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        // One resource table for both: streams cross between wasi:io and
+        // wasi:http.
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// The component makes no outgoing requests; as on Spin without
+/// `allowed_outbound_hosts`, an attempt is denied.
+struct DenyOutbound;
+
+type SendFuture = Box<
+    dyn std::future::Future<
+            Output = wasmtime_wasi_http::Result<(
+                hyper::Response<WasiBody>,
+                Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+            )>,
+        > + Send,
+>;
+
+impl WasiHttpHooks for DenyOutbound {
+    fn send_request(
+        &mut self,
+        _request: hyper::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _fut: Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> SendFuture {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }
 
@@ -374,6 +418,12 @@ impl SignalingHost {
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         Signaling::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+        // The same artifact exports wasi:http/incoming-handler for Spin, so
+        // it imports wasi:http/types. This host only calls
+        // `tern:signaling/handler`, which never touches them, but they must
+        // link (traps would not do: wasmtime would also stub the resources
+        // wasi:keyvalue/atomics shares with wasi:keyvalue/store).
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)?;
         let pre = SignalingPre::new(linker.instantiate_pre(&component)?)?;
         Ok(SignalingHost {
             engine,
@@ -433,6 +483,8 @@ impl SignalingHost {
             HostState {
                 wasi,
                 table: ResourceTable::new(),
+                http: WasiHttpCtx::new(),
+                hooks: DenyOutbound,
                 kv: self.kv.clone(),
                 autocommit: false,
                 batch: None,
@@ -497,13 +549,9 @@ thread_local! {
     static NEEDS_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Link `wasi:keyvalue@0.2.0-draft2` (store and atomics) into a linker whose
-/// store data holds a [`HostState`] (`tern spin` wraps it with wasi:http
-/// state).
-pub fn add_keyvalue_to_linker<T: 'static>(
-    linker: &mut Linker<T>,
-    get: fn(&mut T) -> &mut HostState,
-) -> anyhow::Result<()> {
-    Signaling::add_to_linker::<T, HasSelf<HostState>>(linker, get)?;
+/// Link `wasi:keyvalue@0.2.0-draft2` (store and atomics) for `tern spin`,
+/// whose linker is async (wasi:http) but whose key-value calls are not.
+pub fn add_keyvalue_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
+    Signaling::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
     Ok(())
 }

@@ -10,73 +10,18 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Store};
-use wasmtime_wasi::{WasiCtxView, WasiView};
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{
-    RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
-};
+use wasmtime_wasi_http::WasiHttpView as _;
 
 use super::manifest::HttpApp;
 use crate::component::{self, HostState};
 use crate::kv::Kv;
 
-/// Per-request store data: origin's WASI + key-value state, plus wasi:http.
-pub struct RequestState {
-    host: HostState,
-    http: WasiHttpCtx,
-    hooks: DenyOutbound,
-}
-
-/// The component makes no outgoing requests; as on Spin without
-/// `allowed_outbound_hosts`, an attempt is denied.
-struct DenyOutbound;
-
-type SendFuture = Box<
-    dyn std::future::Future<
-            Output = wasmtime_wasi_http::Result<(
-                hyper::Response<WasiBody>,
-                Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-            )>,
-        > + Send,
->;
-
-impl WasiHttpHooks for DenyOutbound {
-    fn send_request(
-        &mut self,
-        _request: hyper::Request<WasiBody>,
-        _options: Option<RequestOptions>,
-        _fut: Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-    ) -> SendFuture {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
-    }
-}
-
-impl WasiView for RequestState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.host.wasi,
-            table: &mut self.host.table,
-        }
-    }
-}
-
-impl WasiHttpView for RequestState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        // One resource table for both: streams cross between wasi:io and
-        // wasi:http.
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.host.table,
-            hooks: &mut self.hooks,
-        }
-    }
-}
-
 pub struct SpinHost {
-    pre: ProxyPre<RequestState>,
+    pre: ProxyPre<HostState>,
     env: Vec<(String, String)>,
     kv: Kv,
     app: HttpApp,
@@ -94,10 +39,10 @@ impl SpinHost {
         let component = Component::new(&engine, wasm)
             .map_err(anyhow::Error::from)
             .context("compiling the component")?;
-        let mut linker = Linker::<RequestState>::new(&engine);
+        let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        component::add_keyvalue_to_linker(&mut linker, |s| &mut s.host)?;
+        component::add_keyvalue_to_linker(&mut linker)?;
         let pre = ProxyPre::new(linker.instantiate_pre(&component)?)
             .map_err(anyhow::Error::from)
             .context("the component does not export wasi:http/incoming-handler@0.2")?;
@@ -115,11 +60,7 @@ impl SpinHost {
         req.headers_mut().insert("spin-path-info", info);
         let mut store = Store::new(
             self.pre.engine(),
-            RequestState {
-                host: HostState::per_operation(self.kv.clone(), &self.env),
-                http: WasiHttpCtx::new(),
-                hooks: DenyOutbound,
-            },
+            HostState::per_operation(self.kv.clone(), &self.env),
         );
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let wasi_req = store

@@ -294,7 +294,7 @@ async fn reroute_reaches_the_mailbox_after_a_relay_is_killed() {
 
 /// The artifact links on Spin 4.0.x: its imports are a subset of what Spin's
 /// HTTP trigger provides and it exports wasi:http/incoming-handler 0.2
-/// (wit/spin-host/). Needs `wasm-tools` (`cargo install wasm-tools --locked`).
+/// (wit/spin-host/). Needs `wasm-tools` (`cargo install wasm-tools --locked --version 1.263.0`).
 #[test]
 fn artifact_targets_the_spin_http_trigger_world() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");

@@ -19,6 +19,10 @@ use tokio::sync::mpsc;
 
 /// What the sending side and the poller share.
 struct Shared {
+    /// Where requests go. Any instance of a serverless app can answer any
+    /// request of any connection, so a test may move a client (as a load
+    /// balancer would) with [`HttpClient::switch_to`].
+    addr: SocketAddr,
     /// Highest sequence number handed to the reader: the `ack` of the next
     /// request.
     handled: u64,
@@ -27,7 +31,6 @@ struct Shared {
 }
 
 pub struct HttpClient {
-    addr: SocketAddr,
     conn: String,
     shared: Arc<Mutex<Shared>>,
     frames: mpsc::UnboundedReceiver<Value>,
@@ -142,19 +145,29 @@ impl HttpClient {
             .expect("conn id")
             .to_string();
         let shared = Arc::new(Mutex::new(Shared {
+            addr,
             handled: 0,
             closed: None,
         }));
         let (tx, frames) = mpsc::unbounded_channel();
-        let poller = tokio::spawn(poll_loop(addr, conn.clone(), shared.clone(), tx.clone()));
+        let poller = tokio::spawn(poll_loop(conn.clone(), shared.clone(), tx.clone()));
         HttpClient {
-            addr,
             conn,
             shared,
             frames,
             tx,
             poller,
         }
+    }
+
+    /// Send this connection's next requests (and polls) to another instance
+    /// of the app at `url`; the connection and its mailbox stay the same.
+    pub fn switch_to(&mut self, url: &str) {
+        self.shared.lock().unwrap().addr = addr_of(url);
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.shared.lock().unwrap().addr
     }
 
     /// The server-minted connection id.
@@ -176,7 +189,7 @@ impl HttpClient {
     pub async fn send_raw(&mut self, body: &[u8]) -> anyhow::Result<HttpAnswer> {
         let ack = self.shared.lock().unwrap().handled;
         let path = format!("/v1/http/send?conn={}&ack={ack}", self.conn);
-        let a = request(self.addr, "POST", &path, body, Duration::from_secs(10)).await?;
+        let a = request(self.addr(), "POST", &path, body, Duration::from_secs(10)).await?;
         if a.status == 200 {
             take_frames(&self.shared, &self.tx, &a.json()?);
         }
@@ -232,7 +245,7 @@ impl HttpClient {
     pub async fn close(self) {
         self.poller.abort();
         let path = format!("/v1/http/close?conn={}", self.conn);
-        let _ = request(self.addr, "POST", &path, b"", Duration::from_secs(10)).await;
+        let _ = request(self.addr(), "POST", &path, b"", Duration::from_secs(10)).await;
     }
 
     /// Stop polling and sending without telling the server (a client that
@@ -249,14 +262,12 @@ impl Drop for HttpClient {
     }
 }
 
-async fn poll_loop(
-    addr: SocketAddr,
-    conn: String,
-    shared: Arc<Mutex<Shared>>,
-    tx: mpsc::UnboundedSender<Value>,
-) {
+async fn poll_loop(conn: String, shared: Arc<Mutex<Shared>>, tx: mpsc::UnboundedSender<Value>) {
     loop {
-        let ack = shared.lock().unwrap().handled;
+        let (addr, ack) = {
+            let s = shared.lock().unwrap();
+            (s.addr, s.handled)
+        };
         let path = format!("/v1/http/poll?conn={conn}&ack={ack}");
         match request(addr, "GET", &path, b"", Duration::from_secs(30)).await {
             Ok(a) if a.status == 200 => match a.json() {

@@ -308,3 +308,45 @@ fn artifact_targets_the_spin_http_trigger_world() {
         "the component does not fit Spin's HTTP trigger world"
     );
 }
+
+/// Two instances of the app on one Redis (Spin's production shape: any
+/// instance answers any request): clients on different instances share a
+/// room, and when an instance dies its clients' connections carry on at
+/// the other one with the same ids and mailboxes.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_on_redis_share_connections_and_rooms() {
+    let port = free_tcp_port();
+    let _redis = start_redis(port, None);
+    let url = format!("redis://127.0.0.1:{port}");
+    let mut one = SpinApp::start_with(&url, &[]);
+    let two = SpinApp::start_with(&url, &[]);
+    // Relays heartbeat into instance two (which outlives one); one sees
+    // them through the shared store.
+    let _ra = start_relay_at(two.addr, "a-1", "region-a", &[]);
+    let _rb = start_relay_at(two.addr, "b-1", "region-b", &[]);
+    one.wait_healthy_relays(2, Duration::from_secs(30))
+        .expect("instance one sees relays that heartbeat into two");
+
+    let mut alice = HttpClient::connect(&one.url()).await;
+    let mut bob = HttpClient::connect(&two.url()).await;
+    let a = alice.join("shared", "alice").await;
+    let b = bob.join("shared", "bob").await;
+    assert_eq!(b["peers"][0]["participant"], a["participant"]);
+    assert_eq!(
+        alice.expect("peer-joined").await["participant"],
+        b["participant"]
+    );
+    alice
+        .send(json!({"type":"signal","to":b["participant"],"data":{"sdp":"offer"}}))
+        .await;
+    assert_eq!(bob.expect("signal").await["data"]["sdp"], "offer");
+
+    // Instance one dies; alice's connection goes on at instance two.
+    one.proc.kill();
+    alice.switch_to(&two.url());
+    bob.send(json!({"type":"signal","to":a["participant"],"data":{"sdp":"answer"}}))
+        .await;
+    assert_eq!(alice.expect("signal").await["data"]["sdp"], "answer");
+    alice.send(json!({"type":"ping","id":7})).await;
+    assert_eq!(alice.expect("pong").await["id"], 7);
+}

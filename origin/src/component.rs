@@ -13,6 +13,9 @@ use anyhow::Context as _;
 use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{
+    RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
+};
 
 use crate::kv::Kv;
 use crate::store::{Batch, Snapshot};
@@ -48,7 +51,14 @@ pub struct CasHandle {
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
+    /// wasi:http state (`tern spin` serves requests through it).
+    http: WasiHttpCtx,
+    hooks: DenyOutbound,
     kv: Kv,
+    /// Every store call is its own transaction (`tern spin`): an HTTP
+    /// request may run for a whole long poll, so it can neither hold the
+    /// embedded store's single write transaction nor read one snapshot.
+    autocommit: bool,
     /// Embedded store only: the call's write transaction, opened at its first write and committed
     /// when the call returns (see [`SignalingHost::with_instance`]). While it
     /// is open, reads go through it so the guest reads its own writes.
@@ -65,6 +75,22 @@ pub struct HostState {
 }
 
 impl HostState {
+    /// State for a host whose calls commit each store operation on its own
+    /// (the `autocommit` field); `env` is the component's environment.
+    pub(crate) fn per_operation(kv: Kv, env: &[(String, String)]) -> HostState {
+        HostState {
+            wasi: WasiCtx::builder().envs(env).build(),
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            hooks: DenyOutbound,
+            kv,
+            autocommit: true,
+            batch: None,
+            snapshot: None,
+            durable: false,
+        }
+    }
+
     /// The embedded store's per-call write transaction, opened on first use.
     fn batch(&mut self) -> Result<&mut Batch, kvstore::Error> {
         let Kv::Embedded(store) = &self.kv else {
@@ -81,6 +107,9 @@ impl HostState {
             Kv::Redis(r) => return r.get(bucket, key).map_err(other),
             Kv::Embedded(store) => store,
         };
+        if self.autocommit {
+            return store.get(bucket, key).map_err(other);
+        }
         if let Some(b) = &self.batch {
             return b.get(bucket, key).map_err(other);
         }
@@ -105,6 +134,15 @@ impl HostState {
             }
             .map_err(other);
         }
+        if let (true, Kv::Embedded(store)) = (self.autocommit, &self.kv) {
+            let mut b = store.begin().map_err(other)?;
+            match value {
+                Some(v) => b.set(bucket, key, v),
+                None => b.delete(bucket, key),
+            }
+            .map_err(other)?;
+            return b.commit().map_err(other);
+        }
         let b = self.batch()?;
         match value {
             Some(v) => b.set(bucket, key, v),
@@ -125,6 +163,11 @@ impl HostState {
                 .compare_and_swap(bucket, key, expected, value)
                 .map_err(other);
         }
+        if let (true, Kv::Embedded(store)) = (self.autocommit, &self.kv) {
+            return store
+                .compare_and_swap(bucket, key, expected, value)
+                .map_err(other);
+        }
         self.batch()?
             .compare_and_swap(bucket, key, expected, value)
             .map_err(other)
@@ -137,6 +180,42 @@ impl WasiView for HostState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        // One resource table for both: streams cross between wasi:io and
+        // wasi:http.
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// The component makes no outgoing requests; as on Spin without
+/// `allowed_outbound_hosts`, an attempt is denied.
+struct DenyOutbound;
+
+type SendFuture = Box<
+    dyn std::future::Future<
+            Output = wasmtime_wasi_http::Result<(
+                hyper::Response<WasiBody>,
+                Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+            )>,
+        > + Send,
+>;
+
+impl WasiHttpHooks for DenyOutbound {
+    fn send_request(
+        &mut self,
+        _request: hyper::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _fut: Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> SendFuture {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }
 
@@ -339,6 +418,12 @@ impl SignalingHost {
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         Signaling::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+        // The same artifact exports wasi:http/incoming-handler for Spin, so
+        // it imports wasi:http/types. This host only calls
+        // `tern:signaling/handler`, which never touches them, but they must
+        // link (traps would not do: wasmtime would also stub the resources
+        // wasi:keyvalue/atomics shares with wasi:keyvalue/store).
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)?;
         let pre = SignalingPre::new(linker.instantiate_pre(&component)?)?;
         Ok(SignalingHost {
             engine,
@@ -398,7 +483,10 @@ impl SignalingHost {
             HostState {
                 wasi,
                 table: ResourceTable::new(),
+                http: WasiHttpCtx::new(),
+                hooks: DenyOutbound,
                 kv: self.kv.clone(),
+                autocommit: false,
                 batch: None,
                 snapshot: None,
                 durable: false,
@@ -459,4 +547,11 @@ thread_local! {
     /// that made the call reads it right after (the call and the read run
     /// on the same thread, inline or on one blocking-pool thread).
     static NEEDS_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Link `wasi:keyvalue@0.2.0-draft2` (store and atomics) for `tern spin`,
+/// whose linker is async (wasi:http) but whose key-value calls are not.
+pub fn add_keyvalue_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
+    Signaling::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
+    Ok(())
 }

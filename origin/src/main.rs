@@ -17,6 +17,7 @@ mod prober;
 mod redis_kv;
 mod rtt_trend;
 mod secrets;
+mod spin;
 mod store;
 mod sync_gate;
 mod up;
@@ -65,6 +66,9 @@ enum Command {
     /// Terminate browser WebSockets and bridge them to a signaling host that
     /// speaks only the HTTP transport (a Spin app).
     Gateway(bridge::GatewayArgs),
+    /// Serve the Spin app in spin.toml without Spin: the component's
+    /// wasi:http export, one instance per request, origin's key-value store.
+    Spin(spin::SpinArgs),
 }
 
 #[derive(Subcommand)]
@@ -181,6 +185,7 @@ fn main() -> anyhow::Result<()> {
         Command::Backup(args) => backup::run(args),
         Command::Restore(args) => backup::restore(args),
         Command::Gateway(args) => runtime()?.block_on(bridge::run(args)),
+        Command::Spin(args) => runtime()?.block_on(spin::run(args)),
     }
 }
 

@@ -14,6 +14,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
+pub mod http_transport;
+pub use http_transport::HttpClient;
+
 pub const API_SECRET: &str = "test-api-secret";
 pub const RELAY_SECRET: &str = "test-relay-secret";
 
@@ -179,11 +182,17 @@ pub fn start_relay(origin: &Origin, id: &str, region: &str) -> Proc {
 
 /// [`start_relay`] with extra flags (e.g. `--standby`).
 pub fn start_relay_with(origin: &Origin, id: &str, region: &str, extra: &[&str]) -> Proc {
+    start_relay_at(origin.addr, id, region, extra)
+}
+
+/// A relay heartbeating into the signaling endpoint at `signaling` (an
+/// origin or a `tern spin` app).
+pub fn start_relay_at(signaling: SocketAddr, id: &str, region: &str, extra: &[&str]) -> Proc {
     let port = free_udp_port();
     let child = Command::new(bin("tern"))
         .args(["relay", "--id", id, "--region", region])
         .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--signaling", &format!("http://{}", origin.addr)])
+        .args(["--signaling", &format!("http://{signaling}")])
         .args(["--allow-peer", "127.0.0.0/8"])
         // Every simulated caller comes from 127.0.0.1: the per-source-IP
         // Allocate limit (meant for the internet) would throttle a drill.
@@ -197,6 +206,76 @@ pub fn start_relay_with(origin: &Origin, id: &str, region: &str, extra: &[&str])
     Proc {
         child,
         name: format!("relay {id}"),
+    }
+}
+
+/// The Spin app of the repository's spin.toml, served by `tern spin` (the
+/// same .wasm Spin would run) on a fresh embedded store or on `kv`.
+pub struct SpinApp {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+impl SpinApp {
+    pub fn start() -> SpinApp {
+        SpinApp::start_with("embedded", &[])
+    }
+
+    pub fn start_with(kv: &str, extra: &[&str]) -> SpinApp {
+        let port = free_tcp_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let data_dir =
+            std::env::temp_dir().join(format!("tern-spin-test-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../spin.toml");
+        let child = Command::new(bin("tern"))
+            .arg("spin")
+            .arg("--manifest")
+            .arg(&manifest)
+            .args(["--listen", &addr.to_string(), "--kv", kv])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(extra)
+            .env("TERN_API_SECRET", API_SECRET)
+            .env("TERN_RELAY_SECRET", RELAY_SECRET)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("starting tern spin");
+        let app = SpinApp {
+            proc: Proc {
+                child,
+                name: "tern spin".into(),
+            },
+            addr,
+            data_dir,
+        };
+        wait_until(Duration::from_secs(60), || {
+            http_get(addr, "/healthz").is_ok()
+        })
+        .expect("tern spin never became healthy");
+        app
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn relays(&self) -> Value {
+        let (_, body) = http_get(self.addr, "/v1/relays").expect("GET /v1/relays");
+        serde_json::from_str(&body).expect("relays JSON")
+    }
+
+    pub fn wait_healthy_relays(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
+        wait_until(timeout, || healthy_ids(&self.relays()).len() >= n)
+    }
+}
+
+impl Drop for SpinApp {
+    fn drop(&mut self) {
+        self.proc.kill();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
 
@@ -246,7 +325,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     Ok((status, body))
 }
 
-fn dechunk(mut s: &str) -> String {
+pub(crate) fn dechunk(mut s: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = s.split_once("\r\n") {
         let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);

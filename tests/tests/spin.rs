@@ -1,0 +1,352 @@
+//! The Spin app over real sockets: `tern spin` serves the very .wasm that
+//! spin.toml names through its wasi:http export (one instance per request,
+//! as Spin's HTTP trigger), real `tern relay` processes heartbeat into it,
+//! and scripted clients speak protocol v1 over the HTTP transport.
+//! Also: the artifact's imports and exports against what Spin 4.0.x
+//! provides (`wasm-tools component targets`).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tern_tests::http_transport::request;
+use tern_tests::*;
+
+fn app_with_relays() -> (SpinApp, Proc, Proc) {
+    let app = SpinApp::start();
+    let a = start_relay_at(app.addr, "a-1", "region-a", &[]);
+    let b = start_relay_at(app.addr, "b-1", "region-b", &[]);
+    app.wait_healthy_relays(2, Duration::from_secs(30))
+        .expect("both relays heartbeat in");
+    (app, a, b)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn join_peers_signal_leave_and_resume_over_http() {
+    let (app, _ra, _rb) = app_with_relays();
+    let relays = app.relays();
+    assert_eq!(relays.as_array().unwrap().len(), 2, "{relays}");
+    assert!(relays[0].get("phi").is_some(), "directory has a phi field");
+
+    let mut alice = HttpClient::connect(&app.url()).await;
+    let mut bob = HttpClient::connect(&app.url()).await;
+    assert_ne!(alice.conn(), bob.conn());
+    assert_eq!(alice.conn().len(), 32, "128 random bits, hex");
+
+    let a = alice.join("room-1", "alice").await;
+    assert_eq!(a["peers"], json!([]));
+    assert!(healthy_ids(&app.relays()).contains(&a["relay"]["id"].as_str().unwrap().to_string()));
+    assert_ne!(a["relay"]["region"], a["standby"]["relay"]["region"]);
+    let urls = a["iceServers"][0]["urls"].as_array().unwrap();
+    assert!(urls[0].as_str().unwrap().starts_with("turn:127.0.0.1:"));
+
+    let b = bob.join("room-1", "bob").await;
+    assert_eq!(b["peers"][0]["participant"], a["participant"]);
+    assert_eq!(b["relay"], a["relay"], "a room shares one relay");
+    let pj = alice.expect("peer-joined").await;
+    assert_eq!(pj["participant"], b["participant"]);
+
+    // Signal both ways; the receiver's long poll delivers it.
+    alice
+        .send(json!({"type":"signal","to":b["participant"],"data":{"sdp":"offer-1"}}))
+        .await;
+    let s = bob.expect("signal").await;
+    assert_eq!(s["from"], a["participant"]);
+    assert_eq!(s["data"]["sdp"], "offer-1");
+    bob.send(json!({"type":"signal","to":a["participant"],"data":{"sdp":"answer-1"}}))
+        .await;
+    assert_eq!(alice.expect("signal").await["data"]["sdp"], "answer-1");
+
+    // Bob's connection closes (as a dropped socket); he connects again and
+    // resumes with his session: same participant, alice is not told he left.
+    bob.close().await;
+    alice.expect_silence(Duration::from_millis(300)).await;
+    let mut bob2 = HttpClient::connect(&app.url()).await;
+    bob2.send(json!({"type":"join","room":"room-1","token":token("room-1","bob",600),"session":b["session"]}))
+        .await;
+    let r = bob2.expect("joined").await;
+    assert_eq!(r["participant"], b["participant"]);
+    assert_eq!(r["resumed"], true);
+    alice
+        .send(json!({"type":"signal","to":b["participant"],"data":{"candidate":"c"}}))
+        .await;
+    assert_eq!(bob2.expect("signal").await["data"]["candidate"], "c");
+
+    // Alice leaves: bob hears it, alice gets `left`.
+    alice.send(json!({"type":"leave"})).await;
+    assert_eq!(alice.expect("left").await["type"], "left");
+    assert_eq!(
+        bob2.expect("peer-left").await["participant"],
+        a["participant"]
+    );
+    bob2.send(json!({"type":"ping","id":9})).await;
+    assert_eq!(bob2.expect("pong").await["id"], 9);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_come_back_as_frames_and_statuses() {
+    let (app, _ra, _rb) = app_with_relays();
+    let mut c = HttpClient::connect(&app.url()).await;
+
+    // Bad token, bad frame, unknown type, not joined: error frames in the
+    // answer of the same send.
+    c.send(json!({"type":"join","room":"r","token":"nope"}))
+        .await;
+    assert_eq!(c.expect("error").await["code"], "bad_token");
+    c.send(json!({"type":"join","room":"r","token":token("other","x",600)}))
+        .await;
+    assert_eq!(c.expect("error").await["code"], "bad_token");
+    c.send(json!({"type":"join","room":"r","token":token("r","x",-10)}))
+        .await;
+    assert_eq!(c.expect("error").await["code"], "expired_token");
+    c.send_text("{not json".into()).await;
+    assert_eq!(c.expect("error").await["code"], "bad_request");
+    c.send(json!({"type":"dance"})).await;
+    assert_eq!(c.expect("error").await["code"], "unknown_type");
+    c.send(json!({"type":"signal","to":"p-x","data":{}})).await;
+    assert_eq!(c.expect("error").await["code"], "not_joined");
+    let a = c.send_raw(&[0xff, 0xfe]).await.unwrap();
+    assert_eq!(a.status, 200);
+    assert_eq!(c.expect("error").await["code"], "bad_request");
+    // Over 64 KiB: an error frame; over 1 MiB: 413.
+    let big = format!(r#"{{"type":"ping","id":"{}"}}"#, "x".repeat(70 * 1024));
+    c.send_text(big).await;
+    assert_eq!(c.expect("error").await["code"], "frame_too_large");
+    let huge = vec![b'x'; (1 << 20) + 10];
+    assert_eq!(c.send_raw(&huge).await.unwrap().status, 413);
+    // The connection still works.
+    c.join("r", "x").await;
+
+    // Unknown connection: 404 with the unknown_connection code; missing
+    // conn: 400. CORS on every answer.
+    for (method, path) in [
+        ("POST", "/v1/http/send?conn=00ff&ack=0"),
+        ("GET", "/v1/http/poll?conn=00ff&ack=0"),
+        ("POST", "/v1/http/close?conn=00ff"),
+    ] {
+        let a = request(app.addr, method, path, b"{}", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(a.status, 404, "{method} {path}: {a:?}");
+        assert_eq!(a.json().unwrap()["code"], "unknown_connection");
+        assert!(a
+            .headers
+            .to_ascii_lowercase()
+            .contains("access-control-allow-origin: *"));
+    }
+    let a = request(
+        app.addr,
+        "POST",
+        "/v1/http/send",
+        b"{}",
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.status, 400);
+
+    // After close, the id is unknown: the poller sees 404.
+    let conn = c.conn().to_string();
+    c.close().await;
+    let a = request(
+        app.addr,
+        "GET",
+        &format!("/v1/http/poll?conn={conn}&ack=0"),
+        b"",
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn long_poll_wakes_promptly_and_acks_drop_frames() {
+    let (app, _ra, _rb) = app_with_relays();
+    let mut alice = HttpClient::connect(&app.url()).await;
+    let mut bob = HttpClient::connect(&app.url()).await;
+    let a = alice.join("room-p", "alice").await;
+    let b = bob.join("room-p", "bob").await;
+    alice.expect("peer-joined").await;
+    // Let bob's poll settle into waiting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut worst = Duration::ZERO;
+    for i in 0..5 {
+        let t = Instant::now();
+        alice
+            .send(json!({"type":"signal","to":b["participant"],"data":{"n":i}}))
+            .await;
+        let s = bob.expect("signal").await;
+        assert_eq!(s["data"]["n"], i);
+        worst = worst.max(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(worst < Duration::from_millis(500), "slowest wake {worst:?}");
+
+    // A raw poll with ack=0 returns frames the client has acknowledged
+    // already? No: every request acknowledged them, so the mailbox holds
+    // nothing up to the client's last, and a poll from there waits.
+    let _ = a;
+    let conn = bob.abandon();
+    let t = Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_millis(800),
+        request(
+            app.addr,
+            "GET",
+            &format!("/v1/http/poll?conn={conn}&ack=0"),
+            b"",
+            Duration::from_secs(30),
+        ),
+    )
+    .await;
+    // Frames already acknowledged are gone: a poll from ack=0 sees nothing
+    // new and keeps waiting (here: until our timeout).
+    assert!(
+        r.is_err(),
+        "poll answered at once: {r:?} after {:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_connection_is_closed_and_its_participant_goes_away() {
+    // Short polls: a vanished client's last poll must end before its idle
+    // time starts counting (a waiting poll is activity).
+    let app = SpinApp::start_with("embedded", &["--env", "TERN_HTTP_POLL_MS=3000"]);
+    let _ra = start_relay_at(app.addr, "a-1", "region-a", &[]);
+    app.wait_healthy_relays(1, Duration::from_secs(30)).unwrap();
+    let mut alice = HttpClient::connect(&app.url()).await;
+    let mut bob = HttpClient::connect(&app.url()).await;
+    alice.join("room-i", "alice").await;
+    let b = bob.join("room-i", "bob").await;
+    alice.expect("peer-joined").await;
+    // Bob vanishes without a word. Alice's long poll keeps housekeeping
+    // going; after 15 s without a request bob's connection is closed.
+    // Any request would count as activity, so watch the connection count.
+    let conn = bob.abandon();
+    let connections = || {
+        let (_, body) = http_get(app.addr, "/healthz").unwrap();
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["connections"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(connections(), 2);
+    let t = Instant::now();
+    while connections() > 1 {
+        assert!(
+            t.elapsed() < Duration::from_secs(25),
+            "idle connection never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        t.elapsed() > Duration::from_secs(10),
+        "closed too early: {:?}",
+        t.elapsed()
+    );
+    let a = request(
+        app.addr,
+        "POST",
+        &format!("/v1/http/send?conn={conn}&ack=0"),
+        br#"{"type":"ping","id":1}"#,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.status, 404);
+    // Closed like a dropped socket: his session can resume.
+    let mut bob2 = HttpClient::connect(&app.url()).await;
+    bob2.send(json!({"type":"join","room":"room-i","token":token("room-i","bob",600),"session":b["session"]}))
+        .await;
+    assert_eq!(bob2.expect("joined").await["resumed"], true);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reroute_reaches_the_mailbox_after_a_relay_is_killed() {
+    let (app, mut ra, mut rb) = app_with_relays();
+    let mut alice = HttpClient::connect(&app.url()).await;
+    let mut bob = HttpClient::connect(&app.url()).await;
+    let a = alice.join("room-r", "alice").await;
+    bob.join("room-r", "bob").await;
+    alice.expect("peer-joined").await;
+    let used = a["relay"]["id"].as_str().unwrap().to_string();
+    let killed = Instant::now();
+    if used == "a-1" {
+        ra.kill();
+    } else {
+        rb.kill();
+    }
+    // Nothing but the clients' long polls runs housekeeping here.
+    for c in [&mut alice, &mut bob] {
+        let r = c
+            .recv_within(Duration::from_secs(10))
+            .await
+            .expect("a reroute");
+        assert_eq!(r["type"], "reroute", "{r}");
+        assert_eq!(r["reason"], "relay-lost");
+        assert_ne!(r["relay"]["id"], used.as_str());
+        assert!(r["iceServers"][0]["credential"].is_string());
+    }
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(5), "reroute took {took:?}");
+}
+
+/// The artifact links on Spin 4.0.x: its imports are a subset of what Spin's
+/// HTTP trigger provides and it exports wasi:http/incoming-handler 0.2
+/// (wit/spin-host/). Needs `wasm-tools` (`cargo install wasm-tools --locked --version 1.263.0`).
+#[test]
+fn artifact_targets_the_spin_http_trigger_world() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = std::process::Command::new("sh")
+        .arg(root.join("wit/spin-host/check.sh"))
+        .current_dir(&root)
+        .status()
+        .expect("running wit/spin-host/check.sh");
+    assert!(
+        status.success(),
+        "the component does not fit Spin's HTTP trigger world"
+    );
+}
+
+/// Two instances of the app on one Redis (Spin's production shape: any
+/// instance answers any request): clients on different instances share a
+/// room, and when an instance dies its clients' connections carry on at
+/// the other one with the same ids and mailboxes.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_on_redis_share_connections_and_rooms() {
+    let port = free_tcp_port();
+    let _redis = start_redis(port, None);
+    let url = format!("redis://127.0.0.1:{port}");
+    let mut one = SpinApp::start_with(&url, &[]);
+    let two = SpinApp::start_with(&url, &[]);
+    // Relays heartbeat into instance two (which outlives one); one sees
+    // them through the shared store.
+    let _ra = start_relay_at(two.addr, "a-1", "region-a", &[]);
+    let _rb = start_relay_at(two.addr, "b-1", "region-b", &[]);
+    one.wait_healthy_relays(2, Duration::from_secs(30))
+        .expect("instance one sees relays that heartbeat into two");
+
+    let mut alice = HttpClient::connect(&one.url()).await;
+    let mut bob = HttpClient::connect(&two.url()).await;
+    let a = alice.join("shared", "alice").await;
+    let b = bob.join("shared", "bob").await;
+    assert_eq!(b["peers"][0]["participant"], a["participant"]);
+    assert_eq!(
+        alice.expect("peer-joined").await["participant"],
+        b["participant"]
+    );
+    alice
+        .send(json!({"type":"signal","to":b["participant"],"data":{"sdp":"offer"}}))
+        .await;
+    assert_eq!(bob.expect("signal").await["data"]["sdp"], "offer");
+
+    // Instance one dies; alice's connection goes on at instance two.
+    one.proc.kill();
+    alice.switch_to(&two.url());
+    bob.send(json!({"type":"signal","to":a["participant"],"data":{"sdp":"answer"}}))
+        .await;
+    assert_eq!(alice.expect("signal").await["data"]["sdp"], "answer");
+    alice.send(json!({"type":"ping","id":7})).await;
+    assert_eq!(alice.expect("pong").await["id"], 7);
+}

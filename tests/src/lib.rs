@@ -357,17 +357,32 @@ pub fn token(room: &str, identity: &str, exp_offset_secs: i64) -> String {
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// A scripted protocol v1 client.
+/// A scripted protocol v1 client over whichever transport its URL names:
+/// `ws://…/v1/signal` a WebSocket, `http://…/v1/http` the HTTP transport
+/// ([`http_transport::HttpClient`]), as the browser SDK chooses.
 pub struct Client {
-    ws: Ws,
+    transport: Transport,
+}
+
+enum Transport {
+    Ws(Box<Ws>),
+    Http(http_transport::HttpClient),
 }
 
 impl Client {
     pub async fn connect(url: &str) -> Client {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("WebSocket connect");
-        Client { ws }
+        let transport = match url.strip_suffix("/v1/http") {
+            Some(base) if url.starts_with("http") => {
+                Transport::Http(http_transport::HttpClient::connect(base).await)
+            }
+            _ => {
+                let (ws, _) = tokio_tungstenite::connect_async(url)
+                    .await
+                    .expect("WebSocket connect");
+                Transport::Ws(Box::new(ws))
+            }
+        };
+        Client { transport }
     }
 
     pub async fn send(&mut self, v: Value) {
@@ -375,18 +390,32 @@ impl Client {
     }
 
     pub async fn send_text(&mut self, s: String) {
-        self.ws.send(Message::Text(s.into())).await.expect("send");
+        match &mut self.transport {
+            Transport::Ws(ws) => ws.send(Message::Text(s.into())).await.expect("send"),
+            Transport::Http(h) => h.send_text(s).await,
+        }
     }
 
+    /// A binary WebSocket message; over HTTP, a body that is not UTF-8.
     pub async fn send_binary(&mut self, b: Vec<u8>) {
-        self.ws.send(Message::Binary(b.into())).await.expect("send");
+        match &mut self.transport {
+            Transport::Ws(ws) => ws.send(Message::Binary(b.into())).await.expect("send"),
+            Transport::Http(h) => {
+                let a = h.send_raw(&b).await.expect("send");
+                assert_eq!(a.status, 200, "send: {a:?}");
+            }
+        }
     }
 
     /// Next text frame as JSON, within `timeout`.
     pub async fn recv_within(&mut self, timeout: Duration) -> anyhow::Result<Value> {
+        let ws = match &mut self.transport {
+            Transport::Ws(ws) => ws,
+            Transport::Http(h) => return h.recv_within(timeout).await,
+        };
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+            let msg = tokio::time::timeout_at(deadline, ws.next())
                 .await
                 .context("no frame in time")?
                 .ok_or_else(|| anyhow!("socket closed"))??;
@@ -439,8 +468,14 @@ impl Client {
         self.expect("joined").await
     }
 
-    pub async fn close(mut self) {
-        let _ = self.ws.close(None).await;
+    /// Close the connection without `leave` (a dropped socket).
+    pub async fn close(self) {
+        match self.transport {
+            Transport::Ws(mut ws) => {
+                let _ = ws.as_mut().close(None).await;
+            }
+            Transport::Http(h) => h.close().await,
+        }
     }
 }
 

@@ -56,7 +56,10 @@ async fn protocol_v1_on_wrangler_dev() {
     assert_ne!(a["relay"]["region"], a["standby"]["relay"]["region"]);
     // TURN credentials minted in the Worker, in the TURN REST scheme.
     let ice = &a["iceServers"][0];
-    assert!(ice["urls"][0].as_str().unwrap().starts_with("turn:127.0.0.1:"));
+    assert!(ice["urls"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("turn:127.0.0.1:"));
     let username = ice["username"].as_str().unwrap();
     assert!(username.ends_with(&format!(":{}", a["participant"].as_str().unwrap())));
     assert_eq!(
@@ -68,7 +71,10 @@ async fn protocol_v1_on_wrangler_dev() {
     assert_eq!(b["peers"][0]["participant"], a["participant"]);
     assert_eq!(b["peers"][0]["identity"], "alice");
     assert_eq!(b["relay"], a["relay"], "a room shares one relay");
-    assert_eq!(alice.expect("peer-joined").await["participant"], b["participant"]);
+    assert_eq!(
+        alice.expect("peer-joined").await["participant"],
+        b["participant"]
+    );
 
     // Signal both ways.
     alice
@@ -144,7 +150,10 @@ async fn protocol_v1_on_wrangler_dev() {
     // Alice leaves: bob hears it, alice gets `left`.
     alice.send(json!({"type":"leave"})).await;
     alice.expect("left").await;
-    assert_eq!(bob2.expect("peer-left").await["participant"], a["participant"]);
+    assert_eq!(
+        bob2.expect("peer-left").await["participant"],
+        a["participant"]
+    );
 
     // Ping works at any time; other rooms are other objects.
     bob2.send(json!({"type":"ping","id":9})).await;

@@ -201,7 +201,12 @@ impl Inner {
         let keep = self.keep_watching(now).unwrap_or(true);
         self.watching.set(keep);
         if keep {
-            if let Err(e) = self.state.storage().set_alarm((now + CHECK_MS) as i64).await {
+            if let Err(e) = self
+                .state
+                .storage()
+                .set_alarm((now + CHECK_MS) as i64)
+                .await
+            {
                 worker::console_error!("directory: cannot set the health-check alarm: {e}");
                 self.watching.set(false);
             }
@@ -318,8 +323,7 @@ impl Inner {
             .await?;
         let mut resp = Response::from_json(&views)?;
         // Browsers fetch it to pick regions to probe (docs/protocol.md).
-        resp.headers_mut()
-            .set("access-control-allow-origin", "*")?;
+        resp.headers_mut().set("access-control-allow-origin", "*")?;
         Ok(resp)
     }
 
@@ -342,12 +346,19 @@ impl Inner {
 
 /// Tell room `room` that a relay it may be on failed; its answer is the
 /// directory changes it made (its new relay's marker).
-async fn tell_room(env: &Env, room: &str, snapshot: &str) -> Result<DirectoryWrites, DirectoryError> {
+async fn tell_room(
+    env: &Env,
+    room: &str,
+    snapshot: &str,
+) -> Result<DirectoryWrites, DirectoryError> {
     let mut init = RequestInit::new();
     init.with_method(Method::Post)
         .with_body(Some(snapshot.into()));
     let req = Request::new_with_init(&format!("https://room{}", wire::REROUTE_PATH), &init)?;
-    let stub = env.durable_object(room::BINDING)?.id_from_name(room)?.get_stub()?;
+    let stub = env
+        .durable_object(room::BINDING)?
+        .id_from_name(room)?
+        .get_stub()?;
     let mut resp = stub.fetch_with_request(req).await?;
     if resp.status_code() != 200 {
         return Err(DirectoryError::Room {

@@ -18,8 +18,8 @@ pub fn entropy() -> Result<Vec<u8>, JsValue> {
 
 pub fn random_bytes(n: usize) -> Result<Vec<u8>, JsValue> {
     let crypto = Reflect::get(&js_sys::global(), &JsValue::from_str("crypto"))?;
-    let get: js_sys::Function = Reflect::get(&crypto, &JsValue::from_str("getRandomValues"))?
-        .dyn_into()?;
+    let get: js_sys::Function =
+        Reflect::get(&crypto, &JsValue::from_str("getRandomValues"))?.dyn_into()?;
     let buf = Uint8Array::new_with_length(n as u32);
     get.call1(&crypto, &buf)?;
     Ok(buf.to_vec())

@@ -106,8 +106,8 @@ impl DurableObject for Room {
         if req.path() == wire::REROUTE_PATH && req.method() == Method::Post {
             let body = req.text().await?;
             let inner = self.inner.clone();
-            let result = serialized(&self.inner.state, async move { inner.reroute(&body).await })
-                .await?;
+            let result =
+                serialized(&self.inner.state, async move { inner.reroute(&body).await }).await?;
             return match result {
                 Ok(writes) => Response::ok(writes.to_json()),
                 Err(e) => Response::error(e.to_string(), 503),
@@ -122,7 +122,10 @@ impl DurableObject for Room {
         message: WebSocketIncomingMessage,
     ) -> worker::Result<()> {
         let inner = self.inner.clone();
-        serialized(&self.inner.state, async move { inner.on_message(ws, message).await }).await
+        serialized(&self.inner.state, async move {
+            inner.on_message(ws, message).await
+        })
+        .await
     }
 
     async fn websocket_close(

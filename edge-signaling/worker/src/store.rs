@@ -137,8 +137,7 @@ impl KvStore for CachedStore<'_> {
         expected: Option<&[u8]>,
         value: &[u8],
     ) -> Result<bool, KvError> {
-        if matches!(self.directory, DirectoryKeys::Snapshot(_))
-            && keyspace::home(key) != Home::Room
+        if matches!(self.directory, DirectoryKeys::Snapshot(_)) && keyspace::home(key) != Home::Room
         {
             // A room only ever swaps its own roster; a swap on a copy of
             // someone else's key could not be atomic.
@@ -165,7 +164,10 @@ mod tests {
         let snap = Entries::from([(keys::RELAY_INDEX.to_string(), b"x".to_vec())]);
         let mut store = CachedStore::new(&mut own, DirectoryKeys::Snapshot(Some(snap)));
         assert_eq!(store.get(keys::RELAY_INDEX).unwrap(), Some(b"x".to_vec()));
-        assert_eq!(store.get(&keys::room("math")).unwrap(), Some(b"{}".to_vec()));
+        assert_eq!(
+            store.get(&keys::room("math")).unwrap(),
+            Some(b"{}".to_vec())
+        );
         store.put(&keys::relay_room("r1", "math"), b"").unwrap();
         store.put(&keys::relay_suspect("r1"), b"s").unwrap();
         assert!(store
@@ -177,7 +179,10 @@ mod tests {
         assert!(store
             .compare_and_swap(keys::RELAY_INDEX, Some(b"x"), b"y")
             .is_err());
-        assert_eq!(store.get(&keys::relay_suspect("r1")).unwrap(), Some(b"s".to_vec()));
+        assert_eq!(
+            store.get(&keys::relay_suspect("r1")).unwrap(),
+            Some(b"s".to_vec())
+        );
         assert_eq!(
             store.list(&keys::relay_rooms_prefix("r1")).unwrap(),
             [keys::relay_room("r1", "math")]
@@ -208,7 +213,9 @@ mod tests {
     fn the_directory_owns_every_key() {
         let mut own = Entries::new();
         let mut store = CachedStore::new(&mut own, DirectoryKeys::Own);
-        assert!(store.compare_and_swap(keys::RELAY_INDEX, None, b"i").unwrap());
+        assert!(store
+            .compare_and_swap(keys::RELAY_INDEX, None, b"i")
+            .unwrap());
         store.put(&keys::relay_room("r1", "math"), b"").unwrap();
         let changes = store.into_changes();
         assert!(changes.directory.is_empty());

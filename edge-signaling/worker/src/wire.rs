@@ -124,7 +124,10 @@ mod tests {
 
     #[test]
     fn snapshots_keep_any_bytes() {
-        let entries = Entries::from([("relay/a".into(), vec![0, 255, b'{']), ("relays".into(), vec![])]);
+        let entries = Entries::from([
+            ("relay/a".into(), vec![0, 255, b'{']),
+            ("relays".into(), vec![]),
+        ]);
         let back = Snapshot::from_json(&Snapshot::of(&entries).to_json())
             .unwrap()
             .into_entries()
@@ -142,7 +145,10 @@ mod tests {
         later.delete("relay-room/b/r");
         later.put("relay-room/a/r", b"");
         w.extend(later);
-        let (puts, deletes) = DirectoryWrites::from_json(&w.to_json()).unwrap().decode().unwrap();
+        let (puts, deletes) = DirectoryWrites::from_json(&w.to_json())
+            .unwrap()
+            .decode()
+            .unwrap();
         assert_eq!(puts.keys().collect::<Vec<_>>(), ["relay-room/a/r"]);
         assert_eq!(deletes, ["relay-room/b/r"]);
     }

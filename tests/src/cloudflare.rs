@@ -100,10 +100,14 @@ impl WranglerDev {
         w
     }
 
-    /// The last lines wrangler (and the Worker's console) printed.
+    /// The last lines wrangler (and the Worker's console) printed, without
+    /// the request log of heartbeats (four a second per relay).
     pub fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(self.dir.join("wrangler.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| !l.contains("POST /v1/relays/heartbeat 204"))
+            .collect();
         lines[lines.len().saturating_sub(60)..].join("\n")
     }
 

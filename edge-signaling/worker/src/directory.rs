@@ -42,6 +42,9 @@ const NAME: &str = "directory";
 /// failure detector suspects a steady one after ~400 ms of silence, so this
 /// adds at most a tenth of a second to failover.
 pub const CHECK_MS: u64 = 100;
+/// [`CHECK_MS`] as an alarm offset (workers-rs reads a bare integer as an
+/// offset from now too, but a `Duration` cannot be mistaken for a time).
+const CHECK_PERIOD: std::time::Duration = std::time::Duration::from_millis(CHECK_MS);
 
 pub fn stub(env: &Env) -> worker::Result<Stub> {
     env.durable_object(BINDING)?.id_from_name(NAME)?.get_stub()
@@ -177,16 +180,16 @@ impl Inner {
             None if !applied => return Err(KvError("relay index kept changing".into()).into()),
             None => {}
         }
-        self.watch(now).await?;
+        self.watch().await?;
         Ok(Response::empty()?.with_status(204))
     }
 
     /// Make sure the health-check alarm runs.
-    async fn watch(&self, now: u64) -> Result<(), DirectoryError> {
+    async fn watch(&self) -> Result<(), DirectoryError> {
         if !self.watching.get() {
             let storage = self.state.storage();
             if storage.get_alarm().await?.is_none() {
-                storage.set_alarm((now + CHECK_MS) as i64).await?;
+                storage.set_alarm(CHECK_PERIOD).await?;
             }
             self.watching.set(true);
         }
@@ -201,12 +204,7 @@ impl Inner {
         let keep = self.keep_watching(now).unwrap_or(true);
         self.watching.set(keep);
         if keep {
-            if let Err(e) = self
-                .state
-                .storage()
-                .set_alarm((now + CHECK_MS) as i64)
-                .await
-            {
+            if let Err(e) = self.state.storage().set_alarm(CHECK_PERIOD).await {
                 worker::console_error!("directory: cannot set the health-check alarm: {e}");
                 self.watching.set(false);
             }
@@ -233,7 +231,7 @@ impl Inner {
         let cfg = config::from_env(&self.env)?;
         let s = Signaling::new(&cfg);
         let now = host::now_ms();
-        let (plan, snapshot) = self
+        let plan = self
             .with_store(|store| {
                 let told = self.told.borrow();
                 let mut plan = Vec::new();
@@ -249,13 +247,13 @@ impl Inner {
                         .collect();
                     plan.push((v.id, v.received_at_ms, rooms));
                 }
-                Ok((plan, self.relay_keys()))
+                Ok(plan)
             })
             .await?;
         if plan.is_empty() {
             return Ok(());
         }
-        let snapshot = snapshot.to_json();
+        let snapshot = self.relay_keys().to_json();
         for (relay, life, rooms) in plan {
             let answers = join_all(rooms.iter().map(|r| tell_room(&self.env, r, &snapshot))).await;
             let mut all_told = true;

@@ -326,7 +326,9 @@ impl Inner {
         };
         if let Some(at) = next {
             let at = at.max(now + cfg.call_sweep_ms.min(cfg.session_grace_ms));
-            let _ = self.state.storage().set_alarm(at as i64).await;
+            // An offset from now (workers-rs's reading of a duration).
+            let offset = std::time::Duration::from_millis(at.saturating_sub(now));
+            let _ = self.state.storage().set_alarm(offset).await;
         }
     }
 

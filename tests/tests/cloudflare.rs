@@ -31,7 +31,12 @@ fn edge_with_relays(vars: &[(&str, &str)]) -> (WranglerDev, Proc, Proc) {
 #[tokio::test(flavor = "multi_thread")]
 async fn protocol_v1_on_wrangler_dev() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let (edge, _ra, _rb) = edge_with_relays(&[("TERN_MAX_ROOM_SIZE", "2")]);
+    let (edge, _ra, _rb) = edge_with_relays(&[
+        ("TERN_MAX_ROOM_SIZE", "2"),
+        // Short, so the test sees an absent participant time out.
+        ("TERN_SESSION_GRACE_MS", "2000"),
+        ("TERN_CALL_SWEEP_MS", "500"),
+    ]);
 
     // Heartbeats are signed; the directory refuses forgeries.
     let (status, _) = http_post(
@@ -160,6 +165,27 @@ async fn protocol_v1_on_wrangler_dev() {
     assert_eq!(bob2.expect("pong").await["id"], 9);
     let mut dave = Client::connect(&edge.ws_url("room-2")).await;
     assert_eq!(dave.join("room-2", "dave").await["peers"], json!([]));
+
+    // Someone who drops and does not come back within the grace period is
+    // removed, and the others are told (the room object's alarm).
+    let mut erin = Client::connect(&edge.ws_url("room-2")).await;
+    let e = erin.join("room-2", "erin").await;
+    assert_eq!(
+        dave.expect("peer-joined").await["participant"],
+        e["participant"]
+    );
+    erin.close().await;
+    let dropped = Instant::now();
+    let left = dave
+        .recv_within(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|err| panic!("no peer-left ({err}):\n{}", edge.log_tail()));
+    assert_eq!(left["type"], "peer-left", "{left}");
+    assert_eq!(left["participant"], e["participant"]);
+    assert!(
+        dropped.elapsed() >= Duration::from_millis(1900),
+        "not before the grace period"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,7 +7,6 @@
 //! Needs `./dev test`'s set-up (npm ci, worker-build, wasm-bindgen-cli); a
 //! missing piece fails the test.
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -16,7 +15,7 @@ use tern_tests::*;
 
 /// One wrangler at a time: each runs the Worker's build first, and the
 /// failover measurement should not share two cores with another workerd.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn edge_with_relays(vars: &[(&str, &str)]) -> (WranglerDev, Proc, Proc) {
     let edge = WranglerDev::start_with(vars);
@@ -30,7 +29,7 @@ fn edge_with_relays(vars: &[(&str, &str)]) -> (WranglerDev, Proc, Proc) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn protocol_v1_on_wrangler_dev() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let (edge, _ra, _rb) = edge_with_relays(&[
         ("TERN_MAX_ROOM_SIZE", "2"),
         // Short, so the test sees an absent participant time out.
@@ -190,7 +189,7 @@ async fn protocol_v1_on_wrangler_dev() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reroute_after_relay_sigkill() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let (edge, ra, rb) = edge_with_relays(&[]);
     // Let the failure detector learn the heartbeat rhythm.
     std::thread::sleep(Duration::from_secs(2));

@@ -138,6 +138,21 @@ function defaultSignalUrl() {
 }
 
 /**
+ * The WebSocket URL for joining `room`: `?room=` names the room before the
+ * join frame does, so a host that keeps each room in its own object (the
+ * Cloudflare Worker, docs/deploy.md) can hand the socket to it; other hosts
+ * ignore it. Non-WebSocket URLs are left alone.
+ * @param {string} url
+ * @param {string} room
+ */
+function roomUrl(url, room) {
+  const u = new URL(url);
+  if (u.protocol !== 'ws:' && u.protocol !== 'wss:') return url;
+  u.searchParams.set('room', room);
+  return u.href;
+}
+
+/**
  * A call in one room.
  *
  * Events (also via `on(name, fn)`, which passes `event.detail` to `fn`):
@@ -401,8 +416,9 @@ export class TernClient extends EventTarget {
    * @returns {Promise<any>}
    */
   async #connectAndJoin(session) {
+    const room = /** @type {{room: string}} */ (this.#joinArgs).room;
     /** @type {SignalingSocket | HttpSignalingSocket} */
-    const socket = openSignaling(this.url, {
+    const socket = openSignaling(roomUrl(this.url, room), {
       onFrame: (f) => { if (this.#socket === socket) this.#onFrame(f); },
       onClose: (reason) => { if (this.#socket === socket) this.#onSocketClosed(reason); },
       pingInterval: this.#o.pingInterval,

@@ -1,0 +1,245 @@
+//! Protocol v1 on the Cloudflare Worker (wrangler.toml) under `wrangler dev
+//! --local`: room Durable Objects holding real WebSockets, the relay
+//! directory Durable Object taking signed heartbeats from real `tern-relay`
+//! processes, and scripted clients. Also measures failover detection on this
+//! design: from SIGKILL of a relay to `reroute` at the clients.
+//!
+//! Needs `./dev test`'s set-up (npm ci, worker-build, wasm-bindgen-cli); a
+//! missing piece fails the test.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tern_tests::cloudflare::{start_tern_relay, WranglerDev};
+use tern_tests::*;
+
+/// One wrangler at a time: each runs the Worker's build first, and the
+/// failover measurement should not share two cores with another workerd.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn edge_with_relays(vars: &[(&str, &str)]) -> (WranglerDev, Proc, Proc) {
+    let edge = WranglerDev::start_with(vars);
+    let a = start_tern_relay(&edge.url(), "a-1", "region-a");
+    let b = start_tern_relay(&edge.url(), "b-1", "region-b");
+    if let Err(e) = edge.wait_healthy_relays(2, Duration::from_secs(30)) {
+        panic!("relays never became healthy ({e}):\n{}", edge.log_tail());
+    }
+    (edge, a, b)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn protocol_v1_on_wrangler_dev() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (edge, _ra, _rb) = edge_with_relays(&[
+        ("TERN_MAX_ROOM_SIZE", "2"),
+        // Short, so the test sees an absent participant time out.
+        ("TERN_SESSION_GRACE_MS", "2000"),
+        ("TERN_CALL_SWEEP_MS", "500"),
+    ]);
+
+    // Heartbeats are signed; the directory refuses forgeries.
+    let (status, _) = http_post(
+        edge.addr,
+        "/v1/relays/heartbeat",
+        &[("x-tern-signature", "00")],
+        b"{}",
+    )
+    .unwrap();
+    assert_eq!(status, 401);
+    // A socket must name its room.
+    let (status, _) = http_post(edge.addr, "/v1/signal", &[], b"").unwrap();
+    assert_eq!(status, 404, "only GET upgrades");
+    assert!(http_get(edge.addr, "/v1/signal").is_err_and(|e| e.to_string().contains("400")));
+
+    let mut alice = Client::connect(&edge.ws_url("room-1")).await;
+    let mut bob = Client::connect(&edge.ws_url("room-1")).await;
+
+    let a = alice.join("room-1", "alice").await;
+    assert_eq!(a["peers"], json!([]));
+    assert!(healthy_ids(&edge.relays()).contains(&a["relay"]["id"].as_str().unwrap().to_string()));
+    assert_ne!(a["relay"]["region"], a["standby"]["relay"]["region"]);
+    // TURN credentials minted in the Worker, in the TURN REST scheme.
+    let ice = &a["iceServers"][0];
+    assert!(ice["urls"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("turn:127.0.0.1:"));
+    let username = ice["username"].as_str().unwrap();
+    assert!(username.ends_with(&format!(":{}", a["participant"].as_str().unwrap())));
+    assert_eq!(
+        ice["credential"].as_str().unwrap(),
+        tern_common::credentials::password(RELAY_SECRET.as_bytes(), username)
+    );
+
+    let b = bob.join("room-1", "bob").await;
+    assert_eq!(b["peers"][0]["participant"], a["participant"]);
+    assert_eq!(b["peers"][0]["identity"], "alice");
+    assert_eq!(b["relay"], a["relay"], "a room shares one relay");
+    assert_eq!(
+        alice.expect("peer-joined").await["participant"],
+        b["participant"]
+    );
+
+    // Signal both ways.
+    alice
+        .send(json!({"type":"signal","to":b["participant"],"data":{"sdp":"offer-1"}}))
+        .await;
+    let s = bob.expect("signal").await;
+    assert_eq!(s["from"], a["participant"]);
+    assert_eq!(s["data"]["sdp"], "offer-1");
+    bob.send(json!({"type":"signal","to":a["participant"],"data":{"sdp":"answer-1"}}))
+        .await;
+    assert_eq!(alice.expect("signal").await["data"]["sdp"], "answer-1");
+
+    // Errors: each gets its code, and nobody else hears anything.
+    let mut carol = Client::connect(&edge.ws_url("room-1")).await;
+    let code = |f: serde_json::Value| f["code"].as_str().unwrap_or("").to_string();
+    carol.send_text("not json".into()).await;
+    assert_eq!(code(carol.expect("error").await), "bad_request");
+    carol.send_binary(vec![1, 2, 3]).await;
+    assert_eq!(code(carol.expect("error").await), "bad_request");
+    carol.send(json!({"type":"dance"})).await;
+    assert_eq!(code(carol.expect("error").await), "unknown_type");
+    carol
+        .send(json!({"type":"signal","to":a["participant"],"data":{}}))
+        .await;
+    assert_eq!(code(carol.expect("error").await), "not_joined");
+    carol
+        .send(json!({"type":"join","room":"room-1","token":token("room-2","carol",600)}))
+        .await;
+    assert_eq!(code(carol.expect("error").await), "bad_token");
+    carol
+        .send(json!({"type":"join","room":"room-1","token":"x.y.z"}))
+        .await;
+    assert_eq!(code(carol.expect("error").await), "bad_token");
+    carol
+        .send(json!({"type":"join","room":"room-1","token":token("room-1","carol",-60)}))
+        .await;
+    assert_eq!(code(carol.expect("error").await), "expired_token");
+    // This socket belongs to room-1's object.
+    carol
+        .send(json!({"type":"join","room":"room-2","token":token("room-2","carol",600)}))
+        .await;
+    assert_eq!(code(carol.expect("error").await), "bad_request");
+    carol
+        .send(json!({"type":"join","room":"room-1","token":token("room-1","carol",600)}))
+        .await;
+    assert_eq!(code(carol.expect("error").await), "room_full");
+    carol.send_text("x".repeat(70 * 1024)).await;
+    assert_eq!(code(carol.expect("error").await), "frame_too_large");
+    alice
+        .send(json!({"type":"signal","to":"p-nobody","data":{}}))
+        .await;
+    let e = alice.expect("error").await;
+    assert_eq!(code(e.clone()), "unknown_peer");
+    assert_eq!(e["to"], "p-nobody");
+    bob.expect_silence(Duration::from_millis(200)).await;
+
+    // Bob's socket drops; he reconnects with his session and is the same
+    // participant; alice is not told he left.
+    bob.close().await;
+    alice.expect_silence(Duration::from_millis(300)).await;
+    let mut bob2 = Client::connect(&edge.ws_url("room-1")).await;
+    bob2.send(json!({"type":"join","room":"room-1","token":token("room-1","bob",600),"session":b["session"]}))
+        .await;
+    let r = bob2.expect("joined").await;
+    assert_eq!(r["participant"], b["participant"]);
+    assert_eq!(r["resumed"], true);
+    assert_eq!(r["peers"][0]["participant"], a["participant"]);
+    alice
+        .send(json!({"type":"signal","to":b["participant"],"data":{"candidate":"c"}}))
+        .await;
+    assert_eq!(bob2.expect("signal").await["data"]["candidate"], "c");
+
+    // Alice leaves: bob hears it, alice gets `left`.
+    alice.send(json!({"type":"leave"})).await;
+    alice.expect("left").await;
+    assert_eq!(
+        bob2.expect("peer-left").await["participant"],
+        a["participant"]
+    );
+
+    // Ping works at any time; other rooms are other objects.
+    bob2.send(json!({"type":"ping","id":9})).await;
+    assert_eq!(bob2.expect("pong").await["id"], 9);
+    let mut dave = Client::connect(&edge.ws_url("room-2")).await;
+    assert_eq!(dave.join("room-2", "dave").await["peers"], json!([]));
+
+    // Someone who drops and does not come back within the grace period is
+    // removed, and the others are told (the room object's alarm).
+    let mut erin = Client::connect(&edge.ws_url("room-2")).await;
+    let e = erin.join("room-2", "erin").await;
+    assert_eq!(
+        dave.expect("peer-joined").await["participant"],
+        e["participant"]
+    );
+    erin.close().await;
+    let dropped = Instant::now();
+    let left = dave
+        .recv_within(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|err| panic!("no peer-left ({err}):\n{}", edge.log_tail()));
+    assert_eq!(left["type"], "peer-left", "{left}");
+    assert_eq!(left["participant"], e["participant"]);
+    assert!(
+        dropped.elapsed() >= Duration::from_millis(1900),
+        "not before the grace period"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reroute_after_relay_sigkill() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (edge, ra, rb) = edge_with_relays(&[]);
+    // Let the failure detector learn the heartbeat rhythm.
+    std::thread::sleep(Duration::from_secs(2));
+
+    let mut alice = Client::connect(&edge.ws_url("call-1")).await;
+    let mut bob = Client::connect(&edge.ws_url("call-1")).await;
+    let a = alice.join("call-1", "alice").await;
+    bob.join("call-1", "bob").await;
+    alice.expect("peer-joined").await;
+    let lost = a["relay"]["id"].as_str().unwrap().to_string();
+    let (mut victim, _survivor, other) = if lost == "a-1" {
+        (ra, rb, "b-1")
+    } else {
+        (rb, ra, "a-1")
+    };
+
+    let killed = Instant::now();
+    victim.kill();
+    let mut times = Vec::new();
+    for (who, c) in [("alice", &mut alice), ("bob", &mut bob)] {
+        let f = c
+            .recv_within(Duration::from_secs(15))
+            .await
+            .unwrap_or_else(|e| panic!("{who} got no reroute ({e}):\n{}", edge.log_tail()));
+        times.push((who, killed.elapsed()));
+        assert_eq!(f["type"], "reroute", "{who}: {f}");
+        assert_eq!(f["reason"], "relay-lost");
+        assert_eq!(f["relay"]["id"], other);
+        assert!(f["iceServers"][0]["urls"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("turn:127.0.0.1:"));
+    }
+    let ms: Vec<String> = times
+        .iter()
+        .map(|(who, t)| format!("{} ms ({who})", t.as_millis()))
+        .collect();
+    println!(
+        "failover detection time on Cloudflare's design (wrangler dev --local, directory alarm every 100 ms): relay SIGKILL -> reroute at the client: {}",
+        ms.join(", ")
+    );
+    assert!(
+        times.iter().all(|(_, t)| *t < Duration::from_secs(5)),
+        "reroute took too long: {ms:?}"
+    );
+    // The directory shows it, and a newcomer gets the surviving relay.
+    assert!(!healthy_ids(&edge.relays()).contains(&lost));
+    let mut carol = Client::connect(&edge.ws_url("call-1")).await;
+    assert_eq!(carol.join("call-1", "carol").await["relay"]["id"], other);
+    // Moved exactly once.
+    alice.expect("peer-joined").await;
+    alice.expect_silence(Duration::from_millis(500)).await;
+}

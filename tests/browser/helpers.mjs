@@ -93,7 +93,7 @@ export async function openDemo(browser, url, name, room, { route = true, holdRer
   // the edge were unreachable (the SDK keeps retrying with backoff).
   const p = { name, page, errors, log, sockets, sent, refuseSignaling: false, refused: 0 };
   if (route) {
-    await context.routeWebSocket(/\/v1\/signal$/, (ws) => {
+    await context.routeWebSocket(/\/v1\/signal(\?[^/]*)?$/, (ws) => {
       if (p.refuseSignaling) {
         p.refused++;
         ws.close({ code: 1013, reason: 'test: signaling unreachable' });
@@ -106,7 +106,7 @@ export async function openDemo(browser, url, name, room, { route = true, holdRer
   }
   if (!holdReroute) {
     page.on('websocket', (ws) => {
-      if (/\/v1\/signal$/.test(ws.url())) ws.on('framesent', ({ payload }) => record(payload));
+      if (/\/v1\/signal(\?[^/]*)?$/.test(ws.url())) ws.on('framesent', ({ payload }) => record(payload));
     });
   }
   if (process.env.TERN_SDK_FROM_TREE) await serveSdkFromTree(context);

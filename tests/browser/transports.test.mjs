@@ -88,7 +88,7 @@ async function openFiltered(transport, name, room) {
   const p = { name, page, errors: [], log: [], kept: [] };
   page.on('pageerror', (e) => p.errors.push(String(e)));
   page.on('console', (m) => p.log.push(`[${m.type()}] ${m.text()}`));
-  await context.routeWebSocket(/\/v1\/signal$/, (ws) => {
+  await context.routeWebSocket(/\/v1\/signal(\?[^/]*)?$/, (ws) => {
     const server = ws.connectToServer();
     // Setting a handler stops automatic server→page forwarding; page→server
     // still forwards as is.

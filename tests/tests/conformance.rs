@@ -65,3 +65,21 @@ async fn spin_artifact_conforms_through_the_gateway() {
     };
     run_all(&mut t).await;
 }
+
+/// The Cloudflare Worker under `wrangler dev --local`: room Durable Objects
+/// terminate the WebSockets, the directory Durable Object takes the relays'
+/// heartbeats.
+#[tokio::test(flavor = "multi_thread")]
+async fn cloudflare_worker_conforms() {
+    use tern_tests::cloudflare::{start_tern_relay, WranglerDev};
+    let edge = WranglerDev::start();
+    let a = start_tern_relay(&edge.url(), "a-1", "region-a");
+    let b = start_tern_relay(&edge.url(), "b-1", "region-b");
+    let mut t = Target {
+        name: "cloudflare",
+        signal_url: format!("ws://{}/v1/signal", edge.addr),
+        http: edge.addr,
+        relays: vec![("a-1".into(), a), ("b-1".into(), b)],
+    };
+    run_all(&mut t).await;
+}

@@ -7,6 +7,7 @@ mod backup;
 mod bench;
 mod bridge;
 mod calls;
+mod calls_cli;
 mod calls_client;
 mod component;
 mod edge_bus;
@@ -58,7 +59,7 @@ enum Command {
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Call records: list, filter and export.
-    Calls(calls::CallsArgs),
+    Calls(calls_cli::CallsArgs),
     /// Encrypted backups of Tern's state: make one, list them.
     Backup(backup::BackupArgs),
     /// Restore a backup into an empty store.
@@ -181,7 +182,7 @@ fn main() -> anyhow::Result<()> {
         Command::Relay(args) => runtime()?.block_on(edge_relay::server::run(*args)),
         Command::Bench(BenchCommand::Signaling(args)) => bench::run(args),
         Command::Bench(BenchCommand::Backup(args)) => backup::bench::run(args),
-        Command::Calls(args) => calls::run(args),
+        Command::Calls(args) => calls_cli::run(args),
         Command::Backup(args) => backup::run(args),
         Command::Restore(args) => backup::restore(args),
         Command::Gateway(args) => runtime()?.block_on(bridge::run(args)),

@@ -14,9 +14,9 @@
 //! until a ticket is ahead of the watermark, reads the newest ticket, runs
 //! one sync (which covers every commit that took a ticket up to then) and
 //! publishes that ticket as the new watermark. So under load one fsync
-//! covers every frame that committed while the previous one ran, and a
-//! frame waits at most for the sync in progress plus its own, never for a
-//! queue of them. (The first version let each waiter lead or wait for a sync
+//! covers every frame that committed since the previous one, and a frame
+//! waits at most for the sync in progress, a pause (see `MAX_GAP`) and its
+//! own sync, never for a queue of them. (The first version let each waiter lead or wait for a sync
 //! on a blocking-pool thread; with few such threads, as under `tern bench
 //! signaling`, the waiters queued for threads and ran their syncs one after
 //! another.)
@@ -24,6 +24,7 @@
 use std::future::Future;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -61,6 +62,25 @@ struct Shared {
     durable: watch::Sender<Watermark>,
 }
 
+impl Shared {
+    fn issued(&self) -> u64 {
+        self.tickets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .issued
+    }
+}
+
+/// The longest pause between two syncs. redb holds its write lock for
+/// the whole of a sync's fsync, and writers (component calls, inline on
+/// the async workers) wait for it. Syncs run back to back would hold the
+/// lock nearly all the time, letting one or two writers in between two
+/// fsyncs: measured, that capped an origin at ~200 joins/s with
+/// join→joined ~140 ms p50. So after a sync the syncer waits as long as
+/// the sync took (at most this), and the lock is free at least about half
+/// the time; a frame's answer waits for at most about three fsyncs.
+const MAX_GAP: Duration = Duration::from_millis(10);
+
 pub struct SyncGate {
     shared: Arc<Shared>,
     syncer: Option<JoinHandle<()>>,
@@ -83,6 +103,9 @@ impl SyncGate {
             .name("tern-syncer".into())
             .spawn(move || {
                 let mut through = 0;
+                // Not before this instant may the next sync start (see
+                // `MAX_GAP`).
+                let mut next_start = Instant::now();
                 loop {
                     let target = {
                         let mut t = s.tickets.lock().unwrap_or_else(|p| p.into_inner());
@@ -94,10 +117,19 @@ impl SyncGate {
                         }
                         t.issued
                     };
+                    // Let the writers that queued behind the last sync
+                    // commit first: this sync then covers them too.
+                    let now = Instant::now();
+                    if next_start > now {
+                        std::thread::sleep(next_start - now);
+                    }
+                    let target = target.max(s.issued());
                     // Every ticket up to `target` was taken after its commit
                     // finished, and the sync begins after we read `target`:
                     // those commits are before the sync, so it covers them.
+                    let began = Instant::now();
                     let error = sync().err().map(Arc::from);
+                    next_start = Instant::now() + began.elapsed().min(MAX_GAP);
                     through = target;
                     s.durable.send_replace(Watermark { through, error });
                 }
@@ -157,7 +189,6 @@ impl Drop for SyncGate {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
 
     fn counting_gate(pause: Duration) -> (SyncGate, Arc<AtomicUsize>) {
         let syncs = Arc::new(AtomicUsize::new(0));

@@ -220,11 +220,22 @@ async fn embedded_backup_wipe_restore_gives_identical_contents() {
     ok(restore_cmd(&restored, &dest, &key).arg("--force"));
 }
 
+/// Every key under `tern:` with its value; a sorted set (the call-record
+/// indexes, which a restore rebuilds) as its members.
 fn redis_contents(port: u16) -> BTreeMap<String, String> {
     let keys = redis_cli(port, &["--scan", "--pattern", "tern:*"]).unwrap();
     keys.lines()
         .filter(|k| !k.is_empty())
-        .map(|k| (k.to_string(), redis_cli(port, &["GET", k]).unwrap()))
+        .map(|k| {
+            let v = match redis_cli(port, &["TYPE", k]).unwrap().as_str() {
+                "zset" => format!(
+                    "zset: {}",
+                    redis_cli(port, &["ZRANGE", k, "0", "-1"]).unwrap()
+                ),
+                _ => redis_cli(port, &["GET", k]).unwrap(),
+            };
+            (k.to_string(), v)
+        })
         .collect()
 }
 
@@ -244,6 +255,10 @@ async fn redis_backup_wipe_restore_gives_identical_contents() {
     stop(&mut origin);
     let before = redis_contents(port);
     assert!(before.len() >= 10, "{before:?}");
+    assert!(
+        before.values().any(|v| v.starts_with("zset: ")),
+        "the call records' index sets are there: {before:?}"
+    );
 
     let dest = s.s("backups");
     let out = ok(tern(&["backup", "--kv", &url, "--to", &dest])

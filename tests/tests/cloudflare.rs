@@ -135,9 +135,10 @@ async fn protocol_v1_on_wrangler_dev() {
     assert_eq!(e["to"], "p-nobody");
     bob.expect_silence(Duration::from_millis(200)).await;
 
-    // Bob's socket drops; he reconnects with his session and is the same
-    // participant; alice is not told he left.
-    bob.close().await;
+    // Bob's connection drops (no close frame: the TCP connection just
+    // goes); he reconnects with his session and is the same participant;
+    // alice is not told he left.
+    drop(bob);
     alice.expect_silence(Duration::from_millis(300)).await;
     let mut bob2 = Client::connect(&edge.ws_url("room-1")).await;
     bob2.send(json!({"type":"join","room":"room-1","token":token("room-1","bob",600),"session":b["session"]}))

@@ -42,6 +42,10 @@ const NAME: &str = "directory";
 /// failure detector suspects a steady one after ~400 ms of silence, so this
 /// adds at most a tenth of a second to failover.
 pub const CHECK_MS: u64 = 100;
+/// Most rooms one check tells at once: each is a request to another object,
+/// and an invocation's subrequests are limited. A relay with more rooms is
+/// finished by the following checks, 100 ms apart.
+const ROOMS_PER_CHECK: usize = 256;
 /// [`CHECK_MS`] as an alarm offset (workers-rs reads a bare integer as an
 /// offset from now too, but a `Duration` cannot be mistaken for a time).
 const CHECK_PERIOD: std::time::Duration = std::time::Duration::from_millis(CHECK_MS);
@@ -254,9 +258,14 @@ impl Inner {
             return Ok(());
         }
         let snapshot = self.relay_keys().to_json();
-        for (relay, life, rooms) in plan {
+        let mut budget = ROOMS_PER_CHECK;
+        for (relay, life, mut rooms) in plan {
+            // Rooms left over wait for the next check (their markers are
+            // still here; the told ones' are gone).
+            let mut all_told = rooms.len() <= budget;
+            rooms.truncate(budget);
+            budget -= rooms.len();
             let answers = join_all(rooms.iter().map(|r| tell_room(&self.env, r, &snapshot))).await;
-            let mut all_told = true;
             for answer in answers {
                 match answer {
                     Ok(writes) => self.apply_writes(writes).await?,

@@ -350,3 +350,65 @@ async fn two_instances_on_redis_share_connections_and_rooms() {
     alice.send(json!({"type":"ping","id":7})).await;
     assert_eq!(alice.expect("pong").await["id"], 7);
 }
+
+/// A consumer that stops reading is cut off: past 1 MiB (or 1,024 frames)
+/// unacknowledged, its connection is closed like a dropped socket.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mailbox_that_overflows_closes_its_connection() {
+    let (app, _ra, _rb) = app_with_relays();
+    let mut alice = HttpClient::connect(&app.url()).await;
+    alice.join("room-o", "alice").await;
+    // Bob joins over raw requests and then never polls or acknowledges.
+    let connect = request(
+        app.addr,
+        "POST",
+        "/v1/http/connect",
+        b"",
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let bob = connect.json().unwrap()["conn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let join = json!({"type":"join","room":"room-o","token":token("room-o","bob",600)});
+    let a = request(
+        app.addr,
+        "POST",
+        &format!("/v1/http/send?conn={bob}&ack=0"),
+        join.to_string().as_bytes(),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let joined = a.json().unwrap();
+    assert_eq!(joined["frames"][0]["type"], "joined", "{joined}");
+    let bob_p = joined["frames"][0]["participant"].clone();
+    alice.expect("peer-joined").await;
+
+    // 60 KiB signals: the 18th takes bob's mailbox past 1 MiB.
+    let blob = "x".repeat(60 * 1024);
+    for i in 0..18 {
+        alice
+            .send(json!({"type":"signal","to":bob_p,"data":{"i":i,"blob":blob}}))
+            .await;
+    }
+    let a = request(
+        app.addr,
+        "GET",
+        &format!("/v1/http/poll?conn={bob}&ack=0"),
+        b"",
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.status, 404, "bob's connection should be closed");
+    // Closed like a dropped socket: bob is away, so alice's next signal to
+    // him is refused as to a participant who is not connected.
+    alice
+        .send(json!({"type":"signal","to":bob_p,"data":{"i":"late"}}))
+        .await;
+    let e = alice.expect("error").await;
+    assert_eq!(e["code"], "unknown_peer");
+}

@@ -170,42 +170,91 @@ async fn long_poll_wakes_promptly_and_acks_drop_frames() {
     alice.expect("peer-joined").await;
     // Let bob's poll settle into waiting.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut worst = Duration::ZERO;
+    let mut wakes = Vec::new();
     for i in 0..5 {
         let t = Instant::now();
         alice
             .send(json!({"type":"signal","to":b["participant"],"data":{"n":i}}))
             .await;
-        let s = bob.expect("signal").await;
+        // A relay whose heartbeats lag on a loaded machine may be moved
+        // away from meanwhile; its reroute is not what this test is about.
+        let s = loop {
+            let f = bob.recv().await;
+            if f["type"] != "reroute" {
+                break f;
+            }
+        };
+        assert_eq!(s["type"], "signal", "{s}");
         assert_eq!(s["data"]["n"], i);
-        worst = worst.max(t.elapsed());
+        wakes.push(t.elapsed());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(worst < Duration::from_millis(500), "slowest wake {worst:?}");
+    wakes.sort();
+    eprintln!("long-poll wake-ups (send to delivery): {wakes:?}");
+    // The poll looks at its mailbox every 20 ms; the rest is two HTTP round
+    // trips and the send's own handling. Generous bounds for a loaded CI box.
+    assert!(
+        wakes[2] < Duration::from_millis(300),
+        "median wake {:?}",
+        wakes[2]
+    );
+    assert!(
+        wakes[4] < Duration::from_millis(1500),
+        "slowest wake {:?}",
+        wakes[4]
+    );
 
-    // A raw poll with ack=0 returns frames the client has acknowledged
-    // already? No: every request acknowledged them, so the mailbox holds
-    // nothing up to the client's last, and a poll from there waits.
     let _ = a;
-    let conn = bob.abandon();
-    let t = Instant::now();
-    let r = tokio::time::timeout(
-        Duration::from_millis(800),
-        request(
-            app.addr,
+
+    // Sequence numbers and acknowledgements, on a raw connection: frames
+    // stay in the mailbox (and come again) until acknowledged.
+    let raw = |method: &'static str, path: String, body: String| {
+        let addr = app.addr;
+        async move {
+            request(addr, method, &path, body.as_bytes(), Duration::from_secs(5))
+                .await
+                .unwrap()
+        }
+    };
+    let c = raw("POST", "/v1/http/connect".into(), String::new()).await;
+    let conn = c.json().unwrap()["conn"].as_str().unwrap().to_string();
+    let ping = |id: u32| json!({"type":"ping","id":id}).to_string();
+    let send = |ack: u64| format!("/v1/http/send?conn={conn}&ack={ack}");
+    let a1 = raw("POST", send(0), ping(1)).await.json().unwrap();
+    assert_eq!(a1, json!({"frames":[{"type":"pong","id":1}],"last":1}));
+    // Not acknowledged yet: pong 1 comes again with pong 2.
+    let a2 = raw("POST", send(0), ping(2)).await.json().unwrap();
+    assert_eq!(a2["last"], 2);
+    assert_eq!(a2["frames"].as_array().unwrap().len(), 2);
+    // ack=2 drops both.
+    let a3 = raw("POST", send(2), ping(3)).await.json().unwrap();
+    assert_eq!(a3, json!({"frames":[{"type":"pong","id":3}],"last":3}));
+    let p = raw(
+        "GET",
+        format!("/v1/http/poll?conn={conn}&ack=1"),
+        String::new(),
+    )
+    .await
+    .json()
+    .unwrap();
+    assert_eq!(
+        p,
+        json!({"frames":[{"type":"pong","id":3}],"last":3}),
+        "only what is left"
+    );
+    // Everything acknowledged: the poll waits.
+    let waiting = tokio::time::timeout(
+        Duration::from_millis(600),
+        raw(
             "GET",
-            &format!("/v1/http/poll?conn={conn}&ack=0"),
-            b"",
-            Duration::from_secs(30),
+            format!("/v1/http/poll?conn={conn}&ack=3"),
+            String::new(),
         ),
     )
     .await;
-    // Frames already acknowledged are gone: a poll from ack=0 sees nothing
-    // new and keeps waiting (here: until our timeout).
     assert!(
-        r.is_err(),
-        "poll answered at once: {r:?} after {:?}",
-        t.elapsed()
+        waiting.is_err(),
+        "poll answered with nothing new: {waiting:?}"
     );
 }
 

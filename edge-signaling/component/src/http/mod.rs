@@ -109,7 +109,14 @@ fn route(req: Request) -> Reply {
         (Method::Get, "/v1/http/poll") => transport::poll(now, &req),
         (Method::Post, "/v1/http/close") => transport::close(now, &req),
         (Method::Get, "/v1/relays") => directory::relays(now),
-        (Method::Post, "/v1/relays/heartbeat") => directory::heartbeat(now, &req),
+        (Method::Post, "/v1/relays/heartbeat") => {
+            let reply = directory::heartbeat(now, &req);
+            // Relays heartbeat every few hundred ms whether or not clients
+            // are around, so housekeeping (idle closes, call timeouts) goes
+            // on when every client has vanished.
+            housekeeping::maybe_tick(now);
+            reply
+        }
         (Method::Get, "/healthz") => directory::healthz(now),
         (_, "/v1/http/connect" | "/v1/http/send" | "/v1/http/poll" | "/v1/http/close")
         | (_, "/v1/relays" | "/v1/relays/heartbeat" | "/healthz") => {

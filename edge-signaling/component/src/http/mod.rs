@@ -220,3 +220,21 @@ pub fn now_ms() -> u64 {
 pub fn entropy(n: u64) -> Vec<u8> {
     wasip2::random::random::get_random_bytes(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_query;
+
+    #[test]
+    fn query_pairs() {
+        assert_eq!(
+            parse_query("conn=ab12&ack=7&flag"),
+            [
+                ("conn".to_string(), "ab12".to_string()),
+                ("ack".to_string(), "7".to_string()),
+                ("flag".to_string(), String::new()),
+            ]
+        );
+        assert!(parse_query("").is_empty());
+    }
+}

@@ -461,3 +461,29 @@ async fn a_mailbox_that_overflows_closes_its_connection() {
     let e = alice.expect("error").await;
     assert_eq!(e["code"], "unknown_peer");
 }
+
+/// Spin's Redis store keeps keys bare; with `?layout=spin` origins do too,
+/// so a Spin app and native origins share one keyspace: relays heartbeating
+/// into an origin are in the Spin app's directory, and its callers get them.
+#[tokio::test(flavor = "multi_thread")]
+async fn origin_and_spin_app_share_a_spin_layout_redis() {
+    let port = free_tcp_port();
+    let _redis = start_redis(port, None);
+    let url = format!("redis://127.0.0.1:{port}?layout=spin");
+    let origin = Origin::start_with("edge-1", &url);
+    let app = SpinApp::start_with(&url, &[]);
+    let _ra = start_relay(&origin, "a-1", "region-a");
+    let _rb = start_relay(&origin, "b-1", "region-b");
+    app.wait_healthy_relays(2, Duration::from_secs(30))
+        .expect("the Spin app sees relays that heartbeat into the origin");
+    // Keys as Spin writes them: bare, nothing under origin's default prefix.
+    let relay = redis_cli(port, &["GET", "relay/a-1"]).unwrap();
+    assert!(relay.contains("region-a"), "{relay}");
+    assert_eq!(redis_cli(port, &["KEYS", "tern:*"]).unwrap(), "");
+
+    let mut c = HttpClient::connect(&app.url()).await;
+    let j = c.join("room-s", "carol").await;
+    assert!(["a-1", "b-1"].contains(&j["relay"]["id"].as_str().unwrap()));
+    assert_eq!(redis_cli(port, &["EXISTS", "room/room-s"]).unwrap(), "1");
+    assert!(origin.relays().as_array().unwrap().len() == 2);
+}

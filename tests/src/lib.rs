@@ -13,7 +13,9 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
 pub mod http_transport;
+pub mod protocol_client;
 pub use http_transport::HttpClient;
+pub use protocol_client::ProtocolClient;
 
 pub const API_SECRET: &str = "test-api-secret";
 pub const RELAY_SECRET: &str = "test-relay-secret";

@@ -487,3 +487,54 @@ async fn origin_and_spin_app_share_a_spin_layout_redis() {
     assert_eq!(redis_cli(port, &["EXISTS", "room/room-s"]).unwrap(), "1");
     assert!(origin.relays().as_array().unwrap().len() == 2);
 }
+
+/// One scenario, two hosts: written against [`ProtocolClient`], run over
+/// WebSocket on `tern serve` and over HTTP on `tern spin` (the seed of the
+/// cross-host conformance suite).
+async fn scenario_join_signal_resume<C: ProtocolClient>(
+    mut connect: impl AsyncFnMut() -> C,
+    room: &str,
+) {
+    let mut alice = connect().await;
+    let mut bob = connect().await;
+    let a = alice.join(room, "alice").await;
+    let b = bob.join(room, "bob").await;
+    assert_eq!(b["peers"][0]["participant"], a["participant"]);
+    assert_eq!(
+        alice.expect("peer-joined").await["participant"],
+        b["participant"]
+    );
+    alice
+        .send(json!({"type":"signal","to":b["participant"],"data":{"sdp":"o"}}))
+        .await;
+    assert_eq!(bob.expect("signal").await["data"]["sdp"], "o");
+    bob.disconnect().await;
+    alice.expect_silence(Duration::from_millis(200)).await;
+    let mut bob = connect().await;
+    bob.send(
+        json!({"type":"join","room":room,"token":token(room,"bob",600),"session":b["session"]}),
+    )
+    .await;
+    let r = bob.expect("joined").await;
+    assert_eq!(r["resumed"], true);
+    assert_eq!(r["participant"], b["participant"]);
+    bob.send(json!({"type":"ping","id":1})).await;
+    assert_eq!(bob.expect("pong").await["id"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_scenario_passes_over_websocket_and_http() {
+    let origin = Origin::start("edge-1");
+    let _ro = start_relay(&origin, "o-1", "region-a");
+    origin
+        .wait_healthy_relays(1, Duration::from_secs(30))
+        .unwrap();
+    let ws = origin.ws_url();
+    scenario_join_signal_resume(async || Client::connect(&ws).await, "conf-ws").await;
+
+    let app = SpinApp::start();
+    let _rs = start_relay_at(app.addr, "s-1", "region-a", &[]);
+    app.wait_healthy_relays(1, Duration::from_secs(30)).unwrap();
+    let url = app.url();
+    scenario_join_signal_resume(async || HttpClient::connect(&url).await, "conf-http").await;
+}

@@ -2,7 +2,10 @@
 //! by every origin (edge) pointed at the same Redis, plus the pub/sub channel
 //! edges use to hand each other deliveries.
 //!
-//! Keys are `<prefix><bucket>:<key>` (prefix `tern:` by default). Calls are
+//! Keys are `<prefix><bucket>:<key>` (prefix `tern:` by default), or, with
+//! `?layout=spin` on the URL, bucket `default`'s keys bare, as Spin's Redis
+//! key-value store writes them, so origins and Spin apps share one keyspace
+//! (docs/spin.md). Calls are
 //! synchronous (they run on blocking threads, see `App::handle_frame`), over
 //! a small pool of connections. With Sentinel, the current primary is looked
 //! up from the sentinels at start and again whenever a call fails in a way
@@ -38,6 +41,8 @@ pub struct RedisKv {
     primary: Mutex<Client>,
     idle: Mutex<Vec<Connection>>,
     prefix: String,
+    /// Bucket `default` is stored bare, as Spin's Redis store does.
+    spin_layout: bool,
     cas: redis::Script,
     /// When a call last failed (unix ms; 0: never).
     last_error_ms: AtomicU64,
@@ -65,8 +70,18 @@ return {1}
 
 impl RedisKv {
     /// `url` is `redis://host:port[/db]` or
-    /// `redis+sentinel://host:port[,host:port…]/service`.
+    /// `redis+sentinel://host:port[,host:port…]/service`, optionally with
+    /// `?layout=spin` (bucket `default` stored bare, as Spin stores it).
     pub fn connect(url: &str, prefix: &str) -> Result<RedisKv, StoreError> {
+        let (url, spin_layout) = match url.split_once('?') {
+            Some((base, "layout=spin")) => (base, true),
+            Some((_, q)) => {
+                return Err(backend(format!(
+                    "unknown URL option {q:?} (the one option is layout=spin)"
+                )))
+            }
+            None => (url, false),
+        };
         let target = if let Some(rest) = url.strip_prefix("redis+sentinel://") {
             let (hosts, service) = rest
                 .split_once('/')
@@ -87,6 +102,7 @@ impl RedisKv {
             primary: Mutex::new(primary),
             idle: Mutex::new(Vec::new()),
             prefix: prefix.to_string(),
+            spin_layout,
             cas: redis::Script::new(CAS_LUA),
             last_error_ms: AtomicU64::new(0),
         };
@@ -96,6 +112,9 @@ impl RedisKv {
     }
 
     fn key(&self, bucket: &str, key: &str) -> String {
+        if self.spin_layout && bucket == SPIN_BUCKET {
+            return key.to_string();
+        }
         format!("{}{bucket}:{key}", self.prefix)
     }
 
@@ -105,6 +124,26 @@ impl RedisKv {
     /// (MGET reads no value from a sorted set) and restores rebuild it.
     fn index_key(&self, bucket: &str, group: &str) -> String {
         format!("{}idx:{bucket}:{group}", self.prefix)
+    }
+
+    /// SCAN pattern of every key this store holds.
+    fn all_keys_pattern(&self) -> String {
+        if self.spin_layout {
+            // Bare keys have no common prefix: the database is Tern's.
+            "*".to_string()
+        } else {
+            format!("{}*", glob_escape(&self.prefix))
+        }
+    }
+
+    /// (bucket, key) of a full Redis key.
+    fn split_key<'a>(&self, full: &'a str) -> Option<(&'a str, &'a str)> {
+        if let Some(rest) = full.strip_prefix(self.prefix.as_str()) {
+            if let Some(split) = rest.split_once(':') {
+                return Some(split);
+            }
+        }
+        self.spin_layout.then_some((SPIN_BUCKET, full))
     }
 
     /// A client for the current primary (pub/sub uses its own connection).
@@ -266,12 +305,13 @@ impl RedisKv {
     /// value is as it was when its batch was read; a key present for the
     /// whole scan is seen exactly once, keys created or deleted during it may
     /// or may not be (docs/backups.md says why that is acceptable here).
-    /// Keys are `<prefix><bucket>:<key>`; the bucket ends at the first ':'.
+    /// Keys are `<prefix><bucket>:<key>`; the bucket ends at the first ':'
+    /// (with `layout=spin`, any other key is bucket `default`'s).
     pub fn dump<E: From<StoreError>>(
         &self,
         mut f: impl FnMut(&str, &str, &[u8]) -> Result<(), E>,
     ) -> Result<u64, E> {
-        let pattern = format!("{}*", self.prefix);
+        let pattern = self.all_keys_pattern();
         let mut cursor: u64 = 0;
         let mut n = 0;
         loop {
@@ -290,7 +330,7 @@ impl RedisKv {
                 for (k, v) in keys.iter().zip(values) {
                     // Gone since SCAN listed it (or not a string value).
                     let Some(v) = v else { continue };
-                    let Some((bucket, key)) = k[self.prefix.len()..].split_once(':') else {
+                    let Some((bucket, key)) = self.split_key(k) else {
                         continue;
                     };
                     f(bucket, key, &v)?;
@@ -306,7 +346,7 @@ impl RedisKv {
 
     /// Whether no key exists under this prefix.
     pub fn is_empty(&self) -> Result<bool, StoreError> {
-        let pattern = format!("{}*", self.prefix);
+        let pattern = self.all_keys_pattern();
         self.with_conn(|c| {
             let mut cursor: u64 = 0;
             loop {
@@ -489,6 +529,9 @@ impl RedisKv {
 fn is_group(prefix: &str) -> bool {
     ordered_group(&format!("{prefix}x")) == Some((prefix, "x"))
 }
+
+/// The bucket Spin's Redis store keeps bare (the only one Tern uses).
+const SPIN_BUCKET: &str = "default";
 
 /// `s` with Redis glob characters escaped, for SCAN MATCH.
 fn glob_escape(s: &str) -> String {

@@ -170,42 +170,91 @@ async fn long_poll_wakes_promptly_and_acks_drop_frames() {
     alice.expect("peer-joined").await;
     // Let bob's poll settle into waiting.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut worst = Duration::ZERO;
+    let mut wakes = Vec::new();
     for i in 0..5 {
         let t = Instant::now();
         alice
             .send(json!({"type":"signal","to":b["participant"],"data":{"n":i}}))
             .await;
-        let s = bob.expect("signal").await;
+        // A relay whose heartbeats lag on a loaded machine may be moved
+        // away from meanwhile; its reroute is not what this test is about.
+        let s = loop {
+            let f = bob.recv().await;
+            if f["type"] != "reroute" {
+                break f;
+            }
+        };
+        assert_eq!(s["type"], "signal", "{s}");
         assert_eq!(s["data"]["n"], i);
-        worst = worst.max(t.elapsed());
+        wakes.push(t.elapsed());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(worst < Duration::from_millis(500), "slowest wake {worst:?}");
+    wakes.sort();
+    eprintln!("long-poll wake-ups (send to delivery): {wakes:?}");
+    // The poll looks at its mailbox every 20 ms; the rest is two HTTP round
+    // trips and the send's own handling. Generous bounds for a loaded CI box.
+    assert!(
+        wakes[2] < Duration::from_millis(300),
+        "median wake {:?}",
+        wakes[2]
+    );
+    assert!(
+        wakes[4] < Duration::from_millis(1500),
+        "slowest wake {:?}",
+        wakes[4]
+    );
 
-    // A raw poll with ack=0 returns frames the client has acknowledged
-    // already? No: every request acknowledged them, so the mailbox holds
-    // nothing up to the client's last, and a poll from there waits.
     let _ = a;
-    let conn = bob.abandon();
-    let t = Instant::now();
-    let r = tokio::time::timeout(
-        Duration::from_millis(800),
-        request(
-            app.addr,
+
+    // Sequence numbers and acknowledgements, on a raw connection: frames
+    // stay in the mailbox (and come again) until acknowledged.
+    let raw = |method: &'static str, path: String, body: String| {
+        let addr = app.addr;
+        async move {
+            request(addr, method, &path, body.as_bytes(), Duration::from_secs(5))
+                .await
+                .unwrap()
+        }
+    };
+    let c = raw("POST", "/v1/http/connect".into(), String::new()).await;
+    let conn = c.json().unwrap()["conn"].as_str().unwrap().to_string();
+    let ping = |id: u32| json!({"type":"ping","id":id}).to_string();
+    let send = |ack: u64| format!("/v1/http/send?conn={conn}&ack={ack}");
+    let a1 = raw("POST", send(0), ping(1)).await.json().unwrap();
+    assert_eq!(a1, json!({"frames":[{"type":"pong","id":1}],"last":1}));
+    // Not acknowledged yet: pong 1 comes again with pong 2.
+    let a2 = raw("POST", send(0), ping(2)).await.json().unwrap();
+    assert_eq!(a2["last"], 2);
+    assert_eq!(a2["frames"].as_array().unwrap().len(), 2);
+    // ack=2 drops both.
+    let a3 = raw("POST", send(2), ping(3)).await.json().unwrap();
+    assert_eq!(a3, json!({"frames":[{"type":"pong","id":3}],"last":3}));
+    let p = raw(
+        "GET",
+        format!("/v1/http/poll?conn={conn}&ack=1"),
+        String::new(),
+    )
+    .await
+    .json()
+    .unwrap();
+    assert_eq!(
+        p,
+        json!({"frames":[{"type":"pong","id":3}],"last":3}),
+        "only what is left"
+    );
+    // Everything acknowledged: the poll waits.
+    let waiting = tokio::time::timeout(
+        Duration::from_millis(600),
+        raw(
             "GET",
-            &format!("/v1/http/poll?conn={conn}&ack=0"),
-            b"",
-            Duration::from_secs(30),
+            format!("/v1/http/poll?conn={conn}&ack=3"),
+            String::new(),
         ),
     )
     .await;
-    // Frames already acknowledged are gone: a poll from ack=0 sees nothing
-    // new and keeps waiting (here: until our timeout).
     assert!(
-        r.is_err(),
-        "poll answered at once: {r:?} after {:?}",
-        t.elapsed()
+        waiting.is_err(),
+        "poll answered with nothing new: {waiting:?}"
     );
 }
 
@@ -349,4 +398,92 @@ async fn two_instances_on_redis_share_connections_and_rooms() {
     assert_eq!(alice.expect("signal").await["data"]["sdp"], "answer");
     alice.send(json!({"type":"ping","id":7})).await;
     assert_eq!(alice.expect("pong").await["id"], 7);
+}
+
+/// A consumer that stops reading is cut off: past 1 MiB (or 1,024 frames)
+/// unacknowledged, its connection is closed like a dropped socket.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mailbox_that_overflows_closes_its_connection() {
+    let (app, _ra, _rb) = app_with_relays();
+    let mut alice = HttpClient::connect(&app.url()).await;
+    alice.join("room-o", "alice").await;
+    // Bob joins over raw requests and then never polls or acknowledges.
+    let connect = request(
+        app.addr,
+        "POST",
+        "/v1/http/connect",
+        b"",
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let bob = connect.json().unwrap()["conn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let join = json!({"type":"join","room":"room-o","token":token("room-o","bob",600)});
+    let a = request(
+        app.addr,
+        "POST",
+        &format!("/v1/http/send?conn={bob}&ack=0"),
+        join.to_string().as_bytes(),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let joined = a.json().unwrap();
+    assert_eq!(joined["frames"][0]["type"], "joined", "{joined}");
+    let bob_p = joined["frames"][0]["participant"].clone();
+    alice.expect("peer-joined").await;
+
+    // 60 KiB signals: the 18th takes bob's mailbox past 1 MiB.
+    let blob = "x".repeat(60 * 1024);
+    for i in 0..18 {
+        alice
+            .send(json!({"type":"signal","to":bob_p,"data":{"i":i,"blob":blob}}))
+            .await;
+    }
+    let a = request(
+        app.addr,
+        "GET",
+        &format!("/v1/http/poll?conn={bob}&ack=0"),
+        b"",
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.status, 404, "bob's connection should be closed");
+    // Closed like a dropped socket: bob is away, so alice's next signal to
+    // him is refused as to a participant who is not connected.
+    alice
+        .send(json!({"type":"signal","to":bob_p,"data":{"i":"late"}}))
+        .await;
+    let e = alice.expect("error").await;
+    assert_eq!(e["code"], "unknown_peer");
+}
+
+/// Spin's Redis store keeps keys bare; with `?layout=spin` origins do too,
+/// so a Spin app and native origins share one keyspace: relays heartbeating
+/// into an origin are in the Spin app's directory, and its callers get them.
+#[tokio::test(flavor = "multi_thread")]
+async fn origin_and_spin_app_share_a_spin_layout_redis() {
+    let port = free_tcp_port();
+    let _redis = start_redis(port, None);
+    let url = format!("redis://127.0.0.1:{port}?layout=spin");
+    let origin = Origin::start_with("edge-1", &url);
+    let app = SpinApp::start_with(&url, &[]);
+    let _ra = start_relay(&origin, "a-1", "region-a");
+    let _rb = start_relay(&origin, "b-1", "region-b");
+    app.wait_healthy_relays(2, Duration::from_secs(30))
+        .expect("the Spin app sees relays that heartbeat into the origin");
+    // Keys as Spin writes them: bare, nothing under origin's default prefix.
+    let relay = redis_cli(port, &["GET", "relay/a-1"]).unwrap();
+    assert!(relay.contains("region-a"), "{relay}");
+    assert_eq!(redis_cli(port, &["KEYS", "tern:*"]).unwrap(), "");
+
+    let mut c = HttpClient::connect(&app.url()).await;
+    let j = c.join("room-s", "carol").await;
+    assert!(["a-1", "b-1"].contains(&j["relay"]["id"].as_str().unwrap()));
+    assert_eq!(redis_cli(port, &["EXISTS", "room/room-s"]).unwrap(), "1");
+    assert!(origin.relays().as_array().unwrap().len() == 2);
 }

@@ -4,7 +4,8 @@
 //! the core's tick (moving rooms off lost or draining relays, closing calls
 //! by timeout) about every [`TICK_MS`], and the idle-connection sweep about
 //! every [`IDLE_SWEEP_MS`]. Any live poll ticks too, so failover goes on
-//! while clients only wait.
+//! while clients only wait, and so do relay heartbeats, so it goes on when
+//! no client is left.
 
 use edge_signaling::apply::KvStore;
 use edge_signaling::kv::KvRead;

@@ -165,4 +165,15 @@ mod tests {
         assert_eq!(m.answer(4), r#"{"frames":[{"n":5}],"last":5}"#);
         assert_eq!(m.answer(5), r#"{"frames":[],"last":5}"#);
     }
+
+    #[test]
+    fn overflow_counts_frames_and_bytes() {
+        assert!(!mb(MAX_FRAMES as u64, MAX_FRAMES).overflowing());
+        assert!(mb(MAX_FRAMES as u64 + 1, MAX_FRAMES + 1).overflowing());
+        let big = Mailbox {
+            last: 2,
+            frames: vec!["x".repeat(MAX_BYTES / 2), "x".repeat(MAX_BYTES / 2 + 1)],
+        };
+        assert!(big.overflowing());
+    }
 }

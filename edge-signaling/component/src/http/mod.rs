@@ -109,7 +109,14 @@ fn route(req: Request) -> Reply {
         (Method::Get, "/v1/http/poll") => transport::poll(now, &req),
         (Method::Post, "/v1/http/close") => transport::close(now, &req),
         (Method::Get, "/v1/relays") => directory::relays(now),
-        (Method::Post, "/v1/relays/heartbeat") => directory::heartbeat(now, &req),
+        (Method::Post, "/v1/relays/heartbeat") => {
+            let reply = directory::heartbeat(now, &req);
+            // Relays heartbeat every few hundred ms whether or not clients
+            // are around, so housekeeping (idle closes, call timeouts) goes
+            // on when every client has vanished.
+            housekeeping::maybe_tick(now);
+            reply
+        }
         (Method::Get, "/healthz") => directory::healthz(now),
         (_, "/v1/http/connect" | "/v1/http/send" | "/v1/http/poll" | "/v1/http/close")
         | (_, "/v1/relays" | "/v1/relays/heartbeat" | "/healthz") => {
@@ -212,4 +219,22 @@ pub fn now_ms() -> u64 {
 /// entropy.
 pub fn entropy(n: u64) -> Vec<u8> {
     wasip2::random::random::get_random_bytes(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_query;
+
+    #[test]
+    fn query_pairs() {
+        assert_eq!(
+            parse_query("conn=ab12&ack=7&flag"),
+            [
+                ("conn".to_string(), "ab12".to_string()),
+                ("ack".to_string(), "7".to_string()),
+                ("flag".to_string(), String::new()),
+            ]
+        );
+        assert!(parse_query("").is_empty());
+    }
 }

@@ -325,6 +325,60 @@ export async function startServerless({ regions = ['region-a', 'region-b'] } = {
 }
 
 /**
+ * @typedef {object} Worker
+ * @property {string} worker  the Worker under `wrangler dev --local` (WebSocket at
+ *   /v1/signal?room=R, relay directory at /v1/relays)
+ * @property {string} page    an origin serving the demo, the SDK and dev tokens signed with the
+ *   Worker's API secret (what an app's own server does); it hosts no calls
+ * @property {() => Promise<void>} stop
+ * @property {() => string} output
+ */
+
+/**
+ * Signaling as a Cloudflare Worker: `wrangler dev --local` (the repository's
+ * wrangler.toml, fresh Durable Object state), one relay per region
+ * heartbeating into it, and a page server for the demo.
+ * @param {{regions?: string[]}} [opts]
+ * @returns {Promise<Worker>}
+ */
+export async function startWorker({ regions = ['region-a', 'region-b'] } = {}) {
+  const bin = process.env.TERN_BIN ?? firstExisting([join(REPO, 'target/release/tern'), join(REPO, 'target/debug/tern')]);
+  if (!bin) throw new Error('set TERN_BIN (path to the tern binary) or build it: cargo build --release -p origin');
+  const wrangler = join(REPO, 'node_modules/.bin/wrangler');
+  if (!existsSync(wrangler)) throw new Error('wrangler is not installed: npm ci at the repository top level (./dev test does)');
+  const { dir, run, stop, output } = await processGroup('tern-worker-');
+  try {
+    const secrets = { TERN_API_SECRET: `api-${Math.random()}`, TERN_RELAY_SECRET: `relay-${Math.random()}` };
+    const [workerPort, inspectorPort, pagePort] = [await freeTcpPort(), await freeTcpPort(), await freeTcpPort()];
+    const worker = `http://127.0.0.1:${workerPort}`;
+    const page = `http://127.0.0.1:${pagePort}`;
+    run('wrangler', wrangler, [
+      'dev', '--local', '--ip', '127.0.0.1', '--port', String(workerPort), '--inspector-port', String(inspectorPort),
+      '--persist-to', join(dir, 'state'), '--show-interactive-dev-session=false',
+      '--var', `TERN_API_SECRET:${secrets.TERN_API_SECRET}`, '--var', `TERN_RELAY_SECRET:${secrets.TERN_RELAY_SECRET}`,
+    ], { CLOUDFLARE_CF_FETCH_ENABLED: 'false', WRANGLER_SEND_METRICS: 'false' }, REPO);
+    run('page', bin, [
+      'serve', '--listen', `127.0.0.1:${pagePort}`, '--edge', 'page', '--data-dir', join(dir, 'page'), '--dev-tokens',
+    ], secrets);
+    for (const region of regions) {
+      const udp = await freeUdpPortPair();
+      run(`relay-${region}`, bin, [
+        'relay', '--id', `${region}-1`, '--region', region, '--listen', `127.0.0.1:${udp}`,
+        '--signaling', worker, '--allow-peer', '127.0.0.0/8', '--relay-ports', 'ephemeral',
+      ], { TERN_RELAY_SECRET: secrets.TERN_RELAY_SECRET });
+    }
+    // Relays retry their heartbeats until the Worker is up; its build
+    // (worker-build, release) can take minutes cold.
+    await waitRelaysHealthy(worker, regions.length, 900_000);
+    await waitPage(`${page}/demo/`, 60_000);
+    return { worker, page, stop, output };
+  } catch (err) {
+    await stop();
+    throw new Error(`${err.message}\n${output()}`);
+  }
+}
+
+/**
  * Processes a test starts, with their output kept for failure messages, and
  * a scratch directory; `stop` ends exactly those processes (by PID) and
  * removes the directory.
@@ -335,25 +389,50 @@ async function processGroup(prefix) {
   let output = '';
   /** @type {import('node:child_process').ChildProcess[]} */
   const procs = [];
-  const run = (name, cmd, args, env = {}) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn', ...env } });
+  const run = (name, cmd, args, env = {}, cwd = undefined) => {
+    // Its own process group (wrangler starts workerd and the build as
+    // children), so stop() ends everything it started and nothing else.
+    const child = spawn(cmd, args, {
+      cwd, detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn', ...env },
+    });
     const keep = (d) => { output = (output + `[${name}] ${d}`).slice(-20_000); };
     child.stdout.on('data', keep);
     child.stderr.on('data', keep);
     procs.push(child);
     return child;
   };
+  const signalGroup = (c, sig) => {
+    try { process.kill(-c.pid, sig); } catch { /* already gone */ }
+  };
   const stop = async () => {
     await Promise.all(procs.map((c) => {
-      if (c.exitCode !== null || c.signalCode !== null) return null;
+      if (c.exitCode !== null || c.signalCode !== null) {
+        signalGroup(c, 'SIGKILL'); // children it may have left behind
+        return null;
+      }
       const exited = new Promise((r) => c.once('exit', r));
-      c.kill('SIGTERM');
-      const timer = setTimeout(() => c.kill('SIGKILL'), 5_000);
-      return exited.then(() => clearTimeout(timer));
+      signalGroup(c, 'SIGTERM');
+      const timer = setTimeout(() => signalGroup(c, 'SIGKILL'), 5_000);
+      return exited.then(() => {
+        clearTimeout(timer);
+        signalGroup(c, 'SIGKILL');
+      });
     }));
     await rm(dir, { recursive: true, force: true });
   };
   return { dir, run, stop, output: () => output };
+}
+
+/** Wait until `url` answers 200. */
+async function waitPage(url, ms) {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    try {
+      if ((await fetch(url)).ok) return;
+    } catch { /* not up yet */ }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`${url} never answered`);
 }
 
 /** Wait until the edge at `url` lists `n` healthy relays. */

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Parser;
 use serde_json::json;
+use tern_tests::conformance::room_url;
 use tern_tests::{token, Client};
 
 #[derive(Parser)]
@@ -72,8 +73,10 @@ async fn main() -> anyhow::Result<()> {
     let mut frames = 0u64;
     for r in 0..args.rooms {
         let room = format!("bench-{}-{r}", std::process::id());
-        let mut a = Client::connect(&args.url).await;
-        let mut b = Client::connect(&args.url).await;
+        // WebSocket URLs name the room, as the SDK does (the Worker routes by it).
+        let url = room_url(&args.url, &room);
+        let mut a = Client::connect(&url).await;
+        let mut b = Client::connect(&url).await;
         let mut joined = Vec::new();
         for (c, who) in [(&mut a, "alice"), (&mut b, "bob")] {
             let t = Instant::now();

@@ -85,10 +85,11 @@ pub fn list(
             .filter(|s| now_ms.saturating_sub(s.at_ms) < health::SUSPECT_MS);
         let probe = read::<ProbeRecord>(kv, &keys::relay_probe(edge, &id))?.0;
         let probe_failed = probe.as_ref().is_some_and(|p| p.failing_since_ms.is_some());
-        // A ragged heartbeat rhythm or probe answers far slower than usual:
-        // the relay is trending towards failure.
-        let degrading =
-            health::degrading(&rec.intervals) || probe.is_some_and(|p| p.slow_since_ms.is_some());
+        // A ragged heartbeat rhythm, probe answers far slower than usual or
+        // many callers losing packets: the relay is trending towards failure.
+        let degrading = health::degrading(&rec.intervals)
+            || probe.is_some_and(|p| p.slow_since_ms.is_some())
+            || crate::loss::is_lossy(kv, &id)?;
         seen.push((rec, age, phi, silent, suspect, probe_failed, degrading));
     }
     // If most of the fleet went silent or ragged at once, the likelier cause

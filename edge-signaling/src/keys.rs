@@ -46,6 +46,22 @@ pub fn relay_shed(relay: &str) -> String {
     format!("relay-shed/{relay}")
 }
 
+/// One participant's loss over its last report interval, against the relay
+/// that carried it ([`crate::loss`]). Writer: that participant's connection.
+pub fn relay_loss(relay: &str, participant: &str) -> String {
+    format!("{RELAY_LOSS_PREFIX}{relay}/{participant}")
+}
+pub const RELAY_LOSS_PREFIX: &str = "relay-loss/";
+
+/// Present while callers' reports show the relay losing packets.
+pub fn relay_lossy(relay: &str) -> String {
+    format!("{RELAY_LOSSY_PREFIX}{relay}")
+}
+pub const RELAY_LOSSY_PREFIX: &str = "relay-lossy/";
+
+/// When an edge last judged callers' loss reports (CAS: one edge per second).
+pub const RELAY_LOSS_CHECK: &str = "relay-loss-check";
+
 /// A relay callers reported as silent (`Suspect`). Writer: the edge that saw
 /// the reports; honoured for [`crate::health::SUSPECT_MS`].
 pub fn relay_suspect(relay: &str) -> String {

@@ -22,6 +22,7 @@ pub mod frame;
 pub mod health;
 pub mod keys;
 pub mod kv;
+pub mod loss;
 pub mod model;
 pub mod record;
 pub mod reroute;

@@ -258,11 +258,12 @@ pub fn tick<S: crate::apply::KvStore>(
             crate::apply::apply(store, &s.sweep_done(&sweep).writes)?;
         }
     }
-    // Calls whose participants vanished are closed here too (rate-limited
-    // inside, since it scans), but not on a tick that moved calls: its
-    // `reroute` frames must not wait for the scan.
+    // Calls whose participants vanished are closed here too, and callers'
+    // loss reports judged (both rate-limited inside, since they scan), but
+    // not on a tick that moved calls: its `reroute` frames must not wait.
     if deliveries.is_empty() {
         deliveries.extend(crate::calls::housekeeping(s, now_ms, store)?);
+        crate::loss::check(now_ms, store)?;
     }
     Ok(deliveries)
 }

@@ -551,6 +551,12 @@ impl<'a> Signaling<'a> {
             participant: me.participant.clone(),
             ..Quality::default()
         });
+        let relay = report.relay.as_deref().or(room.relay.as_deref());
+        if let Some(w) =
+            relay.and_then(|r| crate::loss::report_write(now_ms, &me.participant, r, &q, &report))
+        {
+            out.writes.push(w);
+        }
         calls::fold(&mut q, &report, now_ms, &room);
         out.writes.push(Write::Put {
             key,

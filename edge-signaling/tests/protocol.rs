@@ -1253,3 +1253,59 @@ fn a_busy_relay_takes_no_new_calls_but_keeps_its_own() {
     let j = sim.join("c3", "r", "carol");
     assert_eq!(j["relay"]["id"], "a1");
 }
+
+/// Callers in four rooms on a1 report their audio: `lossy` of them lose 20 %.
+fn report_loss(sim: &mut Sim, lossy: usize) {
+    let mut bobs = Vec::new();
+    for i in 0..4 {
+        sim.join_near(&format!("a{i}"), &format!("lr{i}"), "alice", "local-a");
+        let b = sim.join_near(&format!("b{i}"), &format!("lr{i}"), "bob", "local-a");
+        assert_eq!(b["relay"]["id"], "a1");
+        bobs.push(b["participant"].clone());
+    }
+    for (i, bob) in bobs.iter().enumerate() {
+        let lost = if i < lossy { 40 } else { 0 };
+        sim.send(
+            &format!("a{i}"),
+            json!({"type":"stats","relay":"a1","peers":[{"participant":bob,"packetsReceived":200 - lost,"packetsLost":lost}]}),
+        );
+    }
+}
+
+#[test]
+fn a_relay_many_callers_lose_packets_on_is_drained() {
+    let (mut sim, mut seq) = Sim::warm(2_000);
+    report_loss(&mut sim, 3);
+    // The first tick judges the reports; the next one acts on the verdict.
+    assert!(tick(&mut sim).is_empty());
+    run_for(
+        &mut sim,
+        250,
+        &[("a1", "local-a"), ("b1", "local-b")],
+        &mut seq,
+    );
+    let out = tick(&mut sim);
+    assert_eq!(out.len(), 8, "every participant of the four rooms: {out:?}");
+    for (_, f) in &out {
+        assert_eq!(f["reason"], "relay-degraded");
+        assert_eq!(f["relay"]["id"], "b1");
+    }
+    let j = sim.join_near("late", "r-late", "carol", "local-a");
+    assert_eq!(j["relay"]["id"], "b1", "new calls avoid a lossy relay");
+}
+
+#[test]
+fn one_callers_loss_does_not_condemn_its_relay() {
+    let (mut sim, mut seq) = Sim::warm(2_000);
+    report_loss(&mut sim, 1);
+    tick(&mut sim);
+    run_for(
+        &mut sim,
+        250,
+        &[("a1", "local-a"), ("b1", "local-b")],
+        &mut seq,
+    );
+    assert!(tick(&mut sim).is_empty());
+    let j = sim.join_near("late", "r-late", "carol", "local-a");
+    assert_eq!(j["relay"]["id"], "a1");
+}

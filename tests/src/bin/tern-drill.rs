@@ -68,15 +68,31 @@ struct RelayProcs {
     shim: Option<Proc>,
 }
 
-/// Start relay `id` heartbeating to every edge in `signaling`; with `rtt_ms`
-/// > 0, behind a `tern-delay` shim adding half of it each way.
-fn start_relay_at(signaling: &str, id: &str, region: &str, rtt_ms: u64) -> RelayProcs {
-    let port = free_udp_port();
+/// Region `r`'s own address: a loopback alias (Linux routes all of
+/// 127.0.0.0/8 to `lo`, so no set-up is needed). Its relays listen, relay and
+/// are probed there, and its delay shim listens there too, so a region is
+/// an address, as on a real network.
+fn region_ip(r: usize) -> String {
+    format!("127.0.0.{}", 11 + r)
+}
+
+/// A UDP port free on `ip`.
+fn free_udp_port_on(ip: &str) -> u16 {
+    std::net::UdpSocket::bind((ip, 0))
+        .and_then(|s| s.local_addr())
+        .expect("a free UDP port on the region's address")
+        .port()
+}
+
+/// Start relay `id` on `ip`, heartbeating to every edge in `signaling`; with
+/// `rtt_ms` > 0, behind a `tern-delay` shim adding half of it each way.
+fn start_relay_at(signaling: &str, id: &str, region: &str, ip: &str, rtt_ms: u64) -> RelayProcs {
+    let port = free_udp_port_on(ip);
     let shim = (rtt_ms > 0).then(|| {
-        let shim_port = free_udp_port();
+        let shim_port = free_udp_port_on(ip);
         let child = std::process::Command::new(bin("tern-delay"))
-            .args(["--listen", &format!("127.0.0.1:{shim_port}")])
-            .args(["--upstream", &format!("127.0.0.1:{port}")])
+            .args(["--listen", &format!("{ip}:{shim_port}")])
+            .args(["--upstream", &format!("{ip}:{port}")])
             .args(["--delay-ms", &(rtt_ms / 2).to_string()])
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -91,12 +107,12 @@ fn start_relay_at(signaling: &str, id: &str, region: &str, rtt_ms: u64) -> Relay
     });
     let child = std::process::Command::new(bin("tern"))
         .args(["relay", "--id", id, "--region", region])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--listen", &format!("{ip}:{port}")])
         .args(["--signaling", signaling])
         .args(["--allow-peer", "127.0.0.0/8", "--allocate-rate-per-ip", "0"])
         .args(
             shim.as_ref()
-                .map(|(p, _)| vec!["--advertise".to_string(), format!("127.0.0.1:{p}")])
+                .map(|(p, _)| vec!["--advertise".to_string(), format!("{ip}:{p}")])
                 .unwrap_or_default(),
         )
         .env("TERN_RELAY_SECRET", RELAY_SECRET)
@@ -208,7 +224,10 @@ async fn main() -> anyhow::Result<()> {
         let rtt = a.region_rtt_ms.get(r).copied().unwrap_or(0);
         for i in 0..a.relays_per_region {
             let id = format!("{region}-{}", i + 1);
-            relays.insert(id.clone(), start_relay_at(&signaling, &id, &region, rtt));
+            relays.insert(
+                id.clone(),
+                start_relay_at(&signaling, &id, &region, &region_ip(r), rtt),
+            );
         }
     }
     origin.wait_healthy_relays(relays.len(), Duration::from_secs(30))?;

@@ -37,6 +37,14 @@ pub struct BenchArgs {
     /// Worker threads of the server's runtime (the client gets its own).
     #[arg(long, default_value_t = 1)]
     server_threads: usize,
+    /// Store of the WebSocket part's origin: `embedded` (a fresh temporary
+    /// one) or a Redis URL, as `tern serve --kv` (use a Redis of its own:
+    /// the bench writes rooms and call records into it).
+    #[arg(long, default_value = "embedded")]
+    kv: String,
+    /// `tern serve --redis-replica-wait-ms` for the WebSocket part.
+    #[arg(long, default_value_t = 1000)]
+    redis_replica_wait_ms: u64,
 }
 
 fn heartbeat_body(id: &str, region: &str, seq: u64, udp: &str) -> (Vec<u8>, String) {
@@ -111,7 +119,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "# tern bench signaling ({} cores)",
         std::thread::available_parallelism()?.get()
     );
-    per_frame(args.frames)?;
+    // `--frames 0` skips it (e.g. when only comparing stores).
+    if args.frames > 0 {
+        per_frame(args.frames)?;
+    }
     // The transport floor first: ping→pong over the same sockets and path,
     // so join→joined can be read as floor + signaling work.
     over_websocket(&args, Kind::Ping)?;
@@ -228,17 +239,25 @@ enum Kind {
 
 fn over_websocket(args: &BenchArgs, kind: Kind) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
+    // On Redis each frame's component call runs on the blocking pool and
+    // waits on the network; give it the pool `tern serve` has.
+    let blocking = if args.kv == "embedded" {
+        args.server_threads.max(1)
+    } else {
+        crate::app::MAX_IN_FLIGHT
+    };
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.server_threads)
-        .max_blocking_threads(args.server_threads.max(1))
+        .max_blocking_threads(blocking)
         .enable_all()
         .build()?;
     let serve_args = crate::ServeArgs {
         listen: "127.0.0.1:0".parse()?,
         data_dir: dir.path().to_path_buf(),
         edge: "bench".into(),
-        kv: "embedded".into(),
+        kv: args.kv.clone(),
         kv_prefix: "tern:".into(),
+        redis_replica_wait_ms: args.redis_replica_wait_ms,
         api_secret: Some(API.into()),
         relay_secret: Some(RELAY.into()),
         relay_stale_ms: 600_000,

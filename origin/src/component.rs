@@ -458,6 +458,7 @@ impl SignalingHost {
         p.store.data_mut().snapshot = None;
         let durable = std::mem::take(&mut p.store.data_mut().durable);
         let r = r.map_err(anyhow::Error::from)?;
+        let remote = matches!(p.store.data().kv, Kv::Redis(_));
         if let Some(b) = batch {
             b.commit()?;
             if durable {
@@ -465,6 +466,11 @@ impl SignalingHost {
                 // store sync before acknowledging (App::deliver_from).
                 NEEDS_SYNC.with(|n| n.set(true));
             }
+        } else if durable && remote {
+            // On Redis the writes went out one by one (no batch), and are
+            // on the primary only: the caller waits for a replica before
+            // acknowledging (App::deliver_from, Kv::wait_durable).
+            NEEDS_SYNC.with(|n| n.set(true));
         }
         p.uses += 1;
         if p.uses < MAX_REUSE {

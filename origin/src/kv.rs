@@ -55,17 +55,22 @@ impl Kv {
     }
 
     /// Call right after a commit that must be durable before it is
-    /// acknowledged; resolves once it is, sharing the fsync with other
-    /// waiters (embedded store; on Redis a write is on the server when the
-    /// call returns, and Redis persists by its own policy).
+    /// acknowledged; resolves once it is. Embedded store: a store sync
+    /// (fsync) that began after the commit has finished, shared with other
+    /// waiters. Redis: a replica has acknowledged the writes (WAIT, shared
+    /// the same way), when the primary has replicas and waiting is enabled;
+    /// otherwise at once, since the writes are on the server already and
+    /// Redis persists them by its own policy (docs/kv-schema.md
+    /// "Durability").
     pub fn wait_durable(
         &self,
     ) -> impl std::future::Future<Output = Result<(), crate::sync_gate::SyncError>> + Send + 'static
     {
+        use futures_util::future::Either;
         // Taken now, not when first polled: the ticket must follow the commit.
         let wait = match self {
-            Kv::Embedded(s) => Some(s.wait_durable()),
-            Kv::Redis(_) => None,
+            Kv::Embedded(s) => Some(Either::Left(s.wait_durable())),
+            Kv::Redis(r) => r.wait_replicated().map(Either::Right),
         };
         async move {
             match wait {

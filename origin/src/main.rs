@@ -99,6 +99,14 @@ pub struct ServeArgs {
     /// Prefix of every key Tern writes in Redis.
     #[arg(long, default_value = "tern:")]
     pub kv_prefix: String,
+    /// On Redis with replicas: how long the answer to a frame that wrote
+    /// call records waits for a replica to acknowledge them (WAIT), so a
+    /// failover cannot lose an acknowledged event. When none does in time
+    /// the frame is answered anyway (and later ones do not wait until a
+    /// replica catches up). 0: never wait. docs/kv-schema.md "Durability
+    /// (Redis)".
+    #[arg(long, env = "TERN_REDIS_REPLICA_WAIT_MS", default_value_t = 1000)]
+    pub redis_replica_wait_ms: u64,
     /// HS256 secret room tokens are signed with.
     #[arg(long, env = "TERN_API_SECRET", hide_env_values = true)]
     pub api_secret: Option<String>,
@@ -213,9 +221,16 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<(Arc<app::App>, tokio::net
         kv::Kv::Embedded(store::EmbeddedStore::open(&args.data_dir)?)
     } else {
         let (url, prefix) = (args.kv.clone(), args.kv_prefix.clone());
-        let r = tokio::task::spawn_blocking(move || redis_kv::RedisKv::connect(&url, &prefix))
-            .await?
-            .with_context(|| format!("connecting to {}", args.kv))?;
+        let wait = std::time::Duration::from_millis(args.redis_replica_wait_ms);
+        let r = tokio::task::spawn_blocking(move || {
+            let mut r = redis_kv::RedisKv::connect(&url, &prefix)?;
+            if !wait.is_zero() {
+                r.enable_replica_wait(wait)?;
+            }
+            Ok::<_, store::StoreError>(r)
+        })
+        .await?
+        .with_context(|| format!("connecting to {}", args.kv))?;
         kv::Kv::Redis(Arc::new(r))
     };
     let (api_secret, relay_secret) = match (args.api_secret, args.relay_secret) {

@@ -11,15 +11,23 @@
 //! up from the sentinels at start and again whenever a call fails in a way
 //! that says the primary moved (connection refused or reset, `READONLY`,
 //! timeout): Tern follows a failover without a restart.
+//!
+//! Replication to replicas is asynchronous, so a write the primary has
+//! taken can be missing on the replica Sentinel promotes. Frames whose
+//! writes hold call records therefore wait for a replica to acknowledge
+//! them before they are answered ([`RedisKv::wait_replicated`], docs/kv-schema.md
+//! "Durability (Redis)").
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use edge_signaling::keys::ordered_group;
 use redis::{Client, Connection, RedisResult};
 
 use crate::store::StoreError;
+use crate::sync_gate::{SyncError, SyncGate};
 
 /// How long one Redis call may take before we give up on that node.
 const IO_TIMEOUT: Duration = Duration::from_secs(1);
@@ -37,8 +45,9 @@ enum Target {
 
 pub struct RedisKv {
     target: Target,
-    /// Client for the current primary.
-    primary: Mutex<Client>,
+    /// Client for the current primary (shared with the replica waiter's
+    /// threads, which must follow a failover too).
+    primary: Arc<Mutex<Client>>,
     idle: Mutex<Vec<Connection>>,
     prefix: String,
     /// Bucket `default` is stored bare, as Spin's Redis store does.
@@ -46,6 +55,9 @@ pub struct RedisKv {
     cas: redis::Script,
     /// When a call last failed (unix ms; 0: never).
     last_error_ms: AtomicU64,
+    /// Set by [`Self::enable_replica_wait`] (`tern serve`); tools that only
+    /// read or restore leave it off.
+    replicas: Option<ReplicaWait>,
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -99,12 +111,13 @@ impl RedisKv {
         let primary = resolve(&target)?;
         let kv = RedisKv {
             target,
-            primary: Mutex::new(primary),
+            primary: Arc::new(Mutex::new(primary)),
             idle: Mutex::new(Vec::new()),
             prefix: prefix.to_string(),
             spin_layout,
             cas: redis::Script::new(CAS_LUA),
             last_error_ms: AtomicU64::new(0),
+            replicas: None,
         };
         // Fail at start, not at the first frame, if Redis is unreachable.
         kv.with_conn(|c| redis::cmd("PING").query::<String>(c))?;
@@ -563,4 +576,170 @@ fn primary_moved(e: &redis::RedisError) -> bool {
         || e.is_timeout()
         || e.code() == Some("READONLY")
         || e.code() == Some("MASTERDOWN")
+}
+
+/// How often the replica watcher asks the primary for its replicas (ROLE).
+const REPLICA_POLL: Duration = Duration::from_secs(1);
+
+/// What the replica waiter (a [`SyncGate`] whose "sync" is a WAIT) and the
+/// replica watcher thread share.
+#[derive(Default)]
+struct ReplicaState {
+    /// Replicas connected to the primary at the last ROLE poll. Zero: there
+    /// is nothing to wait for, and frames are answered at once.
+    connected: AtomicU64,
+    /// Set when no replica acknowledged within the timeout. While set,
+    /// frames are answered without waiting (each would otherwise pay the
+    /// whole timeout), until the watcher sees a replica caught up again.
+    lagging: AtomicBool,
+    /// Set when the store is dropped: the watcher exits.
+    stop: AtomicBool,
+}
+
+struct ReplicaWait {
+    state: Arc<ReplicaState>,
+    gate: SyncGate,
+}
+
+impl RedisKv {
+    /// Make [`Self::wait_replicated`] wait for one replica to acknowledge
+    /// (at most `timeout`). Starts the waiter thread (one WAIT for every
+    /// frame that wrote since the previous one: group commit, as on the
+    /// embedded store) and the watcher thread (one ROLE a second: how many
+    /// replicas the primary has, and whether a lagging one caught up).
+    pub fn enable_replica_wait(&mut self, timeout: Duration) -> Result<(), StoreError> {
+        let state = Arc::new(ReplicaState::default());
+        // Know the replicas before the first frame.
+        let mut last_offset = 0;
+        poll_replicas(&self.primary, &state, &mut last_offset);
+        let channel = format!("{}durable", self.prefix);
+        let (primary, st) = (self.primary.clone(), state.clone());
+        let mut conn: Option<Connection> = None;
+        let gate = SyncGate::new(move || {
+            let acked = replicate(&primary, &mut conn, &channel, timeout).map_err(|e| {
+                format!("redis: waiting for a replica to acknowledge failed: {e}")
+            })?;
+            if acked >= 1 {
+                return Ok(());
+            }
+            st.lagging.store(true, Ordering::Relaxed);
+            Err(format!(
+                "no Redis replica acknowledged within {} ms; answering without waiting until one catches up",
+                timeout.as_millis()
+            ))
+        })
+        .map_err(backend)?;
+        let (primary, st) = (self.primary.clone(), state.clone());
+        std::thread::Builder::new()
+            .name("tern-replicas".into())
+            .spawn(move || {
+                while !st.stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(REPLICA_POLL);
+                    poll_replicas(&primary, &st, &mut last_offset);
+                }
+            })
+            .map_err(backend)?;
+        self.replicas = Some(ReplicaWait { state, gate });
+        Ok(())
+    }
+
+    /// Call right after writes that must reach a replica before they are
+    /// acknowledged. `None`: nothing to wait for (waiting not enabled, the
+    /// primary has no replica, or the replicas lag, see
+    /// [`ReplicaState::lagging`]). Otherwise a future that resolves once a
+    /// WAIT that began after these writes has returned; awaiting holds no
+    /// thread, and every frame waiting meanwhile shares that WAIT.
+    pub fn wait_replicated(
+        &self,
+    ) -> Option<impl Future<Output = Result<(), SyncError>> + Send + 'static> {
+        let r = self.replicas.as_ref()?;
+        if r.state.connected.load(Ordering::Relaxed) == 0 || r.state.lagging.load(Ordering::Relaxed)
+        {
+            return None;
+        }
+        Some(r.gate.wait_durable())
+    }
+}
+
+impl Drop for RedisKv {
+    fn drop(&mut self) {
+        if let Some(r) = &self.replicas {
+            r.state.stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One WAIT covering every write the primary had replied to before it
+/// began; returns how many replicas acknowledged.
+///
+/// WAIT only covers the earlier writes *of the connection that sends it*
+/// (Redis waits for the offset of that client's last propagated command),
+/// and Tern's writes go over a pool of connections. So the WAIT goes on a
+/// connection of its own, right after a PUBLISH on it: PUBLISH is
+/// propagated to replicas, which moves this connection's offset to the end
+/// of the replication stream, past every write already replied to on any
+/// connection. (A PUBLISH rather than a SET: no key appears in the store,
+/// and nobody subscribes to the channel.)
+fn replicate(
+    primary: &Mutex<Client>,
+    conn: &mut Option<Connection>,
+    channel: &str,
+    timeout: Duration,
+) -> RedisResult<i64> {
+    if conn.is_none() {
+        let client = primary.lock().unwrap().clone();
+        let c = client.get_connection_with_timeout(IO_TIMEOUT)?;
+        c.set_read_timeout(Some(timeout + IO_TIMEOUT))?;
+        c.set_write_timeout(Some(IO_TIMEOUT))?;
+        *conn = Some(c);
+    }
+    let c = conn.as_mut().expect("just opened");
+    let r = redis::pipe()
+        .cmd("PUBLISH")
+        .arg(channel)
+        .arg("")
+        .ignore()
+        .cmd("WAIT")
+        .arg(1)
+        // Whole milliseconds, at least 1 (WAIT 0 would block forever).
+        .arg(timeout.as_millis().max(1) as u64)
+        .query::<(i64,)>(c)
+        .map(|(n,)| n);
+    if r.is_err() {
+        // Reconnect next time, to whichever node is primary by then.
+        *conn = None;
+    }
+    r
+}
+
+/// Ask the primary (ROLE: one cheap command, no INFO text to parse) how
+/// many replicas it has, and clear `lagging` once one of them has
+/// acknowledged at least the offset the primary had at the previous poll
+/// (it is at most a poll interval behind). Failures leave the state as it
+/// was: the store's own calls report them.
+fn poll_replicas(primary: &Mutex<Client>, st: &ReplicaState, last_offset: &mut u64) {
+    let client = primary.lock().unwrap().clone();
+    // On a primary: ["master", offset, [[ip, port, acked offset], ...]].
+    // Any other role does not have this shape and is skipped.
+    type Role = (String, u64, Vec<(String, String, String)>);
+    let role = client
+        .get_connection_with_timeout(IO_TIMEOUT)
+        .and_then(|mut c| {
+            c.set_read_timeout(Some(IO_TIMEOUT))?;
+            redis::cmd("ROLE").query::<Role>(&mut c)
+        });
+    let Ok((role, offset, replicas)) = role else {
+        return;
+    };
+    if role != "master" {
+        return;
+    }
+    st.connected.store(replicas.len() as u64, Ordering::Relaxed);
+    let caught_up = replicas
+        .iter()
+        .any(|(_, _, acked)| acked.parse::<u64>().is_ok_and(|a| a >= *last_offset));
+    if caught_up && st.lagging.swap(false, Ordering::Relaxed) {
+        tracing::info!("a Redis replica caught up; call records wait for it again");
+    }
+    *last_offset = offset;
 }

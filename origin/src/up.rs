@@ -65,6 +65,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         edge: "local".into(),
         kv: "embedded".into(),
         kv_prefix: "tern:".into(),
+        redis_replica_wait_ms: 0,
         api_secret: Some(secrets.api_secret),
         relay_secret: Some(secrets.relay_secret.clone()),
         relay_stale_ms: 1500,

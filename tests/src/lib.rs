@@ -555,6 +555,21 @@ pub fn start_redis(port: u16, replica_of: Option<u16>) -> Proc {
 /// A `redis-sentinel` watching the primary on `primary_port` as `service`,
 /// with fast failure detection for tests.
 pub fn start_sentinel(port: u16, primary_port: u16, service: &str, dir: &std::path::Path) -> Proc {
+    start_sentinel_with(port, primary_port, service, dir, 5000)
+}
+
+/// [`start_sentinel`] with a given `failover-timeout`. Besides bounding a
+/// failover, it is how long Sentinel leaves a replica that follows another
+/// address than the primary's before it points it back at the primary
+/// ("+fix-slave-config"): a test that puts a forwarder between the two
+/// needs it longer than the test.
+pub fn start_sentinel_with(
+    port: u16,
+    primary_port: u16,
+    service: &str,
+    dir: &std::path::Path,
+    failover_timeout_ms: u64,
+) -> Proc {
     let conf = dir.join(format!("sentinel-{port}.conf"));
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(
@@ -563,7 +578,7 @@ pub fn start_sentinel(port: u16, primary_port: u16, service: &str, dir: &std::pa
             "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {}\n\
              sentinel monitor {service} 127.0.0.1 {primary_port} 1\n\
              sentinel down-after-milliseconds {service} 1000\n\
-             sentinel failover-timeout {service} 5000\n\
+             sentinel failover-timeout {service} {failover_timeout_ms}\n\
              sentinel parallel-syncs {service} 1\n",
             dir.display()
         ),

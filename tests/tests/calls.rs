@@ -541,6 +541,188 @@ async fn on_redis_records_survive_an_origin_sigkill_and_tern_calls_reads_them() 
     let _ = std::fs::remove_dir_all(&d2);
 }
 
+/// A TCP forwarder between a Redis replica and its primary whose
+/// forwarding the test can freeze and cut. Frozen, it holds what it reads
+/// instead of passing it on: the primary still counts the replica as
+/// connected (the link is up) but its writes do not reach the replica and
+/// no acknowledgement comes back. Cut, it drops every connection with what
+/// it holds, as if those bytes never left the primary. (SIGSTOP of the
+/// replica would not do: whatever the primary sent lands in the stopped
+/// replica's socket buffer and is applied when it resumes, even after the
+/// primary is dead.)
+struct ReplLink {
+    port: u16,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl ReplLink {
+    async fn start(primary: u16) -> ReplLink {
+        use std::sync::{atomic::AtomicBool, Arc, Mutex};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let (f, t) = (frozen.clone(), tasks.clone());
+        let acceptor = tokio::spawn(async move {
+            while let Ok((down, _)) = listener.accept().await {
+                let Ok(up) = tokio::net::TcpStream::connect(("127.0.0.1", primary)).await else {
+                    continue;
+                };
+                let (dr, dw) = down.into_split();
+                let (ur, uw) = up.into_split();
+                let mut t = t.lock().unwrap();
+                t.push(tokio::spawn(pump(ur, dw, f.clone())));
+                t.push(tokio::spawn(pump(dr, uw, f.clone())));
+            }
+        });
+        tasks.lock().unwrap().push(acceptor);
+        ReplLink {
+            port,
+            frozen,
+            tasks,
+        }
+    }
+
+    fn freeze(&self, on: bool) {
+        self.frozen.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn cut(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for ReplLink {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+/// Copy `r` to `w`. The freeze is checked between reading and writing, so
+/// a read already waiting when the link froze cannot slip a chunk through.
+async fn pump(
+    mut r: tokio::net::tcp::OwnedReadHalf,
+    mut w: tokio::net::tcp::OwnedWriteHalf,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while frozen.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if w.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Redis replication is asynchronous: without waiting for the replica, an
+/// origin acknowledges a join the replica does not have, and a failover to
+/// that replica loses the acknowledged event. With the wait (`tern serve
+/// --redis-replica-wait-ms`), `joined` is held while replication stalls
+/// and goes out once the replica has the event.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_redis_an_acknowledged_join_survives_failover_to_the_replica() {
+    let (p1, p2, s) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
+    let sdir = temp_dir("failover-sentinel");
+    let mut primary = start_redis(p1, None);
+    let link = ReplLink::start(p1).await;
+    let _replica = start_redis(p2, Some(link.port));
+    wait_until(Duration::from_secs(10), || {
+        redis_cli(p2, &["INFO", "replication"]).is_ok_and(|i| i.contains("master_link_status:up"))
+    })
+    .expect("replica syncs");
+    // The replica follows the forwarder, not the primary's own address:
+    // keep Sentinel from "fixing" that for the length of the test.
+    let _sentinel = start_sentinel_with(s, p1, "tern", &sdir, 600_000);
+    let kv = format!("redis+sentinel://127.0.0.1:{s}/tern");
+    let (d1, d2) = (temp_dir("failover-1"), temp_dir("failover-2"));
+    // A wait far longer than the test holds the link frozen, so "held" is
+    // not confused with "slow".
+    let one = serve_with(
+        "edge-1",
+        &kv,
+        &d1,
+        &[("TERN_REDIS_REPLICA_WAIT_MS", "20000")],
+    );
+    let _relays = relays_for(one.addr);
+    let ws = format!("ws://{}/v1/signal", one.addr);
+    let mut alice = Client::connect(&ws).await;
+    let mut bob = Client::connect(&ws).await;
+    alice.join("failover", "alice").await;
+
+    link.freeze(true);
+    bob.send(json!({"type":"join","room":"failover","token":token("failover","bob",600)}))
+        .await;
+    let early = bob.recv_within(Duration::from_secs(2)).await;
+    let held = early.is_err();
+    if let Ok(f) = &early {
+        assert_eq!(f["type"], "joined", "{f}");
+        // Acknowledged while only the primary has it: lose the primary now,
+        // with the replica never getting what was in flight.
+        primary.kill();
+        link.cut();
+    } else {
+        // Replication resumes: the replica acknowledges, the answer goes
+        // out; then the primary dies right after it.
+        link.freeze(false);
+        let t = Instant::now();
+        bob.expect("joined").await;
+        eprintln!("joined released {:?} after the link thawed", t.elapsed());
+        primary.kill();
+    }
+    let killed = Instant::now();
+    wait_until(Duration::from_secs(30), || {
+        redis_cli(p2, &["ROLE"]).is_ok_and(|r| r.starts_with("master"))
+    })
+    .expect("sentinel promotes the replica");
+    eprintln!("replica promoted {:?} after the kill", killed.elapsed());
+    wait_until(Duration::from_secs(30), || {
+        redis_cli(s, &["SENTINEL", "get-master-addr-by-name", "tern"])
+            .is_ok_and(|a| a.ends_with(&p2.to_string()))
+    })
+    .expect("sentinel names the promoted replica");
+    // Right after the switch Sentinel may still flag the new primary (a
+    // client looking it up then is told there is none): wait until it
+    // reports it plainly, as `tern serve` needs at start.
+    wait_until(Duration::from_secs(30), || {
+        redis_cli(s, &["SENTINEL", "MASTERS"])
+            .is_ok_and(|m| m.contains(&format!("port\n{p2}\n")) && m.contains("flags\nmaster\n"))
+    })
+    .expect("sentinel reports the promoted replica as a healthy primary");
+    drop((alice, bob));
+
+    // An origin on the promoted store finds every acknowledged event.
+    let two = serve("edge-2", &kv, &d2);
+    let page = calls(two.addr, "room=failover");
+    assert_eq!(
+        page["calls"].as_array().unwrap().len(),
+        1,
+        "the call was lost: {page}"
+    );
+    assert_eq!(
+        identities(&page["calls"][0]),
+        ["alice", "bob"],
+        "an acknowledged join was lost in the failover: {page}"
+    );
+    assert!(
+        held,
+        "bob's joined went out while no replica could have his join"
+    );
+    drop(one);
+    for d in [&sdir, &d1, &d2] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
 /// How many SCAN commands the Redis on `port` has run.
 fn scan_calls(port: u16) -> u64 {
     let stats = redis_cli(port, &["INFO", "commandstats"]).unwrap();

@@ -108,7 +108,7 @@ impl RedisKv {
         } else {
             Target::Direct(Client::open(url).map_err(backend)?)
         };
-        let primary = resolve(&target)?;
+        let primary = resolve_at_start(&target)?;
         let kv = RedisKv {
             target,
             primary: Arc::new(Mutex::new(primary)),
@@ -564,6 +564,28 @@ fn resolve(target: &Target) -> Result<Client, StoreError> {
         Target::Sentinel { sentinels, service } => {
             let mut s = redis::sentinel::Sentinel::build(sentinels.clone()).map_err(backend)?;
             s.master_for(service, None).map_err(backend)
+        }
+    }
+}
+
+/// How long a starting origin keeps asking Sentinel for the primary.
+const START_PATIENCE: Duration = Duration::from_secs(30);
+
+/// [`resolve`] at start. Right after a failover, Sentinel may know no primary
+/// for a moment (the replica is being promoted): an origin started (or
+/// restarted by systemd) in that moment should wait for it, not exit.
+fn resolve_at_start(target: &Target) -> Result<Client, StoreError> {
+    let deadline = std::time::Instant::now() + START_PATIENCE;
+    loop {
+        match resolve(target) {
+            Err(e)
+                if matches!(target, Target::Sentinel { .. })
+                    && std::time::Instant::now() < deadline =>
+            {
+                tracing::warn!(error = %e, "Sentinel names no primary yet; asking again");
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            other => return other,
         }
     }
 }

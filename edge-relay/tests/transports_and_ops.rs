@@ -715,5 +715,10 @@ fn admin_token_and_connections_per_ip() {
         http_as(admin, "POST", "/drain", Some("s3cret")).unwrap().0,
         202
     );
-    assert_eq!(http(admin, "GET", "/healthz").unwrap().0, 503);
+    // Draining: unhealthy, or already gone (with no allocation left to wait
+    // for, a drain ends at once).
+    assert!(
+        matches!(http(admin, "GET", "/healthz"), None | Some((503, _))),
+        "a drained relay does not report healthy"
+    );
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::{bin, free_tcp_port, free_udp_port, healthy_ids, http_get, wait_until, Proc};
+use crate::{bin, free_tcp_port, free_udp_port, http_get, Proc};
 use crate::{API_SECRET, RELAY_SECRET};
 
 /// The repository's top level (where wrangler.toml and package.json are).
@@ -121,12 +121,11 @@ impl WranglerDev {
     }
 
     pub fn relays(&self) -> Value {
-        let (_, body) = http_get(self.addr, "/v1/relays").expect("GET /v1/relays");
-        serde_json::from_str(&body).expect("relays JSON")
+        crate::relay_directory(self.addr)
     }
 
     pub fn wait_healthy_relays(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
-        wait_until(timeout, || healthy_ids(&self.relays()).len() >= n)
+        crate::wait_healthy_relays_at(self.addr, n, timeout)
     }
 }
 

@@ -149,13 +149,12 @@ impl Origin {
     }
 
     pub fn relays(&self) -> Value {
-        let (_, body) = http_get(self.addr, "/v1/relays").expect("GET /v1/relays");
-        serde_json::from_str(&body).expect("relays JSON")
+        relay_directory(self.addr)
     }
 
     /// Wait until the directory lists `n` healthy relays.
     pub fn wait_healthy_relays(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
-        wait_until(timeout, || healthy_ids(&self.relays()).len() >= n)
+        wait_healthy_relays_at(self.addr, n, timeout)
     }
 }
 
@@ -164,6 +163,17 @@ impl Drop for Origin {
         self.proc.kill();
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
+}
+
+/// `GET /v1/relays` of the signaling host at `addr`.
+pub fn relay_directory(addr: SocketAddr) -> Value {
+    let (_, body) = http_get(addr, "/v1/relays").expect("GET /v1/relays");
+    serde_json::from_str(&body).expect("relays JSON")
+}
+
+/// Wait until the host at `addr` lists `n` healthy relays.
+pub fn wait_healthy_relays_at(addr: SocketAddr, n: usize, timeout: Duration) -> anyhow::Result<()> {
+    wait_until(timeout, || healthy_ids(&relay_directory(addr)).len() >= n)
 }
 
 pub fn healthy_ids(relays: &Value) -> Vec<String> {
@@ -264,12 +274,12 @@ impl SpinApp {
     }
 
     pub fn relays(&self) -> Value {
-        let (_, body) = http_get(self.addr, "/v1/relays").expect("GET /v1/relays");
-        serde_json::from_str(&body).expect("relays JSON")
+        relay_directory(self.addr)
     }
 
+    /// Wait until the directory lists `n` healthy relays.
     pub fn wait_healthy_relays(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
-        wait_until(timeout, || healthy_ids(&self.relays()).len() >= n)
+        wait_healthy_relays_at(self.addr, n, timeout)
     }
 }
 

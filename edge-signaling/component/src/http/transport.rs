@@ -105,23 +105,27 @@ pub fn connect(now: u64) -> Reply {
     )
 }
 
+/// The first step of every send and poll: the connection and `ack` named in
+/// the query, its mailbox trimmed to what the client has not acknowledged, or the
+/// answer to give instead (bad query, unknown connection, store down).
+fn acknowledged(req: &Request) -> Result<(String, u64, Bucket), Reply> {
+    let (conn, ack) = params(req)?;
+    let mut bucket = Bucket::open().map_err(unavailable)?;
+    match mailbox::acknowledge(&mut bucket, &conn, ack) {
+        Ok(Some(_)) => Ok((conn, ack, bucket)),
+        Ok(None) => Err(unknown(&conn)),
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
 /// `POST /v1/http/send?conn=C&ack=N`: handle one client frame, answer with
 /// every mailbox frame after `N` (so `joined`, `pong` and errors come back
 /// in the same round trip).
 pub fn send(now: u64, req: &Request) -> Reply {
-    let (conn, ack) = match params(req) {
-        Ok(p) => p,
+    let (conn, ack, mut bucket) = match acknowledged(req) {
+        Ok(c) => c,
         Err(r) => return r,
     };
-    let mut bucket = match Bucket::open() {
-        Ok(b) => b,
-        Err(e) => return unavailable(e),
-    };
-    match mailbox::acknowledge(&mut bucket, &conn, ack) {
-        Ok(Some(_)) => {}
-        Ok(None) => return unknown(&conn),
-        Err(e) => return unavailable(e),
-    }
     if let Err(e) = touch(&mut bucket, &conn, now) {
         return unavailable(e);
     }
@@ -145,19 +149,10 @@ pub fn send(now: u64, req: &Request) -> Reply {
 
 /// `GET /v1/http/poll?conn=C&ack=N`: long poll.
 pub fn poll(now: u64, req: &Request) -> Reply {
-    let (conn, ack) = match params(req) {
-        Ok(p) => p,
+    let (conn, ack, mut bucket) = match acknowledged(req) {
+        Ok(c) => c,
         Err(r) => return r,
     };
-    let mut bucket = match Bucket::open() {
-        Ok(b) => b,
-        Err(e) => return unavailable(e),
-    };
-    match mailbox::acknowledge(&mut bucket, &conn, ack) {
-        Ok(Some(_)) => {}
-        Ok(None) => return unknown(&conn),
-        Err(e) => return unavailable(e),
-    }
     let wait_ms = poll_ms();
     let mut touched = 0;
     let mut t = now;

@@ -3,7 +3,13 @@
 # same machine, same generator (tern-loadgen). Results: docs/benchmarks.md,
 # section "TURN relay".
 #
-#   bench/relay.sh              # full run (~5 min on 2 vCPU)
+# Five targets: tern-relay as it runs by default (media between two of its
+# own allocations, which is every Tern call, is handed over in memory) and
+# with --no-local-delivery (through the kernel, like coturn); coturn; the
+# bare forwarder with --local-delivery (the floor for the in-memory path)
+# and without (the floor for the kernel path).
+#
+#   bench/relay.sh              # full run (~12 min on 2 vCPU)
 #   bench/relay.sh --profile    # also `perf record -g` tern-relay under load
 #                               # (report on stderr; with RESULTS_DIR also saved)
 #
@@ -23,7 +29,8 @@
 #   (d) user-space memory per allocation: VmRSS delta over MEM_PAIRS x 2
 #       allocations (each with a permission and a channel) held idle.
 # A "relayed packet" is one client-to-client delivery (ChannelData in, UDP to
-# the other relayed address, in again, ChannelData out).
+# the other relayed address, in again, ChannelData out; in memory: ChannelData
+# in, ChannelData out).
 #
 # 2 cores: the relay is pinned to CPU $RELAY_CPU and the generator to
 # $GEN_CPU (taskset), so each gets one core; loopback delivery work lands on
@@ -48,7 +55,7 @@
 # Knobs (environment): PRIO (fifo | nice), SEARCH_PAIRS (500), SEARCH_START (2000 pkt/s),
 # P99_BOUND_US (1000), LAT_PAIRS (1000), LAT_SECS (10), LAT_LOW_PPS (10),
 # MEM_PAIRS (5000), STEP_SECS (3), RELAY_CPU (0), GEN_CPU (1), TARGETS
-# ("tern coturn bare"), RESULTS_DIR (keep the JSON reports), TERN_RELAY_BIN (benchmark that tern-relay binary
+# ("tern tern-kernel coturn bare-local bare"), RESULTS_DIR (keep the JSON reports), TERN_RELAY_BIN (benchmark that tern-relay binary
 # instead of building this checkout's). Needs: cargo, coturn (turnserver),
 # taskset, python3; perf for --profile. Binaries come from this repo's cargo
 # target dir.
@@ -73,7 +80,7 @@ MEM_PAIRS=${MEM_PAIRS:-5000}
 STEP_SECS=${STEP_SECS:-3}
 RELAY_CPU=${RELAY_CPU:-0}
 GEN_CPU=${GEN_CPU:-1}
-TARGETS=${TARGETS:-tern coturn bare}
+TARGETS=${TARGETS:-tern tern-kernel coturn bare-local bare}
 SECRET="bench-$RANDOM-$RANDOM"
 PORT=13478
 
@@ -111,10 +118,12 @@ trap 'stop_relay; rm -rf "$WORK"' EXIT
 start_relay() { # $1 = tern | coturn | bare
   stop_relay
   case "$1" in
-    tern)
+    tern|tern-kernel)
+      local kernel=(); [ "$1" = tern-kernel ] && kernel=(--no-local-delivery)
       TERN_RELAY_SECRET="$SECRET" RUST_LOG=warn "${PRIO_CMD[@]}" taskset -c "$RELAY_CPU" "$TERN_RELAY" \
         --listen "127.0.0.1:$PORT" --allow-peer 127.0.0.0/8 --drain-ms 0 \
-        --max-allocations-per-user 0 --allocate-rate-per-ip 0 --bandwidth-kbps 0 --threads 1 >/dev/null 2>&1 &
+        --max-allocations-per-user 0 --allocate-rate-per-ip 0 --bandwidth-kbps 0 --threads 1 \
+        "${kernel[@]}" >/dev/null 2>&1 &
       ;;
     coturn)
       "${PRIO_CMD[@]}" taskset -c "$RELAY_CPU" turnserver -n --listening-ip 127.0.0.1 --relay-ip 127.0.0.1 \
@@ -123,13 +132,14 @@ start_relay() { # $1 = tern | coturn | bare
         --relay-threads 1 --log-file stdout --simple-log --no-software-attribute \
         --userdb "$WORK/turndb" --pidfile "$WORK/turnserver.pid" >/dev/null 2>&1 &
       ;;
-    bare)
-      "${PRIO_CMD[@]}" taskset -c "$RELAY_CPU" "$LOADGEN" forwarder --listen "127.0.0.1:$PORT" >/dev/null 2>&1 &
+    bare|bare-local)
+      local local=(); [ "$1" = bare-local ] && local=(--local-delivery)
+      "${PRIO_CMD[@]}" taskset -c "$RELAY_CPU" "$LOADGEN" forwarder --listen "127.0.0.1:$PORT" "${local[@]}" >/dev/null 2>&1 &
       ;;
   esac
   RELAY_PID=$!
   # Ready when one pair gets through.
-  local kind=turn; [ "$1" = bare ] && kind=bare
+  local kind=turn; case "$1" in bare*) kind=bare ;; esac
   for _ in $(seq 50); do
     if "$LOADGEN" --target "$kind" --server "127.0.0.1:$PORT" --secret "$SECRET" \
         --pairs 1 --duration 0.2 --json >/dev/null 2>&1; then
@@ -142,7 +152,7 @@ start_relay() { # $1 = tern | coturn | bare
 }
 
 gen() { # $1 = target, rest = loadgen flags; JSON on stdout
-  local kind=turn; [ "$1" = bare ] && kind=bare
+  local kind=turn; case "$1" in bare*) kind=bare ;; esac
   shift
   "${PRIO_CMD[@]}" taskset -c "$GEN_CPU" "$LOADGEN" --target "$kind" --server "127.0.0.1:$PORT" --secret "$SECRET" \
     --relay-pid "$RELAY_PID" --json "$@"
@@ -235,7 +245,8 @@ for t in targets:
     }
 def f(v, fmt="{:,.0f}"):
     return "n/a" if v is None else fmt.format(v)
-names = {"tern": "tern-relay", "coturn": "coturn 4.6", "bare": "bare forwarder"}
+names = {"tern": "tern-relay", "tern-kernel": "tern-relay --no-local-delivery",
+         "coturn": "coturn 4.6", "bare": "bare forwarder", "bare-local": "bare forwarder --local-delivery"}
 print("| | " + " | ".join(names.get(t, t) for t in targets) + " |")
 print("|---|" + "---|" * len(targets))
 def row(label, key, fmt="{:,.0f}"):
@@ -267,17 +278,22 @@ def ratio(a, b, key, inv=False):
     if not x or not y:
         return "n/a"
     return f"{(x / y):.2f}"
-if "tern" in rows:
-    print()
-    for other in [t for t in targets if t != "tern"]:
-        print(f"tern/{other}: rate {ratio('tern', other, 'zero_loss')}, "
-              f"rate with p99 bound {ratio('tern', other, 'bounded')}, "
-              f"CPU per packet {ratio('tern', other, 'cpu_per_mpkt')}, "
-              f"CPU per packet at the low rate {ratio('tern', other, 'low_cpu')}, "
-              f"p99 at the low rate {ratio('tern', other, 'low_p99')}, "
-              f"bytes per allocation {ratio('tern', other, 'bytes_per_alloc')}")
-    if "bare" in rows and rows["tern"]["low_p99"] is not None and rows["bare"]["low_p99"] is not None:
-        print(f"tern p99 - bare p99 at the low rate: {rows['tern']['low_p99'] - rows['bare']['low_p99']:.0f} µs")
+# Each tern-relay mode against coturn (the product comparison) and against
+# the bare forwarder doing the same kind of delivery (the physical floor).
+pairs = [("tern", "coturn"), ("tern", "bare-local"), ("tern-kernel", "coturn"),
+         ("tern-kernel", "bare"), ("tern", "tern-kernel")]
+print()
+for a, b in pairs:
+    if a in rows and b in rows:
+        print(f"{a}/{b}: rate {ratio(a, b, 'zero_loss')}, "
+              f"rate with p99 bound {ratio(a, b, 'bounded')}, "
+              f"CPU per packet {ratio(a, b, 'cpu_per_mpkt')}, "
+              f"CPU per packet at the low rate {ratio(a, b, 'low_cpu')}, "
+              f"p99 at the low rate {ratio(a, b, 'low_p99')}, "
+              f"bytes per allocation {ratio(a, b, 'bytes_per_alloc')}")
+for a, b in [("tern", "bare-local"), ("tern-kernel", "bare")]:
+    if a in rows and b in rows and rows[a]["low_p99"] is not None and rows[b]["low_p99"] is not None:
+        print(f"{a} p99 - {b} p99 at the low rate: {rows[a]['low_p99'] - rows[b]['low_p99']:.0f} µs")
 for t in targets:
     if rows[t]["gen_limited"]:
         print(f"note: the {t} search stopped because the generator could not keep up")

@@ -82,6 +82,10 @@ pub struct Config {
     pub channel_lifetime: Duration,
     /// Also accept RFC 5766 channel numbers 0x5000-0x7FFF (off by default).
     pub rfc5766_channels: bool,
+    /// Hand media between two allocations of this engine directly instead of
+    /// through the kernel (see [`Relay::deliver_locally`]). On by default;
+    /// off only to measure the difference.
+    pub local_delivery: bool,
     /// SOFTWARE attribute for authenticated answers (never sent to
     /// unauthenticated clients, to keep those answers small and uninformative).
     pub software: Option<String>,
@@ -108,6 +112,7 @@ impl Config {
             permission_lifetime: Duration::from_secs(300),
             channel_lifetime: Duration::from_secs(600),
             rfc5766_channels: false,
+            local_delivery: true,
             software: Some(concat!("tern-relay ", env!("CARGO_PKG_VERSION")).to_owned()),
         }
     }
@@ -460,6 +465,41 @@ impl Relay {
             .attr(attr::DATA, &buf[CHANNEL_DATA_HEADROOM..]);
         self.transmit(ft, b.finish());
         None
+    }
+
+    /// Whether client media forwarded to `peer` should go through
+    /// [`Relay::deliver_locally`]: `peer` is a relayed address of this
+    /// engine. Tern's signaling puts every member of a room on the room's
+    /// relay, so a call's media is nearly always from one allocation of a
+    /// relay to another of the same relay.
+    pub fn is_local_peer(&self, peer: SocketAddr) -> bool {
+        self.config.local_delivery && self.by_relayed.contains_key(&peer)
+    }
+
+    /// Client media (`f`, from [`Relay::handle_client_message`] over `buf`)
+    /// whose peer is another allocation of this engine: deliver it to that
+    /// allocation as if it had arrived on its relayed socket from `f.from`,
+    /// without the round trip through the kernel (a send and a receive of a
+    /// datagram that never leaves the host). Same rules as the socket path:
+    /// the receiving allocation needs a permission for the sender's relayed
+    /// address and has its own bandwidth quota.
+    ///
+    /// Returns the [`Forward`] towards the receiving client, as
+    /// [`Relay::handle_peer_datagram`] does, with its range into `buf`.
+    /// `f.range` always starts at least [`CHANNEL_DATA_HEADROOM`] bytes into
+    /// `buf` (behind a ChannelData header or STUN attributes), which is where
+    /// the outgoing header is written.
+    pub fn deliver_locally(
+        &mut self,
+        now: Instant,
+        f: &Forward,
+        buf: &mut [u8],
+    ) -> Option<Forward> {
+        let start = f.range.start.checked_sub(CHANNEL_DATA_HEADROOM)?;
+        let mut out = self.handle_peer_datagram(now, f.to, f.from, &mut buf[start..f.range.end])?;
+        out.range = out.range.start + start..out.range.end + start;
+        self.stats.local_deliveries += 1;
+        Some(out)
     }
 
     /// The driver's answer to [`Event::BindRelay`].

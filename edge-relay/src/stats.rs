@@ -130,6 +130,9 @@ pub struct Stats {
     /// Control answers (and Data indications) queued for clients.
     pub control_packets_out: u64,
     pub control_bytes_out: u64,
+    /// Client media handed to another allocation of the same engine without
+    /// the kernel (each is also counted in both relayed directions).
+    pub local_deliveries: u64,
     drops: [u64; DropReason::ALL.len()],
     quota_hits: [u64; Quota::ALL.len()],
     auth: [u64; AuthOutcome::ALL.len()],
@@ -164,6 +167,7 @@ impl Stats {
         self.peer_bytes_in += o.peer_bytes_in;
         self.control_packets_out += o.control_packets_out;
         self.control_bytes_out += o.control_bytes_out;
+        self.local_deliveries += o.local_deliveries;
         for (a, b) in self.drops.iter_mut().zip(o.drops) {
             *a += b;
         }

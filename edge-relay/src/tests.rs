@@ -460,6 +460,104 @@ fn channel_bind_then_channel_data_both_ways() {
     assert_eq!(h.relay.stats().relayed_packets, 2);
 }
 
+/// Both callers of a room on one relay: A's media to B's relayed address is
+/// handed to B's allocation in memory, under the same rules as a datagram
+/// arriving on B's relayed socket.
+#[test]
+fn media_between_allocations_of_one_relay_is_delivered_in_memory() {
+    let mut h = Harness::new();
+    let mut a = h.client("198.51.100.1:5000", "alice", UNIX0 + 3600);
+    let mut b = h.client("198.51.100.2:6000", "bob", UNIX0 + 3600);
+    let ra = h.allocate(&mut a);
+    let rb = h.allocate(&mut b);
+    assert!(h.relay.is_local_peer(rb) && h.relay.is_local_peer(ra));
+    assert!(!h.relay.is_local_peer(peer()), "not one of ours");
+    assert_eq!(h.bind(&a, 0x4000, rb), None);
+
+    let channel_data = |payload: &[u8]| {
+        let mut cd = vec![0x40, 0x00, 0, payload.len() as u8];
+        cd.extend_from_slice(payload);
+        cd
+    };
+    // Sends `bytes` from A and delivers the forward locally; returns what
+    // reaches B's client (bytes of the Forward) and the queued transmits.
+    let local = |h: &mut Harness, mut bytes: Vec<u8>| {
+        let f = h
+            .relay
+            .handle_client_datagram(h.now, h.unix, a.addr, h.local, &bytes)
+            .expect("admitted for A");
+        assert_eq!((f.from, f.to), (ra, rb));
+        assert!(h.relay.is_local_peer(f.to));
+        let out = h.relay.deliver_locally(h.now, &f, &mut bytes);
+        let mut transmits = Vec::new();
+        while let Some(t) = h.relay.poll_transmit() {
+            transmits.push(t);
+        }
+        (out.map(|o| (bytes[o.range.clone()].to_vec(), o)), transmits)
+    };
+
+    // B has no permission for A's relayed address yet: dropped, as on the
+    // socket path.
+    let drops = h.relay.stats().drops(DropReason::NoPermission);
+    let (out, tx) = local(&mut h, channel_data(b"hello"));
+    assert!(out.is_none() && tx.is_empty());
+    assert_eq!(h.relay.stats().drops(DropReason::NoPermission), drops + 1);
+
+    // A permission but no channel: a Data indication from A's relayed address.
+    assert_eq!(h.permit(&b, ra), None);
+    let (out, tx) = local(&mut h, channel_data(b"hello"));
+    assert!(out.is_none());
+    assert_eq!(tx.len(), 1);
+    assert_eq!((tx[0].from, tx[0].to), (h.local, b.addr));
+    let m = Message::parse(&tx[0].payload).unwrap();
+    assert_eq!((m.method, m.class), (Method::DATA, Class::Indication));
+    assert_eq!(
+        attr::decode_xor_address(m.get(attr::XOR_PEER_ADDRESS).unwrap(), &m.transaction_id),
+        Some(ra)
+    );
+    assert_eq!(m.get(attr::DATA), Some(&b"hello"[..]));
+
+    // With a channel: ChannelData to B's client, header written in place.
+    assert_eq!(h.bind(&b, 0x4001, ra), None);
+    let (out, tx) = local(&mut h, channel_data(b"hello"));
+    let (bytes, o) = out.expect("ChannelData for B");
+    assert!(tx.is_empty());
+    assert_eq!(
+        (o.from, o.to, o.transport),
+        (h.local, b.addr, Transport::Udp)
+    );
+    assert_eq!(bytes, [&[0x40, 0x01, 0, 5][..], b"hello"].concat());
+
+    // A Send indication takes the same way (its DATA is deeper in the buffer).
+    let tid = h.next_tid();
+    let mut send = MessageBuilder::new(Method::SEND, Class::Indication, tid);
+    send.xor_address(attr::XOR_PEER_ADDRESS, rb)
+        .attr(attr::DATA, b"by send");
+    let (out, _) = local(&mut h, send.finish());
+    assert_eq!(
+        out.unwrap().0,
+        [&[0x40, 0x01, 0, 7][..], b"by send"].concat()
+    );
+
+    let st = h.relay.stats();
+    assert_eq!(st.local_deliveries, 2);
+    // Relayed out of A: all four sends; into B: the three it was permitted
+    // (Data indication, ChannelData, Send), as on the socket path.
+    assert_eq!(st.relayed_packets, 4 + 3);
+
+    // Once B's permission lapses, A's media stops reaching B.
+    h.advance(Duration::from_secs(301));
+    assert_eq!(h.bind(&a, 0x4000, rb), None, "A refreshes its side");
+    let (out, tx) = local(&mut h, channel_data(b"late"));
+    assert!(out.is_none() && tx.is_empty());
+
+    // Turned off, the driver sends through the kernel as other servers do.
+    let mut off = Harness::with(|c| c.local_delivery = false);
+    let mut c = off.client("198.51.100.3:7000", "carol", UNIX0 + 3600);
+    let rc = off.allocate(&mut c);
+    assert!(!off.relay.is_local_peer(rc));
+}
+
 #[test]
 fn rfc5766_channel_numbers_only_when_enabled() {
     let mut h = Harness::with(|cfg| cfg.rfc5766_channels = true);

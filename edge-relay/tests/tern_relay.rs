@@ -94,10 +94,10 @@ fn start_relay(extra: &[&str]) -> (Proc, SocketAddr) {
     }
 }
 
-/// Run turnutils_uclient against a fresh relay and return its output after
-/// checking it reports 0 % loss with every message received.
+/// Run turnutils_uclient against a fresh relay and a turnutils_peer echo
+/// server and return its output after checking it reports 0 % loss with
+/// every message received.
 fn run_uclient(uclient_flags: &[&str]) -> String {
-    require("turnutils_uclient");
     require("turnutils_peer");
     // turnutils_uclient picks channel numbers from RFC 5766's wider range.
     let (_relay, listen) = start_relay(&["--rfc5766-channels"]);
@@ -111,10 +111,17 @@ fn run_uclient(uclient_flags: &[&str]) -> String {
             .expect("spawn turnutils_peer"),
     );
     std::thread::sleep(Duration::from_millis(200));
+    let peer_port = peer_port.to_string();
+    let flags = [&["-e", "127.0.0.1", "-r", &peer_port][..], uclient_flags].concat();
+    uclient_against(listen, &flags)
+}
 
+/// turnutils_uclient (two clients, 50 messages each) against `listen`: its
+/// output, after checking it lost nothing and got every message back.
+fn uclient_against(listen: SocketAddr, uclient_flags: &[&str]) -> String {
+    require("turnutils_uclient");
     let mut cmd = Command::new("turnutils_uclient");
     cmd.args(["-p", &listen.port().to_string()])
-        .args(["-e", "127.0.0.1", "-r", &peer_port.to_string()])
         .args(["-n", "50", "-m", "2", "-z", "5"])
         .args(uclient_flags)
         .arg("127.0.0.1")
@@ -172,6 +179,63 @@ fn coturn_uclient_over_send_and_data_indications() {
     let expiry = unix_now() + 3600;
     let c = credentials::mint(SECRET.as_bytes(), "uclient", expiry);
     run_uclient(&["-c", "-s", "-u", &c.username, "-w", &c.credential]);
+}
+
+/// coturn's client in client-to-client mode (`-y`): each client's peer is
+/// the other client's relayed address on the same relay, which is the shape
+/// of every Tern call (signaling puts a room on one relay). The relay hands
+/// that media over in memory; with `--no-local-delivery` it goes through
+/// the kernel as with other TURN servers. Both lose nothing.
+#[test]
+fn coturn_uclient_client_to_client_in_memory_and_through_the_kernel() {
+    for (flags, in_memory) in [(&[][..], true), (&["--no-local-delivery"][..], false)] {
+        let admin = format!("127.0.0.1:{}", free_tcp_port());
+        let relay_flags = [
+            &["--rfc5766-channels", "--threads", "1", "--admin", &admin][..],
+            flags,
+        ]
+        .concat();
+        let (_relay, listen) = start_relay(&relay_flags);
+        uclient_against(listen, &["-y", "-c", "-u", "uclient", "-W", SECRET]);
+        let admin: SocketAddr = admin.parse().unwrap();
+        let relayed = metric(admin, "tern_relay_relayed_packets_total");
+        let local = metric(admin, "tern_relay_local_deliveries_total");
+        // 100 messages, each counted leaving one allocation and entering
+        // the other.
+        assert!(relayed >= 200, "{flags:?}: relayed {relayed}");
+        if in_memory {
+            assert_eq!(
+                local * 2,
+                relayed,
+                "every relayed message crossed in memory"
+            );
+        } else {
+            assert_eq!(local, 0, "{flags:?}: nothing in memory");
+        }
+    }
+}
+
+fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One unlabelled sample from the relay's /metrics.
+fn metric(admin: SocketAddr, name: &str) -> u64 {
+    let mut s = std::net::TcpStream::connect(admin).expect("admin listener");
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{body}")) as u64
 }
 
 fn unix_now() -> u64 {

@@ -133,6 +133,11 @@ pub struct Args {
     /// its region has no healthy active relay left.
     #[arg(long)]
     pub standby: bool,
+    /// Send media between two allocations of this relay through the kernel
+    /// (a datagram from one relayed socket to the other), as other TURN
+    /// servers do, instead of handing it over in memory. For measuring.
+    #[arg(long)]
+    pub no_local_delivery: bool,
 }
 
 /// The config file: the same settings as the flags, snake_case.
@@ -171,6 +176,7 @@ pub struct FileConfig {
     pub admin_token: Option<String>,
     pub max_connections_per_ip: Option<usize>,
     pub standby: Option<bool>,
+    pub local_delivery: Option<bool>,
 }
 
 /// Everything resolved: what the server runs with.
@@ -208,6 +214,7 @@ pub struct Settings {
     pub admin_token: Option<String>,
     pub max_connections_per_ip: usize,
     pub standby: bool,
+    pub local_delivery: bool,
 }
 
 impl Settings {
@@ -301,6 +308,7 @@ impl Settings {
                 .or(file.max_connections_per_ip)
                 .unwrap_or(32),
             standby: args.standby || file.standby.unwrap_or(false),
+            local_delivery: !args.no_local_delivery && file.local_delivery.unwrap_or(true),
         };
         if let Some(ip6) = s.relay_ip6 {
             anyhow::ensure!(ip6.is_ipv6(), "--relay-ip6 must be an IPv6 address");

@@ -110,6 +110,12 @@ pub fn render(s: &Snapshot, cpu_seconds: Option<f64>) -> String {
         &[("", st.relayed_bytes as f64)],
     );
     family(
+        "tern_relay_local_deliveries_total",
+        "counter",
+        "Media packets handed from one allocation to another of the same datapath thread without the kernel.",
+        &[("", st.local_deliveries as f64)],
+    );
+    family(
         "tern_relay_control_packets_out_total",
         "counter",
         "STUN answers and Data indications sent to clients.",

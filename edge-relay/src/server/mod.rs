@@ -48,6 +48,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     config.bandwidth = (s.bandwidth_kbps > 0).then(|| Bandwidth::kbps(s.bandwidth_kbps));
     config.rfc5766_channels = s.rfc5766_channels;
     config.alternate = s.alternate;
+    config.local_delivery = s.local_delivery;
     let shared = Arc::new(Shared::default());
     let addrs = shard::RelayedAddrs {
         ip: s.relay_ip,

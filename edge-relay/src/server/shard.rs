@@ -203,8 +203,10 @@ impl Shard {
     }
 
     /// One recvmmsg on the listener (level-triggered: epoll reports it again
-    /// if more is waiting). Media for peers leaves at once through the
-    /// allocation's relayed socket; control answers queue in the engine.
+    /// if more is waiting). Media for a peer that is another allocation of
+    /// this shard is handed over in memory and joins the batch for clients;
+    /// other media leaves at once through the allocation's relayed socket;
+    /// control answers queue in the engine.
     fn read_clients(&mut self, now: Instant) {
         let n = match self.from_clients.recv(self.listener.as_raw_fd()) {
             Ok(n) => n,
@@ -217,7 +219,7 @@ impl Shard {
         };
         let unix = unix_secs();
         for i in 0..n {
-            let (Some(from), data) = self.from_clients.get(i) else {
+            let (Some(from), data) = self.from_clients.slot_mut(i) else {
                 continue;
             };
             let Some(f) = self
@@ -226,7 +228,17 @@ impl Shard {
             else {
                 continue;
             };
-            send_forward(&f, data, &self.relayed, &self.by_addr);
+            if !self.relay.is_local_peer(f.to) {
+                send_forward(&f, data, &self.relayed, &self.by_addr);
+            } else if let Some(out) = self.relay.deliver_locally(now, &f, data) {
+                to_client(
+                    &mut self.to_clients,
+                    &self.listener,
+                    &self.streams,
+                    &out,
+                    data,
+                );
+            }
         }
     }
 
@@ -248,24 +260,18 @@ impl Shard {
             let (Some(peer), slot) = self.from_peers.slot_mut(i) else {
                 continue;
             };
-            let Some(f) = self
+            if let Some(f) = self
                 .relay
                 .handle_peer_datagram(now, relayed_addr, peer, slot)
-            else {
-                continue;
-            };
-            let bytes = &slot[f.range.clone()];
-            if f.transport.is_stream() {
-                send_stream(&self.streams, f.transport, f.from, f.to, framed(bytes));
-                continue;
+            {
+                to_client(
+                    &mut self.to_clients,
+                    &self.listener,
+                    &self.streams,
+                    &f,
+                    slot,
+                );
             }
-            if self.to_clients.is_full() {
-                flush(&mut self.to_clients, &self.listener);
-            }
-            self.to_clients.push(f.to, |out| {
-                out[..bytes.len()].copy_from_slice(bytes);
-                bytes.len()
-            });
         }
     }
 
@@ -282,13 +288,24 @@ impl Shard {
                 Input::Stream(StreamInput::Opened { ft, out }) => {
                     self.streams.insert(ft, out);
                 }
-                Input::Stream(StreamInput::Message { ft, bytes }) => {
+                Input::Stream(StreamInput::Message { ft, mut bytes }) => {
                     self.sync_draining();
-                    if let Some(f) = self
+                    let Some(f) = self
                         .relay
                         .handle_client_message(now, unix_secs(), ft, &bytes)
-                    {
+                    else {
+                        continue;
+                    };
+                    if !self.relay.is_local_peer(f.to) {
                         send_forward(&f, &bytes, &self.relayed, &self.by_addr);
+                    } else if let Some(out) = self.relay.deliver_locally(now, &f, &mut bytes) {
+                        to_client(
+                            &mut self.to_clients,
+                            &self.listener,
+                            &self.streams,
+                            &out,
+                            &bytes,
+                        );
                     }
                 }
                 Input::Stream(StreamInput::Closed { ft }) => {
@@ -482,6 +499,30 @@ fn send_forward(
     if let Err(e) = sock.send_to(&buf[f.range.clone()], f.to) {
         tracing::debug!(from = %f.from, to = %f.to, error = %e, "send dropped");
     }
+}
+
+/// Media for a client (`f.range` of `buf`): into the batch that leaves
+/// through the listener with the next sendmmsg, or onto its TCP/TLS
+/// connection. (Free function so callers can keep a receive slot borrowed.)
+fn to_client(
+    batch: &mut SendBatch,
+    listener: &UdpSocket,
+    streams: &HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
+    f: &Forward,
+    buf: &[u8],
+) {
+    let bytes = &buf[f.range.clone()];
+    if f.transport.is_stream() {
+        send_stream(streams, f.transport, f.from, f.to, framed(bytes));
+        return;
+    }
+    if batch.is_full() {
+        flush(batch, listener);
+    }
+    batch.push(f.to, |out| {
+        out[..bytes.len()].copy_from_slice(bytes);
+        bytes.len()
+    });
 }
 
 /// Queue a message on a TCP/TLS connection; dropped if the client is not

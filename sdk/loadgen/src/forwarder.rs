@@ -9,6 +9,11 @@
 //! clients' packets), `sendto` from A's relayed socket to B's relayed
 //! address, read on B's relayed socket (rarely more than one datagram per
 //! wakeup at 50 pps per stream), and send from the listener to B (batched).
+//!
+//! With [`Forwarder::local_delivery`] it is the floor for tern-relay's
+//! in-memory path instead: when B's relayed address is one of its own, the
+//! packet goes straight from A's datagram into the batch for B (one read,
+//! one batched send per relayed packet).
 
 use std::collections::HashMap;
 use std::io;
@@ -26,6 +31,7 @@ const SLOT: usize = 2048;
 
 struct Alloc {
     socket: UdpSocket,
+    relayed: SocketAddrV4,
     client: SocketAddrV4,
     /// (channel, peer): a call has one or two peers, so a scan beats a map.
     channels: Vec<(u16, SocketAddrV4)>,
@@ -44,6 +50,8 @@ pub struct Forwarder {
     listener: UdpSocket,
     allocs: Vec<Alloc>,
     by_client: HashMap<SocketAddrV4, usize>,
+    by_relayed: HashMap<SocketAddrV4, usize>,
+    local_delivery: bool,
     relay_ip: std::net::Ipv4Addr,
     rx: RecvBatch,
     to_clients: SendBatch,
@@ -61,11 +69,19 @@ impl Forwarder {
             listener,
             allocs: Vec::new(),
             by_client: HashMap::new(),
+            by_relayed: HashMap::new(),
+            local_delivery: false,
             relay_ip: *listen.ip(),
             rx: RecvBatch::new(BATCH, SLOT, CHANNEL_DATA_HEADER),
             to_clients: SendBatch::new(BATCH, SLOT),
             stats: ForwarderStats::default(),
         })
+    }
+
+    /// Hand packets between two of its own allocations over in memory.
+    pub fn local_delivery(mut self, on: bool) -> Self {
+        self.local_delivery = on;
+        self
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -91,9 +107,7 @@ impl Forwarder {
     }
 
     fn flush_to_clients(&mut self) {
-        if !self.to_clients.is_empty() {
-            self.stats.dropped += self.to_clients.flush(self.listener.as_raw_fd()) as u64;
-        }
+        flush(&mut self.to_clients, &self.listener, &mut self.stats);
     }
 
     /// Client → relayed socket → peer. One recvmmsg batch per epoll report
@@ -107,9 +121,10 @@ impl Forwarder {
             };
             for i in 0..n {
                 // The benchmark runs on 127.0.0.0/8: IPv4 only.
-                let (Some(SocketAddr::V4(from)), d) = self.rx.get(i) else {
+                let (Some(SocketAddr::V4(from)), slot) = self.rx.slot_mut(i) else {
                     continue;
                 };
+                let d = &slot[CHANNEL_DATA_HEADER..];
                 if let Some((channel, payload)) = decode_channel_data(d) {
                     let Some(a) = self.by_client.get(&from).map(|&a| &self.allocs[a]) else {
                         continue;
@@ -117,6 +132,25 @@ impl Forwarder {
                     let Some(&(_, peer)) = a.channels.iter().find(|c| c.0 == channel) else {
                         continue;
                     };
+                    let local = self.by_relayed.get(&peer).filter(|_| self.local_delivery);
+                    if let Some(b) = local.map(|&b| &self.allocs[b]) {
+                        // In memory: the datagram sits behind the headroom,
+                        // so the ChannelData frame for B is slot[4..].
+                        let (len, from) = (payload.len(), a.relayed);
+                        let Some(&(out, _)) = b.channels.iter().find(|c| c.1 == from) else {
+                            continue;
+                        };
+                        let frame = &mut slot[CHANNEL_DATA_HEADER..2 * CHANNEL_DATA_HEADER + len];
+                        frame[0..2].copy_from_slice(&out.to_be_bytes());
+                        to_client(
+                            &mut self.to_clients,
+                            &self.listener,
+                            &mut self.stats,
+                            b.client,
+                            frame,
+                        );
+                        continue;
+                    }
                     match a.socket.send_to(payload, peer) {
                         Ok(_) => self.stats.forwarded += 1,
                         Err(_) => self.stats.dropped += 1,
@@ -153,14 +187,13 @@ impl Forwarder {
                 slot[0..2].copy_from_slice(&channel.to_be_bytes());
                 slot[2..4].copy_from_slice(&(len as u16).to_be_bytes());
                 let frame = &slot[..CHANNEL_DATA_HEADER + len];
-                self.to_clients.push(SocketAddr::V4(a.client), |out| {
-                    out[..frame.len()].copy_from_slice(frame);
-                    frame.len()
-                });
-                self.stats.forwarded += 1;
-                if self.to_clients.is_full() {
-                    self.flush_to_clients();
-                }
+                to_client(
+                    &mut self.to_clients,
+                    &self.listener,
+                    &mut self.stats,
+                    a.client,
+                    frame,
+                );
             }
         }
     }
@@ -207,13 +240,42 @@ impl Forwarder {
         let socket = std_sock;
         let idx = self.allocs.len();
         self.epoll.add(socket.as_raw_fd(), idx as u64)?;
+        let SocketAddr::V4(relayed) = socket.local_addr()? else {
+            return Err(io::Error::other("IPv4 only"));
+        };
+        self.by_relayed.insert(relayed, idx);
         self.allocs.push(Alloc {
             socket,
+            relayed,
             client,
             channels: Vec::new(),
         });
         self.by_client.insert(client, idx);
         self.stats.allocations = self.allocs.len();
         Ok(idx)
+    }
+}
+
+fn flush(batch: &mut SendBatch, listener: &UdpSocket, stats: &mut ForwarderStats) {
+    if !batch.is_empty() {
+        stats.dropped += batch.flush(listener.as_raw_fd()) as u64;
+    }
+}
+
+/// A ChannelData frame into the batch that leaves through the listener.
+fn to_client(
+    batch: &mut SendBatch,
+    listener: &UdpSocket,
+    stats: &mut ForwarderStats,
+    client: SocketAddrV4,
+    frame: &[u8],
+) {
+    batch.push(SocketAddr::V4(client), |out| {
+        out[..frame.len()].copy_from_slice(frame);
+        frame.len()
+    });
+    stats.forwarded += 1;
+    if batch.is_full() {
+        flush(batch, listener, stats);
     }
 }

@@ -124,18 +124,23 @@ fn pairs_through_tern_relay_lose_nothing() {
 
 #[test]
 fn pairs_through_the_bare_forwarder_lose_nothing() {
-    let listen: SocketAddrV4 = "127.0.0.1:0".parse().unwrap();
-    // The forwarder serves forever on its own thread (which ends with the
-    // test process) and reports where it listens.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut fwd = Forwarder::bind(listen).expect("bind forwarder");
-        tx.send(fwd.local_addr().unwrap()).unwrap();
-        fwd.run()
-    });
-    let server = rx.recv().unwrap();
-    let mut h = setup(server, Target::Bare, 4);
-    let r = two_seconds(&mut h);
-    assert_eq!(r.lost, 0, "{r:?}");
-    assert_eq!(r.delivered, r.sent, "{r:?}");
+    // Through the kernel between relayed sockets, and handed over in memory.
+    for local in [false, true] {
+        let listen: SocketAddrV4 = "127.0.0.1:0".parse().unwrap();
+        // The forwarder serves forever on its own thread (which ends with
+        // the test process) and reports where it listens.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut fwd = Forwarder::bind(listen)
+                .expect("bind forwarder")
+                .local_delivery(local);
+            tx.send(fwd.local_addr().unwrap()).unwrap();
+            fwd.run()
+        });
+        let server = rx.recv().unwrap();
+        let mut h = setup(server, Target::Bare, 4);
+        let r = two_seconds(&mut h);
+        assert_eq!(r.lost, 0, "local delivery {local}: {r:?}");
+        assert_eq!(r.delivered, r.sent, "local delivery {local}: {r:?}");
+    }
 }

@@ -34,6 +34,11 @@ enum Cmd {
     Forwarder {
         #[arg(long, default_value = "127.0.0.1:3479")]
         listen: SocketAddrV4,
+        /// Hand packets between two of its own allocations over in memory
+        /// (the floor for tern-relay's default path) instead of through the
+        /// kernel.
+        #[arg(long)]
+        local_delivery: bool,
     },
 }
 
@@ -129,8 +134,13 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     raise_fd_limit();
     match cli.cmd {
-        Some(Cmd::Forwarder { listen }) => {
-            let mut f = Forwarder::bind(listen).context("binding the forwarder")?;
+        Some(Cmd::Forwarder {
+            listen,
+            local_delivery,
+        }) => {
+            let mut f = Forwarder::bind(listen)
+                .context("binding the forwarder")?
+                .local_delivery(local_delivery);
             eprintln!("tern-loadgen forwarder listening on {}", f.local_addr()?);
             f.run().context("forwarder loop")
         }

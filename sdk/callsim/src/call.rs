@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::participant::{self, JoinArgs, MediaLog, FRAME};
+use crate::participant::{self, JoinArgs, MediaLog, Options, Switch, FRAME};
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -21,6 +21,45 @@ pub struct SimConfig {
     /// Region → RTT (ms) every participant sends as `probes` in `join`
     /// (all simulated participants share one host, so one measurement).
     pub probes: std::collections::BTreeMap<String, f64>,
+    /// Do not pre-allocate on the hot standby: every `reroute` allocates
+    /// anew (what the simulator did before it used the standby).
+    pub no_standby: bool,
+    /// Inbound silence after which a participant moves sending to its
+    /// ready standby leg ([`participant::STALL_AFTER`] by default).
+    pub stall_after: Duration,
+}
+
+/// How the participants of a call moved their audio (both sides summed).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Switches {
+    /// `reroute` onto the prepared standby leg: no new allocation.
+    pub prepared: usize,
+    /// `reroute` with a new allocation on the new relay.
+    pub fresh: usize,
+    /// Inbound audio stalled: sending moved to the standby leg.
+    pub stall: usize,
+}
+
+impl Switches {
+    fn of(logs: [&MediaLog; 2]) -> Switches {
+        let mut s = Switches::default();
+        for (kind, _) in logs.iter().flat_map(|l| &l.switches) {
+            match kind {
+                Switch::Prepared => s.prepared += 1,
+                Switch::Fresh => s.fresh += 1,
+                Switch::Stall => s.stall += 1,
+            }
+        }
+        s
+    }
+}
+
+impl std::ops::AddAssign for Switches {
+    fn add_assign(&mut self, o: Switches) {
+        self.prepared += o.prepared;
+        self.fresh += o.fresh;
+        self.stall += o.stall;
+    }
 }
 
 /// One call's outcome.
@@ -32,6 +71,7 @@ pub struct CallReport {
     /// Audio still arriving at both sides at the end.
     pub restored: bool,
     pub reroutes: usize,
+    pub switches: Switches,
     pub received: [usize; 2],
     pub sent: [u64; 2],
     /// Relay each side ended on.
@@ -119,15 +159,19 @@ pub async fn run_calls(cfg: &SimConfig) -> Vec<CallReport> {
             token,
             probes: cfg.probes.clone(),
         });
+        let opts = Options {
+            standby: !cfg.no_standby,
+            stall_after: cfg.stall_after,
+        };
         tasks.push(tokio::spawn(async move {
             let [ja, jb] = joins;
             let a = tokio::spawn({
-                let e = edges.0.clone();
-                async move { participant::run(&e, &ja, until, rand::random()).await }
+                let (e, o) = (edges.0.clone(), opts.clone());
+                async move { participant::run(&e, &ja, &o, until, rand::random()).await }
             });
             // The callee joins a moment later, as in a real call.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let b = participant::run(&edges.1, &jb, until, rand::random()).await;
+            let b = participant::run(&edges.1, &jb, &opts, until, rand::random()).await;
             let a = a.await.map_err(anyhow::Error::from).and_then(|r| r);
             report(room, a, b, until)
         }));
@@ -174,6 +218,7 @@ fn report(
                     * 1e3,
                 restored: flowing_at(&a.arrivals, end) && flowing_at(&b.arrivals, end),
                 reroutes: a.reroutes.len().max(b.reroutes.len()),
+                switches: Switches::of([&a, &b]),
                 received: [a.arrivals.len(), b.arrivals.len()],
                 sent: [a.sent, b.sent],
                 relays: [a.relay, b.relay],
@@ -185,6 +230,7 @@ fn report(
             gap_ms: f64::INFINITY,
             restored: false,
             reroutes: 0,
+            switches: Switches::default(),
             received: [0, 0],
             sent: [0, 0],
             relays: Default::default(),

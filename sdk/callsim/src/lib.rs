@@ -5,9 +5,17 @@
 //! hands it (REST credentials from `iceServers`), tells its peer its relayed
 //! address through `signal` frames, binds a channel to the peer's relayed
 //! address and sends 160-byte RTP-like packets (sequence number + send time)
-//! at 50 pps. On `reroute` it allocates on the new relay and announces the
-//! new address; the peer rebinds. Received packets give each direction's
-//! audio gap: the longest silence between two packets after media started.
+//! at 50 pps.
+//!
+//! It also allocates on the hot standby `joined` names (another region's
+//! relay) and binds that leg to the peer's standby leg, so on a `reroute` to
+//! that relay it only starts sending there: no allocation in the gap. It
+//! receives on both legs, and moves sending to the standby by itself when
+//! inbound audio stalls (like the SDK after a path loss). A `reroute`
+//! anywhere else allocates on the new relay and announces the new address;
+//! the peer rebinds. `no_standby` turns the standby off (one allocation at
+//! a time). Received packets give each direction's audio gap: the longest
+//! silence between two packets after media started.
 //!
 //! * [`participant`]: one simulated caller (signaling + media).
 //! * [`call`]: a two-party call and its measurements.
@@ -15,4 +23,5 @@
 pub mod call;
 pub mod participant;
 
-pub use call::{run_calls, CallReport, SimConfig};
+pub use call::{run_calls, CallReport, SimConfig, Switches};
+pub use participant::{Options, Switch, STALL_AFTER};

@@ -1,5 +1,5 @@
-//! One simulated caller: a signaling socket, a TURN allocation at a time,
-//! and the audio it sends and receives.
+//! One simulated caller: a signaling socket, a TURN allocation on the room's
+//! relay and one on the hot standby, and the audio it sends and receives.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use futures_util::{SinkExt, StreamExt};
+use rand::Rng;
 use serde_json::{json, Value};
 use tern_loadgen::client::Op;
 use tern_loadgen::client::{decode_channel_data, encode_channel_data};
@@ -22,6 +23,50 @@ pub const FRAME: Duration = Duration::from_millis(20);
 /// Audio payload size, like a 64 kbit/s Opus frame.
 pub const PAYLOAD: usize = 160;
 
+/// Inbound silence after which sending moves to a ready standby leg: the
+/// SDK's stall threshold (it reports a relay after 300 ms without audio).
+pub const STALL_AFTER: Duration = Duration::from_millis(300);
+/// After a reroute the next standby is allocated this long later, plus up
+/// to [`STANDBY_SPREAD`]: it is needed only at the next failure, and every
+/// caller of the lost relay gets the same standby, so allocating at once
+/// would land hundreds of Allocates on it (and, in a drill, on this
+/// machine's CPU) exactly while audio is being restored.
+const STANDBY_DELAY: Duration = Duration::from_millis(250);
+const STANDBY_SPREAD: Duration = Duration::from_millis(1000);
+
+/// How a participant should behave.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Pre-allocate on the hot standby from `joined`/`reroute`. Off: one
+    /// allocation at a time, re-allocated on every `reroute`.
+    pub standby: bool,
+    /// Inbound silence that moves sending to a ready standby leg.
+    pub stall_after: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            standby: true,
+            stall_after: STALL_AFTER,
+        }
+    }
+}
+
+/// How a participant moved its audio to another relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Switch {
+    /// `reroute` named the relay of the prepared standby leg, already
+    /// bound to the peer: it became the primary leg with no new Allocate.
+    Prepared,
+    /// `reroute` to a relay with no ready leg: a new allocation there, as
+    /// the SDK's ICE restart.
+    Fresh,
+    /// Inbound audio stalled while the standby leg was ready: sending
+    /// moved to it without waiting for a `reroute`.
+    Stall,
+}
+
 /// What one participant saw.
 #[derive(Debug, Clone, Default)]
 pub struct MediaLog {
@@ -30,6 +75,8 @@ pub struct MediaLog {
     pub sent: u64,
     /// `(relay id, when)` of every reroute followed.
     pub reroutes: Vec<(String, Instant)>,
+    /// Every move of the outgoing audio to another leg, and when.
+    pub switches: Vec<(Switch, Instant)>,
     pub relay: String,
     /// How long each loss of the signaling connection lasted until the
     /// session was resumed on another edge.
@@ -56,10 +103,30 @@ fn turn_udp_addr(ice: &Value) -> anyhow::Result<SocketAddr> {
     bail!("no UDP TURN url in {ice}")
 }
 
+/// A relay and the TURN credentials signaling handed out for it.
+#[derive(Debug, Clone)]
+struct Creds {
+    relay: String,
+    ice: Value,
+}
+
+impl Creds {
+    /// `relay` and `iceServers` of a `joined`/`reroute` frame, or of its
+    /// `standby` object.
+    fn of(v: &Value) -> Option<Creds> {
+        let relay = v["relay"]["id"].as_str()?;
+        v["iceServers"].as_array().filter(|a| !a.is_empty())?;
+        Some(Creds {
+            relay: relay.to_string(),
+            ice: v["iceServers"].clone(),
+        })
+    }
+}
+
 /// A TURN allocation in progress or in use.
 struct Leg {
-    /// The `iceServers` it was made from (to start over from a new port).
-    ice: Value,
+    /// What it was made from (to start over from a new port).
+    creds: Creds,
     client: TurnClient,
     server: SocketAddr,
     socket: UdpSocket,
@@ -70,7 +137,8 @@ struct Leg {
 }
 
 impl Leg {
-    async fn new(ice: &Value, seed: u64) -> anyhow::Result<Leg> {
+    async fn new(creds: &Creds, seed: u64) -> anyhow::Result<Leg> {
+        let ice = &creds.ice;
         let server = turn_udp_addr(ice)?;
         let username = ice[0]["username"].as_str().unwrap_or_default().to_string();
         let credential = ice[0]["credential"]
@@ -86,7 +154,7 @@ impl Leg {
         let mut client = TurnClient::new(username, credential, seed);
         client.allocate(Instant::now());
         let mut leg = Leg {
-            ice: ice.clone(),
+            creds: creds.clone(),
             client,
             server,
             socket,
@@ -113,6 +181,348 @@ impl Leg {
             self.channel += 1;
             self.client.bind(Instant::now(), peer, self.channel);
         }
+    }
+}
+
+/// Which of a participant's legs: each is bound to the peer's leg of the
+/// same role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// On the room's relay (signaling's `relay`); announced as `relayed`.
+    Primary,
+    /// On the hot standby; announced as `standby`.
+    Standby,
+}
+
+/// A participant's media side: its legs, what it knows of its peer's, and
+/// the log.
+struct Media {
+    opts: Options,
+    seed: u64,
+    /// Allocations made so far, so each gets its own transaction ids.
+    allocations: u64,
+    me: String,
+    peer: Option<String>,
+    primary: Option<Leg>,
+    standby: Option<Leg>,
+    /// The standby relay a stall switch moved sending to: audio goes out on
+    /// the standby leg while that leg is on it. Once per standby relay, as
+    /// in the SDK: if the standby does not bring audio back either, the
+    /// call waits for signaling. Cleared by `reroute`, and by audio on the
+    /// primary leg (then the primary's relay is alive after all).
+    stalled_to: Option<String>,
+    /// The peer's legs' relayed addresses, as it last announced them.
+    peer_relayed: Option<SocketAddr>,
+    peer_standby: Option<SocketAddr>,
+    /// The standby a reroute handed out, and when to allocate on it.
+    pending_standby: Option<(Instant, Creds)>,
+    log: MediaLog,
+}
+
+impl Media {
+    fn new(opts: Options, seed: u64) -> Media {
+        Media {
+            opts,
+            seed,
+            allocations: 0,
+            me: String::new(),
+            peer: None,
+            primary: None,
+            standby: None,
+            stalled_to: None,
+            peer_relayed: None,
+            peer_standby: None,
+            pending_standby: None,
+            log: MediaLog::default(),
+        }
+    }
+
+    async fn new_leg(&mut self, creds: &Creds) -> anyhow::Result<Leg> {
+        self.allocations += 1;
+        Leg::new(creds, self.seed.wrapping_add(self.allocations)).await
+    }
+
+    fn leg_mut(&mut self, role: Role) -> Option<&mut Leg> {
+        match role {
+            Role::Primary => self.primary.as_mut(),
+            Role::Standby => self.standby.as_mut(),
+        }
+    }
+
+    /// The peer address a leg of `role` is bound to.
+    fn peer_addr(&self, role: Role) -> Option<SocketAddr> {
+        match role {
+            Role::Primary => self.peer_relayed,
+            Role::Standby => self.peer_standby,
+        }
+    }
+
+    /// Whether audio goes out on the standby leg (after a stall switch).
+    fn on_standby(&self) -> bool {
+        self.standby
+            .as_ref()
+            .is_some_and(|l| self.stalled_to.as_ref() == Some(&l.creds.relay))
+    }
+
+    /// The leg audio goes out on, if it can send now.
+    fn sending(&self) -> Option<&Leg> {
+        let leg = if self.on_standby() {
+            self.standby.as_ref()
+        } else {
+            self.primary.as_ref()
+        };
+        leg.filter(|l| l.ready)
+    }
+
+    /// Bind the leg of `role` to the peer's leg of that role, once both
+    /// have relayed addresses.
+    async fn bind(&mut self, role: Role) -> anyhow::Result<()> {
+        let peer = self.peer_addr(role);
+        if let (Some(l), Some(p)) = (self.leg_mut(role), peer) {
+            if l.relayed.is_some() {
+                l.bind(p);
+                l.flush().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `joined`: allocate on the room's relay (a resume on the same relay
+    /// keeps the allocation) and prepare the standby.
+    async fn on_joined(&mut self, f: &Value) -> anyhow::Result<()> {
+        let primary = Creds::of(f).ok_or_else(|| anyhow!("joined without a relay: {f}"))?;
+        let keep =
+            f["resumed"] == true && primary.relay == self.log.relay && self.primary.is_some();
+        if !keep {
+            self.log.relay = primary.relay.clone();
+            self.primary = Some(self.new_leg(&primary).await?);
+        }
+        let standby = Creds::of(&f["standby"]);
+        self.prepare_standby(standby).await
+    }
+
+    /// Allocate on `standby` unless a leg is there already; none: drop ours
+    /// (signaling knows no healthy relay in another region).
+    async fn prepare_standby(&mut self, standby: Option<Creds>) -> anyhow::Result<()> {
+        if !self.opts.standby {
+            return Ok(());
+        }
+        match standby {
+            Some(s)
+                if self
+                    .standby
+                    .as_ref()
+                    .is_some_and(|l| l.creds.relay == s.relay) => {}
+            Some(s) => self.standby = Some(self.new_leg(&s).await?),
+            None => self.standby = None,
+        }
+        Ok(())
+    }
+
+    /// `reroute`: make the prepared standby the primary if it is on the new
+    /// relay and bound; otherwise allocate there, as the SDK's ICE restart
+    /// does. Either way a new standby is prepared later. Returns whether the
+    /// primary's address changed at once (to be announced).
+    async fn on_reroute(&mut self, f: &Value) -> anyhow::Result<bool> {
+        let now = Instant::now();
+        let to = Creds::of(f).ok_or_else(|| anyhow!("reroute without a relay: {f}"))?;
+        self.log.reroutes.push((to.relay.clone(), now));
+        self.log.relay = to.relay.clone();
+        self.stalled_to = None;
+        let prepared = self
+            .standby
+            .as_ref()
+            .is_some_and(|l| l.creds.relay == to.relay && l.ready);
+        if prepared {
+            // Bound to the peer's standby, which the peer (moved by the same
+            // reroute) makes its primary in turn.
+            self.primary = self.standby.take();
+            self.peer_relayed = self.primary.as_ref().and_then(|l| l.bound_to);
+            self.peer_standby = None;
+            self.log.switches.push((Switch::Prepared, now));
+        } else {
+            self.primary = Some(self.new_leg(&to).await?);
+            // A standby leg left from before is bound to the peer's old
+            // standby, which the peer now drops or makes its primary: not a
+            // leg to fall back on. The next one comes from this reroute.
+            self.standby = None;
+            self.peer_standby = None;
+            self.log.switches.push((Switch::Fresh, now));
+        }
+        let spread = rand::thread_rng().gen_range(Duration::ZERO..STANDBY_SPREAD);
+        self.pending_standby = Creds::of(&f["standby"])
+            .filter(|_| self.opts.standby)
+            .map(|s| (now + STANDBY_DELAY + spread, s));
+        Ok(prepared)
+    }
+
+    /// The peer's addresses: `relayed` (its primary leg) and, from a peer
+    /// that prepared one, `standby`. Each of our legs binds to the peer's
+    /// leg of the same role.
+    async fn on_signal(&mut self, data: &Value) -> anyhow::Result<()> {
+        let addr = |k: &str| data[k].as_str().and_then(|a| a.parse().ok());
+        if let Some(relayed) = addr("relayed") {
+            self.peer_relayed = Some(relayed);
+            self.peer_standby = addr("standby");
+            self.bind(Role::Primary).await?;
+            self.bind(Role::Standby).await?;
+        }
+        Ok(())
+    }
+
+    /// A datagram on the leg of `role`: audio (whichever leg the peer sends
+    /// on is heard) or an answer from the relay. Returns whether an address
+    /// changed (to be announced).
+    async fn on_datagram(&mut self, role: Role, datagram: &[u8]) -> anyhow::Result<bool> {
+        let now = Instant::now();
+        if let Some((_, payload)) = decode_channel_data(datagram) {
+            if payload.len() >= 8 {
+                self.log.arrivals.push(now);
+                // Audio through the primary after a stall switch: its relay
+                // is alive and the silence was elsewhere (a starved
+                // process, say), so sending goes back to it; left on the
+                // standby, a call would lose its audio if that relay died
+                // later, with no reroute to move it.
+                if role == Role::Primary {
+                    self.stalled_to = None;
+                }
+            }
+            return Ok(false);
+        }
+        let peer = self.peer_addr(role);
+        let Some(l) = self.leg_mut(role) else {
+            return Ok(false);
+        };
+        l.client.handle_control(now, datagram);
+        let mut announce = false;
+        while let Some(ev) = l.client.poll_event() {
+            match ev {
+                SessionEvent::Allocated { relayed } => {
+                    l.relayed = Some(relayed);
+                    if let Some(p) = peer {
+                        l.bind(p);
+                    }
+                    announce = true;
+                }
+                SessionEvent::ChannelBound { channel, .. } => {
+                    if l.channel == channel {
+                        l.ready = true;
+                    }
+                }
+                SessionEvent::PermissionCreated { .. } => {}
+                // 437: the relay already has an allocation for this
+                // 5-tuple; our local port was used before (a NAT, or here
+                // the delay shim, keeps the old mapping). RFC 8656 §7.2:
+                // allocate from another port, as the loadgen and browsers
+                // do.
+                SessionEvent::Failed(ClientError::Rejected {
+                    op: Op::Allocate,
+                    code: 437,
+                }) => {
+                    let creds = l.creds.clone();
+                    let leg = self.new_leg(&creds).await?;
+                    *self.leg_mut(role).expect("the leg is there") = leg;
+                    return Ok(false);
+                }
+                SessionEvent::Failed(e) => return self.on_leg_failed(role, e).map(|_| false),
+            }
+        }
+        l.flush().await?;
+        Ok(announce)
+    }
+
+    /// A TURN operation failed for good on the leg of `role`.
+    fn on_leg_failed(&mut self, role: Role, e: ClientError) -> anyhow::Result<()> {
+        match role {
+            // The call goes on without a standby, as one does when no other
+            // region is healthy.
+            Role::Standby => {
+                self.standby = None;
+                Ok(())
+            }
+            // The primary failing while audio goes out on the standby is
+            // the failure the standby is for; the next reroute replaces it.
+            Role::Primary if self.on_standby() => Ok(()),
+            Role::Primary => bail!("{}: TURN: {e}", self.me),
+        }
+    }
+
+    /// The control tick: TURN retransmissions and refreshes on every leg,
+    /// the stall switch, and a standby that is due.
+    async fn on_tick(&mut self) -> anyhow::Result<()> {
+        let now = Instant::now();
+        for l in [self.primary.as_mut(), self.standby.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            l.client.handle_timeout(now);
+            l.flush().await?;
+        }
+        if let Some(relay) = self.stall_switch(now) {
+            self.stalled_to = Some(relay);
+            self.log.switches.push((Switch::Stall, now));
+        }
+        if self
+            .pending_standby
+            .as_ref()
+            .is_some_and(|(at, _)| *at <= now)
+        {
+            let (_, s) = self.pending_standby.take().expect("checked");
+            self.prepare_standby(Some(s)).await?;
+        }
+        Ok(())
+    }
+
+    /// The standby relay to move sending to now, if inbound audio (after it
+    /// had flowed) has been silent for longer than the stall threshold and
+    /// the standby leg is ready and not already used for it. Each side
+    /// restores the direction it sends: a peer that moved first is heard at
+    /// once on our standby leg (so we see no stall), and our audio reaches
+    /// it once we move too, by our own `reroute` or stall, since it also
+    /// receives on every leg.
+    fn stall_switch(&self, now: Instant) -> Option<String> {
+        let standby = self.standby.as_ref().filter(|l| l.ready)?;
+        if self.stalled_to.as_ref() == Some(&standby.creds.relay) {
+            return None;
+        }
+        let last = *self.log.arrivals.last()?;
+        (now.saturating_duration_since(last) > self.opts.stall_after)
+            .then(|| standby.creds.relay.clone())
+    }
+
+    /// Send one audio frame on the sending leg, if one is ready.
+    async fn send_frame(&mut self, out: &mut [u8]) -> anyhow::Result<()> {
+        if let Some(l) = self.sending() {
+            let seq = self.log.sent + 1;
+            let mut payload = [0u8; PAYLOAD];
+            payload[..8].copy_from_slice(&seq.to_be_bytes());
+            let n = encode_channel_data(l.channel, &payload, out);
+            l.socket.send_to(&out[..n], l.server).await?;
+            self.log.sent = seq;
+        }
+        Ok(())
+    }
+
+    /// Tell the peer our legs' relayed addresses, once the primary has one.
+    async fn announce(&self, ws: Option<&mut Ws>) -> anyhow::Result<()> {
+        let (Some(ws), Some(p), Some(addr)) = (
+            ws,
+            &self.peer,
+            self.primary.as_ref().and_then(|l| l.relayed),
+        ) else {
+            return Ok(());
+        };
+        let mut data = json!({"relayed": addr.to_string()});
+        if let Some(s) = self.standby.as_ref().and_then(|l| l.relayed) {
+            data["standby"] = json!(s.to_string());
+        }
+        ws.send(Message::Text(
+            json!({"type":"signal","to":p,"data":data})
+                .to_string()
+                .into(),
+        ))
+        .await?;
+        Ok(())
     }
 }
 
@@ -158,12 +568,21 @@ async fn connect(
     }
 }
 
+/// Receive on `leg`'s socket; never completes without a leg.
+async fn recv(leg: Option<&Leg>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match leg {
+        Some(l) => l.socket.recv_from(buf).await.map(|(n, _)| n),
+        None => std::future::pending().await,
+    }
+}
+
 /// Run one participant until `until`, returning what it saw. `edges` are
 /// the signaling URLs it may use, first one first; when its edge goes away
 /// it resumes its session on the next, as the SDK does.
 pub async fn run(
     edges: &[String],
     join: &JoinArgs,
+    opts: &Options,
     until: Instant,
     seed: u64,
 ) -> anyhow::Result<MediaLog> {
@@ -174,16 +593,13 @@ pub async fn run(
     let mut reconnecting: Option<tokio::task::JoinHandle<anyhow::Result<(Ws, usize)>>> = None;
     let mut session: Option<String> = None;
     let mut lost_at: Option<Instant> = None;
-    let mut log = MediaLog::default();
-    let mut me = String::new();
-    let mut peer: Option<String> = None;
-    let mut peer_relayed: Option<SocketAddr> = None;
-    let mut leg: Option<Leg> = None;
-    let mut seq: u64 = 0;
+    let mut m = Media::new(opts.clone(), seed);
     let mut frame_tick = tokio::time::interval(FRAME);
     frame_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut control_tick = tokio::time::interval(Duration::from_millis(50));
-    let mut buf = vec![0u8; 2048];
+    // One buffer per leg: both are read at once.
+    let mut buf_primary = vec![0u8; 2048];
+    let mut buf_standby = vec![0u8; 2048];
     let mut out = vec![0u8; PAYLOAD + 4];
     let deadline = tokio::time::Instant::from_std(until);
     loop {
@@ -217,108 +633,43 @@ pub async fn run(
                 let f: Value = serde_json::from_str(&t)?;
                 match f["type"].as_str().unwrap_or_default() {
                     "joined" => {
-                        me = f["participant"].as_str().unwrap_or_default().to_string();
+                        m.me = f["participant"].as_str().unwrap_or_default().to_string();
                         session = f["session"].as_str().map(str::to_string);
-                        let relay = f["relay"]["id"].as_str().unwrap_or_default().to_string();
                         if let Some(at) = lost_at.take() {
-                            log.signaling_gaps.push(at.elapsed());
+                            m.log.signaling_gaps.push(at.elapsed());
                         }
-                        // A resume on the same relay keeps the allocation;
-                        // anything else (first join, or the relay changed
-                        // while we were away) allocates anew.
-                        let keep = f["resumed"] == true && relay == log.relay && leg.is_some();
                         if f["resumed"] != true {
-                            peer = f["peers"][0]["participant"].as_str().map(str::to_string);
+                            m.peer = f["peers"][0]["participant"].as_str().map(str::to_string);
                         }
-                        if !keep {
-                            log.relay = relay;
-                            leg = Some(Leg::new(&f["iceServers"], seed.wrapping_add(7)).await?);
-                        }
+                        m.on_joined(&f).await?;
                     }
                     "peer-joined" => {
-                        peer = f["participant"].as_str().map(str::to_string);
-                        announce(ws.as_mut(), &peer, &leg).await?;
+                        m.peer = f["participant"].as_str().map(str::to_string);
+                        m.announce(ws.as_mut()).await?;
                     }
-                    "signal" => {
-                        if let Some(addr) = f["data"]["relayed"].as_str().and_then(|a| a.parse().ok()) {
-                            peer_relayed = Some(addr);
-                            if let Some(l) = leg.as_mut().filter(|l| l.relayed.is_some()) {
-                                l.bind(addr);
-                                l.flush().await?;
-                            }
+                    "signal" => m.on_signal(&f["data"]).await?,
+                    "reroute" => {
+                        let promoted = m.on_reroute(&f).await?;
+                        if promoted {
+                            m.announce(ws.as_mut()).await?;
                         }
                     }
-                    "reroute" => {
-                        // Like the SDK's ICE restart: a new allocation on
-                        // the new relay, announced to the peer.
-                        let relay = f["relay"]["id"].as_str().unwrap_or_default().to_string();
-                        log.reroutes.push((relay.clone(), Instant::now()));
-                        log.relay = relay;
-                        leg = Some(Leg::new(&f["iceServers"], seed.wrapping_add(log.reroutes.len() as u64)).await?);
-                    }
-                    "error" => bail!("{me}: signaling error {f}"),
+                    "error" => bail!("{}: signaling error {f}", m.me),
                     _ => {}
                 }
             }
-            r = async { match &leg { Some(l) => l.socket.recv_from(&mut buf).await, None => std::future::pending().await } } => {
-                let (n, _) = r?;
-                let l = leg.as_mut().expect("a leg is being read");
-                if let Some((_, payload)) = decode_channel_data(&buf[..n]) {
-                    if payload.len() >= 8 {
-                        log.arrivals.push(Instant::now());
-                    }
-                    continue;
-                }
-                l.client.handle_control(Instant::now(), &buf[..n]);
-                let events: Vec<SessionEvent> = std::iter::from_fn(|| l.client.poll_event()).collect();
-                for ev in events {
-                    match ev {
-                        SessionEvent::Allocated { relayed } => {
-                            if let Some(l) = leg.as_mut() {
-                                l.relayed = Some(relayed);
-                                if let Some(p) = peer_relayed {
-                                    l.bind(p);
-                                }
-                            }
-                            announce(ws.as_mut(), &peer, &leg).await?;
-                        }
-                        SessionEvent::ChannelBound { channel, .. } => {
-                            if let Some(l) = leg.as_mut().filter(|l| l.channel == channel) {
-                                l.ready = true;
-                            }
-                        }
-                        SessionEvent::PermissionCreated { .. } => {}
-                        // 437: the relay already has an allocation for
-                        // this 5-tuple; our local port was used before (a
-                        // NAT, or here the delay shim, keeps the old
-                        // mapping). RFC 8656 §7.2: allocate from another
-                        // port, as the loadgen and browsers do.
-                        SessionEvent::Failed(ClientError::Rejected { op: Op::Allocate, code: 437 }) => {
-                            let ice = leg.as_ref().map(|l| l.ice.clone()).unwrap_or_default();
-                            leg = Some(Leg::new(&ice, seed.wrapping_add(437)).await?);
-                            break;
-                        }
-                        SessionEvent::Failed(e) => bail!("{me}: TURN: {e}"),
-                    }
-                }
-                if let Some(l) = leg.as_mut() { l.flush().await?; }
-            }
-            _ = frame_tick.tick() => {
-                if let Some(l) = leg.as_ref().filter(|l| l.ready) {
-                    seq += 1;
-                    let mut payload = [0u8; PAYLOAD];
-                    payload[..8].copy_from_slice(&seq.to_be_bytes());
-                    let n = encode_channel_data(l.channel, &payload, &mut out);
-                    l.socket.send_to(&out[..n], l.server).await?;
-                    log.sent += 1;
+            r = recv(m.primary.as_ref(), &mut buf_primary) => {
+                if m.on_datagram(Role::Primary, &buf_primary[..r?]).await? {
+                    m.announce(ws.as_mut()).await?;
                 }
             }
-            _ = control_tick.tick() => {
-                if let Some(l) = leg.as_mut() {
-                    l.client.handle_timeout(Instant::now());
-                    l.flush().await?;
+            r = recv(m.standby.as_ref(), &mut buf_standby) => {
+                if m.on_datagram(Role::Standby, &buf_standby[..r?]).await? {
+                    m.announce(ws.as_mut()).await?;
                 }
             }
+            _ = frame_tick.tick() => m.send_frame(&mut out).await?,
+            _ = control_tick.tick() => m.on_tick().await?,
         }
     }
     if let Some(h) = reconnecting {
@@ -327,22 +678,32 @@ pub async fn run(
     if let Some(mut ws) = ws {
         let _ = ws.send(Message::Text(r#"{"type":"leave"}"#.into())).await;
     }
-    Ok(log)
+    Ok(m.log)
 }
 
-/// Tell the peer our current relayed address, if we have both.
-async fn announce(
-    ws: Option<&mut Ws>,
-    peer: &Option<String>,
-    leg: &Option<Leg>,
-) -> anyhow::Result<()> {
-    if let (Some(ws), Some(p), Some(addr)) = (ws, peer, leg.as_ref().and_then(|l| l.relayed)) {
-        ws.send(Message::Text(
-            json!({"type":"signal","to":p,"data":{"relayed":addr.to_string()}})
-                .to_string()
-                .into(),
-        ))
-        .await?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_come_from_the_frame_or_its_standby() {
+        let ice =
+            json!([{"urls":["turn:127.0.0.1:3478?transport=udp"],"username":"u","credential":"c"}]);
+        let joined = json!({
+            "type": "joined",
+            "relay": {"id": "a-1", "region": "a"},
+            "iceServers": ice,
+            "standby": {"relay": {"id": "b-1", "region": "b"}, "iceServers": ice},
+        });
+        assert_eq!(Creds::of(&joined).unwrap().relay, "a-1");
+        let standby = Creds::of(&joined["standby"]).unwrap();
+        assert_eq!(standby.relay, "b-1");
+        assert_eq!(
+            turn_udp_addr(&standby.ice).unwrap(),
+            "127.0.0.1:3478".parse().unwrap()
+        );
+        // No standby (no healthy relay in another region), or an empty one.
+        assert!(Creds::of(&json!({"type": "reroute"})["standby"]).is_none());
+        assert!(Creds::of(&json!({"relay": {"id": "b-1"}, "iceServers": []})).is_none());
     }
-    Ok(())
 }

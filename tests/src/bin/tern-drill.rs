@@ -21,12 +21,19 @@
 //! through the shims and send the RTTs as `probes`, so calls land in the
 //! nearest region and move to the next nearest when it fails. Relays
 //! heartbeat to every edge (`--signaling a,b`).
+//!
+//! Callers pre-allocate on the hot standby signaling hands out and switch to
+//! it without a new allocation when `reroute` names it (or, sooner, when
+//! their inbound audio stalls); `--no-standby` makes them re-allocate on
+//! every reroute instead. The report counts how participants switched.
+//! `--json` prints the summary as one JSON object instead of text.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use tern_callsim::{run_calls, SimConfig};
+use serde::Serialize;
+use tern_callsim::{run_calls, CallReport, SimConfig, Switches, STALL_AFTER};
 use tern_tests::*;
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Debug)]
@@ -59,6 +66,17 @@ struct Args {
     /// missing or 0: no delay shim (loopback).
     #[arg(long, value_delimiter = ',')]
     region_rtt_ms: Vec<u64>,
+    /// Callers do not pre-allocate on the hot standby: every reroute
+    /// allocates on the new relay (the simulator's behaviour before).
+    #[arg(long)]
+    no_standby: bool,
+    /// Inbound silence (ms) after which a caller moves sending to its ready
+    /// standby leg by itself.
+    #[arg(long, default_value_t = STALL_AFTER.as_millis() as u64)]
+    stall_after_ms: u64,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 /// A relay process, and the delay shim in front of it if its region has one.
@@ -179,6 +197,140 @@ fn pct(v: &[f64], q: f64) -> f64 {
     v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
 }
 
+/// A distribution in ms (NaN, `null` in JSON, when empty).
+#[derive(Serialize)]
+struct Dist {
+    n: usize,
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+fn dist(mut v: Vec<f64>) -> Dist {
+    v.sort_by(f64::total_cmp);
+    Dist {
+        n: v.len(),
+        p50: pct(&v, 0.5),
+        p99: pct(&v, 0.99),
+        max: v.last().copied().unwrap_or(f64::NAN),
+    }
+}
+
+/// What a drill shows.
+#[derive(Serialize)]
+struct Summary {
+    scenario: String,
+    standby: bool,
+    stall_after_ms: u64,
+    calls: usize,
+    restored: usize,
+    rerouted: usize,
+    errors: usize,
+    gap_rerouted_ms: Dist,
+    gap_all_ms: Dist,
+    /// Where the time goes: kill → reroute received (detection + decision)
+    /// and reroute → audio both ways (switch or new allocation, rebinding).
+    kill_to_reroute_ms: Dist,
+    reroute_to_audio_ms: Dist,
+    /// How the participants moved their audio, summed over all calls.
+    switches: Switches,
+    /// Participants whose edge died: until their session was resumed.
+    signaling_resumed_ms: Dist,
+    first_errors: Vec<String>,
+}
+
+fn summarize(a: &Args, reports: &[CallReport], killed_unix: u64) -> Summary {
+    let mut switches = Switches::default();
+    for r in reports {
+        switches += r.switches;
+    }
+    let errors: Vec<String> = reports.iter().filter_map(|r| r.error.clone()).collect();
+    Summary {
+        scenario: format!("{:?}", a.scenario).to_lowercase(),
+        standby: !a.no_standby,
+        stall_after_ms: a.stall_after_ms,
+        calls: reports.len(),
+        restored: reports.iter().filter(|r| r.restored).count(),
+        rerouted: reports.iter().filter(|r| r.reroutes > 0).count(),
+        errors: errors.len(),
+        gap_rerouted_ms: dist(
+            reports
+                .iter()
+                .filter(|r| r.reroutes > 0)
+                .map(|r| r.gap_ms)
+                .collect(),
+        ),
+        gap_all_ms: dist(
+            reports
+                .iter()
+                .filter(|r| r.error.is_none())
+                .map(|r| r.gap_ms)
+                .collect(),
+        ),
+        kill_to_reroute_ms: dist(
+            reports
+                .iter()
+                .filter_map(|r| r.reroute_at_ms)
+                .map(|t| t as f64 - killed_unix as f64)
+                .collect(),
+        ),
+        reroute_to_audio_ms: dist(
+            reports
+                .iter()
+                .filter_map(|r| Some(r.resumed_at_ms? as f64 - r.reroute_at_ms? as f64))
+                .collect(),
+        ),
+        switches,
+        signaling_resumed_ms: dist(reports.iter().filter_map(|r| r.signaling_gap_ms).collect()),
+        first_errors: errors.into_iter().take(5).collect(),
+    }
+}
+
+fn print_text(s: &Summary) {
+    println!(
+        "scenario={} standby={} calls={} restored={} ({:.1}%) rerouted={} errors={}",
+        s.scenario,
+        if s.standby { "on" } else { "off" },
+        s.calls,
+        s.restored,
+        100.0 * s.restored as f64 / s.calls.max(1) as f64,
+        s.rerouted,
+        s.errors
+    );
+    let (g, a) = (&s.gap_rerouted_ms, &s.gap_all_ms);
+    println!(
+        "audio gap, rerouted calls: p50={:.0} ms p99={:.0} ms max={:.0} ms",
+        g.p50, g.p99, g.max
+    );
+    println!(
+        "audio gap, all calls:      p50={:.0} ms p99={:.0} ms max={:.0} ms",
+        a.p50, a.p99, a.max
+    );
+    println!(
+        "kill → reroute:            p50={:.0} ms p99={:.0} ms",
+        s.kill_to_reroute_ms.p50, s.kill_to_reroute_ms.p99
+    );
+    println!(
+        "reroute → audio back:      p50={:.0} ms p99={:.0} ms",
+        s.reroute_to_audio_ms.p50, s.reroute_to_audio_ms.p99
+    );
+    let w = &s.switches;
+    println!(
+        "switches (participants):   onto prepared standby={} fresh allocation={} stall switch={}",
+        w.prepared, w.fresh, w.stall
+    );
+    let sig = &s.signaling_resumed_ms;
+    if sig.n > 0 {
+        println!(
+            "signaling resumed on another edge ({} calls): p50={:.0} ms p99={:.0} ms max={:.0} ms",
+            sig.n, sig.p50, sig.p99, sig.max
+        );
+    }
+    for e in &s.first_errors {
+        println!("error: {e}");
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
@@ -252,6 +404,8 @@ async fn main() -> anyhow::Result<()> {
         duration: Duration::from_secs(a.seconds),
         room_prefix: format!("drill-{}", std::process::id()),
         probes,
+        no_standby: a.no_standby,
+        stall_after: Duration::from_millis(a.stall_after_ms),
     };
     let started = Instant::now();
     let sim = tokio::spawn(async move { run_calls(&cfg).await });
@@ -317,77 +471,11 @@ async fn main() -> anyhow::Result<()> {
     );
     let reports = sim.await?;
 
-    let restored = reports.iter().filter(|r| r.restored).count();
-    let errors: Vec<_> = reports.iter().filter_map(|r| r.error.clone()).collect();
-    let mut moved: Vec<f64> = reports
-        .iter()
-        .filter(|r| r.reroutes > 0)
-        .map(|r| r.gap_ms)
-        .collect();
-    let mut all: Vec<f64> = reports
-        .iter()
-        .filter(|r| r.error.is_none())
-        .map(|r| r.gap_ms)
-        .collect();
-    moved.sort_by(f64::total_cmp);
-    all.sort_by(f64::total_cmp);
-    println!(
-        "scenario={:?} calls={} restored={} ({:.1}%) rerouted={} errors={}",
-        a.scenario,
-        reports.len(),
-        restored,
-        100.0 * restored as f64 / reports.len().max(1) as f64,
-        moved.len(),
-        errors.len()
-    );
-    println!(
-        "audio gap, rerouted calls: p50={:.0} ms p99={:.0} ms max={:.0} ms",
-        pct(&moved, 0.5),
-        pct(&moved, 0.99),
-        moved.last().copied().unwrap_or(f64::NAN)
-    );
-    println!(
-        "audio gap, all calls:      p50={:.0} ms p99={:.0} ms max={:.0} ms",
-        pct(&all, 0.5),
-        pct(&all, 0.99),
-        all.last().copied().unwrap_or(f64::NAN)
-    );
-    // Where the time goes: kill → reroute received (detection + decision)
-    // and reroute → audio both ways (new allocation, rebinding).
-    let mut detect: Vec<f64> = reports
-        .iter()
-        .filter_map(|r| r.reroute_at_ms)
-        .map(|t| t as f64 - killed_unix as f64)
-        .collect();
-    let mut recover: Vec<f64> = reports
-        .iter()
-        .filter_map(|r| Some(r.resumed_at_ms? as f64 - r.reroute_at_ms? as f64))
-        .collect();
-    detect.sort_by(f64::total_cmp);
-    recover.sort_by(f64::total_cmp);
-    println!(
-        "kill → reroute:            p50={:.0} ms p99={:.0} ms",
-        pct(&detect, 0.5),
-        pct(&detect, 0.99)
-    );
-    println!(
-        "reroute → audio back:      p50={:.0} ms p99={:.0} ms",
-        pct(&recover, 0.5),
-        pct(&recover, 0.99)
-    );
-    let mut sig: Vec<f64> = reports.iter().filter_map(|r| r.signaling_gap_ms).collect();
-    sig.sort_by(f64::total_cmp);
-    if !sig.is_empty() {
-        println!(
-            "signaling resumed on another edge ({} calls): p50={:.0} ms p99={:.0} ms max={:.0} ms",
-            sig.len(),
-            pct(&sig, 0.5),
-            pct(&sig, 0.99),
-            sig.last().copied().unwrap_or(f64::NAN)
-        );
-    }
-    for e in errors.iter().take(5) {
-        println!("error: {e}");
+    let summary = summarize(&a, &reports, killed_unix);
+    if a.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print_text(&summary);
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use tern_callsim::{run_calls, SimConfig};
+use tern_callsim::{run_calls, SimConfig, STALL_AFTER};
 
 #[derive(Parser)]
 #[command(name = "tern-callsim", version)]
@@ -20,6 +20,12 @@ struct Args {
     /// Seconds each call lasts.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Do not pre-allocate on the hot standby; re-allocate on every reroute.
+    #[arg(long)]
+    no_standby: bool,
+    /// Inbound silence (ms) after which sending moves to the standby leg.
+    #[arg(long, default_value_t = STALL_AFTER.as_millis() as u64)]
+    stall_after_ms: u64,
 }
 
 #[tokio::main]
@@ -32,6 +38,8 @@ async fn main() -> anyhow::Result<()> {
         duration: Duration::from_secs(a.seconds),
         room_prefix: format!("sim-{}", rand::random::<u32>()),
         probes: Default::default(),
+        no_standby: a.no_standby,
+        stall_after: Duration::from_millis(a.stall_after_ms),
     };
     let reports = run_calls(&cfg).await;
     for r in &reports {

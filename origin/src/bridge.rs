@@ -31,7 +31,7 @@ use serde_json::Value;
 use tern_common::relay::SIGNATURE_HEADER;
 use tokio::sync::Mutex;
 
-use crate::gateway::{local_error, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
+use crate::gateway::{local_error, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, READ_BUFFER_BYTES};
 use crate::http::{self, TokenQueryResult};
 
 #[derive(Args)]
@@ -102,6 +102,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
 async fn upgrade(State(bridge): State<Arc<Bridge>>, ws: WebSocketUpgrade) -> Response {
     ws.max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
+        .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| serve(bridge, socket))
 }
 

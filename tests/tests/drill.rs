@@ -34,6 +34,7 @@ fn six_calls(origin: &Origin, prefix: &str, no_standby: bool) -> SimConfig {
         probes: Default::default(),
         no_standby,
         stall_after: STALL_AFTER,
+        ramp: Duration::ZERO,
     }
 }
 
@@ -175,6 +176,7 @@ async fn killing_an_edge_leaves_media_alone_and_sessions_resume_elsewhere() {
         probes: Default::default(),
         no_standby: false,
         stall_after: STALL_AFTER,
+        ramp: Duration::ZERO,
     };
     let sim = tokio::spawn(async move { run_calls(&cfg).await });
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -27,6 +27,10 @@ pub struct SimConfig {
     /// Inbound silence after which a participant moves sending to its
     /// ready standby leg ([`participant::STALL_AFTER`] by default).
     pub stall_after: Duration,
+    /// Calls are placed evenly over this long from the start (zero: all at
+    /// once). A thousand calls never start in the same instant, and placing
+    /// them at once measures a join storm, not calls.
+    pub ramp: Duration,
 }
 
 /// How the participants of a call moved their audio (both sides summed).
@@ -163,7 +167,9 @@ pub async fn run_calls(cfg: &SimConfig) -> Vec<CallReport> {
             standby: !cfg.no_standby,
             stall_after: cfg.stall_after,
         };
+        let start = cfg.ramp.mul_f64(i as f64 / cfg.calls.max(1) as f64);
         tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(start).await;
             let [ja, jb] = joins;
             let a = tokio::spawn({
                 let (e, o) = (edges.0.clone(), opts.clone());

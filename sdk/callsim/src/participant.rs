@@ -13,6 +13,7 @@ use tern_loadgen::client::Op;
 use tern_loadgen::client::{decode_channel_data, encode_channel_data};
 use tern_loadgen::{ClientError, Session, SessionEvent, TurnClient};
 use tokio::net::UdpSocket;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 /// First channel number; each new peer address gets the next one, since a
@@ -548,7 +549,12 @@ async fn connect(
     let mut i = start;
     loop {
         let url = &edges[i % edges.len()];
-        if let Ok((mut ws, _)) = tokio_tungstenite::connect_async_with_config(url, None, true).await
+        // tungstenite zero-fills its whole read buffer (128 KiB by default)
+        // before every read attempt, and the media loop polls the socket on
+        // every wakeup (~100 a second): keep the buffer small.
+        let config = WebSocketConfig::default().read_buffer_size(4096);
+        if let Ok((mut ws, _)) =
+            tokio_tungstenite::connect_async_with_config(url, Some(config), true).await
         {
             let mut join = json!({"type":"join","room":args.room,"token":args.token});
             if let Some(s) = &session {
@@ -601,10 +607,13 @@ pub async fn run(
     let mut buf_primary = vec![0u8; 2048];
     let mut buf_standby = vec![0u8; 2048];
     let mut out = vec![0u8; PAYLOAD + 4];
-    let deadline = tokio::time::Instant::from_std(until);
+    // One timer for the whole call, not a fresh one per wakeup (each
+    // participant wakes ~100 times a second).
+    let end = tokio::time::sleep_until(tokio::time::Instant::from_std(until));
+    tokio::pin!(end);
     loop {
         tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => break,
+            _ = &mut end => break,
             r = async { match reconnecting.as_mut() { Some(h) => h.await, None => std::future::pending().await } } => {
                 reconnecting = None;
                 let (w, e) = r??;

@@ -6,7 +6,7 @@
 //!   cargo build --release --workspace --exclude signaling-component
 //!   target/release/tern-drill --calls 100 --scenario region
 //!
-//! Scenarios: `relay` (SIGKILL the relay carrying the most allocations),
+//! Scenarios: `relay` (SIGKILL the relay carrying the most media),
 //! `region` (SIGKILL every relay of that relay's region), `cut` (cut that
 //! region off the network: its relays live on and keep heartbeating, but
 //! nothing reaches them; needs `--region-rtt-ms`, the cut freezes the
@@ -21,6 +21,12 @@
 //! through the shims and send the RTTs as `probes`, so calls land in the
 //! nearest region and move to the next nearest when it fails. Relays
 //! heartbeat to every edge (`--signaling a,b`).
+//!
+//! `--declared-rtt-ms 10,40,80` declares the same topology instead of
+//! building it: no shims, the callers send these RTTs as their probes. Calls
+//! still land in the nearest region and move to the next, but media takes
+//! no extra time on the way and no shim process competes for the machine's
+//! cores (what a 1,000-call drill on a small VM needs).
 //!
 //! Callers pre-allocate on the hot standby signaling hands out and switch to
 //! it without a new allocation when `reroute` names it (or, sooner, when
@@ -66,6 +72,10 @@ struct Args {
     /// missing or 0: no delay shim (loopback).
     #[arg(long, value_delimiter = ',')]
     region_rtt_ms: Vec<u64>,
+    /// RTT of each region (ms, region order) that callers report as their
+    /// probes, without delay shims: a declared topology.
+    #[arg(long, value_delimiter = ',', conflicts_with = "region_rtt_ms")]
+    declared_rtt_ms: Vec<f64>,
     /// Callers do not pre-allocate on the hot standby: every reroute
     /// allocates on the new relay (the simulator's behaviour before).
     #[arg(long)]
@@ -77,6 +87,16 @@ struct Args {
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Calls placed per second until all are up (the failure should come
+    /// after that: --kill-at).
+    #[arg(long, default_value_t = 250.0)]
+    calls_per_sec: f64,
+    /// Datapath threads per relay. One by default: this drill runs every
+    /// relay, edge and caller on one small machine, and with one thread a
+    /// call's two allocations always share it, so its media is handed over
+    /// in memory (docs/relay.md, "Local delivery"). 0 = one per core.
+    #[arg(long, default_value_t = 1)]
+    relay_threads: usize,
 }
 
 /// A relay process, and the delay shim in front of it if its region has one.
@@ -104,7 +124,13 @@ fn free_udp_port_on(ip: &str) -> u16 {
 
 /// Start relay `id` on `ip`, heartbeating to every edge in `signaling`; with
 /// `rtt_ms` > 0, behind a `tern-delay` shim adding half of it each way.
-fn start_relay_at(signaling: &str, id: &str, region: &str, ip: &str, rtt_ms: u64) -> RelayProcs {
+fn start_relay_at(
+    signaling: &str,
+    (id, region): (&str, &str),
+    ip: &str,
+    rtt_ms: u64,
+    threads: usize,
+) -> RelayProcs {
     let port = free_udp_port_on(ip);
     let shim = (rtt_ms > 0).then(|| {
         let shim_port = free_udp_port_on(ip);
@@ -128,6 +154,7 @@ fn start_relay_at(signaling: &str, id: &str, region: &str, ip: &str, rtt_ms: u64
         .args(["--listen", &format!("{ip}:{port}")])
         .args(["--signaling", signaling])
         .args(["--allow-peer", "127.0.0.0/8", "--allocate-rate-per-ip", "0"])
+        .args(["--threads", &threads.to_string()])
         .args(
             shim.as_ref()
                 .map(|(p, _)| vec!["--advertise".to_string(), format!("{ip}:{p}")])
@@ -378,13 +405,24 @@ async fn main() -> anyhow::Result<()> {
             let id = format!("{region}-{}", i + 1);
             relays.insert(
                 id.clone(),
-                start_relay_at(&signaling, &id, &region, &region_ip(r), rtt),
+                start_relay_at(
+                    &signaling,
+                    (&id, &region),
+                    &region_ip(r),
+                    rtt,
+                    a.relay_threads,
+                ),
             );
         }
     }
     origin.wait_healthy_relays(relays.len(), Duration::from_secs(30))?;
     tokio::time::sleep(Duration::from_millis(1500)).await; // detector history
-    let probes = if a.region_rtt_ms.is_empty() {
+    let probes = if !a.declared_rtt_ms.is_empty() {
+        (0..a.regions)
+            .zip(&a.declared_rtt_ms)
+            .map(|(r, &rtt)| (format!("region-{}", (b'a' + r as u8) as char), rtt))
+            .collect()
+    } else if a.region_rtt_ms.is_empty() {
         BTreeMap::new()
     } else {
         probe_regions(&origin.relays())
@@ -406,18 +444,28 @@ async fn main() -> anyhow::Result<()> {
         probes,
         no_standby: a.no_standby,
         stall_after: Duration::from_millis(a.stall_after_ms),
+        ramp: Duration::from_secs_f64(a.calls as f64 / a.calls_per_sec),
     };
+    anyhow::ensure!(
+        cfg.ramp < Duration::from_secs(a.kill_at),
+        "calls are still being placed at --kill-at: raise --calls-per-sec or --kill-at"
+    );
     let started = Instant::now();
     let sim = tokio::spawn(async move { run_calls(&cfg).await });
     tokio::time::sleep(Duration::from_secs(a.kill_at)).await;
 
-    // Who carries calls now, by the directory's load figures.
+    // Who carries calls now, by the directory's load figures: media packets
+    // a second (hot-standby allocations are as many as the primary ones but
+    // carry nothing), then allocations.
     let directory = origin.relays();
     let busiest = directory
         .as_array()
         .unwrap()
         .iter()
-        .max_by_key(|r| r["load"]["allocations"].as_u64().unwrap_or(0))
+        .max_by_key(|r| {
+            let load = |k: &str| r["load"][k].as_u64().unwrap_or(0);
+            (load("pps"), load("allocations"))
+        })
         .map(|r| r["id"].as_str().unwrap().to_string())
         .unwrap();
     let victim_region = relays[&busiest].region.clone();

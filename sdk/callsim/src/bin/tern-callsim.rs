@@ -26,6 +26,9 @@ struct Args {
     /// Inbound silence (ms) after which sending moves to the standby leg.
     #[arg(long, default_value_t = STALL_AFTER.as_millis() as u64)]
     stall_after_ms: u64,
+    /// Calls placed per second until all are up.
+    #[arg(long, default_value_t = 250.0)]
+    calls_per_sec: f64,
 }
 
 #[tokio::main]
@@ -40,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
         probes: Default::default(),
         no_standby: a.no_standby,
         stall_after: Duration::from_millis(a.stall_after_ms),
+        ramp: Duration::from_secs_f64(a.calls as f64 / a.calls_per_sec),
     };
     let reports = run_calls(&cfg).await;
     for r in &reports {

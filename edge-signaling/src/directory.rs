@@ -36,6 +36,10 @@ pub struct RelayView {
     /// Suspicion level of the phi-accrual detector (`null` until a few
     /// heartbeats have been seen).
     pub phi: Option<f64>,
+    /// This edge's probes were refused by the relay's host (ICMP port
+    /// unreachable): the relay process is gone.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub probe_refused: bool,
     /// When the last heartbeat arrived (unix ms); identifies one "life" of
     /// the relay for the reroute sweep.
     #[serde(skip)]
@@ -85,12 +89,21 @@ pub fn list(
             .filter(|s| now_ms.saturating_sub(s.at_ms) < health::SUSPECT_MS);
         let probe = read::<ProbeRecord>(kv, &keys::relay_probe(edge, &id))?.0;
         let probe_failed = probe.as_ref().is_some_and(|p| p.failing_since_ms.is_some());
+        let probe_refused = probe_failed && probe.as_ref().is_some_and(|p| p.refused);
         // A ragged heartbeat rhythm, probe answers far slower than usual or
         // many callers losing packets: the relay is trending towards failure.
         let degrading = health::degrading(&rec.intervals)
             || probe.is_some_and(|p| p.slow_since_ms.is_some())
             || crate::loss::is_lossy(kv, &id)?;
-        seen.push((rec, age, phi, silent, suspect, probe_failed, degrading));
+        seen.push((
+            rec,
+            age,
+            phi,
+            silent,
+            suspect,
+            (probe_failed, probe_refused),
+            degrading,
+        ));
     }
     // If most of the fleet went silent or ragged at once, the likelier cause
     // is on this side (the state store was down, or this edge is too busy to
@@ -103,7 +116,7 @@ pub fn list(
     let distrust_heartbeats = recent.len() >= 2 && soft_failing * 2 > recent.len();
 
     let mut out = Vec::new();
-    for (rec, age, phi, silent, suspect, probe_failed, degrading) in seen {
+    for (rec, age, phi, silent, suspect, (probe_failed, probe_refused), degrading) in seen {
         let hb = rec.heartbeat;
         let long_gone = age > health::GONE_MS;
         let utilization = health::utilization(&rec.cpu);
@@ -127,6 +140,7 @@ pub fn list(
             promoted: false,
             failing,
             phi: phi.map(|p| (p * 100.0).round() / 100.0),
+            probe_refused,
             received_at_ms: rec.received_at_ms,
             id: hb.id,
             region: hb.region,
@@ -205,6 +219,7 @@ mod tests {
             },
             last_heartbeat_age_ms: 0,
             phi: None,
+            probe_refused: false,
             received_at_ms: 0,
             promoted: false,
             failing: None,

@@ -149,6 +149,10 @@ pub struct ProbeRecord {
     /// origin's prober): queueing in the relay or congestion on its path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slow_since_ms: Option<u64>,
+    /// The relay's host answered probes with ICMP port unreachable: its
+    /// process is gone (the fast way a crash is told from silence).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
 }
 
 /// `call/<call>`: written once, when the call starts. The rest of the record

@@ -6,6 +6,7 @@
 //!   syscall per packet.
 //! * [`mmsg`]: recvmmsg/sendmmsg batches with buffers allocated once.
 //! * [`waker`]: an eventfd that wakes an epoll loop from another thread.
+//! * [`refusal`]: ICMP port-unreachable answers on an unconnected socket.
 //!
 //! Shared by tern-relay's datapath and tern-loadgen (the generator and the
 //! bare forwarder the relay is benchmarked against), so both measure the
@@ -13,6 +14,7 @@
 
 pub mod epoll;
 pub mod mmsg;
+pub mod refusal;
 mod sockaddr;
 pub mod waker;
 

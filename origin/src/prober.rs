@@ -9,6 +9,14 @@
 //! heartbeats alone. Answers also time the round trip: a relay answering far
 //! slower than its usual ([`crate::rtt_trend`]) is recorded as slow, which
 //! the directory treats as degrading (its calls move make-before-break).
+//!
+//! A relay process that died on a host that is still up is known sooner: its
+//! host answers the probe with ICMP port unreachable ([`tern_netio::refusal`]).
+//! One refusal sends a confirming probe at once; a second refusal with no
+//! answer between marks the relay failing, about one probe interval after
+//! the crash instead of [`SILENCE`]. (One stray or forged ICMP is not
+//! enough; a host that is gone, or a network cut, sends nothing and is
+//! caught by silence as before.)
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,6 +25,9 @@ use std::time::{Duration, Instant};
 
 use edge_signaling::model::ProbeRecord;
 use rand::RngCore;
+use std::os::fd::AsRawFd;
+use tern_netio::refusal;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use crate::app::{now_ms, App};
@@ -33,6 +44,12 @@ const PENDING: usize = 8;
 const MAGIC_COOKIE: u32 = 0x2112_A442;
 
 struct Probe {
+    /// Where its probes go (to match ICMP refusals).
+    addr: Option<SocketAddr>,
+    /// Refusals since the last answer.
+    refused: u32,
+    /// The current failing verdict came from refusals.
+    failing_refused: bool,
     /// Transaction ids in flight and when each was sent.
     pending: std::collections::VecDeque<([u8; 12], Instant)>,
     last_answer: Instant,
@@ -45,6 +62,9 @@ struct Probe {
 impl Default for Probe {
     fn default() -> Self {
         Probe {
+            addr: None,
+            refused: 0,
+            failing_refused: false,
             pending: Default::default(),
             // A new relay gets the benefit of the doubt for one SILENCE.
             last_answer: Instant::now(),
@@ -94,6 +114,13 @@ fn binding_success(b: &[u8]) -> Option<[u8; 12]> {
 async fn run(app: Arc<App>) -> anyhow::Result<()> {
     let v4 = UdpSocket::bind("0.0.0.0:0").await?;
     let v6 = UdpSocket::bind("[::]:0").await.ok();
+    for (s, ipv6) in [(Some(&v4), false), (v6.as_ref(), true)] {
+        if let Some(s) = s {
+            if let Err(e) = refusal::enable(s.as_raw_fd(), ipv6) {
+                tracing::warn!(error = %e, "no ICMP refusals for probes; silence only");
+            }
+        }
+    }
     let mut probes: HashMap<String, Probe> = HashMap::new();
     let mut tick = tokio::time::interval(PROBE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -119,36 +146,88 @@ async fn run(app: Arc<App>) -> anyhow::Result<()> {
                         continue;
                     };
                     let p = probes.entry(r.id.clone()).or_default();
-                    if p.sent_since_answer >= MISSES
-                        && p.last_answer.elapsed() > SILENCE
-                        && p.failing_since_ms.is_none()
-                    {
-                        let since = now_ms();
-                        p.failing_since_ms = Some(since);
-                        // Whatever it answers after this is a new life.
-                        p.rtt.reset();
-                        p.slow_since_ms = None;
-                        tracing::warn!(relay = %r.id, "relay stopped answering probes");
-                        record(&app, &r.id, p).await;
+                    p.addr = Some(addr);
+                    if p.sent_since_answer >= MISSES && p.last_answer.elapsed() > SILENCE {
+                        fail(&app, &r.id, p, false).await;
                     }
-                    let mut txid = [0u8; 12];
-                    rand::thread_rng().fill_bytes(&mut txid);
-                    let sock = if addr.is_ipv4() { Some(&v4) } else { v6.as_ref() };
-                    if let Some(sock) = sock {
-                        let _ = sock.send_to(&binding_request(&txid), addr).await;
-                        if p.pending.len() == PENDING {
-                            p.pending.pop_front();
-                        }
-                        p.pending.push_back((txid, Instant::now()));
-                        p.sent_since_answer += 1;
-                    }
+                    send_probe(&v4, v6.as_ref(), p, addr).await;
                 }
             }
             Ok((n, _)) = v4.recv_from(&mut buf4) => answered(&app, &mut probes, &buf4[..n]).await,
             Ok((n, _)) = async { match &v6 { Some(s) => s.recv_from(&mut buf6).await, None => std::future::pending().await } } => {
                 answered(&app, &mut probes, &buf6[..n]).await
             }
+            Ok(to) = refused(&v4) => on_refused(&app, &mut probes, (&v4, v6.as_ref()), to).await,
+            Ok(to) = async { match &v6 { Some(s) => refused(s).await, None => std::future::pending().await } } => {
+                on_refused(&app, &mut probes, (&v4, v6.as_ref()), to).await
+            }
         }
+    }
+}
+
+/// Send one probe to `addr` and remember its transaction.
+async fn send_probe(v4: &UdpSocket, v6: Option<&UdpSocket>, p: &mut Probe, addr: SocketAddr) {
+    let mut txid = [0u8; 12];
+    rand::thread_rng().fill_bytes(&mut txid);
+    let sock = if addr.is_ipv4() { Some(v4) } else { v6 };
+    if let Some(sock) = sock {
+        let _ = sock.send_to(&binding_request(&txid), addr).await;
+        if p.pending.len() == PENDING {
+            p.pending.pop_front();
+        }
+        p.pending.push_back((txid, Instant::now()));
+        p.sent_since_answer += 1;
+    }
+}
+
+/// Mark `relay` failing (once per episode) and record it; `refused`: its
+/// host refused the probes, rather than silence.
+async fn fail(app: &Arc<App>, relay: &str, p: &mut Probe, refused: bool) {
+    if p.failing_since_ms.is_some() {
+        return;
+    }
+    p.failing_since_ms = Some(now_ms());
+    p.failing_refused = refused;
+    // Whatever it answers after this is a new life.
+    p.rtt.reset();
+    p.slow_since_ms = None;
+    if refused {
+        tracing::warn!(relay = %relay, "relay's host refuses its port: the relay is gone");
+    } else {
+        tracing::warn!(relay = %relay, "relay stopped answering probes");
+    }
+    record(app, relay, p).await;
+}
+
+/// The next ICMP refusal queued on `sock`: the address a probe was refused at.
+async fn refused(sock: &UdpSocket) -> std::io::Result<SocketAddr> {
+    loop {
+        let e = sock
+            .async_io(Interest::ERROR, || refusal::recv(sock.as_raw_fd()))
+            .await?;
+        if let refusal::QueuedError::Refused(to) = e {
+            return Ok(to);
+        }
+    }
+}
+
+/// A probe to `to` was refused: confirm with another at once; the second
+/// refusal in a row marks the relay failing.
+async fn on_refused(
+    app: &Arc<App>,
+    probes: &mut HashMap<String, Probe>,
+    (v4, v6): (&UdpSocket, Option<&UdpSocket>),
+    to: SocketAddr,
+) {
+    let Some((id, p)) = probes.iter_mut().find(|(_, p)| p.addr == Some(to)) else {
+        return;
+    };
+    p.refused += 1;
+    if p.refused >= 2 {
+        let id = id.clone();
+        fail(app, &id, p, true).await;
+    } else {
+        send_probe(v4, v6, p, to).await;
     }
 }
 
@@ -173,7 +252,9 @@ async fn answered(app: &Arc<App>, probes: &mut HashMap<String, Probe>, b: &[u8])
     p.pending.drain(..=at);
     p.last_answer = Instant::now();
     p.sent_since_answer = 0;
+    p.refused = 0;
     let mut changed = false;
+    p.failing_refused = false;
     if p.failing_since_ms.take().is_some() {
         tracing::info!(relay = %id, "relay answers probes again");
         changed = true;
@@ -204,6 +285,7 @@ async fn record(app: &Arc<App>, relay: &str, p: &Probe) {
     let value = serde_json::to_vec(&ProbeRecord {
         failing_since_ms: p.failing_since_ms,
         slow_since_ms: p.slow_since_ms,
+        refused: p.failing_refused,
     })
     .expect("serializes");
     if let Err(e) = app.put("default", key, value).await {

@@ -155,6 +155,14 @@ async fn a_killed_relay_is_unhealthy_within_two_seconds_and_joins_move() {
         .find(|r| r["id"] == victim.as_str())
         .expect("a dead relay stays listed, as unhealthy");
     assert_eq!(entry["healthy"], false);
+    // Its host (this one) answers the edge's probes with port unreachable:
+    // the prober tells a crash from silence.
+    wait_until(Duration::from_secs(2), || {
+        origin.relays().as_array().unwrap().iter().any(|r| {
+            r["id"] == victim.as_str() && r["probe_refused"] == true && r["failing"] == "relay-lost"
+        })
+    })
+    .expect("the edge's probes of a killed relay are refused by its host");
 
     let mut d = Client::connect(&origin.ws_url()).await;
     let next = d.join("room-4", "dave").await;

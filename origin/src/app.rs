@@ -26,6 +26,9 @@ pub struct App {
     /// stores), below the instance pool's size, so a burst of frames waits
     /// its turn instead of failing to instantiate.
     pub in_flight: tokio::sync::Semaphore,
+    /// Run the housekeeping tick now instead of at its next interval: the
+    /// prober just found a relay gone, and its calls should not wait.
+    pub tick_now: tokio::sync::Notify,
 }
 
 /// Component calls allowed in flight at once (see [`App::in_flight`]).
@@ -120,13 +123,18 @@ impl App {
         if self.kv.failed_within(now_ms(), STORE_RECOVERY_MS) {
             return;
         }
-        self.deliver_from(|app| {
+        let started = std::time::Instant::now();
+        self.deliver_from(move |app| {
             let out = app.host.handle_tick(now_ms()).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "signaling tick failed");
                 Vec::new()
             });
             if !out.is_empty() {
-                tracing::info!(frames = out.len(), "rerouting calls off an unhealthy relay");
+                tracing::info!(
+                    frames = out.len(),
+                    decided_in_ms = started.elapsed().as_millis() as u64,
+                    "rerouting calls off an unhealthy relay"
+                );
             }
             out
         })

@@ -280,6 +280,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<(Arc<app::App>, tokio::net
         signaling: cfg,
         dev_tokens: args.dev_tokens,
         in_flight: tokio::sync::Semaphore::new(app::MAX_IN_FLIGHT),
+        tick_now: tokio::sync::Notify::new(),
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -316,7 +317,10 @@ pub async fn serve(app: Arc<app::App>, listener: tokio::net::TcpListener) -> any
             let mut tick = tokio::time::interval(TICK_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = app.tick_now.notified() => tick.reset(),
+                }
                 app.handle_tick().await;
             }
         })

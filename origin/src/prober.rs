@@ -171,7 +171,16 @@ async fn send_probe(v4: &UdpSocket, v6: Option<&UdpSocket>, p: &mut Probe, addr:
     rand::thread_rng().fill_bytes(&mut txid);
     let sock = if addr.is_ipv4() { Some(v4) } else { v6 };
     if let Some(sock) = sock {
-        let _ = sock.send_to(&binding_request(&txid), addr).await;
+        let req = binding_request(&txid);
+        // With IP_RECVERR a refusal also leaves a pending error on the
+        // socket, and the kernel fails the next send with it (whoever it
+        // is to) instead of sending: that send must be made again, or one
+        // dead relay would silence the probes of the next in line.
+        if let Err(e) = sock.send_to(&req, addr).await {
+            if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                let _ = sock.send_to(&req, addr).await;
+            }
+        }
         if p.pending.len() == PENDING {
             p.pending.pop_front();
         }
@@ -197,6 +206,7 @@ async fn fail(app: &Arc<App>, relay: &str, p: &mut Probe, refused: bool) {
         tracing::warn!(relay = %relay, "relay stopped answering probes");
     }
     record(app, relay, p).await;
+    app.tick_now.notify_one();
 }
 
 /// The next ICMP refusal queued on `sock`: the address a probe was refused at.

@@ -125,7 +125,7 @@ impl Origin {
             .args(extra)
             .env("TERN_API_SECRET", API_SECRET)
             .env("TERN_RELAY_SECRET", RELAY_SECRET)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,tern::app=info")
             .stdin(Stdio::null())
             .spawn()
             .expect("starting tern serve");

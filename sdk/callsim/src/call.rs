@@ -77,6 +77,9 @@ pub struct CallReport {
     pub reroutes: usize,
     pub switches: Switches,
     pub received: [usize; 2],
+    /// Audio packets each side missed between its first and last received
+    /// ([`MediaLog::lost`]).
+    pub lost: [u64; 2],
     pub sent: [u64; 2],
     /// Relay each side ended on.
     pub relays: [String; 2],
@@ -226,6 +229,7 @@ fn report(
                 reroutes: a.reroutes.len().max(b.reroutes.len()),
                 switches: Switches::of([&a, &b]),
                 received: [a.arrivals.len(), b.arrivals.len()],
+                lost: [a.lost(), b.lost()],
                 sent: [a.sent, b.sent],
                 relays: [a.relay, b.relay],
                 error: None,
@@ -238,6 +242,7 @@ fn report(
             reroutes: 0,
             switches: Switches::default(),
             received: [0, 0],
+            lost: [0, 0],
             sent: [0, 0],
             relays: Default::default(),
             reroute_at_ms: None,

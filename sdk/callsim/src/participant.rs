@@ -73,6 +73,10 @@ pub enum Switch {
 pub struct MediaLog {
     /// Arrival time of every audio packet received from the peer.
     pub arrivals: Vec<Instant>,
+    /// Lowest and highest sequence number received: with one packet per
+    /// number (audio goes out on one leg at a time), the numbers between
+    /// them that never arrived were lost on the way.
+    pub seq_range: Option<(u64, u64)>,
     pub sent: u64,
     /// `(relay id, when)` of every reroute followed.
     pub reroutes: Vec<(String, Instant)>,
@@ -82,6 +86,31 @@ pub struct MediaLog {
     /// How long each loss of the signaling connection lasted until the
     /// session was resumed on another edge.
     pub signaling_gaps: Vec<Duration>,
+}
+
+impl MediaLog {
+    /// Record a ChannelData payload from the peer if it is audio.
+    fn heard(&mut self, now: Instant, payload: &[u8]) -> bool {
+        let Some(seq) = payload.get(..8) else {
+            return false;
+        };
+        let seq = u64::from_be_bytes(seq.try_into().expect("8 bytes"));
+        self.arrivals.push(now);
+        self.seq_range = Some(match self.seq_range {
+            Some((lo, hi)) => (lo.min(seq), hi.max(seq)),
+            None => (seq, seq),
+        });
+        true
+    }
+
+    /// Packets from the peer that never arrived, between the first and the
+    /// last that did (so packets still in flight when the call ended, or
+    /// sent before this side could receive, do not count).
+    pub fn lost(&self) -> u64 {
+        self.seq_range.map_or(0, |(lo, hi)| {
+            (hi - lo + 1).saturating_sub(self.arrivals.len() as u64)
+        })
+    }
 }
 
 type Ws =
@@ -217,8 +246,16 @@ struct Media {
     peer_standby: Option<SocketAddr>,
     /// The standby a reroute handed out, and when to allocate on it.
     pending_standby: Option<(Instant, Creds)>,
+    /// The primary leg a reroute replaced, still read until the deadline:
+    /// the peer moves when its own `reroute` arrives, which can be a little
+    /// later, and a draining relay still delivers what it sends meanwhile
+    /// (make-before-break; closing the leg at once would drop that audio).
+    retiring: Option<(Leg, Instant)>,
     log: MediaLog,
 }
+
+/// How long a replaced leg is still read after a reroute.
+const RETIRE_AFTER: Duration = Duration::from_secs(2);
 
 impl Media {
     fn new(opts: Options, seed: u64) -> Media {
@@ -234,6 +271,7 @@ impl Media {
             peer_relayed: None,
             peer_standby: None,
             pending_standby: None,
+            retiring: None,
             log: MediaLog::default(),
         }
     }
@@ -334,6 +372,7 @@ impl Media {
             .standby
             .as_ref()
             .is_some_and(|l| l.creds.relay == to.relay && l.ready);
+        self.retiring = self.primary.take().map(|l| (l, now + RETIRE_AFTER));
         if prepared {
             // Bound to the peer's standby, which the peer (moved by the same
             // reroute) makes its primary in turn.
@@ -377,8 +416,7 @@ impl Media {
     async fn on_datagram(&mut self, role: Role, datagram: &[u8]) -> anyhow::Result<bool> {
         let now = Instant::now();
         if let Some((_, payload)) = decode_channel_data(datagram) {
-            if payload.len() >= 8 {
-                self.log.arrivals.push(now);
+            if self.log.heard(now, payload) {
                 // Audio through the primary after a stall switch: its relay
                 // is alive and the silence was elsewhere (a starved
                 // process, say), so sending goes back to it; left on the
@@ -452,6 +490,13 @@ impl Media {
     /// the stall switch, and a standby that is due.
     async fn on_tick(&mut self) -> anyhow::Result<()> {
         let now = Instant::now();
+        if self
+            .retiring
+            .as_ref()
+            .is_some_and(|(_, until)| *until <= now)
+        {
+            self.retiring = None;
+        }
         for l in [self.primary.as_mut(), self.standby.as_mut()]
             .into_iter()
             .flatten()
@@ -606,6 +651,7 @@ pub async fn run(
     // One buffer per leg: both are read at once.
     let mut buf_primary = vec![0u8; 2048];
     let mut buf_standby = vec![0u8; 2048];
+    let mut buf_retiring = vec![0u8; 2048];
     let mut out = vec![0u8; PAYLOAD + 4];
     // One timer for the whole call, not a fresh one per wakeup (each
     // participant wakes ~100 times a second).
@@ -675,6 +721,12 @@ pub async fn run(
             r = recv(m.standby.as_ref(), &mut buf_standby) => {
                 if m.on_datagram(Role::Standby, &buf_standby[..r?]).await? {
                     m.announce(ws.as_mut()).await?;
+                }
+            }
+            // Audio still coming the old way; nothing else matters there.
+            r = recv(m.retiring.as_ref().map(|(l, _)| l), &mut buf_retiring) => {
+                if let Some((_, payload)) = decode_channel_data(&buf_retiring[..r?]) {
+                    m.log.heard(Instant::now(), payload);
                 }
             }
             _ = frame_tick.tick() => m.send_frame(&mut out).await?,

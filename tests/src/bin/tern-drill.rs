@@ -13,7 +13,10 @@
 //! region's delay shims with SIGSTOP), `redis` (SIGKILL the Redis primary;
 //! Sentinel promotes the replica), `edge` (two edges on one Redis, each call
 //! with one side on each; SIGKILL the first edge: its participants resume
-//! their sessions on the other while media goes on).
+//! their sessions on the other while media goes on), `drain` (SIGTERM the
+//! relay carrying the most media: a planned drain; it reports draining,
+//! keeps relaying, and its calls move make-before-break; the report counts
+//! lost packets).
 //!
 //! `--region-rtt-ms 10,40,80` puts each region at that RTT from the callers:
 //! a `tern-delay` shim in front of every relay of the region (relays
@@ -49,6 +52,7 @@ enum Scenario {
     Redis,
     Edge,
     Cut,
+    Drain,
 }
 
 #[derive(Parser)]
@@ -155,6 +159,9 @@ fn start_relay_at(
         .args(["--signaling", signaling])
         .args(["--allow-peer", "127.0.0.0/8", "--allocate-rate-per-ip", "0"])
         .args(["--threads", &threads.to_string()])
+        // A drained relay keeps relaying until its calls have moved (the
+        // drain scenario); 1 s, the default, is for tests.
+        .args(["--drain-ms", "30000"])
         .args(
             shim.as_ref()
                 .map(|(p, _)| vec!["--advertise".to_string(), format!("{ip}:{p}")])
@@ -263,6 +270,10 @@ struct Summary {
     switches: Switches,
     /// Participants whose edge died: until their session was resumed.
     signaling_resumed_ms: Dist,
+    /// Audio packets that never arrived, over every call and side
+    /// (sequence numbers missing between the first and last received).
+    lost_packets: u64,
+    calls_with_loss: usize,
     first_errors: Vec<String>,
 }
 
@@ -309,6 +320,8 @@ fn summarize(a: &Args, reports: &[CallReport], killed_unix: u64) -> Summary {
         ),
         switches,
         signaling_resumed_ms: dist(reports.iter().filter_map(|r| r.signaling_gap_ms).collect()),
+        lost_packets: reports.iter().map(|r| r.lost[0] + r.lost[1]).sum(),
+        calls_with_loss: reports.iter().filter(|r| r.lost != [0, 0]).count(),
         first_errors: errors.into_iter().take(5).collect(),
     }
 }
@@ -345,6 +358,10 @@ fn print_text(s: &Summary) {
     println!(
         "switches (participants):   onto prepared standby={} fresh allocation={} stall switch={}",
         w.prepared, w.fresh, w.stall
+    );
+    println!(
+        "audio packets lost:        {} (in {} calls)",
+        s.lost_packets, s.calls_with_loss
     );
     let sig = &s.signaling_resumed_ms;
     if sig.n > 0 {
@@ -478,6 +495,14 @@ async fn main() -> anyhow::Result<()> {
             relays.get_mut(&busiest).unwrap().relay.kill();
             format!("relay {busiest}")
         }
+        Scenario::Drain => {
+            let pid = relays[&busiest].relay.pid();
+            // SAFETY: plain kill(2) on a PID we spawned and still own.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+            }
+            format!("relay {busiest} (SIGTERM: drain)")
+        }
         Scenario::Region => {
             for r in relays.values_mut().filter(|r| r.region == victim_region) {
                 r.relay.kill();
@@ -514,7 +539,7 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     eprintln!(
-        "killed {what} at {:.1} s",
+        "killed {what} at {:.1} s (unix ms {killed_unix}, to line up with the edges' logs)",
         (killed_at - started).as_secs_f64()
     );
     let reports = sim.await?;

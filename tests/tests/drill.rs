@@ -199,3 +199,42 @@ async fn killing_an_edge_leaves_media_alone_and_sessions_resume_elsewhere() {
         );
     }
 }
+
+/// A planned drain (SIGTERM of a-1): the relay says it is draining and keeps
+/// relaying, its calls move make-before-break, and not one audio packet is
+/// lost (counted by sequence number on every side).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drained_relays_calls_move_without_losing_a_packet() {
+    let origin = Origin::start("edge-1");
+    // Long enough for the calls to move before the relay exits.
+    let ra = start_relay_with(&origin, "a-1", "region-a", &["--drain-ms", "20000"]);
+    let _rb = start_relay(&origin, "b-1", "region-b");
+    origin
+        .wait_healthy_relays(2, Duration::from_secs(20))
+        .expect("relays heartbeat in");
+    let cfg = six_calls(&origin, "drill-drain", false);
+    let sim = tokio::spawn(async move { run_calls(&cfg).await });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // SAFETY: plain kill(2) on a PID we spawned and still own.
+    unsafe {
+        libc::kill(ra.pid() as i32, libc::SIGTERM);
+    }
+    let reports = sim.await.unwrap();
+    assert_restored(&reports);
+    let moved = reports.iter().filter(|r| r.reroutes > 0).count();
+    assert!(moved > 0, "no call was on the drained relay");
+    for r in &reports {
+        assert_eq!(
+            r.lost,
+            [0, 0],
+            "{}: packets lost in a planned drain",
+            r.room
+        );
+        assert!(
+            r.relays.iter().all(|x| x == "b-1"),
+            "{}: {:?}",
+            r.room,
+            r.relays
+        );
+    }
+}

@@ -21,3 +21,23 @@ pub mod waker;
 pub use epoll::Epoll;
 pub use mmsg::{RecvBatch, SendBatch};
 pub use waker::Waker;
+
+/// Ask for a receive buffer of `bytes` on socket `fd` (SO_RCVBUF; the kernel
+/// caps it at net.core.rmem_max and doubles it for its own bookkeeping).
+pub fn set_receive_buffer(fd: std::os::fd::RawFd, bytes: usize) -> std::io::Result<()> {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt with a pointer to a c_int and its size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

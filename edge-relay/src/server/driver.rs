@@ -173,8 +173,8 @@ fn bind_listeners(listen: SocketAddr, n: usize) -> anyhow::Result<Vec<UdpSocket>
 const LISTENER_RECEIVE_BUFFER: usize = 4 << 20;
 
 fn deep_receive_buffer(s: &UdpSocket) {
-    let s = socket2::SockRef::from(s);
-    if let Err(e) = s.set_recv_buffer_size(LISTENER_RECEIVE_BUFFER) {
+    use std::os::fd::AsRawFd;
+    if let Err(e) = tern_netio::set_receive_buffer(s.as_raw_fd(), LISTENER_RECEIVE_BUFFER) {
         tracing::warn!(error = %e, "cannot enlarge the listener's receive buffer");
     }
 }

@@ -63,6 +63,9 @@ impl Forwarder {
         let epoll = Epoll::new(1024)?;
         let listener = UdpSocket::bind(listen)?;
         listener.set_nonblocking(true)?;
+        // The same receive buffer tern-relay asks for on its listener, so
+        // the floor is measured with the same queue in front of it.
+        tern_netio::set_receive_buffer(listener.as_raw_fd(), 4 << 20)?;
         epoll.add(listener.as_raw_fd(), LISTENER)?;
         Ok(Forwarder {
             epoll,

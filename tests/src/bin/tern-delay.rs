@@ -71,19 +71,10 @@ const BATCH: usize = 64;
 const SLOT: usize = 4096;
 /// Receive buffer asked for on every socket (the kernel caps it at
 /// net.core.rmem_max).
-const RCVBUF: libc::c_int = 4 << 20;
+const RCVBUF: usize = 4 << 20;
 
 fn big_receive_buffer(s: &UdpSocket) {
-    // SAFETY: setsockopt with a pointer to a c_int and its size.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&RCVBUF as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    let _ = tern_netio::set_receive_buffer(s.as_raw_fd(), RCVBUF);
 }
 
 /// The delay line: packets waiting to fall due, and spare buffers.

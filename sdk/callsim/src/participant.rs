@@ -63,8 +63,9 @@ pub enum Switch {
     /// `reroute` to a relay with no ready leg: a new allocation there, as
     /// the SDK's ICE restart.
     Fresh,
-    /// Inbound audio stalled while the standby leg was ready: sending
-    /// moved to it without waiting for a `reroute`.
+    /// Inbound audio stalled while the standby leg was ready, or the
+    /// peer's audio started arriving on the standby leg (the peer moved on
+    /// its own): sending moved to it without waiting for a `reroute`.
     Stall,
 }
 
@@ -241,6 +242,9 @@ struct Media {
     /// call waits for signaling. Cleared by `reroute`, and by audio on the
     /// primary leg (then the primary's relay is alive after all).
     stalled_to: Option<String>,
+    /// The standby relay we followed the peer onto (once per relay, so two
+    /// sides can never chase each other between legs).
+    followed: Option<String>,
     /// The peer's legs' relayed addresses, as it last announced them.
     peer_relayed: Option<SocketAddr>,
     peer_standby: Option<SocketAddr>,
@@ -268,6 +272,7 @@ impl Media {
             primary: None,
             standby: None,
             stalled_to: None,
+            followed: None,
             peer_relayed: None,
             peer_standby: None,
             pending_standby: None,
@@ -368,6 +373,7 @@ impl Media {
         self.log.reroutes.push((to.relay.clone(), now));
         self.log.relay = to.relay.clone();
         self.stalled_to = None;
+        self.followed = None;
         let prepared = self
             .standby
             .as_ref()
@@ -422,8 +428,9 @@ impl Media {
                 // process, say), so sending goes back to it; left on the
                 // standby, a call would lose its audio if that relay died
                 // later, with no reroute to move it.
-                if role == Role::Primary {
-                    self.stalled_to = None;
+                match role {
+                    Role::Primary => self.stalled_to = None,
+                    Role::Standby => self.follow_peer(now),
                 }
             }
             return Ok(false);
@@ -526,6 +533,24 @@ impl Media {
     /// once on our standby leg (so we see no stall), and our audio reaches
     /// it once we move too, by our own `reroute` or stall, since it also
     /// receives on every leg.
+    /// The peer's audio arrives on our standby leg while we still send on
+    /// the primary: the peer switched on its own (its inbound audio
+    /// stalled), so the primary path is likely dead our way too, and since
+    /// we now hear the peer we would never see a stall of our own. Follow it
+    /// (without this, a call whose signaling is down stays one-way).
+    fn follow_peer(&mut self, now: Instant) {
+        let Some(relay) = self.standby.as_ref().filter(|l| l.ready) else {
+            return;
+        };
+        let relay = relay.creds.relay.clone();
+        if self.stalled_to.is_some() || self.followed.as_ref() == Some(&relay) {
+            return;
+        }
+        self.followed = Some(relay.clone());
+        self.stalled_to = Some(relay);
+        self.log.switches.push((Switch::Stall, now));
+    }
+
     fn stall_switch(&self, now: Instant) -> Option<String> {
         let standby = self.standby.as_ref().filter(|l| l.ready)?;
         if self.stalled_to.as_ref() == Some(&standby.creds.relay) {

@@ -142,6 +142,21 @@ pub struct Forward {
     pub range: Range<usize>,
 }
 
+/// Where client media goes after [`Relay::route_client_media`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// To a peer outside this engine: through the sending allocation's
+    /// relayed socket.
+    Kernel(Forward),
+    /// The peer is another allocation of this engine: straight to its client.
+    Local(Forward),
+    /// The peer is another allocation of this engine, and nothing is left
+    /// for the driver: a Data indication was queued (see
+    /// [`Relay::poll_transmit`]), or the receiver refused it (no permission,
+    /// over its bandwidth quota) and the drop was counted.
+    Consumed,
+}
+
 /// Address family of a relayed address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
@@ -417,17 +432,27 @@ impl Relay {
         peer: SocketAddr,
         buf: &mut [u8],
     ) -> Option<Forward> {
+        let id = self.by_relayed.get(&relayed).copied();
+        self.deliver_to(now, id, peer, buf)
+    }
+
+    /// A datagram from `peer` for allocation `id` (`None`: no allocation has
+    /// the relayed address it came to), in `buf` behind
+    /// [`CHANNEL_DATA_HEADROOM`] bytes: towards the client, or dropped.
+    fn deliver_to(
+        &mut self,
+        now: Instant,
+        id: Option<AllocationId>,
+        peer: SocketAddr,
+        buf: &mut [u8],
+    ) -> Option<Forward> {
         if buf.len() < CHANNEL_DATA_HEADROOM {
             return None;
         }
         let payload_len = buf.len() - CHANNEL_DATA_HEADROOM;
         self.stats.peer_packets_in += 1;
         self.stats.peer_bytes_in += payload_len as u64;
-        let Some(alloc) = self
-            .by_relayed
-            .get(&relayed)
-            .and_then(|id| self.allocations.get_mut(id))
-        else {
+        let Some(alloc) = id.and_then(|id| self.allocations.get_mut(&id)) else {
             self.stats.drop(DropReason::NoAllocation);
             return None;
         };
@@ -467,39 +492,40 @@ impl Relay {
         None
     }
 
-    /// Whether client media forwarded to `peer` should go through
-    /// [`Relay::deliver_locally`]: `peer` is a relayed address of this
-    /// engine. Tern's signaling puts every member of a room on the room's
-    /// relay, so a call's media is nearly always from one allocation of a
-    /// relay to another of the same relay.
-    pub fn is_local_peer(&self, peer: SocketAddr) -> bool {
-        self.config.local_delivery && self.by_relayed.contains_key(&peer)
-    }
-
-    /// Client media (`f`, from [`Relay::handle_client_message`] over `buf`)
-    /// whose peer is another allocation of this engine: deliver it to that
-    /// allocation as if it had arrived on its relayed socket from `f.from`,
+    /// Where client media (`f`, from [`Relay::handle_client_message`] over
+    /// `buf`) goes next. Tern's signaling puts every member of a room on the
+    /// room's relay, so a call's media is nearly always from one allocation
+    /// of a relay to another of the same relay: then it is delivered here,
+    /// as if it had arrived on the receiver's relayed socket from `f.from`,
     /// without the round trip through the kernel (a send and a receive of a
     /// datagram that never leaves the host). Same rules as the socket path:
     /// the receiving allocation needs a permission for the sender's relayed
     /// address and has its own bandwidth quota.
     ///
-    /// Returns the [`Forward`] towards the receiving client, as
-    /// [`Relay::handle_peer_datagram`] does, with its range into `buf`.
-    /// `f.range` always starts at least [`CHANNEL_DATA_HEADROOM`] bytes into
-    /// `buf` (behind a ChannelData header or STUN attributes), which is where
-    /// the outgoing header is written.
-    pub fn deliver_locally(
-        &mut self,
-        now: Instant,
-        f: &Forward,
-        buf: &mut [u8],
-    ) -> Option<Forward> {
-        let start = f.range.start.checked_sub(CHANNEL_DATA_HEADROOM)?;
-        let mut out = self.handle_peer_datagram(now, f.to, f.from, &mut buf[start..f.range.end])?;
-        out.range = out.range.start + start..out.range.end + start;
-        self.stats.local_deliveries += 1;
-        Some(out)
+    /// [`Route::Local`] carries the [`Forward`] towards the receiving client,
+    /// as [`Relay::handle_peer_datagram`] returns it, with its range into
+    /// `buf`. `f.range` always starts at least [`CHANNEL_DATA_HEADROOM`]
+    /// bytes into `buf` (behind a ChannelData header or STUN attributes),
+    /// which is where the outgoing header is written.
+    pub fn route_client_media(&mut self, now: Instant, f: Forward, buf: &mut [u8]) -> Route {
+        // One lookup decides and finds the receiver (this runs per packet).
+        let receiver = match self.config.local_delivery {
+            true => self.by_relayed.get(&f.to).copied(),
+            false => None,
+        };
+        let (Some(id), Some(start)) = (receiver, f.range.start.checked_sub(CHANNEL_DATA_HEADROOM))
+        else {
+            return Route::Kernel(f);
+        };
+        let buf = &mut buf[start..f.range.end];
+        match self.deliver_to(now, Some(id), f.from, buf) {
+            Some(mut out) => {
+                out.range = out.range.start + start..out.range.end + start;
+                self.stats.local_deliveries += 1;
+                Route::Local(out)
+            }
+            None => Route::Consumed,
+        }
     }
 
     /// The driver's answer to [`Event::BindRelay`].

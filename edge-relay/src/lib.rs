@@ -34,7 +34,7 @@ pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::
 
 pub use allocation::{AllocationId, FiveTuple, Transport};
 pub use engine::{
-    BindError, Config, Event, Family, Forward, Relay, ReleaseReason, Transmit,
+    BindError, Config, Event, Family, Forward, Relay, ReleaseReason, Route, Transmit,
     CHANNEL_DATA_HEADROOM,
 };
 pub use policy::PeerPolicy;

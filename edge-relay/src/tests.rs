@@ -470,8 +470,6 @@ fn media_between_allocations_of_one_relay_is_delivered_in_memory() {
     let mut b = h.client("198.51.100.2:6000", "bob", UNIX0 + 3600);
     let ra = h.allocate(&mut a);
     let rb = h.allocate(&mut b);
-    assert!(h.relay.is_local_peer(rb) && h.relay.is_local_peer(ra));
-    assert!(!h.relay.is_local_peer(peer()), "not one of ours");
     assert_eq!(h.bind(&a, 0x4000, rb), None);
 
     let channel_data = |payload: &[u8]| {
@@ -487,8 +485,11 @@ fn media_between_allocations_of_one_relay_is_delivered_in_memory() {
             .handle_client_datagram(h.now, h.unix, a.addr, h.local, &bytes)
             .expect("admitted for A");
         assert_eq!((f.from, f.to), (ra, rb));
-        assert!(h.relay.is_local_peer(f.to));
-        let out = h.relay.deliver_locally(h.now, &f, &mut bytes);
+        let out = match h.relay.route_client_media(h.now, f, &mut bytes) {
+            Route::Local(o) => Some(o),
+            Route::Consumed => None,
+            Route::Kernel(f) => panic!("B's relayed address is local: {f:?}"),
+        };
         let mut transmits = Vec::new();
         while let Some(t) = h.relay.poll_transmit() {
             transmits.push(t);
@@ -554,8 +555,33 @@ fn media_between_allocations_of_one_relay_is_delivered_in_memory() {
     // Turned off, the driver sends through the kernel as other servers do.
     let mut off = Harness::with(|c| c.local_delivery = false);
     let mut c = off.client("198.51.100.3:7000", "carol", UNIX0 + 3600);
-    let rc = off.allocate(&mut c);
-    assert!(!off.relay.is_local_peer(rc));
+    let mut d = off.client("198.51.100.4:8000", "dave", UNIX0 + 3600);
+    off.allocate(&mut c);
+    let rd = off.allocate(&mut d);
+    assert_eq!(off.bind(&c, 0x4000, rd), None);
+    let mut bytes = channel_data(b"via kernel");
+    let f = off
+        .relay
+        .handle_client_datagram(off.now, off.unix, c.addr, off.local, &bytes)
+        .expect("admitted for C");
+    assert_eq!(
+        off.relay.route_client_media(off.now, f.clone(), &mut bytes),
+        Route::Kernel(f)
+    );
+    assert_eq!(off.relay.stats().local_deliveries, 0);
+    // And a peer outside the engine always goes through the kernel.
+    let mut bytes = channel_data(b"hi");
+    let mut e = h.client("198.51.100.5:9000", "erin", UNIX0 + 3600);
+    h.allocate(&mut e);
+    assert_eq!(h.bind(&e, 0x4000, peer()), None);
+    let f = h
+        .relay
+        .handle_client_datagram(h.now, h.unix, e.addr, h.local, &bytes)
+        .expect("admitted for E");
+    assert_eq!(
+        h.relay.route_client_media(h.now, f.clone(), &mut bytes),
+        Route::Kernel(f)
+    );
 }
 
 #[test]

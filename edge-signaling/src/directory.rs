@@ -40,6 +40,10 @@ pub struct RelayView {
     /// unreachable): the relay process is gone.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub probe_refused: bool,
+    /// The relay's heartbeat connection to this edge closed and a probe
+    /// right after went refused or unanswered: the fastest sign of a crash.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub probe_link_closed: bool,
     /// When the last heartbeat arrived (unix ms); identifies one "life" of
     /// the relay for the reroute sweep.
     #[serde(skip)]
@@ -90,6 +94,7 @@ pub fn list(
         let probe = read::<ProbeRecord>(kv, &keys::relay_probe(edge, &id))?.0;
         let probe_failed = probe.as_ref().is_some_and(|p| p.failing_since_ms.is_some());
         let probe_refused = probe_failed && probe.as_ref().is_some_and(|p| p.refused);
+        let probe_link_closed = probe_failed && probe.as_ref().is_some_and(|p| p.link_closed);
         // A ragged heartbeat rhythm, probe answers far slower than usual or
         // many callers losing packets: the relay is trending towards failure.
         let degrading = health::degrading(&rec.intervals)
@@ -101,7 +106,7 @@ pub fn list(
             phi,
             silent,
             suspect,
-            (probe_failed, probe_refused),
+            (probe_failed, probe_refused, probe_link_closed),
             degrading,
         ));
     }
@@ -116,7 +121,16 @@ pub fn list(
     let distrust_heartbeats = recent.len() >= 2 && soft_failing * 2 > recent.len();
 
     let mut out = Vec::new();
-    for (rec, age, phi, silent, suspect, (probe_failed, probe_refused), degrading) in seen {
+    for (
+        rec,
+        age,
+        phi,
+        silent,
+        suspect,
+        (probe_failed, probe_refused, probe_link_closed),
+        degrading,
+    ) in seen
+    {
         let hb = rec.heartbeat;
         let long_gone = age > health::GONE_MS;
         let utilization = health::utilization(&rec.cpu);
@@ -141,6 +155,7 @@ pub fn list(
             failing,
             phi: phi.map(|p| (p * 100.0).round() / 100.0),
             probe_refused,
+            probe_link_closed,
             received_at_ms: rec.received_at_ms,
             id: hb.id,
             region: hb.region,
@@ -220,6 +235,7 @@ mod tests {
             last_heartbeat_age_ms: 0,
             phi: None,
             probe_refused: false,
+            probe_link_closed: false,
             received_at_ms: 0,
             promoted: false,
             failing: None,

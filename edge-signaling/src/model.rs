@@ -153,6 +153,11 @@ pub struct ProbeRecord {
     /// process is gone (the fast way a crash is told from silence).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub refused: bool,
+    /// The verdict followed the relay's heartbeat connection to this edge
+    /// closing (its host's kernel closes it when the process dies), then a
+    /// probe refused or unanswered within a few round trips.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub link_closed: bool,
 }
 
 /// `call/<call>`: written once, when the call starts. The rest of the record

@@ -21,21 +21,7 @@ pub fn enable(fd: RawFd, ipv6: bool) -> io::Result<()> {
     } else {
         (libc::IPPROTO_IP, libc::IP_RECVERR)
     };
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt with a pointer to a c_int and its size.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    crate::set_int_option(fd, level, name, 1)
 }
 
 /// What one entry of the error queue says.

@@ -29,6 +29,9 @@ pub struct App {
     /// Run the housekeeping tick now instead of at its next interval: the
     /// prober just found a relay gone, and its calls should not wait.
     pub tick_now: tokio::sync::Notify,
+    /// Relays whose heartbeat connection just closed, for the prober to
+    /// check at once (see [`crate::relay_link`]).
+    pub suspects: crate::prober::Suspects,
 }
 
 /// Component calls allowed in flight at once (see [`App::in_flight`]).

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -17,6 +17,7 @@ use crate::app::{now_ms, App};
 use crate::assets;
 use crate::component::HeartbeatError;
 use crate::gateway;
+use crate::relay_link::Link;
 
 /// Heartbeats are small; anything bigger is not one.
 const MAX_HEARTBEAT_BYTES: usize = 16 * 1024;
@@ -86,7 +87,12 @@ async fn relays(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-async fn heartbeat(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn heartbeat(
+    State(app): State<Arc<App>>,
+    ConnectInfo(link): ConnectInfo<Link>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some(sig) = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()) else {
         return error(
             StatusCode::UNAUTHORIZED,
@@ -95,7 +101,10 @@ async fn heartbeat(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes)
         );
     };
     match app.handle_heartbeat(body.to_vec(), sig.to_string()).await {
-        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Ok(())) => {
+            watch_link(&app, &link, &body);
+            StatusCode::NO_CONTENT.into_response()
+        }
         Ok(Err(HeartbeatError::Rejected(m))) => {
             tracing::warn!(reason = %m, "heartbeat refused");
             error(StatusCode::UNAUTHORIZED, "rejected", m)
@@ -112,6 +121,29 @@ async fn heartbeat(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes)
             )
         }
     }
+}
+
+/// After the first accepted heartbeat on a connection: when the connection
+/// closes, have the prober check that relay at once (see
+/// [`crate::relay_link`]).
+fn watch_link(app: &Arc<App>, link: &Link, body: &[u8]) {
+    #[derive(Deserialize)]
+    struct Sender {
+        id: String,
+    }
+    // The component verified the signature; only the id is needed here.
+    let Ok(Sender { id }) = serde_json::from_slice(body) else {
+        return;
+    };
+    let Some(closed) = link.watch() else {
+        return;
+    };
+    let app = app.clone();
+    tokio::spawn(async move {
+        closed.await;
+        tracing::info!(relay = %id, "relay's heartbeat connection closed; probing it now");
+        app.suspects.report(id);
+    });
 }
 
 /// Whether `headers` carry `Authorization: Bearer <api secret>`. Call

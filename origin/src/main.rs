@@ -16,6 +16,7 @@ mod http;
 mod kv;
 mod prober;
 mod redis_kv;
+mod relay_link;
 mod rtt_trend;
 mod secrets;
 mod spin;
@@ -281,6 +282,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<(Arc<app::App>, tokio::net
         dev_tokens: args.dev_tokens,
         in_flight: tokio::sync::Semaphore::new(app::MAX_IN_FLIGHT),
         tick_now: tokio::sync::Notify::new(),
+        suspects: prober::Suspects::new(),
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -326,11 +328,11 @@ pub async fn serve(app: Arc<app::App>, listener: tokio::net::TcpListener) -> any
         })
     };
     let store = app.kv.clone();
-    // Signaling frames are small and latency-bound: no Nagle delays.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, http::router(app))
+    let listener = relay_link::EdgeListener(listener);
+    // Each connection carries a Link: relays' heartbeat connections closing
+    // is how a crashed relay is noticed first (relay_link.rs).
+    let service = http::router(app).into_make_service_with_connect_info::<relay_link::Link>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     flusher.abort();

@@ -17,11 +17,20 @@
 //! the crash instead of [`SILENCE`]. (One stray or forged ICMP is not
 //! enough; a host that is gone, or a network cut, sends nothing and is
 //! caught by silence as before.)
+//!
+//! Sooner still, and without ICMP (which a loaded host rate-limits): when a
+//! relay's heartbeat connection to this edge closes ([`crate::relay_link`])
+//! the relay becomes a *suspect*: it is probed at once, and marked failing
+//! if its host refuses that probe or no answer comes within a few of its
+//! usual round trips ([`suspicion`]). A live relay (one that only moved its
+//! heartbeats to another edge) answers and is left alone.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use anyhow::Context;
 
 use edge_signaling::model::ProbeRecord;
 use rand::RngCore;
@@ -29,6 +38,7 @@ use std::os::fd::AsRawFd;
 use tern_netio::refusal;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 
 use crate::app::{now_ms, App};
 use crate::rtt_trend::RttTrend;
@@ -43,13 +53,51 @@ const MISSES: u32 = 3;
 const PENDING: usize = 8;
 const MAGIC_COOKIE: u32 = 0x2112_A442;
 
+/// Relays whose heartbeat connection closed, queued for the prober.
+pub struct Suspects {
+    tx: mpsc::UnboundedSender<String>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+}
+
+impl Suspects {
+    pub fn new() -> Suspects {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Suspects {
+            tx,
+            rx: Mutex::new(Some(rx)),
+        }
+    }
+
+    /// Have the prober check `relay` now.
+    pub fn report(&self, relay: String) {
+        let _ = self.tx.send(relay);
+    }
+
+    fn take(&self) -> Option<mpsc::UnboundedReceiver<String>> {
+        self.rx.lock().expect("not poisoned").take()
+    }
+}
+
+/// How long a suspect has to answer: a few of its usual round trips (the
+/// relay answers a Binding request at once), at least 30 ms for scheduling
+/// noise, at most [`SILENCE`].
+fn suspicion(p: &Probe) -> Duration {
+    let usual = p.rtt.baseline_ms().unwrap_or(0.0);
+    Duration::from_secs_f64((3.0 * usual + 20.0) / 1e3).clamp(Duration::from_millis(30), SILENCE)
+}
+
 struct Probe {
     /// Where its probes go (to match ICMP refusals).
     addr: Option<SocketAddr>,
     /// Refusals since the last answer.
     refused: u32,
+    /// Its heartbeat connection closed: unless it answers by then, it is
+    /// failing.
+    suspect_until: Option<Instant>,
     /// The current failing verdict came from refusals.
     failing_refused: bool,
+    /// The current failing verdict followed the heartbeat connection closing.
+    failing_link_closed: bool,
     /// Transaction ids in flight and when each was sent.
     pending: std::collections::VecDeque<([u8; 12], Instant)>,
     last_answer: Instant,
@@ -64,7 +112,9 @@ impl Default for Probe {
         Probe {
             addr: None,
             refused: 0,
+            suspect_until: None,
             failing_refused: false,
+            failing_link_closed: false,
             pending: Default::default(),
             // A new relay gets the benefit of the doubt for one SILENCE.
             last_answer: Instant::now(),
@@ -121,38 +171,35 @@ async fn run(app: Arc<App>) -> anyhow::Result<()> {
             }
         }
     }
+    let mut suspects = app.suspects.take().context("one prober per edge")?;
     let mut probes: HashMap<String, Probe> = HashMap::new();
     let mut tick = tokio::time::interval(PROBE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut buf4, mut buf6) = ([0u8; 512], [0u8; 512]);
     loop {
+        let next_verdict = probes.values().filter_map(|p| p.suspect_until).min();
         tokio::select! {
-            _ = tick.tick() => {
-                let relays = match app.relay_view().await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "prober could not read the relay directory");
-                        continue;
-                    }
-                };
-                probes.retain(|id, _| relays.iter().any(|r| &r.id == id));
-                for r in &relays {
-                    let Some(addr) = r
-                        .listeners
-                        .iter()
-                        .find(|l| l.transport == "udp")
-                        .and_then(|l| l.address.parse::<SocketAddr>().ok())
-                    else {
-                        continue;
-                    };
-                    let p = probes.entry(r.id.clone()).or_default();
-                    p.addr = Some(addr);
-                    if p.sent_since_answer >= MISSES && p.last_answer.elapsed() > SILENCE {
-                        fail(&app, &r.id, p, false).await;
-                    }
-                    send_probe(&v4, v6.as_ref(), p, addr).await;
+            Some(id) = suspects.recv() => {
+                // A relay that heartbeated in since the last round has not
+                // been probed yet: a round now learns its address.
+                if !probes.contains_key(&id) {
+                    probe_round(&app, &mut probes, (&v4, v6.as_ref())).await;
+                }
+                if let Some(p) = probes.get_mut(&id) {
+                    suspect(p, (&v4, v6.as_ref())).await;
                 }
             }
+            _ = async { match next_verdict { Some(t) => tokio::time::sleep_until(t.into()).await, None => std::future::pending().await } } => {
+                let now = Instant::now();
+                for (id, p) in probes.iter_mut() {
+                    if p.suspect_until.is_some_and(|t| t <= now) {
+                        p.suspect_until = None;
+                        tracing::warn!(relay = %id, "heartbeat connection closed and no answer to probes");
+                        fail(&app, id, p, false, true).await;
+                    }
+                }
+            }
+            _ = tick.tick() => probe_round(&app, &mut probes, (&v4, v6.as_ref())).await,
             Ok((n, _)) = v4.recv_from(&mut buf4) => answered(&app, &mut probes, &buf4[..n]).await,
             Ok((n, _)) = async { match &v6 { Some(s) => s.recv_from(&mut buf6).await, None => std::future::pending().await } } => {
                 answered(&app, &mut probes, &buf6[..n]).await
@@ -162,6 +209,39 @@ async fn run(app: Arc<App>) -> anyhow::Result<()> {
                 on_refused(&app, &mut probes, (&v4, v6.as_ref()), to).await
             }
         }
+    }
+}
+
+/// Probe every relay in the directory once; a relay silent for
+/// [`SILENCE`] is failing.
+async fn probe_round(
+    app: &Arc<App>,
+    probes: &mut HashMap<String, Probe>,
+    (v4, v6): (&UdpSocket, Option<&UdpSocket>),
+) {
+    let relays = match app.relay_view().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, "prober could not read the relay directory");
+            return;
+        }
+    };
+    probes.retain(|id, _| relays.iter().any(|r| &r.id == id));
+    for r in &relays {
+        let Some(addr) = r
+            .listeners
+            .iter()
+            .find(|l| l.transport == "udp")
+            .and_then(|l| l.address.parse::<SocketAddr>().ok())
+        else {
+            continue;
+        };
+        let p = probes.entry(r.id.clone()).or_default();
+        p.addr = Some(addr);
+        if p.sent_since_answer >= MISSES && p.last_answer.elapsed() > SILENCE {
+            fail(app, &r.id, p, false, false).await;
+        }
+        send_probe(v4, v6, p, addr).await;
     }
 }
 
@@ -189,14 +269,31 @@ async fn send_probe(v4: &UdpSocket, v6: Option<&UdpSocket>, p: &mut Probe, addr:
     }
 }
 
+/// `p`'s heartbeat connection closed: probe it now (twice, so that one lost
+/// datagram does not condemn a live relay) and give it until
+/// [`suspicion`] to answer.
+async fn suspect(p: &mut Probe, (v4, v6): (&UdpSocket, Option<&UdpSocket>)) {
+    let Some(addr) = p.addr else {
+        return; // not probed yet: nothing to compare with
+    };
+    if p.failing_since_ms.is_some() || p.suspect_until.is_some() {
+        return;
+    }
+    p.suspect_until = Some(Instant::now() + suspicion(p));
+    send_probe(v4, v6, p, addr).await;
+    send_probe(v4, v6, p, addr).await;
+}
+
 /// Mark `relay` failing (once per episode) and record it; `refused`: its
-/// host refused the probes, rather than silence.
-async fn fail(app: &Arc<App>, relay: &str, p: &mut Probe, refused: bool) {
+/// host refused the probes, rather than silence; `link_closed`: its
+/// heartbeat connection closed first.
+async fn fail(app: &Arc<App>, relay: &str, p: &mut Probe, refused: bool, link_closed: bool) {
     if p.failing_since_ms.is_some() {
         return;
     }
     p.failing_since_ms = Some(now_ms());
     p.failing_refused = refused;
+    p.failing_link_closed = link_closed;
     // Whatever it answers after this is a new life.
     p.rtt.reset();
     p.slow_since_ms = None;
@@ -233,9 +330,11 @@ async fn on_refused(
         return;
     };
     p.refused += 1;
-    if p.refused >= 2 {
+    // A suspect's closed connection was the first piece of evidence.
+    let suspect = p.suspect_until.take().is_some();
+    if p.refused >= 2 || suspect {
         let id = id.clone();
-        fail(app, &id, p, true).await;
+        fail(app, &id, p, true, suspect).await;
     } else {
         send_probe(v4, v6, p, to).await;
     }
@@ -263,8 +362,10 @@ async fn answered(app: &Arc<App>, probes: &mut HashMap<String, Probe>, b: &[u8])
     p.last_answer = Instant::now();
     p.sent_since_answer = 0;
     p.refused = 0;
+    p.suspect_until = None;
     let mut changed = false;
     p.failing_refused = false;
+    p.failing_link_closed = false;
     if p.failing_since_ms.take().is_some() {
         tracing::info!(relay = %id, "relay answers probes again");
         changed = true;
@@ -296,6 +397,7 @@ async fn record(app: &Arc<App>, relay: &str, p: &Probe) {
         failing_since_ms: p.failing_since_ms,
         slow_since_ms: p.slow_since_ms,
         refused: p.failing_refused,
+        link_closed: p.failing_link_closed,
     })
     .expect("serializes");
     if let Err(e) = app.put("default", key, value).await {

@@ -67,6 +67,11 @@ impl RttTrend {
     }
 
     /// Forget everything (the relay stopped answering: a new life).
+    /// The relay's usual RTT, once learned.
+    pub fn baseline_ms(&self) -> Option<f64> {
+        self.baseline_ms
+    }
+
     pub fn reset(&mut self) {
         *self = RttTrend::default();
     }

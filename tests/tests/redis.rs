@@ -15,7 +15,7 @@ async fn two_edges_share_rooms_and_relays_through_redis() {
     let edge1 = Origin::start_with("edge-1", &url);
     let edge2 = Origin::start_with("edge-2", &url);
     // Relays heartbeat into edge 1 only; edge 2 sees them through Redis.
-    let _ra = start_relay(&edge1, "a-1", "region-a");
+    let mut ra = start_relay(&edge1, "a-1", "region-a");
     let _rb = start_relay(&edge1, "b-1", "region-b");
     edge2
         .wait_healthy_relays(2, Duration::from_secs(20))
@@ -56,6 +56,30 @@ async fn two_edges_share_rooms_and_relays_through_redis() {
         alice.expect("peer-left").await["participant"],
         b["participant"]
     );
+
+    // A relay crashes. Edge 1 held its heartbeat connection and learns it
+    // from that closing; edge 2 never had one and learns it from its own
+    // probes, which the relay's host refuses (ICMP port unreachable).
+    ra.kill();
+    let entry = |edge: &Origin| {
+        edge.relays()
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == "a-1")
+            .cloned()
+            .unwrap()
+    };
+    wait_until(Duration::from_secs(3), || {
+        let e = entry(&edge2);
+        e["probe_refused"] == true && e["failing"] == "relay-lost"
+    })
+    .unwrap_or_else(|_| panic!("edge 2's probes are refused: {}", entry(&edge2)));
+    assert!(entry(&edge2).get("probe_link_closed").is_none());
+    wait_until(Duration::from_secs(3), || {
+        entry(&edge1)["probe_link_closed"] == true
+    })
+    .unwrap_or_else(|_| panic!("edge 1 saw the connection close: {}", entry(&edge1)));
 }
 
 #[tokio::test(flavor = "multi_thread")]

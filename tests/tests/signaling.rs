@@ -155,14 +155,17 @@ async fn a_killed_relay_is_unhealthy_within_two_seconds_and_joins_move() {
         .find(|r| r["id"] == victim.as_str())
         .expect("a dead relay stays listed, as unhealthy");
     assert_eq!(entry["healthy"], false);
-    // Its host (this one) answers the edge's probes with port unreachable:
-    // the prober tells a crash from silence.
+    // Its heartbeat connection closed as it died: the edge probed it at
+    // once (refused by its host, or unanswered) instead of waiting out a
+    // silence. (The refusal path alone: tests/tests/redis.rs.)
     wait_until(Duration::from_secs(2), || {
         origin.relays().as_array().unwrap().iter().any(|r| {
-            r["id"] == victim.as_str() && r["probe_refused"] == true && r["failing"] == "relay-lost"
+            r["id"] == victim.as_str()
+                && r["probe_link_closed"] == true
+                && r["failing"] == "relay-lost"
         })
     })
-    .expect("the edge's probes of a killed relay are refused by its host");
+    .unwrap_or_else(|_| panic!("the edge saw the connection close: {}", origin.relays()));
 
     let mut d = Client::connect(&origin.ws_url()).await;
     let next = d.join("room-4", "dave").await;
@@ -325,4 +328,176 @@ async fn a_relay_answering_probes_far_slower_than_usual_is_drained() {
     assert_eq!(a1["healthy"], false, "{a1}");
     assert_eq!(a1["failing"], "relay-degraded", "{a1}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A relay stand-in that heartbeats over one kept-alive HTTP connection and
+/// answers the edge's STUN probes, until it "crashes": it stops answering
+/// (its port stays open, so its host sends no ICMP) and its connection
+/// closes, as a dead process's does.
+struct FakeRelay {
+    http: std::net::TcpStream,
+    answering: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    udp: std::net::SocketAddr,
+    seq: u64,
+}
+
+impl FakeRelay {
+    fn start(origin: &Origin) -> FakeRelay {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let udp = sock.local_addr().unwrap();
+        let answering = std::sync::Arc::new(AtomicBool::new(true));
+        let on = answering.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = sock.recv_from(&mut buf) {
+                // A Binding request: answer with a bare success, same txid.
+                if n >= 20 && buf[0..2] == [0, 1] && on.load(Ordering::Relaxed) {
+                    let mut resp = [0u8; 20];
+                    resp[0..2].copy_from_slice(&[1, 1]);
+                    resp[4..20].copy_from_slice(&buf[4..20]);
+                    let _ = sock.send_to(&resp, from);
+                }
+            }
+        });
+        let http = std::net::TcpStream::connect(origin.addr).unwrap();
+        http.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        FakeRelay {
+            http,
+            answering,
+            udp,
+            seq: 0,
+        }
+    }
+
+    /// One signed heartbeat on the kept-alive connection; its status.
+    fn heartbeat(&mut self) -> u16 {
+        use std::io::{Read, Write};
+        self.seq += 1;
+        let sent_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let body = json!({
+            "id": "fake-1", "region": "region-f",
+            "listeners": [{"transport": "udp", "address": self.udp.to_string()}],
+            "state": "active", "load": {"allocations": 0, "pps": 0},
+            "seq": self.seq, "sent_at_ms": sent_at_ms,
+        })
+        .to_string();
+        let sig = tern_common::relay::sign(RELAY_SECRET.as_bytes(), body.as_bytes());
+        let req = format!(
+            "POST /v1/relays/heartbeat HTTP/1.1\r\nHost: tern\r\nContent-Type: application/json\r\n\
+             {}: {sig}\r\nContent-Length: {}\r\n\r\n{body}",
+            tern_common::relay::SIGNATURE_HEADER,
+            body.len()
+        );
+        self.http.write_all(req.as_bytes()).unwrap();
+        // The answer is a bodiless 204: read up to the end of its head.
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            self.http.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        String::from_utf8_lossy(&head)
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// The heartbeat connection closing is the first sign of a crash, and it
+/// needs no ICMP (which a loaded relay host rate-limits): the edge probes at
+/// once and a relay that does not answer within a few round trips is lost,
+/// long before silence alone would say so.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relay_whose_heartbeat_connection_closes_and_goes_quiet_is_lost_at_once() {
+    let origin = Origin::start("edge-1");
+    let mut relay = FakeRelay::start(&origin);
+    // Long enough for the prober to find it, hear answers and learn its RTT.
+    for _ in 0..15 {
+        assert_eq!(relay.heartbeat(), 204);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    origin
+        .wait_healthy_relays(1, Duration::from_secs(5))
+        .expect("the stand-in is a healthy relay");
+
+    relay
+        .answering
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    drop(relay.http);
+    let crashed = Instant::now();
+    wait_until(Duration::from_secs(3), || {
+        origin
+            .relays()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == "fake-1" && r["failing"] == "relay-lost")
+    })
+    .expect("a relay whose connection closed and that went quiet is lost");
+    eprintln!(
+        "figure: connection closed -> relay lost after {:?}",
+        crashed.elapsed()
+    );
+    let listed = origin.relays();
+    let entry = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "fake-1")
+        .unwrap();
+    // The verdict came from the closed connection and an unanswered probe,
+    // not from refusals (its port is open) nor from silence.
+    assert_eq!(entry["probe_link_closed"], true, "{entry}");
+    assert!(entry.get("probe_refused").is_none(), "{entry}");
+}
+
+/// A relay that only moved its heartbeats elsewhere (its connection to
+/// this edge closed, it lives on) answers the check and keeps its calls.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relay_whose_heartbeat_connection_closes_but_answers_stays_healthy() {
+    let origin = Origin::start("edge-1");
+    let mut relay = FakeRelay::start(&origin);
+    for _ in 0..15 {
+        assert_eq!(relay.heartbeat(), 204);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    origin
+        .wait_healthy_relays(1, Duration::from_secs(5))
+        .expect("the stand-in is a healthy relay");
+    let udp = relay.udp;
+    let answering = relay.answering.clone();
+    drop(relay.http);
+    // Back on a new connection (as after a switch of edges), heartbeating
+    // on; the check right after the close is answered.
+    let mut relay = FakeRelay {
+        http: std::net::TcpStream::connect(origin.addr).unwrap(),
+        answering,
+        udp,
+        seq: relay.seq,
+    };
+    relay
+        .http
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    for _ in 0..5 {
+        assert_eq!(relay.heartbeat(), 204);
+        let listed = origin.relays();
+        let entry = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == "fake-1")
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            entry["healthy"], true,
+            "a live relay is not condemned: {entry}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -27,7 +27,7 @@ use tern_netio::{Epoll, RecvBatch, SendBatch, Waker};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    BindError, Event, Family, FastMap, FiveTuple, Forward, Relay, Transmit, Transport,
+    BindError, Event, Family, FastMap, FiveTuple, Forward, Relay, Route, Transmit, Transport,
     CHANNEL_DATA_HEADROOM,
 };
 
@@ -35,6 +35,20 @@ use super::cli::PortRange;
 use super::heartbeat::Shared;
 use super::metrics::Snapshot;
 use super::stream::{framed, StreamInput};
+
+/// A shard's [`Egress`]: a macro, not a method, so that only the fields it
+/// names are borrowed.
+macro_rules! egress {
+    ($shard:expr) => {
+        Egress {
+            relayed: &$shard.relayed,
+            by_addr: &$shard.by_addr,
+            to_clients: &mut $shard.to_clients,
+            listener: &$shard.listener,
+            streams: &$shard.streams,
+        }
+    };
+}
 
 /// Datagrams per recvmmsg/sendmmsg.
 const BATCH: usize = 64;
@@ -228,17 +242,8 @@ impl Shard {
             else {
                 continue;
             };
-            if !self.relay.is_local_peer(f.to) {
-                send_forward(&f, data, &self.relayed, &self.by_addr);
-            } else if let Some(out) = self.relay.deliver_locally(now, &f, data) {
-                to_client(
-                    &mut self.to_clients,
-                    &self.listener,
-                    &self.streams,
-                    &out,
-                    data,
-                );
-            }
+            let route = self.relay.route_client_media(now, f, data);
+            egress!(self).route(route, data);
         }
     }
 
@@ -264,13 +269,7 @@ impl Shard {
                 .relay
                 .handle_peer_datagram(now, relayed_addr, peer, slot)
             {
-                to_client(
-                    &mut self.to_clients,
-                    &self.listener,
-                    &self.streams,
-                    &f,
-                    slot,
-                );
+                egress!(self).send_to_client(&f, slot);
             }
         }
     }
@@ -296,17 +295,8 @@ impl Shard {
                     else {
                         continue;
                     };
-                    if !self.relay.is_local_peer(f.to) {
-                        send_forward(&f, &bytes, &self.relayed, &self.by_addr);
-                    } else if let Some(out) = self.relay.deliver_locally(now, &f, &mut bytes) {
-                        to_client(
-                            &mut self.to_clients,
-                            &self.listener,
-                            &self.streams,
-                            &out,
-                            &bytes,
-                        );
-                    }
+                    let route = self.relay.route_client_media(now, f, &mut bytes);
+                    egress!(self).route(route, &bytes);
                 }
                 Input::Stream(StreamInput::Closed { ft }) => {
                     self.streams.remove(&ft);
@@ -484,45 +474,55 @@ fn relayed_socket<'a>(
     relayed.get(i)?.as_ref().map(|r| &r.socket)
 }
 
-/// Client media towards a peer: out through the allocation's relayed socket.
-/// (Free function so the caller can keep its receive batch borrowed.)
-fn send_forward(
-    f: &Forward,
-    buf: &[u8],
-    relayed: &[Option<Relayed>],
-    by_addr: &FastMap<SocketAddr, usize>,
-) {
-    let Some(sock) = relayed_socket(relayed, by_addr, f.from) else {
-        tracing::debug!(from = %f.from, "no socket for forward");
-        return;
-    };
-    if let Err(e) = sock.send_to(&buf[f.range.clone()], f.to) {
-        tracing::debug!(from = %f.from, to = %f.to, error = %e, "send dropped");
-    }
+/// The shard's ways out for media, borrowed field by field (see [`egress!`])
+/// so that a caller can keep a slot of its receive batches borrowed.
+struct Egress<'a> {
+    relayed: &'a [Option<Relayed>],
+    by_addr: &'a FastMap<SocketAddr, usize>,
+    to_clients: &'a mut SendBatch,
+    listener: &'a UdpSocket,
+    streams: &'a HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
 }
 
-/// Media for a client (`f.range` of `buf`): into the batch that leaves
-/// through the listener with the next sendmmsg, or onto its TCP/TLS
-/// connection. (Free function so callers can keep a receive slot borrowed.)
-fn to_client(
-    batch: &mut SendBatch,
-    listener: &UdpSocket,
-    streams: &HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
-    f: &Forward,
-    buf: &[u8],
-) {
-    let bytes = &buf[f.range.clone()];
-    if f.transport.is_stream() {
-        send_stream(streams, f.transport, f.from, f.to, framed(bytes));
-        return;
+impl Egress<'_> {
+    /// Client media (in `buf`) where the engine routed it.
+    fn route(&mut self, route: Route, buf: &[u8]) {
+        match route {
+            Route::Kernel(f) => self.send_to_peer(&f, buf),
+            Route::Local(f) => self.send_to_client(&f, buf),
+            Route::Consumed => {}
+        }
     }
-    if batch.is_full() {
-        flush(batch, listener);
+
+    /// Client media towards a peer: out through the allocation's relayed
+    /// socket.
+    fn send_to_peer(&self, f: &Forward, buf: &[u8]) {
+        let Some(sock) = relayed_socket(self.relayed, self.by_addr, f.from) else {
+            tracing::debug!(from = %f.from, "no socket for forward");
+            return;
+        };
+        if let Err(e) = sock.send_to(&buf[f.range.clone()], f.to) {
+            tracing::debug!(from = %f.from, to = %f.to, error = %e, "send dropped");
+        }
     }
-    batch.push(f.to, |out| {
-        out[..bytes.len()].copy_from_slice(bytes);
-        bytes.len()
-    });
+
+    /// Media for a client (`f.range` of `buf`): into the batch that leaves
+    /// through the listener with the next sendmmsg, or onto its TCP/TLS
+    /// connection.
+    fn send_to_client(&mut self, f: &Forward, buf: &[u8]) {
+        let bytes = &buf[f.range.clone()];
+        if f.transport.is_stream() {
+            send_stream(self.streams, f.transport, f.from, f.to, framed(bytes));
+            return;
+        }
+        if self.to_clients.is_full() {
+            flush(self.to_clients, self.listener);
+        }
+        self.to_clients.push(f.to, |out| {
+            out[..bytes.len()].copy_from_slice(bytes);
+            bytes.len()
+        });
+    }
 }
 
 /// Queue a message on a TCP/TLS connection; dropped if the client is not

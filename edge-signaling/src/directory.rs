@@ -8,7 +8,7 @@ use tern_common::relay::{Listener, Load, RelayState};
 use crate::health;
 use crate::keys;
 use crate::kv::{KvError, KvRead};
-use crate::model::{read, ProbeRecord, RelayIndex, RelayRecord, Suspect};
+use crate::model::{decode, read, ProbeRecord, RelayIndex, RelayRecord, Suspect};
 
 /// A relay as `GET /v1/relays` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -76,11 +76,35 @@ pub fn list(
     edge: &str,
 ) -> Result<Vec<RelayView>, KvError> {
     let (index, _) = read::<RelayIndex>(kv, keys::RELAY_INDEX)?;
+    let ids = index.unwrap_or_default().ids;
+    // What is known about every relay, in one read (one round trip on a
+    // store across the network): its record, callers' stall reports, this
+    // edge's probe verdict, the loss verdict.
+    const PER_RELAY: usize = 4;
+    let keys: Vec<String> = ids
+        .iter()
+        .flat_map(|id| {
+            [
+                keys::relay(id),
+                keys::relay_suspect(id),
+                keys::relay_probe(edge, id),
+                keys::relay_lossy(id),
+            ]
+        })
+        .collect();
+    let values = kv.get_many(&keys)?;
+    if values.len() != keys.len() {
+        return Err(KvError(format!(
+            "{} values for {} keys",
+            values.len(),
+            keys.len()
+        )));
+    }
     // First gather the evidence about each relay, then judge: whether
     // heartbeat silence can be trusted depends on the whole fleet.
     let mut seen = Vec::new();
-    for id in index.unwrap_or_default().ids {
-        let (Some(rec), _) = read::<RelayRecord>(kv, &keys::relay(&id))? else {
+    for (k, v) in keys.chunks(PER_RELAY).zip(values.chunks(PER_RELAY)) {
+        let Some(rec) = decode::<RelayRecord>(&k[0], v[0].as_deref())? else {
             continue;
         };
         let age = now_ms.saturating_sub(rec.received_at_ms);
@@ -88,18 +112,18 @@ pub fn list(
         // Silent when the detector suspects it, or in any case after the
         // hard timeout (covers relays with too little history for a verdict).
         let silent = age > stale_ms || phi.is_some_and(|p| p >= health::PHI_THRESHOLD);
-        let suspect = read::<Suspect>(kv, &keys::relay_suspect(&id))?
-            .0
+        let suspect = decode::<Suspect>(&k[1], v[1].as_deref())?
             .filter(|s| now_ms.saturating_sub(s.at_ms) < health::SUSPECT_MS);
-        let probe = read::<ProbeRecord>(kv, &keys::relay_probe(edge, &id))?.0;
+        let probe = decode::<ProbeRecord>(&k[2], v[2].as_deref())?;
         let probe_failed = probe.as_ref().is_some_and(|p| p.failing_since_ms.is_some());
         let probe_refused = probe_failed && probe.as_ref().is_some_and(|p| p.refused);
         let probe_link_closed = probe_failed && probe.as_ref().is_some_and(|p| p.link_closed);
+        let lossy = decode::<crate::loss::Lossy>(&k[3], v[3].as_deref())?.is_some();
         // A ragged heartbeat rhythm, probe answers far slower than usual or
         // many callers losing packets: the relay is trending towards failure.
         let degrading = health::degrading(&rec.intervals)
             || probe.is_some_and(|p| p.slow_since_ms.is_some())
-            || crate::loss::is_lossy(kv, &id)?;
+            || lossy;
         seen.push((
             rec,
             age,

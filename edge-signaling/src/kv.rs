@@ -11,6 +11,13 @@ pub struct KvError(pub String);
 pub trait KvRead {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError>;
 
+    /// The values of `keys`, in their order. A backend across the network
+    /// answers in one round trip (the relay directory reads four keys per
+    /// relay on every join); the default asks one key at a time.
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, KvError> {
+        keys.iter().map(|k| self.get(k)).collect()
+    }
+
     /// Keys starting with `prefix`, in any order. Used only off the hot path
     /// (the reroute sweep after a relay is lost), so a backend may scan.
     fn list(&self, prefix: &str) -> Result<Vec<String>, KvError>;

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::apply::{self, KvStore};
 use crate::calls::StatsReport;
 use crate::keys;
-use crate::kv::{KvError, KvRead, Write};
+use crate::kv::{KvError, Write};
 use crate::model::{cas, encode, read, Quality};
 
 /// A report interval counts only with at least this many packets expected.
@@ -151,11 +151,6 @@ pub fn check<S: KvStore>(now_ms: u64, store: &mut S) -> Result<(), KvError> {
     }
     apply::apply(store, &writes)?;
     Ok(())
-}
-
-/// Whether `relay` is judged lossy now.
-pub fn is_lossy(kv: &dyn KvRead, relay: &str) -> Result<bool, KvError> {
-    Ok(read::<Lossy>(kv, &keys::relay_lossy(relay))?.0.is_some())
 }
 
 #[cfg(test)]

@@ -114,12 +114,19 @@ pub fn read<T: serde::de::DeserializeOwned>(
 ) -> Result<(Option<T>, Option<Vec<u8>>), KvError> {
     match kv.get(key)? {
         None => Ok((None, None)),
-        Some(raw) => {
-            let v = serde_json::from_slice(&raw)
-                .map_err(|e| KvError(format!("corrupt record at {key}: {e}")))?;
-            Ok((Some(v), Some(raw)))
-        }
+        Some(raw) => Ok((decode(key, Some(&raw))?, Some(raw))),
     }
+}
+
+/// Parse the record `raw` read at `key` (`None`: absent).
+pub fn decode<T: serde::de::DeserializeOwned>(
+    key: &str,
+    raw: Option<&[u8]>,
+) -> Result<Option<T>, KvError> {
+    raw.map(|raw| {
+        serde_json::from_slice(raw).map_err(|e| KvError(format!("corrupt record at {key}: {e}")))
+    })
+    .transpose()
 }
 
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {

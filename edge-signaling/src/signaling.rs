@@ -14,8 +14,8 @@ use crate::health;
 use crate::keys;
 use crate::kv::{KvError, KvRead, Write};
 use crate::model::{
-    cas, encode, read, CallEventKind, ConnBinding, Member, Quality, RelayIndex, RelayRecord, Room,
-    Session, Stall, Suspect,
+    cas, decode, encode, read, CallEventKind, ConnBinding, Member, Quality, RelayIndex,
+    RelayRecord, Room, Session, Stall, Suspect,
 };
 use crate::token;
 
@@ -189,7 +189,18 @@ impl<'a> Signaling<'a> {
                 format!("token is for room {:?}, not {:?}", claims.room, room_name),
             ));
         }
-        if read::<ConnBinding>(kv, &keys::conn(conn))?.0.is_some() {
+        // The three records a join needs, in one read (one round trip on a
+        // store across the network).
+        let room_key = keys::room(room_name);
+        let mut wanted = vec![keys::conn(conn), room_key.clone()];
+        wanted.extend(session.as_deref().map(keys::session));
+        let mut got = kv.get_many(&wanted)?.into_iter();
+        let (raw_conn, raw_room, raw_session) = (
+            got.next().flatten(),
+            got.next().flatten(),
+            got.next().flatten(),
+        );
+        if raw_conn.is_some() {
             return Err(frame_err(
                 ErrorCode::AlreadyJoined,
                 "this connection has already joined; send \"leave\" first",
@@ -199,9 +210,7 @@ impl<'a> Signaling<'a> {
             return Err(Fail::Kv(KvError("host gave too little entropy".into())));
         }
 
-        let room_key = keys::room(room_name);
-        let (room, raw_room) = read::<Room>(kv, &room_key)?;
-        let mut room = room.unwrap_or_default();
+        let mut room = decode::<Room>(&room_key, raw_room.as_deref())?.unwrap_or_default();
         let mut out = Outcome::default();
         self.prune_away(now_ms, &mut room, &mut out);
         calls::end_if_empty(&mut out, &mut room, now_ms, "timeout");
@@ -209,7 +218,7 @@ impl<'a> Signaling<'a> {
         // Resume only a session that belongs to this identity in this room;
         // anything else (expired, pruned, someone else's) is a fresh join.
         let resumed = match &session {
-            Some(s) => match read::<Session>(kv, &keys::session(s))?.0 {
+            Some(s) => match decode::<Session>(&wanted[2], raw_session.as_deref())? {
                 Some(sess)
                     if sess.room == room_name
                         && sess.identity == claims.sub

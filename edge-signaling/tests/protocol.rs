@@ -1309,3 +1309,74 @@ fn one_callers_loss_does_not_condemn_its_relay() {
     let j = sim.join_near("late", "r-late", "carol", "local-a");
     assert_eq!(j["relay"]["id"], "a1");
 }
+
+/// Counts a host's store calls: each is one round trip on Redis.
+struct CountingKv<'a> {
+    inner: &'a MemoryKv,
+    calls: std::cell::Cell<usize>,
+}
+
+impl edge_signaling::kv::KvRead for CountingKv<'_> {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, edge_signaling::kv::KvError> {
+        self.calls.set(self.calls.get() + 1);
+        self.inner.get(key)
+    }
+    fn get_many(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<Option<Vec<u8>>>, edge_signaling::kv::KvError> {
+        self.calls.set(self.calls.get() + 1);
+        self.inner.get_many(keys)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>, edge_signaling::kv::KvError> {
+        self.calls.set(self.calls.get() + 1);
+        self.inner.list(prefix)
+    }
+}
+
+/// A join (new or resumed) reads the store in the same few round trips
+/// however many relays there are: the directory is one batch read.
+#[test]
+fn a_join_reads_the_store_in_few_round_trips_whatever_the_fleet_size() {
+    let mut sim = Sim::new();
+    let joined = sim.join("c1", "room", "alice");
+    sim.disconnect("c1");
+    let reads = |sim: &mut Sim, frame: Value| {
+        let entropy = sim.entropy();
+        let cfg = sim.cfg.clone();
+        let counting = CountingKv {
+            inner: &sim.kv,
+            calls: Default::default(),
+        };
+        let out = Signaling::new(&cfg).handle_frame(
+            sim.now,
+            "c2",
+            &frame.to_string(),
+            &entropy,
+            &counting,
+        );
+        assert!(
+            deliveries(out).iter().any(|(_, f)| f["type"] == "joined"),
+            "the join went through"
+        );
+        counting.calls.get()
+    };
+    let fresh = |sim: &Sim| json!({"type":"join","room":"other","token":sim.token("other","bob")});
+    let resume = |sim: &Sim| json!({"type":"join","room":"room","token":sim.token("room","alice"),"session":joined["session"]});
+    let (f, r) = (fresh(&sim), resume(&sim));
+    let (fresh_2, resume_2) = (reads(&mut sim, f), reads(&mut sim, r));
+    for i in 0..10 {
+        sim.heartbeat(&format!("c{i}"), "local-c", 1);
+    }
+    let (f, r) = (fresh(&sim), resume(&sim));
+    let (fresh_12, resume_12) = (reads(&mut sim, f), reads(&mut sim, r));
+    assert_eq!(
+        (fresh_2, resume_2),
+        (fresh_12, resume_12),
+        "12 relays cost what 2 do"
+    );
+    assert!(
+        fresh_2 <= 4 && resume_2 <= 4,
+        "round trips: {fresh_2} / {resume_2}"
+    );
+}

@@ -3,8 +3,8 @@
 //! The component is compiled once and pre-instantiated (`InstancePre`); each
 //! call gets a fresh `Store` and instance from the pooling allocator, so no
 //! state survives in the instance between frames (DESIGN.md: stateless
-//! functions). The host implements `wasi:keyvalue@0.2.0-draft2` (store and
-//! atomics) over the embedded store or Redis ([`Kv`]), plus WASI for what Rust's std needs
+//! functions). The host implements `wasi:keyvalue@0.2.0-draft2` (store,
+//! atomics and batch's get-many) over the embedded store or Redis ([`Kv`]), plus WASI for what Rust's std needs
 //! (environment variables carry the component's settings).
 
 use std::collections::BTreeMap;
@@ -30,7 +30,7 @@ wasmtime::component::bindgen!({
 });
 
 pub use exports::tern::signaling::handler::{Delivery, HeartbeatError};
-use wasi::keyvalue::{atomics, store as kvstore};
+use wasi::keyvalue::{atomics, batch, store as kvstore};
 
 /// The component as built by origin's build script.
 pub static SIGNALING_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/signaling.wasm"));
@@ -118,6 +118,18 @@ impl HostState {
         }
         let snap = self.snapshot.as_ref().expect("just opened");
         snap.get(bucket, key).map_err(other)
+    }
+
+    /// [`Self::read`] for many keys: one round trip on Redis.
+    fn read_many(
+        &mut self,
+        bucket: &str,
+        keys: &[String],
+    ) -> Result<Vec<Option<Vec<u8>>>, kvstore::Error> {
+        if let Kv::Redis(r) = &self.kv {
+            return r.get_many(bucket, keys).map_err(other);
+        }
+        keys.iter().map(|k| self.read(bucket, k)).collect()
     }
 
     fn write(
@@ -289,6 +301,22 @@ impl kvstore::HostBucket for HostState {
     fn drop(&mut self, b: Resource<BucketHandle>) -> wasmtime::Result<()> {
         self.table.delete(b)?;
         Ok(())
+    }
+}
+
+impl batch::Host for HostState {
+    fn get_many(
+        &mut self,
+        b: Resource<BucketHandle>,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<(String, Vec<u8>)>>, kvstore::Error> {
+        let name = self.bucket_name(&b)?;
+        let values = self.read_many(&name, &keys)?;
+        Ok(keys
+            .into_iter()
+            .zip(values)
+            .map(|(k, v)| v.map(|v| (k, v)))
+            .collect())
     }
 }
 
@@ -555,7 +583,7 @@ thread_local! {
     static NEEDS_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Link `wasi:keyvalue@0.2.0-draft2` (store and atomics) for `tern spin`,
+/// Link `wasi:keyvalue@0.2.0-draft2` (store, atomics, batch) for `tern spin`,
 /// whose linker is async (wasi:http) but whose key-value calls are not.
 pub fn add_keyvalue_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     Signaling::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;

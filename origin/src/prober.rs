@@ -219,6 +219,15 @@ async fn probe_round(
     probes: &mut HashMap<String, Probe>,
     (v4, v6): (&UdpSocket, Option<&UdpSocket>),
 ) {
+    // Read the answers already waiting first: a prober that was starved
+    // (this edge busy with a burst of reconnecting clients) must not take
+    // its own lateness for the relays' silence.
+    let mut buf = [0u8; 512];
+    for sock in [Some(v4), v6].into_iter().flatten() {
+        while let Ok((n, _)) = sock.try_recv_from(&mut buf) {
+            answered(app, probes, &buf[..n]).await;
+        }
+    }
     let relays = match app.relay_view().await {
         Ok(r) => r,
         Err(e) => {

@@ -5,7 +5,7 @@
 use edge_signaling::apply::KvStore;
 use edge_signaling::kv::{KvError, KvRead};
 
-use crate::wasi::keyvalue::{atomics, store};
+use crate::wasi::keyvalue::{atomics, batch, store};
 
 /// The bucket every Tern key lives in (Spin's default store).
 const BUCKET: &str = "default";
@@ -29,6 +29,18 @@ impl Bucket {
 impl KvRead for Bucket {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         self.0.get(key).map_err(kv_err)
+    }
+
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, KvError> {
+        let found = batch::get_many(&self.0, keys).map_err(kv_err)?;
+        if found.len() != keys.len() {
+            return Err(KvError(format!(
+                "get-many answered {} of {} keys",
+                found.len(),
+                keys.len()
+            )));
+        }
+        Ok(found.into_iter().map(|kv| kv.map(|(_, v)| v)).collect())
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, KvError> {

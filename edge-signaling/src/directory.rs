@@ -8,7 +8,7 @@ use tern_common::relay::{Listener, Load, RelayState};
 use crate::health;
 use crate::keys;
 use crate::kv::{KvError, KvRead};
-use crate::model::{decode, read, ProbeRecord, RelayIndex, RelayRecord, Suspect};
+use crate::model::{decode, read, CrashReport, ProbeRecord, RelayIndex, RelayRecord, Suspect};
 
 /// A relay as `GET /v1/relays` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -44,6 +44,12 @@ pub struct RelayView {
     /// right after went refused or unanswered: the fastest sign of a crash.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub probe_link_closed: bool,
+    /// The edge that reported this relay crashed (its heartbeat connection
+    /// there closed, then it failed that edge's probe), while no newer
+    /// heartbeat says otherwise: how edges without that connection learn of
+    /// a crash as soon as the one with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crash_reported_by: Option<String>,
     /// When the last heartbeat arrived (unix ms); identifies one "life" of
     /// the relay for the reroute sweep.
     #[serde(skip)]
@@ -79,8 +85,8 @@ pub fn list(
     let ids = index.unwrap_or_default().ids;
     // What is known about every relay, in one read (one round trip on a
     // store across the network): its record, callers' stall reports, this
-    // edge's probe verdict, the loss verdict.
-    const PER_RELAY: usize = 4;
+    // edge's probe verdict, the loss verdict, a crash report.
+    const PER_RELAY: usize = 5;
     let keys: Vec<String> = ids
         .iter()
         .flat_map(|id| {
@@ -89,6 +95,7 @@ pub fn list(
                 keys::relay_suspect(id),
                 keys::relay_probe(edge, id),
                 keys::relay_lossy(id),
+                keys::relay_crashed(id),
             ]
         })
         .collect();
@@ -119,6 +126,10 @@ pub fn list(
         let probe_refused = probe_failed && probe.as_ref().is_some_and(|p| p.refused);
         let probe_link_closed = probe_failed && probe.as_ref().is_some_and(|p| p.link_closed);
         let lossy = decode::<crate::loss::Lossy>(&k[3], v[3].as_deref())?.is_some();
+        // Stale once the relay heartbeats again after it.
+        let crash = decode::<CrashReport>(&k[4], v[4].as_deref())?
+            .filter(|c| rec.received_at_ms <= c.at_ms)
+            .map(|c| c.edge);
         // A ragged heartbeat rhythm, probe answers far slower than usual or
         // many callers losing packets: the relay is trending towards failure.
         let degrading = health::degrading(&rec.intervals)
@@ -130,7 +141,7 @@ pub fn list(
             phi,
             silent,
             suspect,
-            (probe_failed, probe_refused, probe_link_closed),
+            (probe_failed, probe_refused, probe_link_closed, crash),
             degrading,
         ));
     }
@@ -151,7 +162,7 @@ pub fn list(
         phi,
         silent,
         suspect,
-        (probe_failed, probe_refused, probe_link_closed),
+        (probe_failed, probe_refused, probe_link_closed, crash),
         degrading,
     ) in seen
     {
@@ -159,19 +170,20 @@ pub fn list(
         let long_gone = age > health::GONE_MS;
         let utilization = health::utilization(&rec.cpu);
         let busy = utilization.is_some_and(|u| u >= health::BUSY_PERCENT);
-        let failing = if probe_failed || long_gone || (silent && !distrust_heartbeats) {
-            Some("relay-lost")
-        } else if suspect.is_some() {
-            Some("media-stalled")
-        } else if hb.state == RelayState::Draining {
-            Some("relay-draining")
-        } else if degrading && !distrust_heartbeats {
-            Some("relay-degraded")
-        } else if utilization.is_some_and(|u| u >= health::OVERLOADED_PERCENT) {
-            Some("relay-overloaded")
-        } else {
-            None
-        };
+        let failing =
+            if probe_failed || crash.is_some() || long_gone || (silent && !distrust_heartbeats) {
+                Some("relay-lost")
+            } else if suspect.is_some() {
+                Some("media-stalled")
+            } else if hb.state == RelayState::Draining {
+                Some("relay-draining")
+            } else if degrading && !distrust_heartbeats {
+                Some("relay-degraded")
+            } else if utilization.is_some_and(|u| u >= health::OVERLOADED_PERCENT) {
+                Some("relay-overloaded")
+            } else {
+                None
+            };
         out.push(RelayView {
             healthy: failing.is_none() && !busy && hb.state == RelayState::Active,
             utilization,
@@ -180,6 +192,7 @@ pub fn list(
             phi: phi.map(|p| (p * 100.0).round() / 100.0),
             probe_refused,
             probe_link_closed,
+            crash_reported_by: crash,
             received_at_ms: rec.received_at_ms,
             id: hb.id,
             region: hb.region,
@@ -260,6 +273,7 @@ mod tests {
             phi: None,
             probe_refused: false,
             probe_link_closed: false,
+            crash_reported_by: None,
             received_at_ms: 0,
             promoted: false,
             failing: None,

@@ -68,6 +68,14 @@ pub fn relay_suspect(relay: &str) -> String {
     format!("relay-suspect/{relay}")
 }
 
+/// An edge's report that the relay crashed (`CrashReport`): its heartbeat
+/// connection to that edge closed and it then failed that edge's probe.
+/// Writer: that edge's prober; honoured by every edge until a newer
+/// heartbeat arrives (the relay lives after all, or a new process took its id).
+pub fn relay_crashed(relay: &str) -> String {
+    format!("relay-crashed/{relay}")
+}
+
 /// Active-probe verdict of one edge about one relay. Writer: that edge.
 pub fn relay_probe(edge: &str, relay: &str) -> String {
     format!("relay-probe/{edge}/{relay}")

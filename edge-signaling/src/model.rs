@@ -36,6 +36,14 @@ pub struct Stall {
     pub at_ms: u64,
 }
 
+/// `relay-crashed/<relay>`: see [`crate::keys::relay_crashed`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CrashReport {
+    pub at_ms: u64,
+    /// The edge that held the relay's heartbeat connection.
+    pub edge: String,
+}
+
 /// `relay-suspect/<relay>`: callers reported the relay silent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Suspect {

@@ -1380,3 +1380,38 @@ fn a_join_reads_the_store_in_few_round_trips_whatever_the_fleet_size() {
         "round trips: {fresh_2} / {resume_2}"
     );
 }
+
+/// One edge's crash report (the relay's heartbeat connection there closed,
+/// then a probe failed) counts on every edge, until a newer heartbeat says
+/// the relay lives after all.
+#[test]
+fn a_crash_report_loses_the_relay_everywhere_until_a_newer_heartbeat() {
+    use edge_signaling::apply::KvStore;
+    let mut sim = Sim::new();
+    sim.now += 50;
+    let report = edge_signaling::model::CrashReport {
+        at_ms: sim.now,
+        edge: "edge-9".into(),
+    };
+    sim.kv
+        .put(
+            &edge_signaling::keys::relay_crashed("a1"),
+            &serde_json::to_vec(&report).unwrap(),
+        )
+        .unwrap();
+    sim.now += 10;
+    let cfg = sim.cfg.clone();
+    let view = |sim: &Sim| {
+        let v = Signaling::new(&cfg).relays(sim.now, &sim.kv).unwrap();
+        v.into_iter().find(|r| r.id == "a1").unwrap()
+    };
+    let a1 = view(&sim);
+    assert_eq!(a1.failing, Some("relay-lost"));
+    assert_eq!(a1.crash_reported_by.as_deref(), Some("edge-9"));
+    assert!(!a1.healthy);
+
+    sim.heartbeat("a1", "local-a", 2);
+    let a1 = view(&sim);
+    assert_eq!((a1.failing, a1.crash_reported_by), (None, None));
+    assert!(a1.healthy);
+}

@@ -312,6 +312,19 @@ async fn fail(app: &Arc<App>, relay: &str, p: &mut Probe, refused: bool, link_cl
         tracing::warn!(relay = %relay, "relay stopped answering probes");
     }
     record(app, relay, p).await;
+    if link_closed {
+        // Other edges never had this relay's connection: tell them, so that
+        // they move their calls as soon as this one does.
+        let report = edge_signaling::model::CrashReport {
+            at_ms: now_ms(),
+            edge: app.edge.clone(),
+        };
+        let key = edge_signaling::keys::relay_crashed(relay);
+        let value = serde_json::to_vec(&report).expect("serializes");
+        if let Err(e) = app.put("default", key, value).await {
+            tracing::warn!(error = %e, "recording a crash report failed");
+        }
+    }
     app.tick_now.notify_one();
 }
 

@@ -3,10 +3,11 @@
 //!
 //! Everything about one room (roster, sessions, connection bindings, call
 //! records, which relays it has been swept off) lives in that room's object.
-//! Everything about relays (records, index, suspicion, probe verdicts) lives
-//! in the directory object, which every room reads. The room-on-relay
-//! markers live in both: the room's copy drives the core's own reroute sweep,
-//! the directory's copy tells it which rooms to wake when a relay fails.
+//! Everything about relays (records, index, suspicion, probe verdicts, crash
+//! reports) lives in the directory object, which every room reads. The
+//! room-on-relay markers live in both: the room's copy drives the core's own
+//! reroute sweep, the directory's copy tells it which rooms to wake when a
+//! relay fails.
 
 use edge_signaling::keys;
 
@@ -26,6 +27,7 @@ pub fn home(key: &str) -> Home {
     } else if key == keys::RELAY_INDEX
         || key.starts_with(&keys::relay(""))
         || key.starts_with(&keys::relay_suspect(""))
+        || key.starts_with(&keys::relay_crashed(""))
         || key.starts_with(RELAY_PROBE_PREFIX)
     {
         Home::Directory
@@ -48,6 +50,7 @@ mod tests {
         assert_eq!(home(&keys::relay("r1")), Home::Directory);
         assert_eq!(home(keys::RELAY_INDEX), Home::Directory);
         assert_eq!(home(&keys::relay_suspect("r1")), Home::Directory);
+        assert_eq!(home(&keys::relay_crashed("r1")), Home::Directory);
         assert_eq!(home(&keys::relay_probe("cf", "r1")), Home::Directory);
         assert_eq!(home(&keys::relay_room("r1", "math")), Home::Both);
         assert_eq!(home(&keys::relay_rooms_prefix("r1")), Home::Both);

@@ -3,9 +3,14 @@
 //! clean rate and the first lossy one down to a relative resolution.
 //!
 //! A step only counts as clean when nothing was lost, the generator kept its
-//! schedule and its own socket refused nothing; a step the generator could
-//! not drive ends the search (reported, so a ceiling of the generator is not
-//! mistaken for one of the relay). With `attempts` > 1 a lossy rate is tried
+//! schedule and its own socket refused nothing. A rate the generator could
+//! not drive bounds the search like a lossy one (the bisection finds the
+//! highest rate the generator drives and the relay carries), and the report
+//! says so: the relay's own ceiling is then at least the answer, so a
+//! ceiling of the generator is not mistaken for one of the relay. (Stopping
+//! at the first such rate instead threw away everything between the last
+//! doubling and it: a generator that manages 240,000 packets/s reported
+//! 128,000.) With `attempts` > 1 a lossy rate is tried
 //! again before it counts as lossy: on a shared machine one preemption of
 //! the relay can drop a burst at a rate it otherwise carries, while a real
 //! ceiling loses every time.
@@ -38,7 +43,9 @@ pub struct SearchReport {
     pub zero_loss_pps: Option<f64>,
     /// The best clean step's measurements.
     pub best: Option<StepReport>,
-    /// True when the search stopped because the generator fell behind.
+    /// True when the rate that bounded the search failed only because the
+    /// generator could not drive it: the relay carried `zero_loss_pps` and
+    /// may carry more.
     pub generator_limited: bool,
     /// True when every rate up to `max_pps` was clean: the answer is a floor.
     pub reached_max: bool,
@@ -53,17 +60,17 @@ fn clean(r: &StepReport, max_p99_us: Option<f64>) -> bool {
 }
 
 impl Harness {
+    /// [`search`] with this harness's steps.
     pub fn search(
         &mut self,
         step: &StepConfig,
         cfg: &SearchConfig,
         mut on_step: impl FnMut(&StepReport),
     ) -> Result<SearchReport, LoadError> {
-        let mut report = SearchReport::default();
         let mut epoch = 1000;
-        let mut run = |h: &mut Harness, rate: f64, report: &mut SearchReport| {
+        search(cfg, |rate| {
             epoch += 1;
-            let r = h.step(
+            let r = self.step(
                 &StepConfig {
                     rate,
                     ..step.clone()
@@ -71,57 +78,147 @@ impl Harness {
                 epoch,
             )?;
             on_step(&r);
-            report.steps.push(r.clone());
             std::thread::sleep(cfg.settle);
-            Ok::<_, LoadError>(r)
-        };
-        let attempts = cfg.attempts.max(1);
-        let mut run = |h: &mut Harness, rate: f64, report: &mut SearchReport| {
-            let mut r = run(h, rate, report)?;
-            for _ in 1..attempts {
-                if clean(&r, cfg.max_p99_us) || r.generator_limited || r.send_errors > 0 {
-                    break;
-                }
-                r = run(h, rate, report)?;
-            }
-            Ok::<_, LoadError>(r)
-        };
-        let (mut low, mut high): (Option<StepReport>, Option<f64>) = (None, None);
-        let mut rate = cfg.start_pps;
-        // Ramp up.
-        while rate <= cfg.max_pps {
-            let r = run(self, rate, &mut report)?;
-            if clean(&r, cfg.max_p99_us) {
-                low = Some(r);
-                rate *= 2.0;
-            } else {
-                report.generator_limited = r.generator_limited || r.send_errors > 0;
-                high = Some(rate);
+            Ok(r)
+        })
+    }
+}
+
+/// The search itself, over `step`, which measures one rate.
+pub fn search(
+    cfg: &SearchConfig,
+    mut step: impl FnMut(f64) -> Result<StepReport, LoadError>,
+) -> Result<SearchReport, LoadError> {
+    let mut report = SearchReport::default();
+    let attempts = cfg.attempts.max(1);
+    let mut run = |rate: f64, report: &mut SearchReport| {
+        let mut r = step(rate)?;
+        report.steps.push(r.clone());
+        for _ in 1..attempts {
+            if clean(&r, cfg.max_p99_us) || driven_short(&r) {
                 break;
             }
+            r = step(rate)?;
+            report.steps.push(r.clone());
         }
-        // Bisect, unless the generator itself is the limit.
-        if let (Some(h), false) = (high, report.generator_limited) {
-            let mut hi = h;
-            while let Some(lo) = low.as_ref().map(|l| l.offered_pps) {
-                if hi / lo <= 1.0 + cfg.resolution {
-                    break;
-                }
-                let mid = (lo * hi).sqrt();
-                let r = run(self, mid, &mut report)?;
-                if clean(&r, cfg.max_p99_us) {
-                    low = Some(r);
-                } else if r.generator_limited || r.send_errors > 0 {
-                    report.generator_limited = true;
-                    break;
-                } else {
-                    hi = mid;
-                }
+        Ok::<_, LoadError>(r)
+    };
+    let (mut low, mut high): (Option<StepReport>, Option<f64>) = (None, None);
+    let mut rate = cfg.start_pps;
+    // Ramp up.
+    while rate <= cfg.max_pps {
+        let r = run(rate, &mut report)?;
+        if clean(&r, cfg.max_p99_us) {
+            low = Some(r);
+            if rate >= cfg.max_pps {
+                break;
+            }
+            // The last doubling lands on the maximum rather than skip
+            // everything between the previous rate and it.
+            rate = (rate * 2.0).min(cfg.max_pps);
+        } else {
+            report.generator_limited = only_short(&r, cfg.max_p99_us);
+            high = Some(rate);
+            break;
+        }
+    }
+    // Bisect between the last clean rate and the first that was not.
+    if let Some(mut hi) = high {
+        while let Some(lo) = low.as_ref().map(|l| l.offered_pps) {
+            if hi / lo <= 1.0 + cfg.resolution {
+                break;
+            }
+            let mid = (lo * hi).sqrt();
+            let r = run(mid, &mut report)?;
+            if clean(&r, cfg.max_p99_us) {
+                low = Some(r);
+            } else {
+                report.generator_limited = only_short(&r, cfg.max_p99_us);
+                hi = mid;
             }
         }
-        report.reached_max = high.is_none() && low.is_some();
-        report.zero_loss_pps = low.as_ref().map(|l| l.offered_pps);
-        report.best = low;
-        Ok(report)
+    }
+    report.reached_max = high.is_none() && low.is_some();
+    report.zero_loss_pps = low.as_ref().map(|l| l.offered_pps);
+    report.best = low;
+    Ok(report)
+}
+
+/// The generator did not send what the step asked for.
+fn driven_short(r: &StepReport) -> bool {
+    r.generator_limited || r.send_errors > 0
+}
+
+/// The step failed only because the generator sent too little: the relay
+/// lost nothing of what it got, in time. (Short and lossy or slow: the
+/// relay failed at what it was sent, so it is the limit.)
+fn only_short(r: &StepReport, max_p99_us: Option<f64>) -> bool {
+    driven_short(r) && r.lost == 0 && max_p99_us.is_none_or(|m| r.p99_us <= m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A relay that carries up to `relay` pkt/s, driven by a generator that
+    /// sends up to `generator` pkt/s.
+    fn model(relay: f64, generator: f64) -> impl FnMut(f64) -> Result<StepReport, LoadError> {
+        move |rate| {
+            let sent_pps = rate.min(generator);
+            Ok(StepReport {
+                offered_pps: rate,
+                sent_pps,
+                lost: if sent_pps > relay { 10 } else { 0 },
+                generator_limited: sent_pps < 0.95 * rate,
+                ..Default::default()
+            })
+        }
+    }
+
+    fn cfg() -> SearchConfig {
+        SearchConfig {
+            start_pps: 4_000.0,
+            max_pps: 256_000.0,
+            resolution: 0.05,
+            settle: Duration::ZERO,
+            attempts: 1,
+            max_p99_us: None,
+        }
+    }
+
+    #[test]
+    fn a_relay_ceiling_below_the_generator_is_found_and_not_flagged() {
+        let r = search(&cfg(), model(150_000.0, 240_000.0)).unwrap();
+        let z = r.zero_loss_pps.unwrap();
+        assert!(z <= 150_000.0 && z >= 150_000.0 / 1.05, "{z}");
+        assert!(!r.generator_limited && !r.reached_max);
+    }
+
+    #[test]
+    fn a_generator_ceiling_bounds_the_search_and_is_reported() {
+        // The relay would carry 300,000; the generator manages 240,000.
+        let r = search(&cfg(), model(300_000.0, 240_000.0)).unwrap();
+        let z = r.zero_loss_pps.unwrap();
+        // Not the 128,000 of the last doubling: bisected up to what the
+        // generator drives (within 5 % resolution, and 5 % schedule slack).
+        assert!(z > 128_000.0 * 1.5 && z <= 240_000.0 / 0.95, "{z}");
+        assert!(r.generator_limited);
+    }
+
+    #[test]
+    fn every_rate_clean_up_to_the_maximum_is_a_floor() {
+        let r = search(&cfg(), model(1e9, 1e9)).unwrap();
+        assert_eq!(r.zero_loss_pps, Some(256_000.0));
+        assert!(r.reached_max && !r.generator_limited);
+        // A maximum off the doubling ladder is tried too.
+        let c = SearchConfig {
+            max_pps: 400_000.0,
+            ..cfg()
+        };
+        let r = search(&c, model(1e9, 1e9)).unwrap();
+        assert_eq!(r.zero_loss_pps, Some(400_000.0));
+        let r = search(&c, model(300_000.0, 1e9)).unwrap();
+        let z = r.zero_loss_pps.unwrap();
+        assert!(z > 256_000.0 && z <= 300_000.0, "{z}");
     }
 }

@@ -295,7 +295,9 @@ fn print_table(r: &Report) {
             println!("  (every rate up to --search-max was clean: raise it for the real ceiling)");
         }
         if s.generator_limited {
-            println!("  (search stopped: the generator could not keep up)");
+            println!(
+                "  (bounded by the generator: the next rate up was clean but sent short; the relay carries at least this)"
+            );
         }
         if let Some(b) = &s.best {
             println!("  at that rate       {}", step_line(b));

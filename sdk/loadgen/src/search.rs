@@ -190,7 +190,7 @@ mod tests {
     fn a_relay_ceiling_below_the_generator_is_found_and_not_flagged() {
         let r = search(&cfg(), model(150_000.0, 240_000.0)).unwrap();
         let z = r.zero_loss_pps.unwrap();
-        assert!(z <= 150_000.0 && z >= 150_000.0 / 1.05, "{z}");
+        assert!((150_000.0 / 1.05..=150_000.0).contains(&z), "{z}");
         assert!(!r.generator_limited && !r.reached_max);
     }
 

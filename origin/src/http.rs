@@ -135,14 +135,15 @@ fn watch_link(app: &Arc<App>, link: &Link, body: &[u8]) {
     let Ok(Sender { id }) = serde_json::from_slice(body) else {
         return;
     };
+    link.heard(now_ms());
     let Some(closed) = link.watch() else {
         return;
     };
     let app = app.clone();
     tokio::spawn(async move {
-        closed.await;
+        let last_heartbeat_ms = closed.await;
         tracing::info!(relay = %id, "relay's heartbeat connection closed; probing it now");
-        app.suspects.report(id);
+        app.suspects.report(id, last_heartbeat_ms);
     });
 }
 

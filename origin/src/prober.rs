@@ -55,8 +55,8 @@ const MAGIC_COOKIE: u32 = 0x2112_A442;
 
 /// Relays whose heartbeat connection closed, queued for the prober.
 pub struct Suspects {
-    tx: mpsc::UnboundedSender<String>,
-    rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    tx: mpsc::UnboundedSender<(String, u64)>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<(String, u64)>>>,
 }
 
 impl Suspects {
@@ -68,12 +68,13 @@ impl Suspects {
         }
     }
 
-    /// Have the prober check `relay` now.
-    pub fn report(&self, relay: String) {
-        let _ = self.tx.send(relay);
+    /// Have the prober check `relay` now; `last_heartbeat_ms`: when the
+    /// closed connection carried its last heartbeat (unix ms).
+    pub fn report(&self, relay: String, last_heartbeat_ms: u64) {
+        let _ = self.tx.send((relay, last_heartbeat_ms));
     }
 
-    fn take(&self) -> Option<mpsc::UnboundedReceiver<String>> {
+    fn take(&self) -> Option<mpsc::UnboundedReceiver<(String, u64)>> {
         self.rx.lock().expect("not poisoned").take()
     }
 }
@@ -94,6 +95,9 @@ struct Probe {
     /// Its heartbeat connection closed: unless it answers by then, it is
     /// failing.
     suspect_until: Option<Instant>,
+    /// A suspect's last heartbeat on the closed connection (unix ms): one
+    /// received after it, anywhere, means the relay lives.
+    last_linked_heartbeat_ms: u64,
     /// The current failing verdict came from refusals.
     failing_refused: bool,
     /// The current failing verdict followed the heartbeat connection closing.
@@ -113,6 +117,7 @@ impl Default for Probe {
             addr: None,
             refused: 0,
             suspect_until: None,
+            last_linked_heartbeat_ms: 0,
             failing_refused: false,
             failing_link_closed: false,
             pending: Default::default(),
@@ -179,24 +184,33 @@ async fn run(app: Arc<App>) -> anyhow::Result<()> {
     loop {
         let next_verdict = probes.values().filter_map(|p| p.suspect_until).min();
         tokio::select! {
-            Some(id) = suspects.recv() => {
+            Some((id, last_heartbeat_ms)) = suspects.recv() => {
                 // A relay that heartbeated in since the last round has not
                 // been probed yet: a round now learns its address.
                 if !probes.contains_key(&id) {
                     probe_round(&app, &mut probes, (&v4, v6.as_ref())).await;
                 }
                 if let Some(p) = probes.get_mut(&id) {
-                    suspect(p, (&v4, v6.as_ref())).await;
+                    suspect(p, last_heartbeat_ms, (&v4, v6.as_ref())).await;
                 }
             }
             _ = async { match next_verdict { Some(t) => tokio::time::sleep_until(t.into()).await, None => std::future::pending().await } } => {
+                // Answers may be waiting behind a busy edge: they count.
+                read_waiting_answers(&app, &mut probes, (&v4, v6.as_ref())).await;
                 let now = Instant::now();
                 for (id, p) in probes.iter_mut() {
-                    if p.suspect_until.is_some_and(|t| t <= now) {
-                        p.suspect_until = None;
-                        tracing::warn!(relay = %id, "heartbeat connection closed and no answer to probes");
-                        fail(&app, id, p, false, true).await;
+                    if !p.suspect_until.is_some_and(|t| t <= now) {
+                        continue;
                     }
+                    p.suspect_until = None;
+                    if heartbeat_since(&app, id, p.last_linked_heartbeat_ms).await {
+                        // It moved its heartbeats to another edge: alive,
+                        // and its probe answer is only late.
+                        tracing::info!(relay = %id, "heartbeat connection closed but the relay heartbeats elsewhere");
+                        continue;
+                    }
+                    tracing::warn!(relay = %id, "heartbeat connection closed and no answer to probes");
+                    fail(&app, id, p, false, true).await;
                 }
             }
             _ = tick.tick() => probe_round(&app, &mut probes, (&v4, v6.as_ref())).await,
@@ -219,15 +233,7 @@ async fn probe_round(
     probes: &mut HashMap<String, Probe>,
     (v4, v6): (&UdpSocket, Option<&UdpSocket>),
 ) {
-    // Read the answers already waiting first: a prober that was starved
-    // (this edge busy with a burst of reconnecting clients) must not take
-    // its own lateness for the relays' silence.
-    let mut buf = [0u8; 512];
-    for sock in [Some(v4), v6].into_iter().flatten() {
-        while let Ok((n, _)) = sock.try_recv_from(&mut buf) {
-            answered(app, probes, &buf[..n]).await;
-        }
-    }
+    read_waiting_answers(app, probes, (v4, v6)).await;
     let relays = match app.relay_view().await {
         Ok(r) => r,
         Err(e) => {
@@ -251,6 +257,36 @@ async fn probe_round(
             fail(app, &r.id, p, false, false).await;
         }
         send_probe(v4, v6, p, addr).await;
+    }
+}
+
+/// Read the answers already waiting before judging silence: a prober that
+/// was starved (its edge busy with a burst of reconnecting clients) must
+/// not take its own lateness for the relays' silence.
+async fn read_waiting_answers(
+    app: &Arc<App>,
+    probes: &mut HashMap<String, Probe>,
+    (v4, v6): (&UdpSocket, Option<&UdpSocket>),
+) {
+    let mut buf = [0u8; 512];
+    for sock in [Some(v4), v6].into_iter().flatten() {
+        while let Ok((n, _)) = sock.try_recv_from(&mut buf) {
+            answered(app, probes, &buf[..n]).await;
+        }
+    }
+}
+
+/// Whether a heartbeat of `relay` reached any edge after `since_ms` (unix
+/// ms; the last one on its closed connection): a relay whose connection
+/// here closed because it moved to another edge is alive, even if this edge is too busy to hear its probe answer
+/// in time. (A false verdict here would be reported to every edge.)
+async fn heartbeat_since(app: &Arc<App>, relay: &str, since_ms: u64) -> bool {
+    match app.relay_view().await {
+        Ok(view) => view
+            .iter()
+            .any(|r| r.id == relay && r.received_at_ms > since_ms),
+        // The store is away: no evidence either way; the probe decides.
+        Err(_) => false,
     }
 }
 
@@ -281,7 +317,11 @@ async fn send_probe(v4: &UdpSocket, v6: Option<&UdpSocket>, p: &mut Probe, addr:
 /// `p`'s heartbeat connection closed: probe it now (twice, so that one lost
 /// datagram does not condemn a live relay) and give it until
 /// [`suspicion`] to answer.
-async fn suspect(p: &mut Probe, (v4, v6): (&UdpSocket, Option<&UdpSocket>)) {
+async fn suspect(
+    p: &mut Probe,
+    last_heartbeat_ms: u64,
+    (v4, v6): (&UdpSocket, Option<&UdpSocket>),
+) {
     let Some(addr) = p.addr else {
         return; // not probed yet: nothing to compare with
     };
@@ -289,6 +329,7 @@ async fn suspect(p: &mut Probe, (v4, v6): (&UdpSocket, Option<&UdpSocket>)) {
         return;
     }
     p.suspect_until = Some(Instant::now() + suspicion(p));
+    p.last_linked_heartbeat_ms = last_heartbeat_ms;
     send_probe(v4, v6, p, addr).await;
     send_probe(v4, v6, p, addr).await;
 }

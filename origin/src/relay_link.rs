@@ -22,6 +22,7 @@
 //! handler takes the receiving half on the first heartbeat a connection
 //! carries and watches it for that relay.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::connect_info::Connected;
@@ -39,6 +40,9 @@ struct Slot {
     _open: oneshot::Sender<()>,
     /// Taken by the first heartbeat on this connection.
     closed: Mutex<Option<oneshot::Receiver<()>>>,
+    /// When the latest heartbeat on this connection was accepted (unix ms);
+    /// shared with the watcher, which outlives the slot.
+    last_heartbeat_ms: Arc<AtomicU64>,
 }
 
 impl Link {
@@ -47,16 +51,25 @@ impl Link {
         Link(Arc::new(Slot {
             _open: open,
             closed: Mutex::new(Some(closed)),
+            last_heartbeat_ms: Arc::default(),
         }))
     }
 
-    /// A future that completes when this connection closes; `None` after the
-    /// first call (one watcher per connection).
-    pub fn watch(&self) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+    /// A heartbeat on this connection was accepted at `at_ms` (unix ms).
+    pub fn heard(&self, at_ms: u64) {
+        self.0.last_heartbeat_ms.store(at_ms, Ordering::Relaxed);
+    }
+
+    /// A future that completes when this connection closes, with the time
+    /// of the last heartbeat it carried; `None` after the first call (one
+    /// watcher per connection).
+    pub fn watch(&self) -> Option<impl std::future::Future<Output = u64> + Send + 'static> {
         let rx = self.0.closed.lock().expect("not poisoned").take()?;
+        let last = self.0.last_heartbeat_ms.clone();
         Some(async move {
             // Err(RecvError) is the signal: the sender was dropped.
             let _ = rx.await;
+            last.load(Ordering::Relaxed)
         })
     }
 }
@@ -103,14 +116,16 @@ mod tests {
         let link = Link::new();
         let request = link.clone();
         let watch = link.watch().expect("first watcher");
+        link.heard(7);
         assert!(link.watch().is_none(), "one watcher per connection");
         let mut watch = Box::pin(watch);
         drop(link);
         // A request still in flight keeps the connection's slot alive.
         assert!(futures_util::poll!(&mut watch).is_pending());
         drop(request);
-        tokio::time::timeout(std::time::Duration::from_secs(1), watch)
+        let last = tokio::time::timeout(std::time::Duration::from_secs(1), watch)
             .await
             .expect("completes once the connection is gone");
+        assert_eq!(last, 7, "with the last heartbeat's time");
     }
 }

@@ -501,3 +501,46 @@ async fn a_relay_whose_heartbeat_connection_closes_but_answers_stays_healthy() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A relay that moves its heartbeats to another connection (as to another
+/// edge) while this edge does not hear its probe answers in time is not
+/// reported crashed: a heartbeat after the close says it lives.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relay_that_heartbeats_again_after_its_connection_closed_is_not_reported_crashed() {
+    let origin = Origin::start("edge-1");
+    let mut relay = FakeRelay::start(&origin);
+    for _ in 0..15 {
+        assert_eq!(relay.heartbeat(), 204);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    origin
+        .wait_healthy_relays(1, Duration::from_secs(5))
+        .expect("the stand-in is a healthy relay");
+    // Its probe answers stop reaching this edge, its connection closes, and
+    // it heartbeats at once on a new one.
+    relay
+        .answering
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    let (udp, answering, seq) = (relay.udp, relay.answering.clone(), relay.seq);
+    drop(relay.http);
+    let http = std::net::TcpStream::connect(origin.addr).unwrap();
+    http.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut relay = FakeRelay {
+        http,
+        answering,
+        udp,
+        seq,
+    };
+    assert_eq!(relay.heartbeat(), 204);
+    // Well past the suspicion (≥ 30 ms), before silence could judge (300 ms).
+    std::thread::sleep(Duration::from_millis(150));
+    let listed = origin.relays();
+    let entry = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "fake-1")
+        .unwrap();
+    assert!(entry.get("crash_reported_by").is_none(), "{entry}");
+    assert!(entry.get("probe_link_closed").is_none(), "{entry}");
+}

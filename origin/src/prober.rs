@@ -191,7 +191,7 @@ async fn run(app: Arc<App>) -> anyhow::Result<()> {
                     probe_round(&app, &mut probes, (&v4, v6.as_ref())).await;
                 }
                 if let Some(p) = probes.get_mut(&id) {
-                    suspect(p, last_heartbeat_ms, (&v4, v6.as_ref())).await;
+                    suspect(&app, &id, p, last_heartbeat_ms, (&v4, v6.as_ref())).await;
                 }
             }
             _ = async { match next_verdict { Some(t) => tokio::time::sleep_until(t.into()).await, None => std::future::pending().await } } => {
@@ -199,7 +199,7 @@ async fn run(app: Arc<App>) -> anyhow::Result<()> {
                 read_waiting_answers(&app, &mut probes, (&v4, v6.as_ref())).await;
                 let now = Instant::now();
                 for (id, p) in probes.iter_mut() {
-                    if !p.suspect_until.is_some_and(|t| t <= now) {
+                    if p.suspect_until.is_none_or(|t| t > now) {
                         continue;
                     }
                     p.suspect_until = None;
@@ -254,7 +254,9 @@ async fn probe_round(
         let p = probes.entry(r.id.clone()).or_default();
         p.addr = Some(addr);
         if p.sent_since_answer >= MISSES && p.last_answer.elapsed() > SILENCE {
-            fail(app, &r.id, p, false, false).await;
+            // Silent while a suspect: the closed connection was evidence too.
+            let linked = p.suspect_until.take().is_some();
+            fail(app, &r.id, p, false, linked).await;
         }
         send_probe(v4, v6, p, addr).await;
     }
@@ -318,6 +320,8 @@ async fn send_probe(v4: &UdpSocket, v6: Option<&UdpSocket>, p: &mut Probe, addr:
 /// datagram does not condemn a live relay) and give it until
 /// [`suspicion`] to answer.
 async fn suspect(
+    app: &Arc<App>,
+    relay: &str,
     p: &mut Probe,
     last_heartbeat_ms: u64,
     (v4, v6): (&UdpSocket, Option<&UdpSocket>),
@@ -325,7 +329,17 @@ async fn suspect(
     let Some(addr) = p.addr else {
         return; // not probed yet: nothing to compare with
     };
-    if p.failing_since_ms.is_some() || p.suspect_until.is_some() {
+    if p.failing_since_ms.is_some() {
+        // Its probes already failed (refused, or silent), and now its
+        // connection closed too: it crashed; tell the other edges.
+        if !p.failing_link_closed {
+            p.failing_link_closed = true;
+            record(app, relay, p).await;
+            report_crash(app, relay).await;
+        }
+        return;
+    }
+    if p.suspect_until.is_some() {
         return;
     }
     p.suspect_until = Some(Instant::now() + suspicion(p));
@@ -354,19 +368,23 @@ async fn fail(app: &Arc<App>, relay: &str, p: &mut Probe, refused: bool, link_cl
     }
     record(app, relay, p).await;
     if link_closed {
-        // Other edges never had this relay's connection: tell them, so that
-        // they move their calls as soon as this one does.
-        let report = edge_signaling::model::CrashReport {
-            at_ms: now_ms(),
-            edge: app.edge.clone(),
-        };
-        let key = edge_signaling::keys::relay_crashed(relay);
-        let value = serde_json::to_vec(&report).expect("serializes");
-        if let Err(e) = app.put("default", key, value).await {
-            tracing::warn!(error = %e, "recording a crash report failed");
-        }
+        report_crash(app, relay).await;
     }
     app.tick_now.notify_one();
+}
+
+/// Other edges never had this relay's connection: tell them it crashed, so
+/// that they move their calls as soon as this one does.
+async fn report_crash(app: &Arc<App>, relay: &str) {
+    let report = edge_signaling::model::CrashReport {
+        at_ms: now_ms(),
+        edge: app.edge.clone(),
+    };
+    let key = edge_signaling::keys::relay_crashed(relay);
+    let value = serde_json::to_vec(&report).expect("serializes");
+    if let Err(e) = app.put("default", key, value).await {
+        tracing::warn!(error = %e, "recording a crash report failed");
+    }
 }
 
 /// The next ICMP refusal queued on `sock`: the address a probe was refused at.

@@ -77,7 +77,10 @@ async fn two_edges_share_rooms_and_relays_through_redis() {
     .unwrap_or_else(|_| panic!("edge 2's probes are refused: {}", entry(&edge2)));
     assert!(entry(&edge2).get("probe_link_closed").is_none());
     // And from edge 1's crash report, whichever came first.
-    assert_eq!(entry(&edge2)["crash_reported_by"], "edge-1");
+    wait_until(Duration::from_secs(3), || {
+        entry(&edge2)["crash_reported_by"] == "edge-1"
+    })
+    .unwrap_or_else(|_| panic!("edge 1's crash report reaches edge 2: {}", entry(&edge2)));
     wait_until(Duration::from_secs(3), || {
         entry(&edge1)["probe_link_closed"] == true
     })

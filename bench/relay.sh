@@ -16,7 +16,9 @@
 # For each relay (started fresh for every phase, so nothing left over from
 # a previous phase is measured) it measures:
 #   (a) highest zero-loss relayed packet rate: tern-loadgen --search over
-#       SEARCH_PAIRS pairs (the aggregate rate is varied, 160-byte payloads);
+#       SEARCH_PAIRS pairs (the aggregate rate doubles, then bisects, 160-byte
+#       payloads); "≥" marks a rate bounded by the generator (the next rate
+#       up was sent short with nothing lost): the target carries at least it;
 #   (a') the same with a latency bound: zero loss and p99 <= P99_BOUND_US
 #       (default 1000 µs), since zero loss bought with deep socket buffers
 #       and tens of milliseconds of queueing is useless for voice;

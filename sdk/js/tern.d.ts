@@ -154,5 +154,5 @@ export class TernClient extends EventTarget {
  */
 export function probeRegions(
   signalUrl: string,
-  opts?: { timeout?: number; RTCPeerConnection?: typeof RTCPeerConnection; fetch?: typeof fetch },
+  opts?: { timeout?: number; rounds?: number; RTCPeerConnection?: typeof RTCPeerConnection; fetch?: typeof fetch },
 ): Promise<Record<string, number>>;

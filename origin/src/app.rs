@@ -203,9 +203,13 @@ impl App {
         }
         let permit = self.in_flight.acquire().await.expect("never closed");
         let app = self.clone();
-        let r = tokio::task::spawn_blocking(move || f(&app))
-            .await
-            .expect("store call panicked");
+        let r = match tokio::task::spawn_blocking(move || f(&app)).await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Cancelled: the runtime is shutting down and drops every task,
+            // this one too, at its next await; there is no answer to give.
+            Err(_) => std::future::pending().await,
+        };
         drop(permit);
         r
     }

@@ -509,10 +509,11 @@ impl Relay {
     /// which is where the outgoing header is written.
     pub fn route_client_media(&mut self, now: Instant, f: Forward, buf: &mut [u8]) -> Route {
         // One lookup decides and finds the receiver (this runs per packet).
-        let receiver = match self.config.local_delivery {
-            true => self.by_relayed.get(&f.to).copied(),
-            false => None,
-        };
+        let receiver = self
+            .config
+            .local_delivery
+            .then(|| self.by_relayed.get(&f.to).copied())
+            .flatten();
         let (Some(id), Some(start)) = (receiver, f.range.start.checked_sub(CHANNEL_DATA_HEADROOM))
         else {
             return Route::Kernel(f);

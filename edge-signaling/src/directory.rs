@@ -73,6 +73,23 @@ impl RelayView {
     }
 }
 
+/// What one read of the store says about one relay, before the verdict.
+struct Evidence {
+    rec: RelayRecord,
+    age: u64,
+    phi: Option<f64>,
+    /// Heartbeats stopped (phi detector or the hard timeout).
+    silent: bool,
+    /// Callers reported its media stalled (recently).
+    suspect: bool,
+    probe_failed: bool,
+    probe_refused: bool,
+    probe_link_closed: bool,
+    /// The edge that reported it crashed, while no newer heartbeat came.
+    crash: Option<String>,
+    degrading: bool,
+}
+
 /// Every relay in the index, judged at `now_ms` by edge `edge` (its own
 /// active probes count; see docs/failover.md).
 pub fn list(
@@ -135,15 +152,18 @@ pub fn list(
         let degrading = health::degrading(&rec.intervals)
             || probe.is_some_and(|p| p.slow_since_ms.is_some())
             || lossy;
-        seen.push((
+        seen.push(Evidence {
             rec,
             age,
             phi,
             silent,
-            suspect,
-            (probe_failed, probe_refused, probe_link_closed, crash),
+            suspect: suspect.is_some(),
+            probe_failed,
+            probe_refused,
+            probe_link_closed,
+            crash,
             degrading,
-        ));
+        });
     }
     // If most of the fleet went silent or ragged at once, the likelier cause
     // is on this side (the state store was down, or this edge is too busy to
@@ -151,20 +171,23 @@ pub fn list(
     // then only direct evidence counts (this edge's probes, callers'
     // reports, draining). Relays silent for a long time are gone, not
     // "just went silent", and do not count.
-    let recent: Vec<_> = seen.iter().filter(|s| s.1 <= health::GONE_MS).collect();
-    let soft_failing = recent.iter().filter(|s| s.3 || s.6).count();
+    let recent: Vec<_> = seen.iter().filter(|s| s.age <= health::GONE_MS).collect();
+    let soft_failing = recent.iter().filter(|s| s.silent || s.degrading).count();
     let distrust_heartbeats = recent.len() >= 2 && soft_failing * 2 > recent.len();
 
     let mut out = Vec::new();
-    for (
+    for Evidence {
         rec,
         age,
         phi,
         silent,
         suspect,
-        (probe_failed, probe_refused, probe_link_closed, crash),
+        probe_failed,
+        probe_refused,
+        probe_link_closed,
+        crash,
         degrading,
-    ) in seen
+    } in seen
     {
         let hb = rec.heartbeat;
         let long_gone = age > health::GONE_MS;
@@ -173,7 +196,7 @@ pub fn list(
         let failing =
             if probe_failed || crash.is_some() || long_gone || (silent && !distrust_heartbeats) {
                 Some("relay-lost")
-            } else if suspect.is_some() {
+            } else if suspect {
                 Some("media-stalled")
             } else if hb.state == RelayState::Draining {
                 Some("relay-draining")

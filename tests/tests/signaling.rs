@@ -370,6 +370,29 @@ impl FakeRelay {
         }
     }
 
+    /// A stand-in the edge has heard from long enough to probe it, hear its
+    /// answers and learn its RTT, and lists as healthy.
+    fn registered(origin: &Origin) -> FakeRelay {
+        let mut relay = FakeRelay::start(origin);
+        for _ in 0..15 {
+            assert_eq!(relay.heartbeat(), 204);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        origin
+            .wait_healthy_relays(1, Duration::from_secs(5))
+            .expect("the stand-in is a healthy relay");
+        relay
+    }
+
+    /// Close the heartbeat connection and open a new one (as a relay that
+    /// moves to another edge does); the UDP side goes on as it was.
+    fn reconnect(self, origin: &Origin) -> FakeRelay {
+        drop(self.http);
+        let http = std::net::TcpStream::connect(origin.addr).unwrap();
+        http.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        FakeRelay { http, ..self }
+    }
+
     /// One signed heartbeat on the kept-alive connection; its status.
     fn heartbeat(&mut self) -> u16 {
         use std::io::{Read, Write};
@@ -415,15 +438,7 @@ impl FakeRelay {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_relay_whose_heartbeat_connection_closes_and_goes_quiet_is_lost_at_once() {
     let origin = Origin::start("edge-1");
-    let mut relay = FakeRelay::start(&origin);
-    // Long enough for the prober to find it, hear answers and learn its RTT.
-    for _ in 0..15 {
-        assert_eq!(relay.heartbeat(), 204);
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    origin
-        .wait_healthy_relays(1, Duration::from_secs(5))
-        .expect("the stand-in is a healthy relay");
+    let relay = FakeRelay::registered(&origin);
 
     relay
         .answering
@@ -461,29 +476,10 @@ async fn a_relay_whose_heartbeat_connection_closes_and_goes_quiet_is_lost_at_onc
 #[tokio::test(flavor = "multi_thread")]
 async fn a_relay_whose_heartbeat_connection_closes_but_answers_stays_healthy() {
     let origin = Origin::start("edge-1");
-    let mut relay = FakeRelay::start(&origin);
-    for _ in 0..15 {
-        assert_eq!(relay.heartbeat(), 204);
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    origin
-        .wait_healthy_relays(1, Duration::from_secs(5))
-        .expect("the stand-in is a healthy relay");
-    let udp = relay.udp;
-    let answering = relay.answering.clone();
-    drop(relay.http);
+    let relay = FakeRelay::registered(&origin);
     // Back on a new connection (as after a switch of edges), heartbeating
     // on; the check right after the close is answered.
-    let mut relay = FakeRelay {
-        http: std::net::TcpStream::connect(origin.addr).unwrap(),
-        answering,
-        udp,
-        seq: relay.seq,
-    };
-    relay
-        .http
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    let mut relay = relay.reconnect(&origin);
     for _ in 0..5 {
         assert_eq!(relay.heartbeat(), 204);
         let listed = origin.relays();
@@ -508,29 +504,13 @@ async fn a_relay_whose_heartbeat_connection_closes_but_answers_stays_healthy() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_relay_that_heartbeats_again_after_its_connection_closed_is_not_reported_crashed() {
     let origin = Origin::start("edge-1");
-    let mut relay = FakeRelay::start(&origin);
-    for _ in 0..15 {
-        assert_eq!(relay.heartbeat(), 204);
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    origin
-        .wait_healthy_relays(1, Duration::from_secs(5))
-        .expect("the stand-in is a healthy relay");
+    let relay = FakeRelay::registered(&origin);
     // Its probe answers stop reaching this edge, its connection closes, and
     // it heartbeats at once on a new one.
     relay
         .answering
         .store(false, std::sync::atomic::Ordering::Relaxed);
-    let (udp, answering, seq) = (relay.udp, relay.answering.clone(), relay.seq);
-    drop(relay.http);
-    let http = std::net::TcpStream::connect(origin.addr).unwrap();
-    http.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut relay = FakeRelay {
-        http,
-        answering,
-        udp,
-        seq,
-    };
+    let mut relay = relay.reconnect(&origin);
     assert_eq!(relay.heartbeat(), 204);
     // Well past the suspicion (≥ 30 ms), before silence could judge (300 ms).
     std::thread::sleep(Duration::from_millis(150));

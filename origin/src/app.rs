@@ -26,6 +26,12 @@ pub struct App {
     /// stores), below the instance pool's size, so a burst of frames waits
     /// its turn instead of failing to instantiate.
     pub in_flight: tokio::sync::Semaphore,
+    /// The same for housekeeping (heartbeats, ticks, the prober's reads
+    /// and writes), apart from frames: when an edge takes over a dead
+    /// edge's sessions, a thousand resuming `join`s queue for `in_flight`,
+    /// and a relay's heartbeat waiting behind them made every relay look
+    /// silent to this edge (which then rerouted every call).
+    pub housekeeping: tokio::sync::Semaphore,
     /// Run the housekeeping tick now instead of at its next interval: the
     /// prober just found a relay gone, and its calls should not wait.
     pub tick_now: tokio::sync::Notify,
@@ -36,6 +42,16 @@ pub struct App {
 
 /// Component calls allowed in flight at once (see [`App::in_flight`]).
 pub const MAX_IN_FLIGHT: usize = 128;
+/// Housekeeping calls allowed in flight at once (see [`App::housekeeping`]):
+/// with [`MAX_IN_FLIGHT`], below the instance pool's size.
+pub const MAX_HOUSEKEEPING: usize = 16;
+
+/// Which queue a call into the store waits in (see [`App::housekeeping`]).
+#[derive(Clone, Copy)]
+enum Lane {
+    Frames,
+    Housekeeping,
+}
 
 /// How long after a store failure ticks wait (four heartbeat intervals).
 const STORE_RECOVERY_MS: u64 = 1_000;
@@ -69,7 +85,7 @@ impl App {
         let mut entropy = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut entropy);
         let conn = conn.to_string();
-        self.deliver_from(move |app| {
+        self.deliver_from(Lane::Frames, move |app| {
             app.host
                 .handle_frame(now_ms(), &conn, &frame, &entropy)
                 .unwrap_or_else(|e| {
@@ -83,7 +99,7 @@ impl App {
 
     pub async fn handle_disconnect(self: &Arc<Self>, conn: &str) {
         let conn = conn.to_string();
-        self.deliver_from(move |app| {
+        self.deliver_from(Lane::Frames, move |app| {
             app.host
                 .handle_disconnect(now_ms(), &conn)
                 .unwrap_or_else(|e| {
@@ -99,7 +115,7 @@ impl App {
     pub async fn relay_view(
         self: &Arc<Self>,
     ) -> Result<Vec<edge_signaling::directory::RelayView>, edge_signaling::KvError> {
-        self.run(|app| {
+        self.run(Lane::Housekeeping, |app| {
             edge_signaling::Signaling::new(&app.signaling)
                 .relays(now_ms(), &app.kv.reader("default"))
         })
@@ -113,7 +129,10 @@ impl App {
         key: String,
         value: Vec<u8>,
     ) -> Result<(), crate::store::StoreError> {
-        self.run(move |app| app.kv.set(bucket, &key, &value)).await
+        self.run(Lane::Housekeeping, move |app| {
+            app.kv.set(bucket, &key, &value)
+        })
+        .await
     }
 
     /// One housekeeping tick: reroute calls off lost or draining relays.
@@ -127,7 +146,7 @@ impl App {
             return;
         }
         let started = std::time::Instant::now();
-        self.deliver_from(move |app| {
+        self.deliver_from(Lane::Housekeeping, move |app| {
             let out = app.host.handle_tick(now_ms()).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "signaling tick failed");
                 Vec::new()
@@ -149,18 +168,21 @@ impl App {
         body: Vec<u8>,
         signature: String,
     ) -> anyhow::Result<Result<(), HeartbeatError>> {
-        self.run(move |app| app.host.handle_heartbeat(now_ms(), &body, &signature))
-            .await
+        self.run(Lane::Housekeeping, move |app| {
+            app.host.handle_heartbeat(now_ms(), &body, &signature)
+        })
+        .await
     }
 
     /// Run a component call that produces deliveries, hand those for other
     /// edges' connections to them and write the rest to this edge's sockets.
     async fn deliver_from(
         self: &Arc<Self>,
+        lane: Lane,
         f: impl FnOnce(&App) -> Vec<Delivery> + Send + 'static,
     ) {
         let (out, needs_sync) = self
-            .run(move |app| {
+            .run(lane, move |app| {
                 let mut out = f(app);
                 let needs_sync = SignalingHost::take_needs_sync();
                 if !needs_sync {
@@ -181,27 +203,36 @@ impl App {
                 // and answer anyway (the store's own flush retries).
                 tracing::error!(error = %e, "making call records durable failed");
             }
-            out = self
-                .run(move |app| {
-                    app.forward_remote(&mut out);
-                    out
-                })
-                .await;
+            // Publishing is a store round trip: skip the hop to a blocking
+            // thread when every delivery is local (a resuming `join`).
+            if out.iter().any(|d| edge_of(&d.conn) != self.edge) {
+                out = self
+                    .run(lane, move |app| {
+                        app.forward_remote(&mut out);
+                        out
+                    })
+                    .await;
+            }
         }
         self.conns.deliver(out);
     }
 
     /// Run work that touches the store where it belongs: inline on the
-    /// embedded store, on the blocking pool (bounded by `in_flight`) when
-    /// every store call is a network round trip.
+    /// embedded store, on the blocking pool (bounded by the lane's
+    /// semaphore) when every store call is a network round trip.
     async fn run<R: Send + 'static>(
         self: &Arc<Self>,
+        lane: Lane,
         f: impl FnOnce(&App) -> R + Send + 'static,
     ) -> R {
         if !self.kv.is_remote() {
             return f(self);
         }
-        let permit = self.in_flight.acquire().await.expect("never closed");
+        let permits = match lane {
+            Lane::Frames => &self.in_flight,
+            Lane::Housekeeping => &self.housekeeping,
+        };
+        let permit = permits.acquire().await.expect("never closed");
         let app = self.clone();
         let r = match tokio::task::spawn_blocking(move || f(&app)).await {
             Ok(r) => r,

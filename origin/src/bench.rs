@@ -244,7 +244,7 @@ fn over_websocket(args: &BenchArgs, kind: Kind) -> anyhow::Result<()> {
     let blocking = if args.kv == "embedded" {
         args.server_threads.max(1)
     } else {
-        crate::app::MAX_IN_FLIGHT
+        crate::app::MAX_IN_FLIGHT + crate::app::MAX_HOUSEKEEPING
     };
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.server_threads)

@@ -424,7 +424,20 @@ pub const MAX_REUSE: u32 = 1000;
 pub const MAX_INSTANCES: u32 = 256;
 /// Idle instances kept for reuse; beyond this they are dropped, which gives
 /// their pool slots back.
-const MAX_IDLE: usize = 64;
+pub const MAX_IDLE: usize = 64;
+/// Tables per instance the pool makes room for. The component defines two
+/// (its module's, and the shim wit-component adds for indirect calls);
+/// the pool counts tables, not instances, so with room for only one per
+/// instance it ran out at half of [`MAX_INSTANCES`]: when a resume storm
+/// first filled every call slot, joins failed with "maximum concurrent
+/// limit of 256 for tables reached".
+const TABLES_PER_INSTANCE: u32 = 4;
+
+// Every call in flight (frames and housekeeping) and every idle instance
+// holds an instance at once.
+const _: () = assert!(
+    crate::app::MAX_IN_FLIGHT + crate::app::MAX_HOUSEKEEPING + MAX_IDLE <= MAX_INSTANCES as usize
+);
 
 impl SignalingHost {
     /// Compile `wasm` and link it against WASI and the key-value store.
@@ -436,7 +449,7 @@ impl SignalingHost {
         // thread with room to spare.
         pool.total_component_instances(MAX_INSTANCES)
             .total_memories(MAX_INSTANCES)
-            .total_tables(MAX_INSTANCES)
+            .total_tables(MAX_INSTANCES * TABLES_PER_INSTANCE)
             .max_memory_size(64 << 20);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
@@ -588,4 +601,26 @@ thread_local! {
 pub fn add_keyvalue_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     Signaling::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pool holds as many instances at once as the origin ever asks
+    /// for: every call slot busy and the idle list full.
+    #[test]
+    fn the_pool_holds_every_call_in_flight_and_every_idle_instance_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = Kv::Embedded(crate::store::EmbeddedStore::open(dir.path()).unwrap());
+        let host = SignalingHost::new(SIGNALING_WASM, BTreeMap::new(), kv).unwrap();
+        let n = crate::app::MAX_IN_FLIGHT + crate::app::MAX_HOUSEKEEPING + MAX_IDLE;
+        let held: Vec<_> = (0..n)
+            .map(|i| {
+                host.instantiate()
+                    .unwrap_or_else(|e| panic!("instance {i} of {n}: {e:#}"))
+            })
+            .collect();
+        assert_eq!(held.len(), n);
+    }
 }

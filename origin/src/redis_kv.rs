@@ -31,8 +31,11 @@ use crate::sync_gate::{SyncError, SyncGate};
 
 /// How long one Redis call may take before we give up on that node.
 const IO_TIMEOUT: Duration = Duration::from_secs(1);
-/// Connections kept idle for reuse.
-const POOL: usize = 16;
+/// Connections kept idle for reuse: one per call that may be in flight.
+/// With fewer (it was 16), every call beyond the pool opened a connection
+/// and closed it after: when an edge took over a dead edge's thousand
+/// sessions, it opened hundreds of connections to Redis in a second.
+const POOL: usize = crate::app::MAX_IN_FLIGHT + crate::app::MAX_HOUSEKEEPING;
 
 /// Where the primary is.
 enum Target {

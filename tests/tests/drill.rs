@@ -35,6 +35,7 @@ fn six_calls(origin: &Origin, prefix: &str, no_standby: bool) -> SimConfig {
         no_standby,
         stall_after: STALL_AFTER,
         ramp: Duration::ZERO,
+        nice: 0,
     }
 }
 
@@ -177,6 +178,7 @@ async fn killing_an_edge_leaves_media_alone_and_sessions_resume_elsewhere() {
         no_standby: false,
         stall_after: STALL_AFTER,
         ramp: Duration::ZERO,
+        nice: 0,
     };
     let sim = tokio::spawn(async move { run_calls(&cfg).await });
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::participant::{self, JoinArgs, MediaLog, Options, Switch, FRAME};
+use crate::threads::Threads;
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -31,6 +32,9 @@ pub struct SimConfig {
     /// once). A thousand calls never start in the same instant, and placing
     /// them at once measures a join storm, not calls.
     pub ramp: Duration,
+    /// Niceness of the threads that carry the callers' media (0: the
+    /// process's own). See [`Threads::start`].
+    pub nice: i32,
 }
 
 /// How the participants of a call moved their audio (both sides summed).
@@ -146,6 +150,12 @@ fn token(secret: &str, room: &str, who: &str) -> String {
 /// Run every call concurrently for `duration` and report each.
 pub async fn run_calls(cfg: &SimConfig) -> Vec<CallReport> {
     let until = Instant::now() + cfg.duration;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let media = Threads::start("callsim-media", cores, cfg.nice).expect("media threads start");
+    // Signaling is light (a resume storm of 1,000 sessions costs the
+    // callers tens of ms): two threads, the second so one slow handshake
+    // does not hold up the rest.
+    let signaling = Threads::start("callsim-signaling", 2, 0).expect("signaling threads start");
     let mut tasks = Vec::new();
     for i in 0..cfg.calls {
         let room = format!("{}-{i}", cfg.room_prefix);
@@ -171,16 +181,19 @@ pub async fn run_calls(cfg: &SimConfig) -> Vec<CallReport> {
             stall_after: cfg.stall_after,
         };
         let start = cfg.ramp.mul_f64(i as f64 / cfg.calls.max(1) as f64);
-        tasks.push(tokio::spawn(async move {
+        let signaling = signaling.handle();
+        tasks.push(media.handle().spawn(async move {
             tokio::time::sleep(start).await;
             let [ja, jb] = joins;
             let a = tokio::spawn({
                 let (e, o) = (edges.0.clone(), opts.clone());
-                async move { participant::run(&e, &ja, &o, until, rand::random()).await }
+                let signaling = signaling.clone();
+                async move { participant::run(&signaling, &e, &ja, &o, until, rand::random()).await }
             });
             // The callee joins a moment later, as in a real call.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let b = participant::run(&edges.1, &jb, &opts, until, rand::random()).await;
+            let b =
+                participant::run(&signaling, &edges.1, &jb, &opts, until, rand::random()).await;
             let a = a.await.map_err(anyhow::Error::from).and_then(|r| r);
             report(room, a, b, until)
         }));

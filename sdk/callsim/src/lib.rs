@@ -19,9 +19,14 @@
 //!
 //! * [`participant`]: one simulated caller (signaling + media).
 //! * [`call`]: a two-party call and its measurements.
+//! * [`signaling`]: a participant's WebSocket to the edges, on threads of
+//!   its own.
+//! * [`threads`]: the runtimes the callers' media and signaling run on.
 
 pub mod call;
 pub mod participant;
+pub mod signaling;
+pub mod threads;
 
 pub use call::{run_calls, CallReport, SimConfig, Switches};
 pub use participant::{Options, Switch, STALL_AFTER};

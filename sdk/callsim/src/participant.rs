@@ -6,15 +6,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use serde_json::{json, Value};
 use tern_loadgen::client::Op;
 use tern_loadgen::client::{decode_channel_data, encode_channel_data};
 use tern_loadgen::{ClientError, Session, SessionEvent, TurnClient};
 use tokio::net::UdpSocket;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
+
+use crate::signaling::{Event, Link};
 
 /// First channel number; each new peer address gets the next one, since a
 /// channel stays tied to its peer for its lifetime (RFC 8656 §12).
@@ -113,9 +112,6 @@ impl MediaLog {
         })
     }
 }
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The relay address from an `iceServers` entry's UDP TURN URL.
 fn turn_udp_addr(ice: &Value) -> anyhow::Result<SocketAddr> {
@@ -575,25 +571,16 @@ impl Media {
     }
 
     /// Tell the peer our legs' relayed addresses, once the primary has one.
-    async fn announce(&self, ws: Option<&mut Ws>) -> anyhow::Result<()> {
-        let (Some(ws), Some(p), Some(addr)) = (
-            ws,
-            &self.peer,
-            self.primary.as_ref().and_then(|l| l.relayed),
-        ) else {
-            return Ok(());
+    fn announce(&self, link: &Link) {
+        let (Some(p), Some(addr)) = (&self.peer, self.primary.as_ref().and_then(|l| l.relayed))
+        else {
+            return;
         };
         let mut data = json!({"relayed": addr.to_string()});
         if let Some(s) = self.standby.as_ref().and_then(|l| l.relayed) {
             data["standby"] = json!(s.to_string());
         }
-        ws.send(Message::Text(
-            json!({"type":"signal","to":p,"data":data})
-                .to_string()
-                .into(),
-        ))
-        .await?;
-        Ok(())
+        link.send(&json!({"type":"signal","to":p,"data":data}));
     }
 }
 
@@ -606,44 +593,6 @@ pub struct JoinArgs {
     pub probes: BTreeMap<String, f64>,
 }
 
-/// Connect to the first edge in `edges` (from `start`) that answers and
-/// send `join` (with `session` to resume). Returns the socket and the index
-/// of the edge used.
-async fn connect(
-    edges: Vec<String>,
-    start: usize,
-    args: JoinArgs,
-    session: Option<String>,
-    until: Instant,
-) -> anyhow::Result<(Ws, usize)> {
-    let mut i = start;
-    loop {
-        let url = &edges[i % edges.len()];
-        // tungstenite zero-fills its whole read buffer (128 KiB by default)
-        // before every read attempt, and the media loop polls the socket on
-        // every wakeup (~100 a second): keep the buffer small.
-        let config = WebSocketConfig::default().read_buffer_size(4096);
-        if let Ok((mut ws, _)) =
-            tokio_tungstenite::connect_async_with_config(url, Some(config), true).await
-        {
-            let mut join = json!({"type":"join","room":args.room,"token":args.token});
-            if let Some(s) = &session {
-                join["session"] = json!(s);
-            }
-            if !args.probes.is_empty() {
-                join["probes"] = json!(args.probes);
-            }
-            ws.send(Message::Text(join.to_string().into())).await?;
-            return Ok((ws, i % edges.len()));
-        }
-        if Instant::now() >= until {
-            bail!("no edge answers");
-        }
-        i += 1;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Receive on `leg`'s socket; never completes without a leg.
 async fn recv(leg: Option<&Leg>, buf: &mut [u8]) -> std::io::Result<usize> {
     match leg {
@@ -654,21 +603,17 @@ async fn recv(leg: Option<&Leg>, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// Run one participant until `until`, returning what it saw. `edges` are
 /// the signaling URLs it may use, first one first; when its edge goes away
-/// it resumes its session on the next, as the SDK does.
+/// it resumes its session on the next, as the SDK does. Its signaling runs
+/// on `signaling` (see [`crate::signaling`]).
 pub async fn run(
+    signaling: &tokio::runtime::Handle,
     edges: &[String],
     join: &JoinArgs,
     opts: &Options,
     until: Instant,
     seed: u64,
 ) -> anyhow::Result<MediaLog> {
-    let (first, mut edge) = connect(edges.to_vec(), 0, join.clone(), None, until).await?;
-    let mut ws: Option<Ws> = Some(first);
-    // A reconnection runs beside the media loop, so audio never waits for
-    // signaling (as in a browser, where media is not on the WebSocket).
-    let mut reconnecting: Option<tokio::task::JoinHandle<anyhow::Result<(Ws, usize)>>> = None;
-    let mut session: Option<String> = None;
-    let mut lost_at: Option<Instant> = None;
+    let mut link = Link::open(signaling, edges.to_vec(), join.clone(), until);
     let mut m = Media::new(opts.clone(), seed);
     let mut frame_tick = tokio::time::interval(FRAME);
     frame_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -685,39 +630,19 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = &mut end => break,
-            r = async { match reconnecting.as_mut() { Some(h) => h.await, None => std::future::pending().await } } => {
-                reconnecting = None;
-                let (w, e) = r??;
-                ws = Some(w);
-                edge = e;
-            }
-            msg = async { match ws.as_mut() { Some(w) => w.next().await, None => std::future::pending().await } } => {
-                let msg = match msg {
-                    Some(Ok(m)) => m,
-                    // The edge is gone: resume the session on the next one
-                    // while media goes on.
-                    _ => {
-                        ws = None;
-                        lost_at.get_or_insert_with(Instant::now);
-                        reconnecting = Some(tokio::spawn(connect(
-                            edges.to_vec(),
-                            edge + 1,
-                            join.clone(),
-                            session.clone(),
-                            until,
-                        )));
+            ev = link.events.recv() => {
+                let f = match ev {
+                    Some(Ok(Event::Frame(f, _))) => f,
+                    Some(Ok(Event::Resumed(gap))) => {
+                        m.log.signaling_gaps.push(gap);
                         continue;
                     }
+                    Some(Err(e)) => return Err(e),
+                    None => bail!("{}: signaling link ended", m.me),
                 };
-                let Message::Text(t) = msg else { continue };
-                let f: Value = serde_json::from_str(&t)?;
                 match f["type"].as_str().unwrap_or_default() {
                     "joined" => {
                         m.me = f["participant"].as_str().unwrap_or_default().to_string();
-                        session = f["session"].as_str().map(str::to_string);
-                        if let Some(at) = lost_at.take() {
-                            m.log.signaling_gaps.push(at.elapsed());
-                        }
                         if f["resumed"] != true {
                             m.peer = f["peers"][0]["participant"].as_str().map(str::to_string);
                         }
@@ -725,27 +650,23 @@ pub async fn run(
                     }
                     "peer-joined" => {
                         m.peer = f["participant"].as_str().map(str::to_string);
-                        m.announce(ws.as_mut()).await?;
+                        m.announce(&link);
                     }
                     "signal" => m.on_signal(&f["data"]).await?,
-                    "reroute" => {
-                        let promoted = m.on_reroute(&f).await?;
-                        if promoted {
-                            m.announce(ws.as_mut()).await?;
-                        }
-                    }
+                    // A fresh leg has a new relayed address to announce.
+                    "reroute" if m.on_reroute(&f).await? => m.announce(&link),
                     "error" => bail!("{}: signaling error {f}", m.me),
                     _ => {}
                 }
             }
             r = recv(m.primary.as_ref(), &mut buf_primary) => {
                 if m.on_datagram(Role::Primary, &buf_primary[..r?]).await? {
-                    m.announce(ws.as_mut()).await?;
+                    m.announce(&link);
                 }
             }
             r = recv(m.standby.as_ref(), &mut buf_standby) => {
                 if m.on_datagram(Role::Standby, &buf_standby[..r?]).await? {
-                    m.announce(ws.as_mut()).await?;
+                    m.announce(&link);
                 }
             }
             // Audio still coming the old way; nothing else matters there.
@@ -758,12 +679,7 @@ pub async fn run(
             _ = control_tick.tick() => m.on_tick().await?,
         }
     }
-    if let Some(h) = reconnecting {
-        h.abort();
-    }
-    if let Some(mut ws) = ws {
-        let _ = ws.send(Message::Text(r#"{"type":"leave"}"#.into())).await;
-    }
+    link.close().await;
     Ok(m.log)
 }
 

@@ -101,6 +101,12 @@ struct Args {
     /// in memory (docs/relay.md, "Local delivery"). 0 = one per core.
     #[arg(long, default_value_t = 1)]
     relay_threads: usize,
+    /// Niceness of the simulated callers' media threads. The callers and
+    /// the system under test share this machine; at 10 the edges, Redis
+    /// and relays get the CPU first, as they would on machines of their
+    /// own (docs/benchmarks.md, "Failover drills"). 0: equal footing.
+    #[arg(long, default_value_t = 10)]
+    sim_nice: i32,
 }
 
 /// A relay process, and the delay shim in front of it if its region has one.
@@ -462,6 +468,7 @@ async fn main() -> anyhow::Result<()> {
         no_standby: a.no_standby,
         stall_after: Duration::from_millis(a.stall_after_ms),
         ramp: Duration::from_secs_f64(a.calls as f64 / a.calls_per_sec),
+        nice: a.sim_nice,
     };
     anyhow::ensure!(
         cfg.ramp < Duration::from_secs(a.kill_at),

@@ -29,6 +29,10 @@ struct Args {
     /// Calls placed per second until all are up.
     #[arg(long, default_value_t = 250.0)]
     calls_per_sec: f64,
+    /// Niceness of the media threads (positive: yield the CPU to servers
+    /// sharing this machine first).
+    #[arg(long, default_value_t = 0)]
+    nice: i32,
 }
 
 #[tokio::main]
@@ -44,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
         no_standby: a.no_standby,
         stall_after: Duration::from_millis(a.stall_after_ms),
         ramp: Duration::from_secs_f64(a.calls as f64 / a.calls_per_sec),
+        nice: a.nice,
     };
     let reports = run_calls(&cfg).await;
     for r in &reports {

@@ -67,6 +67,12 @@ pub struct HostState {
     /// A CAS that loses opens the write transaction, so reads after it (the
     /// guest's retry) see the current state, never the stale snapshot.
     snapshot: Option<Snapshot>,
+    /// Redis only, outside `autocommit`: the call's plain writes (SET, DEL)
+    /// not yet sent, as (bucket, key, value or `None` to delete). They go
+    /// out together in one MULTI before the call's next read or CAS, and
+    /// when it returns ([`Self::flush`]): a join's writes cost one round
+    /// trip instead of one each, and after a trap none of them land.
+    pending: Vec<(String, String, Option<Vec<u8>>)>,
     /// The call wrote a call record key, so its commit must be durable
     /// before its deliveries (the acknowledgement) go out: a crash may lose
     /// no acknowledged call event (docs/kv-schema.md "Durability"). The
@@ -87,6 +93,7 @@ impl HostState {
             autocommit: true,
             batch: None,
             snapshot: None,
+            pending: Vec::new(),
             durable: false,
         }
     }
@@ -102,7 +109,28 @@ impl HostState {
         Ok(self.batch.as_mut().expect("just opened"))
     }
 
+    /// Send the call's pending Redis writes (see [`Self::pending`]).
+    pub(crate) fn flush(&mut self) -> Result<(), kvstore::Error> {
+        let Kv::Redis(r) = &self.kv else {
+            return Ok(());
+        };
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let writes: Vec<crate::redis_kv::Pending> = pending
+            .iter()
+            .map(|(bucket, key, value)| crate::redis_kv::Pending {
+                bucket,
+                key,
+                value: value.as_deref(),
+            })
+            .collect();
+        r.write_many(&writes).map_err(other)
+    }
+
     fn read(&mut self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, kvstore::Error> {
+        self.flush()?;
         let store = match &self.kv {
             Kv::Redis(r) => return r.get(bucket, key).map_err(other),
             Kv::Embedded(store) => store,
@@ -126,6 +154,7 @@ impl HostState {
         bucket: &str,
         keys: &[String],
     ) -> Result<Vec<Option<Vec<u8>>>, kvstore::Error> {
+        self.flush()?;
         if let Kv::Redis(r) = &self.kv {
             return r.get_many(bucket, keys).map_err(other);
         }
@@ -139,6 +168,14 @@ impl HostState {
         value: Option<&[u8]>,
     ) -> Result<(), kvstore::Error> {
         self.durable |= edge_signaling::keys::needs_durable_write(key);
+        if let (false, Kv::Redis(_)) = (self.autocommit, &self.kv) {
+            self.pending.push((
+                bucket.to_string(),
+                key.to_string(),
+                value.map(<[u8]>::to_vec),
+            ));
+            return Ok(());
+        }
         if let Kv::Redis(r) = &self.kv {
             return match value {
                 Some(v) => r.set(bucket, key, v),
@@ -170,6 +207,7 @@ impl HostState {
         expected: Option<&[u8]>,
         value: &[u8],
     ) -> Result<Result<(), Option<Vec<u8>>>, kvstore::Error> {
+        self.flush()?;
         if let Kv::Redis(r) = &self.kv {
             return r
                 .compare_and_swap(bucket, key, expected, value)
@@ -295,6 +333,7 @@ impl kvstore::HostBucket for HostState {
                 cursor: None,
             });
         }
+        self.flush()?;
         let keys = self.kv.list_keys(&name).map_err(other)?;
         Ok(kvstore::KeyResponse { keys, cursor: None })
     }
@@ -498,7 +537,11 @@ impl SignalingHost {
         let batch = p.store.data_mut().batch.take();
         p.store.data_mut().snapshot = None;
         let durable = std::mem::take(&mut p.store.data_mut().durable);
+        if r.is_err() {
+            p.store.data_mut().pending.clear();
+        }
         let r = r.map_err(anyhow::Error::from)?;
+        p.store.data_mut().flush().map_err(anyhow::Error::from)?;
         let remote = matches!(p.store.data().kv, Kv::Redis(_));
         if let Some(b) = batch {
             b.commit()?;
@@ -508,8 +551,8 @@ impl SignalingHost {
                 NEEDS_SYNC.with(|n| n.set(true));
             }
         } else if durable && remote {
-            // On Redis the writes went out one by one (no batch), and are
-            // on the primary only: the caller waits for a replica before
+            // On Redis the writes went out (in one MULTI, see `flush`) and
+            // are on the primary only: the caller waits for a replica before
             // acknowledging (App::deliver_from, Kv::wait_durable).
             NEEDS_SYNC.with(|n| n.set(true));
         }
@@ -536,6 +579,7 @@ impl SignalingHost {
                 autocommit: false,
                 batch: None,
                 snapshot: None,
+                pending: Vec::new(),
                 durable: false,
             },
         );

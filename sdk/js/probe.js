@@ -28,19 +28,22 @@
  * within the timeout is left out, and signaling ranks unprobed regions after
  * probed ones.
  *
- * Rounds: the whole measurement is made `rounds` times in a row (default 2)
- * and each region keeps its lowest RTT. A browser that is busy (starting
- * up, capturing the microphone, loading a page) delays gathering for every
- * region at once, by as much as 100–150 ms: one such stall made a region
- * 80 ms further look 14 ms further (seen in CI). The minimum of a few round
- * trips is the usual estimate of path RTT for the same reason. A region
- * that gave no answer in a round is not asked again.
+ * Rounds: the whole measurement is made `rounds` times (default 3), 50 ms
+ * apart, and each region keeps its lowest RTT. A browser that is busy
+ * (starting up, capturing the microphone, loading a page) delays the
+ * answers that arrive while it is busy by as much as 100–150 ms, and those
+ * are the near regions': one stall made a region 80 ms further look 14 ms
+ * further, and with two back-to-back rounds a region 2 ms away still
+ * measured 43 ms in both (both seen in CI). Spreading three rounds over
+ * ~300 ms lets at least one fall outside such a stall; the minimum of a few
+ * round trips is the usual estimate of path RTT for the same reason. A
+ * region that gave no answer in a round is not asked again.
  */
 
 /**
  * @typedef {object} ProbeOptions
  * @property {number} [timeout]  ms to wait for answers (default 1 000)
- * @property {number} [rounds]  measurements per region, lowest kept (default 2)
+ * @property {number} [rounds]  measurements per region, lowest kept (default 3)
  * @property {typeof RTCPeerConnection} [RTCPeerConnection]
  * @property {typeof fetch} [fetch]
  */
@@ -112,6 +115,9 @@ export function measureRtt(stunUrl, timeout, PC) {
   });
 }
 
+/** Pause between probe rounds (see "Rounds" above). */
+const ROUND_GAP_MS = 50;
+
 /**
  * Probe every region in the directory of the edge at `signalUrl`.
  * @param {string} signalUrl  signaling WebSocket URL of an edge
@@ -137,7 +143,8 @@ export async function probeRegions(signalUrl, opts = {}) {
   let targets = [...probeTargets(Array.isArray(relays) ? relays : relays?.relays ?? [])];
   /** @type {Record<string, number>} */
   const out = {};
-  for (let round = 0; round < Math.max(1, opts.rounds ?? 2) && targets.length; round++) {
+  for (let round = 0; round < Math.max(1, opts.rounds ?? 3) && targets.length; round++) {
+    if (round > 0) await new Promise((r) => setTimeout(r, ROUND_GAP_MS));
     const rtts = await Promise.all(targets.map(([, url]) => measureRtt(url, timeout, PC)));
     targets = targets.filter(([region], i) => {
       const rtt = rtts[i];

@@ -137,7 +137,9 @@ test('region probes steer a call to the nearest region', async (t) => {
     const rtts = await probesOf(p);
     console.log(`probes: ${p.name} ${JSON.stringify(rtts)}`);
     assert.ok(rtts['region-a'] !== undefined && rtts['region-b'] !== undefined, `${p.name} probed both regions: ${JSON.stringify(rtts)}`);
-    assert.ok(rtts['region-a'] - rtts['region-b'] > 50, `${p.name} measured region-a ~80 ms further: ${JSON.stringify(rtts)}`);
+    // Half the shim's 80 ms: well clear of noise, yet allowing for a busy
+    // browser that delays the near region's answers (sdk/js/probe.js).
+    assert.ok(rtts['region-a'] - rtts['region-b'] > 40, `${p.name} measured region-a ~80 ms further: ${JSON.stringify(rtts)}`);
     assert.equal(await region(p), 'region-b', `${p.name} was given the near region; directory then: ${JSON.stringify(directory)}`);
   }
   await waitFor(async () => {

@@ -34,13 +34,6 @@
 # the other relayed address, in again, ChannelData out; in memory: ChannelData
 # in, ChannelData out).
 #
-# The generator puts every client on one socket, each from its own
-# loopback address (tern-loadgen --shared-socket): media moves in
-# sendmmsg/recvmmsg batches, so on the generator's one core it offers
-# several times the rate one socket per client could (with that, every
-# in-memory search of session 5 stopped at the generator's ceiling).
-# SHARED_SOCKET=0 goes back to one socket per client.
-#
 # 2 cores: the relay is pinned to CPU $RELAY_CPU and the generator to
 # $GEN_CPU (taskset), so each gets one core; loopback delivery work lands on
 # the sender's core. Other load on the machine skews everything: the script
@@ -64,7 +57,7 @@
 # Knobs (environment): PRIO (fifo | nice), SEARCH_PAIRS (500), SEARCH_START (2000 pkt/s),
 # P99_BOUND_US (1000), LAT_PAIRS (1000), LAT_SECS (10), LAT_LOW_PPS (10),
 # MEM_PAIRS (5000), STEP_SECS (3), RELAY_CPU (0), GEN_CPU (1), TARGETS
-# ("tern tern-kernel coturn bare-local bare"), SHARED_SOCKET (1), RESULTS_DIR (keep the JSON reports), TERN_RELAY_BIN (benchmark that tern-relay binary
+# ("tern tern-kernel coturn bare-local bare"), RESULTS_DIR (keep the JSON reports), TERN_RELAY_BIN (benchmark that tern-relay binary
 # instead of building this checkout's). Needs: cargo, coturn (turnserver),
 # taskset, python3; perf for --profile. Binaries come from this repo's cargo
 # target dir.
@@ -90,7 +83,6 @@ STEP_SECS=${STEP_SECS:-3}
 RELAY_CPU=${RELAY_CPU:-0}
 GEN_CPU=${GEN_CPU:-1}
 TARGETS=${TARGETS:-tern tern-kernel coturn bare-local bare}
-SHARED_SOCKET=${SHARED_SOCKET:-1}
 SECRET="bench-$RANDOM-$RANDOM"
 PORT=13478
 
@@ -164,9 +156,8 @@ start_relay() { # $1 = tern | coturn | bare
 gen() { # $1 = target, rest = loadgen flags; JSON on stdout
   local kind=turn; case "$1" in bare*) kind=bare ;; esac
   shift
-  local shared=(); [ "$SHARED_SOCKET" = 1 ] && shared=(--shared-socket)
   "${PRIO_CMD[@]}" taskset -c "$GEN_CPU" "$LOADGEN" --target "$kind" --server "127.0.0.1:$PORT" --secret "$SECRET" \
-    --relay-pid "$RELAY_PID" --json "${shared[@]}" "$@"
+    --relay-pid "$RELAY_PID" --json "$@"
 }
 
 echo "== $(date -u +%FT%TZ) $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load average: $(cut -d' ' -f1-3 /proc/loadavg)" >&2

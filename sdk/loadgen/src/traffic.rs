@@ -23,12 +23,6 @@ use tern_netio::Epoll;
 /// Most packets sent in one go before the loop reads again, so receive
 /// timestamps stay honest when the generator runs late.
 const SEND_BURST: u64 = 32;
-/// Shared mode lets the next packet wait up to this long after it is due
-/// (its send time is taken when it leaves, so latency is not skewed), so
-/// that one wakeup sends a burst in one sendmmsg instead of one syscall per
-/// packet: at 250,000 pkt/s, 32 packets span 124 µs. Capped, so that at
-/// low rates the schedule stays close to even.
-const SEND_LAG_MAX: Duration = Duration::from_micros(200);
 /// How often session timers (Refresh, retransmissions) are looked at.
 const TIMER_CHECK: Duration = Duration::from_millis(50);
 
@@ -88,11 +82,6 @@ impl Harness {
         let streams = self.clients.len() as u64;
         let total = (cfg.rate * cfg.duration.as_secs_f64()).round() as u64;
         let ns_per_pkt = 1e9 / cfg.rate;
-        let lag = if self.shared.is_some() {
-            Duration::from_nanos((ns_per_pkt * (SEND_BURST - 1) as f64) as u64).min(SEND_LAG_MAX)
-        } else {
-            Duration::ZERO
-        };
         let mut seqs = vec![0u32; streams as usize];
         let mut received = vec![0u64; streams as usize];
         let mut hist = Histogram::default();
@@ -169,7 +158,7 @@ impl Harness {
                 next_timer_check = now + TIMER_CHECK;
             }
             let next = match send_end {
-                None => start + Duration::from_nanos((j as f64 * ns_per_pkt) as u64) + lag,
+                None => start + Duration::from_nanos((j as f64 * ns_per_pkt) as u64),
                 Some(end) => end + cfg.drain,
             };
             let timeout = next.saturating_duration_since(now).min(TIMER_CHECK);

@@ -29,12 +29,6 @@ pub fn set_receive_buffer(fd: std::os::fd::RawFd, bytes: usize) -> std::io::Resu
     set_int_option(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, v)
 }
 
-/// Have the kernel report each datagram's destination address (IP_PKTINFO),
-/// for [`RecvBatch::with_local_addresses`].
-pub fn enable_pktinfo(fd: std::os::fd::RawFd) -> std::io::Result<()> {
-    set_int_option(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)
-}
-
 /// setsockopt for the many options whose value is a C int.
 fn set_int_option(
     fd: std::os::fd::RawFd,

@@ -5,7 +5,7 @@
 //! does not allocate. IPv4 and IPv6.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
 
 use crate::sockaddr;
@@ -17,22 +17,8 @@ struct Slots {
     bufs: Vec<u8>,
     addrs: Vec<libc::sockaddr_storage>,
     iovs: Vec<libc::iovec>,
-    /// Ancillary data per slot (IP_PKTINFO), used only when asked for.
-    ctrls: Vec<Control>,
     hdrs: Vec<libc::mmsghdr>,
     slot: usize,
-}
-
-/// Room for one control message with an `in_pktinfo` (CMSG_SPACE(12) is
-/// 32 bytes on 64-bit Linux), 8-byte aligned as cmsghdr wants.
-#[derive(Clone, Copy)]
-#[repr(C, align(8))]
-struct Control([u8; 64]);
-
-/// CMSG_SPACE of an `in_pktinfo`.
-fn pktinfo_space() -> usize {
-    // SAFETY: pure arithmetic on a size.
-    unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::in_pktinfo>() as u32) as usize }
 }
 
 impl Slots {
@@ -42,7 +28,6 @@ impl Slots {
             bufs: vec![0u8; n * slot],
             // SAFETY: plain old data, zero is valid.
             addrs: vec![unsafe { std::mem::zeroed() }; n],
-            ctrls: vec![Control([0; 64]); n],
             iovs: Vec::with_capacity(n),
             hdrs: Vec::with_capacity(n),
             slot,
@@ -76,8 +61,6 @@ unsafe impl Send for Slots {}
 pub struct RecvBatch {
     s: Slots,
     headroom: usize,
-    /// Ask for each datagram's destination address (IP_PKTINFO).
-    local: bool,
 }
 
 impl RecvBatch {
@@ -86,21 +69,7 @@ impl RecvBatch {
         RecvBatch {
             s: Slots::new(n, slot, headroom, slot - headroom),
             headroom,
-            local: false,
         }
-    }
-
-    /// Also record each datagram's destination address, for
-    /// [`RecvBatch::local_ip`]. The socket must have IP_PKTINFO on
-    /// ([`crate::enable_pktinfo`]). One socket bound to the unspecified
-    /// address then stands for many local addresses (a load generator's
-    /// clients, each its own 127.x.y.z).
-    pub fn with_local_addresses(mut self) -> Self {
-        self.local = true;
-        for (h, c) in self.s.hdrs.iter_mut().zip(self.s.ctrls.iter_mut()) {
-            h.msg_hdr.msg_control = c.0.as_mut_ptr().cast();
-        }
-        self
     }
 
     /// Slots in the batch.
@@ -121,10 +90,8 @@ impl RecvBatch {
         if first >= end {
             return Ok(0);
         }
-        let controllen = if self.local { 64 } else { 0 };
         for h in &mut self.s.hdrs[first..end] {
             h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
-            h.msg_hdr.msg_controllen = controllen;
             h.msg_len = 0;
         }
         // SAFETY: every header points into buffers owned by self, sized as
@@ -157,29 +124,6 @@ impl RecvBatch {
             sockaddr::read(&self.s.addrs[i]),
             &self.s.bufs[start..start + len],
         )
-    }
-
-    /// The IPv4 address datagram `i` was sent to (with
-    /// [`RecvBatch::with_local_addresses`]; `None` without, or for IPv6).
-    pub fn local_ip(&self, i: usize) -> Option<Ipv4Addr> {
-        if !self.local {
-            return None;
-        }
-        let h = &self.s.hdrs[i].msg_hdr;
-        // SAFETY: the kernel filled msg_control (within msg_controllen) with
-        // well-formed control messages; CMSG_* walk only inside it.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(h);
-            while !c.is_null() {
-                if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_PKTINFO {
-                    let info =
-                        std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::in_pktinfo);
-                    return Some(Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr)));
-                }
-                c = libc::CMSG_NXTHDR(h, c);
-            }
-        }
-        None
     }
 
     /// Datagram `i` with its headroom in front: `(sender, headroom + datagram)`.
@@ -222,49 +166,6 @@ impl SendBatch {
     /// [`SendBatch::slot_size`] bytes) and returns its length. The caller
     /// flushes before the batch is full.
     pub fn push(&mut self, to: SocketAddr, fill: impl FnOnce(&mut [u8]) -> usize) {
-        let i = self.len;
-        let h = &mut self.s.hdrs[i].msg_hdr;
-        h.msg_control = std::ptr::null_mut();
-        h.msg_controllen = 0;
-        self.fill(to, fill);
-    }
-
-    /// [`SendBatch::push`] from the local IPv4 address `from` (IP_PKTINFO's
-    /// `ipi_spec_dst`): one socket bound to the unspecified address sends
-    /// as any of the host's addresses, e.g. each of a load generator's
-    /// clients from its own 127.x.y.z.
-    pub fn push_from(
-        &mut self,
-        to: SocketAddr,
-        from: Ipv4Addr,
-        fill: impl FnOnce(&mut [u8]) -> usize,
-    ) {
-        let i = self.len;
-        let space = pktinfo_space();
-        let ctrl = &mut self.s.ctrls[i];
-        let h = &mut self.s.hdrs[i].msg_hdr;
-        h.msg_control = ctrl.0.as_mut_ptr().cast();
-        h.msg_controllen = space;
-        // SAFETY: the control buffer is 64 bytes, aligned, and larger than
-        // CMSG_SPACE(in_pktinfo); CMSG_FIRSTHDR points at its start.
-        unsafe {
-            let c = libc::CMSG_FIRSTHDR(h);
-            (*c).cmsg_level = libc::IPPROTO_IP;
-            (*c).cmsg_type = libc::IP_PKTINFO;
-            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::in_pktinfo>() as u32) as usize;
-            let info = libc::in_pktinfo {
-                ipi_ifindex: 0,
-                ipi_spec_dst: libc::in_addr {
-                    s_addr: u32::from(from).to_be(),
-                },
-                ipi_addr: libc::in_addr { s_addr: 0 },
-            };
-            std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut libc::in_pktinfo, info);
-        }
-        self.fill(to, fill);
-    }
-
-    fn fill(&mut self, to: SocketAddr, fill: impl FnOnce(&mut [u8]) -> usize) {
         let i = self.len;
         let n = fill(&mut self.s.bufs[i * self.s.slot..(i + 1) * self.s.slot]);
         self.s.iovs[i].iov_len = n;
@@ -336,49 +237,5 @@ mod tests {
             assert_eq!(rx.get(3).1, &[4u8; 3]);
             assert_eq!(rx.recv(b.as_raw_fd()).unwrap(), 0);
         }
-    }
-
-    /// One socket on the unspecified address sends as, and tells apart,
-    /// several loopback addresses.
-    #[test]
-    fn one_socket_speaks_for_many_local_addresses() {
-        let many = UdpSocket::bind("0.0.0.0:0").unwrap();
-        crate::enable_pktinfo(many.as_raw_fd()).unwrap();
-        let port = many.local_addr().unwrap().port();
-        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let mut tx = SendBatch::new(4, 64);
-        for k in 1..=3u8 {
-            tx.push_from(
-                peer.local_addr().unwrap(),
-                Ipv4Addr::new(127, 9, 0, k),
-                |s| {
-                    s[0] = k;
-                    1
-                },
-            );
-        }
-        assert_eq!(tx.flush(many.as_raw_fd()), 0);
-        let mut buf = [0u8; 8];
-        for k in 1..=3u8 {
-            let (n, from) = peer.recv_from(&mut buf).unwrap();
-            assert_eq!(&buf[..n], &[k]);
-            assert_eq!(from, SocketAddr::from(([127, 9, 0, k], port)));
-            // Answer to that address: it reaches the one socket.
-            peer.send_to(&[k + 10], from).unwrap();
-        }
-        let mut rx = RecvBatch::new(4, 64, 0).with_local_addresses();
-        assert_eq!(rx.recv(many.as_raw_fd()).unwrap(), 3);
-        for i in 0..3 {
-            let k = rx.get(i).1[0] - 10;
-            assert_eq!(rx.local_ip(i), Some(Ipv4Addr::new(127, 9, 0, k)));
-        }
-        // A plain push on the same batch sends from the socket's default.
-        tx.push(peer.local_addr().unwrap(), |s| {
-            s[0] = 7;
-            1
-        });
-        assert_eq!(tx.flush(many.as_raw_fd()), 0);
-        let (_, from) = peer.recv_from(&mut buf).unwrap();
-        assert_eq!(from.ip(), std::net::IpAddr::from([127, 0, 0, 1]));
     }
 }

@@ -1,24 +1,14 @@
-//! The generator's sockets and the setup phase. TURN allocations are keyed
-//! by the client's 5-tuple, so every client needs an address of its own:
-//!
-//! * per client (default): one UDP socket each on 127.0.0.1, all on one
-//!   level-triggered epoll; one send and one receive syscall per packet;
-//! * shared (`shared_socket`, IPv4 only): one socket on the unspecified
-//!   address, each client its own loopback address (127.64.x.y, same
-//!   port), chosen per datagram with IP_PKTINFO; media then moves in
-//!   sendmmsg/recvmmsg batches, so the generator spends a fraction of the
-//!   CPU per packet and can load a relay past what one core of per-packet
-//!   syscalls could (docs/benchmarks.md, "TURN relay").
-//!
-//! Driven from one thread either way, so the generator needs one core.
+//! The generator's sockets and the setup phase: one UDP socket per
+//! allocation (TURN allocations are keyed by the client's 5-tuple), all on
+//! one level-triggered epoll, driven from one thread so the generator needs
+//! one core.
 //!
 //! Clients come in pairs (2p, 2p+1). Setup allocates every client with at
 //! most `setup_window` Allocates in flight, then has each client let its
 //! partner's relayed address in and bind channel 0x4000 to it.
 
-use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -26,7 +16,7 @@ use crate::bare::BareClient;
 use crate::client::{decode_channel_data, ClientError, Op, TurnClient};
 use crate::session::{Session, SessionEvent};
 use crate::LoadError;
-use tern_netio::{Epoll, RecvBatch, SendBatch};
+use tern_netio::Epoll;
 
 /// Channel each client binds to its partner (the first of RFC 8656's range).
 pub const CHANNEL: u16 = 0x4000;
@@ -49,69 +39,10 @@ pub struct SetupConfig {
     pub setup_window: usize,
     /// Give up on setup after this long.
     pub setup_timeout: Duration,
-    /// All clients on one socket, each from its own loopback address (see
-    /// the module comment). IPv4 servers only.
-    pub shared_socket: bool,
-}
-
-/// How a client reaches the relay.
-pub(crate) enum Wire {
-    /// A socket of its own, connected to the server.
-    Own(UdpSocket),
-    /// The shared socket, from this address.
-    Shared(Ipv4Addr),
-}
-
-/// The one socket of shared mode, with its batches.
-pub(crate) struct SharedSocket {
-    pub socket: UdpSocket,
-    pub tx: SendBatch,
-    pub rx: RecvBatch,
-    /// Client address → client index.
-    pub by_ip: HashMap<Ipv4Addr, usize>,
-    /// Addresses handed out so far (new ones after a 437 too).
-    issued: u32,
-}
-
-/// Datagrams per sendmmsg/recvmmsg in shared mode.
-pub(crate) const BATCH: usize = 64;
-/// Epoll token of the shared socket (client sockets use their index).
-pub(crate) const SHARED_TOKEN: u64 = u64::MAX;
-/// First client address in shared mode: 127.64.0.0 + n, clear of the
-/// 127.0.0.x that servers and other tools usually take.
-const FIRST_SHARED_IP: u32 = u32::from_be_bytes([127, 64, 0, 0]);
-
-impl SharedSocket {
-    fn open(epoll: &Epoll) -> Result<SharedSocket, LoadError> {
-        let socket = UdpSocket::bind("0.0.0.0:0")?;
-        socket.set_nonblocking(true)?;
-        tern_netio::enable_pktinfo(socket.as_raw_fd())?;
-        // Every client's media arrives here: room for bursts.
-        tern_netio::set_receive_buffer(socket.as_raw_fd(), 8 << 20)?;
-        epoll.add(socket.as_raw_fd(), SHARED_TOKEN)?;
-        Ok(SharedSocket {
-            socket,
-            tx: SendBatch::new(BATCH, 2048),
-            rx: RecvBatch::new(BATCH, 2048, 0).with_local_addresses(),
-            by_ip: HashMap::new(),
-            issued: 0,
-        })
-    }
-
-    /// A fresh address for client `i`.
-    fn issue(&mut self, i: usize) -> Result<Ipv4Addr, LoadError> {
-        if self.issued >= (1 << 22) {
-            return Err(LoadError::Config("out of loopback addresses".into()));
-        }
-        let ip = Ipv4Addr::from(FIRST_SHARED_IP + self.issued);
-        self.issued += 1;
-        self.by_ip.insert(ip, i);
-        Ok(ip)
-    }
 }
 
 pub(crate) struct Client {
-    pub wire: Wire,
+    pub socket: UdpSocket,
     pub session: Box<dyn Session>,
     pub relayed: Option<SocketAddr>,
     pub bound: bool,
@@ -133,14 +64,12 @@ pub struct SetupReport {
 pub struct Harness {
     pub(crate) epoll: Epoll,
     pub(crate) clients: Vec<Client>,
-    /// Shared mode's socket (`None`: a socket per client).
-    pub(crate) shared: Option<SharedSocket>,
     pub(crate) buf: Vec<u8>,
     pub setup: SetupReport,
     /// While releasing, failures are expected (an allocation may be gone
     /// already) and ignored.
     releasing: bool,
-    pub(crate) server: SocketAddr,
+    server: SocketAddr,
     target: Target,
     expiry: u64,
     /// Clients that moved to a new local port after a 437 (see `reopen`).
@@ -158,20 +87,9 @@ impl Harness {
             .map(|d| d.as_secs())
             .unwrap_or(0)
             + 24 * 3600;
-        if cfg.shared_socket && !cfg.server.is_ipv4() {
-            return Err(LoadError::Config(
-                "a shared socket needs an IPv4 server (its clients are 127.x.y.z)".into(),
-            ));
-        }
-        let epoll = Epoll::new(1024)?;
-        let shared = cfg
-            .shared_socket
-            .then(|| SharedSocket::open(&epoll))
-            .transpose()?;
         let mut h = Harness {
-            epoll,
+            epoll: Epoll::new(1024)?,
             clients: Vec::with_capacity(cfg.pairs * 2),
-            shared,
             buf: vec![0u8; 65_536],
             setup: SetupReport::default(),
             releasing: false,
@@ -208,28 +126,21 @@ impl Harness {
         Ok(h)
     }
 
-    /// A fresh address (socket and local port, or shared-mode address) and
-    /// session for client `i`.
+    /// A fresh socket (new local port) and session for client `i`.
     fn new_client(&mut self, i: usize) -> Result<Client, LoadError> {
-        let wire = match &mut self.shared {
-            Some(shared) => Wire::Shared(shared.issue(i)?),
-            None => {
-                let bind: SocketAddr = if self.server.is_ipv4() {
-                    "127.0.0.1:0"
-                } else {
-                    "[::1]:0"
-                }
-                .parse()
-                .expect("literal address");
-                let socket = UdpSocket::bind(bind)?;
-                socket.set_nonblocking(true)?;
-                // Connected: the kernel filters out strangers and send/recv
-                // skip the address conversion.
-                socket.connect(self.server)?;
-                self.epoll.add(socket.as_raw_fd(), i as u64)?;
-                Wire::Own(socket)
-            }
-        };
+        let bind: SocketAddr = if self.server.is_ipv4() {
+            "127.0.0.1:0"
+        } else {
+            "[::1]:0"
+        }
+        .parse()
+        .expect("literal address");
+        let socket = UdpSocket::bind(bind)?;
+        socket.set_nonblocking(true)?;
+        // Connected: the kernel filters out strangers and send/recv skip the
+        // address conversion.
+        socket.connect(self.server)?;
+        self.epoll.add(socket.as_raw_fd(), i as u64)?;
         let session: Box<dyn Session> = match &self.target {
             Target::Turn { secret } => Box::new(TurnClient::with_rest_secret(
                 secret,
@@ -240,7 +151,7 @@ impl Harness {
             Target::Bare => Box::new(BareClient::new()),
         };
         Ok(Client {
-            wire,
+            socket,
             session,
             relayed: None,
             bound: false,
@@ -254,15 +165,7 @@ impl Harness {
     fn reopen(&mut self, i: usize) -> Result<(), LoadError> {
         let fresh = self.new_client(i)?;
         let old = std::mem::replace(&mut self.clients[i], fresh);
-        match (&old.wire, &mut self.shared) {
-            (Wire::Own(socket), _) => {
-                let _ = self.epoll.delete(socket.as_raw_fd());
-            }
-            (Wire::Shared(ip), Some(shared)) => {
-                shared.by_ip.remove(ip);
-            }
-            (Wire::Shared(_), None) => {}
-        }
+        let _ = self.epoll.delete(old.socket.as_raw_fd());
         self.clients[i].session.allocate(Instant::now());
         self.reopened += 1;
         self.flush(i)
@@ -345,52 +248,16 @@ impl Harness {
     /// the traffic phase has its own receive loop.
     pub(crate) fn pump(&mut self, timeout: Option<Duration>) -> Result<(), LoadError> {
         let n = self.epoll.wait(timeout)?;
-        let ready: Vec<u64> = (0..n).map(|k| self.epoll.token(k)).collect();
-        for token in ready {
-            if token == SHARED_TOKEN {
-                self.drain_shared_control()?;
-            } else {
-                self.drain_control(token as usize)?;
-            }
+        let ready: Vec<usize> = (0..n).map(|k| self.epoll.token(k) as usize).collect();
+        for i in ready {
+            self.drain_control(i)?;
         }
         self.service_timers(Instant::now())
     }
 
-    /// The shared socket's datagrams, each to the client it was sent to.
-    fn drain_shared_control(&mut self) -> Result<(), LoadError> {
-        loop {
-            let shared = self.shared.as_mut().expect("shared mode");
-            let n = shared.rx.recv(shared.socket.as_raw_fd())?;
-            if n == 0 {
-                return Ok(());
-            }
-            for k in 0..n {
-                let shared = self.shared.as_ref().expect("shared mode");
-                let (from, d) = shared.rx.get(k);
-                let to = shared.rx.local_ip(k).and_then(|ip| shared.by_ip.get(&ip));
-                let (Some(&i), true) = (to, from == Some(self.server)) else {
-                    continue;
-                };
-                if decode_channel_data(d).is_some() {
-                    continue;
-                }
-                self.buf[..d.len()].copy_from_slice(d);
-                let len = d.len();
-                let now = Instant::now();
-                self.clients[i]
-                    .session
-                    .handle_control(now, &self.buf[..len]);
-                self.after_session(i)?;
-            }
-        }
-    }
-
     fn drain_control(&mut self, i: usize) -> Result<(), LoadError> {
         loop {
-            let Wire::Own(socket) = &self.clients[i].wire else {
-                return Ok(());
-            };
-            let n = match socket.recv(&mut self.buf) {
+            let n = match self.clients[i].socket.recv(&mut self.buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 // ICMP port unreachable from an earlier send: the server is
@@ -442,20 +309,7 @@ impl Harness {
     fn flush(&mut self, i: usize) -> Result<(), LoadError> {
         let c = &mut self.clients[i];
         while let Some(t) = c.session.poll_transmit() {
-            let sent = match (&c.wire, &mut self.shared) {
-                (Wire::Own(socket), _) => socket.send(&t).map(|_| ()),
-                (Wire::Shared(ip), Some(shared)) => {
-                    shared.tx.push_from(self.server, *ip, |slot| {
-                        slot[..t.len()].copy_from_slice(&t);
-                        t.len()
-                    });
-                    // Lost control messages are retransmitted.
-                    shared.tx.flush(shared.socket.as_raw_fd());
-                    Ok(())
-                }
-                (Wire::Shared(_), None) => unreachable!("shared address without the socket"),
-            };
-            match sent {
+            match c.socket.send(&t) {
                 Ok(_) => {}
                 // Control messages are retransmitted by the session.
                 Err(e)

@@ -9,11 +9,10 @@
 //! It does not spin, so the generator's CPU time says how busy it really is.
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use crate::client::{decode_channel_data, encode_channel_data, CHANNEL_DATA_HEADER};
-use crate::harness::{Harness, Wire, CHANNEL, SHARED_TOKEN};
+use crate::harness::{Harness, CHANNEL};
 use crate::payload::{Probe, HEADER};
 use crate::procstat;
 use crate::stats::Histogram;
@@ -99,7 +98,6 @@ impl Harness {
         let mut next_timer_check = start + TIMER_CHECK;
         let mut send_end = None;
         let mut j = 0u64;
-        let mut queued = 0u64;
         loop {
             let now = Instant::now();
             let mut burst = 0;
@@ -116,33 +114,14 @@ impl Harness {
                     sent_ns: base.elapsed().as_nanos() as u64,
                 };
                 probe.write(&mut payload);
-                match (&self.clients[s].wire, &mut self.shared) {
-                    (Wire::Own(socket), _) => {
-                        let len = encode_channel_data(CHANNEL, &payload, &mut packet);
-                        match socket.send(&packet[..len]) {
-                            Ok(_) => sent += 1,
-                            Err(_) => send_errors += 1,
-                        }
-                    }
-                    (Wire::Shared(ip), Some(sh)) => {
-                        sh.tx.push_from(self.server, *ip, |slot| {
-                            encode_channel_data(CHANNEL, &payload, slot)
-                        });
-                        queued += 1;
-                    }
-                    (Wire::Shared(_), None) => unreachable!("shared address without the socket"),
+                let len = encode_channel_data(CHANNEL, &payload, &mut packet);
+                match self.clients[s].socket.send(&packet[..len]) {
+                    Ok(_) => sent += 1,
+                    Err(_) => send_errors += 1,
                 }
                 seqs[s] += 1;
                 j += 1;
                 burst += 1;
-            }
-            // Shared mode: the burst goes out in one sendmmsg (SEND_BURST
-            // fits one batch).
-            if let Some(sh) = self.shared.as_mut().filter(|_| queued > 0) {
-                let dropped = sh.tx.flush(sh.socket.as_raw_fd()) as u64;
-                sent += queued - dropped;
-                send_errors += dropped;
-                queued = 0;
             }
             if j == total && send_end.is_none() {
                 send_end = Some(Instant::now());
@@ -164,46 +143,12 @@ impl Harness {
             let timeout = next.saturating_duration_since(now).min(TIMER_CHECK);
             let n = self.epoll.wait(Some(timeout))?;
             ready.clear();
-            ready.extend((0..n).map(|k| self.epoll.token(k)));
-            for &token in &ready {
-                if token == SHARED_TOKEN {
-                    let sh = self.shared.as_mut().expect("shared mode");
-                    let n = sh.rx.recv(sh.socket.as_raw_fd())?;
-                    let at = base.elapsed().as_nanos() as u64;
-                    for k in 0..n {
-                        let sh = self.shared.as_ref().expect("shared mode");
-                        let Some(&i) = sh.rx.local_ip(k).and_then(|ip| sh.by_ip.get(&ip)) else {
-                            stray += 1;
-                            continue;
-                        };
-                        let d = sh.rx.get(k).1;
-                        match decode_channel_data(d).and_then(|(_, p)| Probe::read(p)) {
-                            Some(p) if p.epoch == epoch && p.stream as usize == i ^ 1 => {
-                                received[i ^ 1] += 1;
-                                hist.record(at.saturating_sub(p.sent_ns));
-                            }
-                            Some(_) => stray += 1,
-                            None => {
-                                let len = d.len();
-                                self.buf[..len].copy_from_slice(d);
-                                let now = Instant::now();
-                                self.clients[i]
-                                    .session
-                                    .handle_control(now, &self.buf[..len]);
-                                self.after_session(i)?;
-                            }
-                        }
-                    }
-                    continue;
-                }
-                let i = token as usize;
-                let Wire::Own(socket) = &self.clients[i].wire else {
-                    continue;
-                };
+            ready.extend((0..n).map(|k| self.epoll.token(k) as usize));
+            for &i in &ready {
                 // One datagram per report: the epoll is level-triggered and
                 // reports the socket again if more is waiting, which saves
                 // the EAGAIN read that draining would cost on every packet.
-                let n = match socket.recv(&mut self.buf) {
+                let n = match self.clients[i].socket.recv(&mut self.buf) {
                     Ok(n) => n,
                     Err(e)
                         if matches!(

@@ -52,7 +52,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn setup_with(server: SocketAddr, target: Target, pairs: usize, shared_socket: bool) -> Harness {
+fn setup(server: SocketAddr, target: Target, pairs: usize) -> Harness {
     // The relay may still be starting: setup retransmits for a few seconds,
     // and a refused first try is retried a few times.
     let mut last = None;
@@ -63,7 +63,6 @@ fn setup_with(server: SocketAddr, target: Target, pairs: usize, shared_socket: b
             pairs,
             setup_window: 16,
             setup_timeout: Duration::from_secs(10),
-            shared_socket,
         }) {
             Ok(h) => return h,
             Err(e) => last = Some(e),
@@ -107,25 +106,20 @@ fn pairs_through_tern_relay_lose_nothing() {
             .spawn()
             .expect("spawn tern-relay"),
     );
-    // A socket per client, then every client on one socket (each from its
-    // own 127.64.x.y), against the same relay.
-    for shared in [false, true] {
-        let t0 = Instant::now();
-        let mut h = setup_with(
-            server,
-            Target::Turn {
-                secret: SECRET.as_bytes().to_vec(),
-            },
-            4,
-            shared,
-        );
-        assert_eq!(h.setup.allocations, 8);
-        assert!(t0.elapsed() < Duration::from_secs(60));
-        let r = two_seconds(&mut h);
-        assert_eq!(r.lost, 0, "shared socket {shared}: {r:?}");
-        assert_eq!(r.delivered, r.sent, "shared socket {shared}: {r:?}");
-        assert_eq!(r.send_errors + r.stray, 0, "shared socket {shared}: {r:?}");
-    }
+    let t0 = Instant::now();
+    let mut h = setup(
+        server,
+        Target::Turn {
+            secret: SECRET.as_bytes().to_vec(),
+        },
+        4,
+    );
+    assert_eq!(h.setup.allocations, 8);
+    assert!(t0.elapsed() < Duration::from_secs(60));
+    let r = two_seconds(&mut h);
+    assert_eq!(r.lost, 0, "{r:?}");
+    assert_eq!(r.delivered, r.sent, "{r:?}");
+    assert_eq!(r.send_errors + r.stray, 0, "{r:?}");
 }
 
 #[test]
@@ -144,12 +138,9 @@ fn pairs_through_the_bare_forwarder_lose_nothing() {
             fwd.run()
         });
         let server = rx.recv().unwrap();
-        for shared in [false, true] {
-            let mut h = setup_with(server, Target::Bare, 4, shared);
-            let r = two_seconds(&mut h);
-            let case = format!("local delivery {local}, shared socket {shared}");
-            assert_eq!(r.lost, 0, "{case}: {r:?}");
-            assert_eq!(r.delivered, r.sent, "{case}: {r:?}");
-        }
+        let mut h = setup(server, Target::Bare, 4);
+        let r = two_seconds(&mut h);
+        assert_eq!(r.lost, 0, "local delivery {local}: {r:?}");
+        assert_eq!(r.delivered, r.sent, "local delivery {local}: {r:?}");
     }
 }

@@ -102,12 +102,6 @@ struct GenArgs {
     /// Allocate/bind requests in flight at once during setup.
     #[arg(long, default_value_t = 64)]
     setup_window: usize,
-    /// All clients on one socket, each from its own loopback address
-    /// (127.64.x.y, chosen per datagram with IP_PKTINFO), media in
-    /// sendmmsg/recvmmsg batches: a generator several times cheaper per
-    /// packet than one socket per client. IPv4 servers on this host only.
-    #[arg(long)]
-    shared_socket: bool,
     /// Milliseconds to wait for packets in flight after the last send.
     #[arg(long, default_value_t = 300)]
     drain_ms: u64,
@@ -175,7 +169,6 @@ fn generate(a: GenArgs) -> anyhow::Result<()> {
         pairs: a.pairs,
         setup_window: a.setup_window,
         setup_timeout: Duration::from_secs(120),
-        shared_socket: a.shared_socket,
     })
     .context("setting up allocations")?;
     if !a.json {

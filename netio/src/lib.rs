@@ -29,6 +29,29 @@ pub fn set_receive_buffer(fd: std::os::fd::RawFd, bytes: usize) -> std::io::Resu
     set_int_option(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, v)
 }
 
+/// Datagrams the kernel dropped on socket `fd` so far because its receive
+/// buffer was full (SO_MEMINFO's drop counter). A load generator reads it
+/// to tell its own losses from the relay's.
+pub fn receive_drops(fd: std::os::fd::RawFd) -> std::io::Result<u64> {
+    // SK_MEMINFO_VARS is 9 today; room for counters newer kernels add.
+    let mut info = [0u32; 16];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(u64::from(info[libc::SK_MEMINFO_DROPS as usize]))
+}
+
 /// setsockopt for the many options whose value is a C int.
 fn set_int_option(
     fd: std::os::fd::RawFd,
@@ -50,4 +73,22 @@ fn set_int_option(
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn a_full_receive_buffer_counts_what_it_drops() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert_eq!(super::receive_drops(rx.as_raw_fd()).unwrap(), 0);
+        super::set_receive_buffer(rx.as_raw_fd(), 1).unwrap();
+        for _ in 0..200 {
+            tx.send_to(&[0u8; 1000], rx.local_addr().unwrap()).unwrap();
+        }
+        assert!(super::receive_drops(rx.as_raw_fd()).unwrap() > 0);
+    }
 }

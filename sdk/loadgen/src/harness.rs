@@ -175,6 +175,16 @@ impl Harness {
         self.clients.len()
     }
 
+    /// Datagrams the generator's own sockets have dropped so far (receive
+    /// buffer full): losses of the generator, not of the relay.
+    pub(crate) fn receive_drops(&self) -> Result<u64, LoadError> {
+        let mut total = 0;
+        for c in &self.clients {
+            total += tern_netio::receive_drops(c.socket.as_raw_fd())?;
+        }
+        Ok(total)
+    }
+
     /// Delete every allocation (best effort, at most `timeout`). Without it a
     /// relay keeps them for their lifetime, and a later run whose client
     /// happens to get the same local port would be refused with 437.

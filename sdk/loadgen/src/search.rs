@@ -149,11 +149,12 @@ fn driven_short(r: &StepReport) -> bool {
     r.generator_limited || r.send_errors > 0
 }
 
-/// The step failed only because the generator sent too little: the relay
-/// lost nothing of what it got, in time. (Short and lossy or slow: the
-/// relay failed at what it was sent, so it is the limit.)
+/// The step failed only because of the generator (it sent too little, or
+/// its own sockets dropped what came back): the relay lost nothing of what
+/// it got, in time. (Lossy or slow beyond that: the relay failed at what it
+/// was sent, so it is the limit.)
 fn only_short(r: &StepReport, max_p99_us: Option<f64>) -> bool {
-    driven_short(r) && r.lost == 0 && max_p99_us.is_none_or(|m| r.p99_us <= m)
+    driven_short(r) && r.lost == r.generator_drops && max_p99_us.is_none_or(|m| r.p99_us <= m)
 }
 
 #[cfg(test)]
@@ -170,6 +171,24 @@ mod tests {
                 sent_pps,
                 lost: if sent_pps > relay { 10 } else { 0 },
                 generator_limited: sent_pps < 0.95 * rate,
+                ..Default::default()
+            })
+        }
+    }
+
+    /// A generator that sends whatever is asked but cannot read back more
+    /// than `reader` pkt/s (its socket drops the rest), before a relay that
+    /// carries up to `relay`.
+    fn slow_reader(relay: f64, reader: f64) -> impl FnMut(f64) -> Result<StepReport, LoadError> {
+        move |rate| {
+            let generator_drops = if rate > reader { 10 } else { 0 };
+            let relay_lost = if rate > relay { 10 } else { 0 };
+            Ok(StepReport {
+                offered_pps: rate,
+                sent_pps: rate,
+                lost: generator_drops + relay_lost,
+                generator_drops,
+                generator_limited: generator_drops > 0,
                 ..Default::default()
             })
         }
@@ -203,6 +222,17 @@ mod tests {
         // generator drives (within 5 % resolution, and 5 % schedule slack).
         assert!(z > 128_000.0 * 1.5 && z <= 240_000.0 / 0.95, "{z}");
         assert!(r.generator_limited);
+    }
+
+    #[test]
+    fn losses_in_the_generators_own_socket_are_its_limit_not_the_relays() {
+        let r = search(&cfg(), slow_reader(300_000.0, 200_000.0)).unwrap();
+        let z = r.zero_loss_pps.unwrap();
+        assert!((200_000.0 / 1.05..=200_000.0).contains(&z), "{z}");
+        assert!(r.generator_limited, "the bound was the generator's");
+        // Where the relay loses too, the relay is the limit.
+        let r = search(&cfg(), slow_reader(150_000.0, 200_000.0)).unwrap();
+        assert!(!r.generator_limited);
     }
 
     #[test]

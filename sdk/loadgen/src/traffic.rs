@@ -47,7 +47,13 @@ pub struct StepReport {
     pub secs: f64,
     pub sent: u64,
     pub delivered: u64,
+    /// Sent and never received: lost by the relay, or dropped by the
+    /// generator's own receive buffers (`generator_drops`, included here).
     pub lost: u64,
+    /// Of `lost`, what the generator's own sockets dropped because it did
+    /// not read them in time (SO_MEMINFO): the generator's limit, not the
+    /// relay's. Such a step counts as generator-limited.
+    pub generator_drops: u64,
     /// Sends the generator's own socket refused (its buffer was full).
     pub send_errors: u64,
     /// Packets that arrived from an earlier step or were not ours.
@@ -55,8 +61,9 @@ pub struct StepReport {
     pub p50_us: f64,
     pub p99_us: f64,
     pub max_us: f64,
-    /// The generator could not keep the schedule (sent < 95 % of offered):
-    /// this step says more about the generator than the relay.
+    /// The generator could not keep the schedule (sent < 95 % of offered)
+    /// or could not read what came back (`generator_drops`): this step says
+    /// more about the generator than the relay.
     pub generator_limited: bool,
     pub relay_cpu_secs: Option<f64>,
     /// The generator's own CPU seconds in the step. Close to `secs` means
@@ -92,6 +99,7 @@ impl Harness {
         let cpu0 = cfg.relay_pid.map(procstat::cpu_seconds).transpose()?;
         let me = std::process::id();
         let my_cpu0 = procstat::cpu_seconds(me)?;
+        let drops0 = self.receive_drops()?;
         Epoll::tighten_timer_slack();
         let base = Instant::now();
         let start = base + Duration::from_millis(1);
@@ -188,6 +196,7 @@ impl Harness {
             _ => None,
         };
         let generator_cpu_secs = procstat::cpu_seconds(me)? - my_cpu0;
+        let generator_drops = self.receive_drops()?.saturating_sub(drops0);
         let delivered: u64 = received.iter().sum();
         let sent_pps = sent as f64 / secs;
         Ok(StepReport {
@@ -197,12 +206,13 @@ impl Harness {
             sent,
             delivered,
             lost: sent.saturating_sub(delivered),
+            generator_drops,
             send_errors,
             stray,
             p50_us: hist.quantile_us(0.50),
             p99_us: hist.quantile_us(0.99),
             max_us: hist.max_us(),
-            generator_limited: sent_pps < 0.95 * cfg.rate,
+            generator_limited: sent_pps < 0.95 * cfg.rate || generator_drops > 0,
             relay_cpu_secs: cpu,
             generator_cpu_secs,
             relay_cpu_secs_per_mpkt: cpu

@@ -74,9 +74,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // One budget of stream connections per client IP across TCP and TLS.
     let streams = Arc::new(stream::StreamLimits::new(s.max_connections_per_ip));
     if let Some(addr) = s.listen_tcp {
-        let l = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding --listen-tcp {addr}"))?;
+        let l = listen_stream(addr).with_context(|| format!("binding --listen-tcp {addr}"))?;
         let bound = l.local_addr()?;
         listeners.push(Listener {
             transport: "tcp".into(),
@@ -91,9 +89,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             s.tls_key.as_ref().expect("checked by Settings"),
         );
         let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(cert, key)?);
-        let l = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding --listen-tls {addr}"))?;
+        let l = listen_stream(addr).with_context(|| format!("binding --listen-tls {addr}"))?;
         let bound = l.local_addr()?;
         listeners.push(Listener {
             transport: "tls".into(),
@@ -201,4 +197,23 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Connections the kernel queues for `accept` on a TCP or TLS listener.
+/// When a relay dies, its stream clients move to the surviving relays all
+/// at once; with the standard library's 128 the queue overflows and every
+/// dropped SYN costs its caller a one-second retransmission (seen on the
+/// signaling edges, docs/failover.md). The kernel caps it at
+/// net.core.somaxconn.
+const ACCEPT_BACKLOG: u32 = 4096;
+
+fn listen_stream(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As std's bind does: a restarted relay rebinds its port at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
 }

@@ -92,8 +92,8 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         .route("/healthz", get(healthz))
         .merge(http::static_routes())
         .with_state(bridge.clone());
-    let listener =
-        crate::listen(args.listen).with_context(|| format!("listen on {}", args.listen))?;
+    let listener = edge_relay::server::listen_stream(args.listen)
+        .with_context(|| format!("listen on {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr()?, upstream = %bridge.upstream, "gateway up");
     axum::serve(listener, app).await.context("serve")
 }

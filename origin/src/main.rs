@@ -285,26 +285,9 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<(Arc<app::App>, tokio::net
         tick_now: tokio::sync::Notify::new(),
         suspects: prober::Suspects::new(),
     });
-    let listener = listen(args.listen).with_context(|| format!("binding {}", args.listen))?;
+    let listener = edge_relay::server::listen_stream(args.listen)
+        .with_context(|| format!("binding {}", args.listen))?;
     Ok((app, listener))
-}
-
-/// Connections the kernel queues for `accept`. When an edge dies, every
-/// one of its callers reconnects to another edge at the same moment; with
-/// the standard library's 128 the queue overflowed at a few hundred, and
-/// each connection whose SYN was dropped waited a whole second for the
-/// kernel's retransmission. (The kernel caps it at net.core.somaxconn.)
-const ACCEPT_BACKLOG: u32 = 4096;
-
-pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = match addr {
-        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    // As std's bind does: a restarted edge rebinds its port at once.
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(ACCEPT_BACKLOG)
 }
 
 /// How often an edge looks for calls to move off unhealthy relays: a bound

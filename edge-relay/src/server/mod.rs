@@ -199,15 +199,16 @@ async fn shutdown_signal() {
     }
 }
 
-/// Connections the kernel queues for `accept` on a TCP or TLS listener.
-/// When a relay dies, its stream clients move to the surviving relays all
-/// at once; with the standard library's 128 the queue overflows and every
-/// dropped SYN costs its caller a one-second retransmission (seen on the
-/// signaling edges, docs/failover.md). The kernel caps it at
-/// net.core.somaxconn.
+/// Connections the kernel queues for `accept` on a TCP listener (the
+/// relay's TCP and TLS listeners, and the origin's). When a relay or an
+/// edge dies, all its clients arrive at the survivors at once; with the
+/// standard library's 128 the queue overflowed, and every dropped SYN cost
+/// its caller a one-second retransmission (docs/failover.md). The kernel
+/// caps it at net.core.somaxconn.
 const ACCEPT_BACKLOG: u32 = 4096;
 
-fn listen_stream(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// A TCP listener on `addr` with an accept queue of [`ACCEPT_BACKLOG`].
+pub fn listen_stream(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,

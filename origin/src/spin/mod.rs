@@ -90,8 +90,8 @@ pub async fn run(args: SpinArgs) -> anyhow::Result<()> {
         move || server::SpinHost::new(&wasm, env.into_iter().collect(), kv, app)
     })
     .await??;
-    let listener =
-        crate::listen(args.listen).with_context(|| format!("binding {}", args.listen))?;
+    let listener = edge_relay::server::listen_stream(args.listen)
+        .with_context(|| format!("binding {}", args.listen))?;
     let flusher = {
         let store = kv.clone();
         tokio::spawn(async move {

@@ -9,7 +9,7 @@
 # bare forwarder with --local-delivery (the floor for the in-memory path)
 # and without (the floor for the kernel path).
 #
-#   bench/relay.sh              # full run (~12 min on 2 vCPU)
+#   bench/relay.sh              # full run (~20 min on 2 vCPU)
 #   bench/relay.sh --profile    # also `perf record -g` tern-relay under load
 #                               # (report on stderr; with RESULTS_DIR also saved)
 #
@@ -18,7 +18,12 @@
 #   (a) highest zero-loss relayed packet rate: tern-loadgen --search over
 #       SEARCH_PAIRS pairs (the aggregate rate doubles, then bisects, 160-byte
 #       payloads); "≥" marks a rate bounded by the generator (the next rate
-#       up was sent short with nothing lost): the target carries at least it;
+#       up was sent short with nothing lost): the target carries at least it.
+#       Searched ROUNDS times (default 3), the targets taking turns within a
+#       round; reported per round and as medians, with the rate per relay
+#       core (the rate over the relay core's utilisation at it: what a full
+#       core carries at that cost per packet, which is what a generator-bound
+#       search cannot show directly);
 #   (a') the same with a latency bound: zero loss and p99 <= P99_BOUND_US
 #       (default 1000 µs), since zero loss bought with deep socket buffers
 #       and tens of milliseconds of queueing is useless for voice;
@@ -54,7 +59,7 @@
 # A search rate that loses packets is tried a second time before it counts
 # as lossy (tern-loadgen --attempts 2), again against one-off preemptions.
 #
-# Knobs (environment): PRIO (fifo | nice), SEARCH_PAIRS (500), SEARCH_START (2000 pkt/s),
+# Knobs (environment): PRIO (fifo | nice), SEARCH_PAIRS (500), ROUNDS (3), SEARCH_START (2000 pkt/s),
 # P99_BOUND_US (1000), LAT_PAIRS (1000), LAT_SECS (10), LAT_LOW_PPS (10),
 # MEM_PAIRS (5000), STEP_SECS (3), RELAY_CPU (0), GEN_CPU (1), TARGETS
 # ("tern tern-kernel coturn bare-local bare"), RESULTS_DIR (keep the JSON reports), TERN_RELAY_BIN (benchmark that tern-relay binary
@@ -68,6 +73,7 @@ PROFILE=0
 [ "${1:-}" = "--profile" ] && PROFILE=1
 
 SEARCH_PAIRS=${SEARCH_PAIRS:-500}
+ROUNDS=${ROUNDS:-3}
 LAT_PAIRS=${LAT_PAIRS:-1000}
 LAT_SECS=${LAT_SECS:-10}
 LAT_LOW_PPS=${LAT_LOW_PPS:-10}
@@ -166,11 +172,6 @@ for t in $TARGETS; do
   start_relay "$t"
   gen "$t" --pairs "$MEM_PAIRS" --duration 0 --hold 2 --setup-window 128 >"$WORK/$t-mem.json"
 
-  echo "== $t: zero-loss search ($SEARCH_PAIRS pairs)" >&2
-  start_relay "$t"
-  gen "$t" --pairs "$SEARCH_PAIRS" --search --search-start "$SEARCH_START" --step-secs "$STEP_SECS" \
-    >"$WORK/$t-search.json"
-
   echo "== $t: zero-loss search with p99 <= ${P99_BOUND_US} µs ($SEARCH_PAIRS pairs)" >&2
   start_relay "$t"
   gen "$t" --pairs "$SEARCH_PAIRS" --search --search-start "$SEARCH_START" --step-secs "$STEP_SECS" \
@@ -208,31 +209,65 @@ for t in $TARGETS; do
   stop_relay
 done
 
+# (a) in rounds: every target's search once per round, targets in turn, so
+# the targets of one round are measured minutes apart and a slow spell of
+# the VM (its cost per packet moves by up to 30 % between runs) lands on
+# all of them rather than on one; the summary takes each target's median
+# and the median of the per-round ratios.
+for r in $(seq "$ROUNDS"); do
+  for t in $TARGETS; do
+    echo "== round $r/$ROUNDS, $t: zero-loss search ($SEARCH_PAIRS pairs)" >&2
+    start_relay "$t"
+    gen "$t" --pairs "$SEARCH_PAIRS" --search --search-start "$SEARCH_START" --step-secs "$STEP_SECS" \
+      >"$WORK/$t-search-r$r.json"
+  done
+done
+stop_relay
+
 # RESULTS_DIR=dir keeps every generator report (JSON, with all search steps).
 if [ -n "${RESULTS_DIR:-}" ]; then
   mkdir -p "$RESULTS_DIR" && cp "$WORK"/*.json "$RESULTS_DIR"/
   if [ -f "$WORK/perf-tern.txt" ]; then cp "$WORK/perf-tern.txt" "$RESULTS_DIR"/; fi
 fi
 
-python3 - "$WORK" $TARGETS <<'EOF'
-import json, os, sys
-work, targets = sys.argv[1], sys.argv[2:]
-def load(t, what):
-    p = os.path.join(work, f"{t}-{what}.json")
+python3 - "$WORK" "$ROUNDS" $TARGETS <<'EOF'
+import json, os, statistics, sys
+work, rounds, targets = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+def load(name):
+    p = os.path.join(work, name)
     return json.load(open(p)) if os.path.exists(p) else None
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+def search_round(t, r):
+    """One round's zero-loss search: rate, whether the generator bounded it,
+    CPU per packet at that rate, the relay core's utilisation there, and the
+    rate per relay core (rate / utilisation: what one full core would carry
+    at that cost per packet)."""
+    d = load(f"{t}-search-r{r}.json")
+    s = (d or {}).get("search") or {}
+    best = s.get("best") or {}
+    rate, cpu, secs = s.get("zero_loss_pps"), best.get("relay_cpu_secs"), best.get("secs")
+    util = cpu / secs if cpu and secs else None
+    return {"rate": rate, "gen": bool(s.get("generator_limited")),
+            "cpu": best.get("relay_cpu_secs_per_mpkt"), "util": util,
+            "per_core": rate / util if rate and util else None, "p99": best.get("p99_us")}
+rounds_of = {t: [search_round(t, r) for r in range(1, rounds + 1)] for t in targets}
 rows = {}
 for t in targets:
-    mem, search, lat, low = load(t, "mem"), load(t, "search"), load(t, "lat"), load(t, "latlow")
-    bounded = (load(t, "searchp99") or {}).get("search") or {}
+    mem, lat, low = load(f"{t}-mem.json"), load(f"{t}-lat.json"), load(f"{t}-latlow.json")
+    bounded = (load(f"{t}-searchp99.json") or {}).get("search") or {}
+    rs = rounds_of[t]
     lrun = low["run"] if low else {}
-    s = search["search"] if search else {}
-    best = s.get("best") or {}
     run = lat["run"] if lat else {}
+    med = median([x["rate"] for x in rs])
     rows[t] = {
-        "zero_loss": s.get("zero_loss_pps"),
-        "gen_limited": s.get("generator_limited"),
-        "cpu_per_mpkt": best.get("relay_cpu_secs_per_mpkt"),
-        "best_p99": best.get("p99_us"),
+        "zero_loss": med,
+        # "≥" when a round at the median was bounded by the generator.
+        "gen_limited": any(x["gen"] and x["rate"] == med for x in rs),
+        "per_core": median([x["per_core"] for x in rs]),
+        "cpu_per_mpkt": median([x["cpu"] for x in rs]),
+        "best_p99": median([x["p99"] for x in rs]),
         "bounded": bounded.get("zero_loss_pps"),
         "bounded_cpu": (bounded.get("best") or {}).get("relay_cpu_secs_per_mpkt"),
         "gen_cpu": (run.get("generator_cpu_secs", 0) / run["secs"] * 100) if run.get("secs") else None,
@@ -254,10 +289,11 @@ print("|---|" + "---|" * len(targets))
 def row(label, key, fmt="{:,.0f}"):
     print(f"| {label} | " + " | ".join(f(rows[t][key], fmt) for t in targets) + " |")
 # "≥": the search was bounded by the generator, not by the target.
-print("| (a) zero-loss rate, pkt/s (one relay core) | " + " | ".join(
+print(f"| (a) zero-loss rate, pkt/s (one relay core; median of {rounds}) | " + " | ".join(
     ("≥ " if rows[t]["gen_limited"] else "") + f(rows[t]["zero_loss"]) for t in targets) + " |")
-row("(a) p99 one-way latency at that rate, µs", "best_p99")
-row("(b) relay CPU s per 1M packets at that rate", "cpu_per_mpkt", "{:.2f}")
+row(f"(a) zero-loss rate per relay core (rate / core utilisation; median of {rounds})", "per_core")
+row("(a) p99 one-way latency at that rate, µs (median)", "best_p99")
+row("(b) relay CPU s per 1M packets at that rate (median)", "cpu_per_mpkt", "{:.2f}")
 row(f"(a') zero-loss rate with p99 <= {os.environ.get('P99_BOUND_US', '1000')} µs, pkt/s", "bounded")
 row("(b) relay CPU s per 1M packets at the (a') rate", "bounded_cpu", "{:.2f}")
 row("(c) 2,000 streams x 50 pps: p50 one-way latency, µs", "p50")
@@ -277,11 +313,31 @@ print(f"| (c') {lab}: packets sent / lost | " + " | ".join(
 row(f"(b') {lab}: relay CPU s per 1M packets", "low_cpu", "{:.2f}")
 row("(d) RSS per allocation, bytes", "bytes_per_alloc")
 row("allocation setup, allocations/s", "alloc_rate")
-def ratio(a, b, key, inv=False):
+
+print()
+print("Zero-loss search, round by round (rate, pkt/s / relay core busy at that rate / "
+      "CPU s per 1M packets / rate per relay core):")
+print()
+print("| round | " + " | ".join(names.get(t, t) for t in targets) + " |")
+print("|---|" + "---|" * len(targets))
+for r in range(rounds):
+    cells = []
+    for t in targets:
+        x = rounds_of[t][r]
+        util = None if x["util"] is None else x["util"] * 100
+        cells.append(("≥ " if x["gen"] else "") + f"{f(x['rate'])} / {f(util)} % / "
+                     f"{f(x['cpu'], '{:.2f}')} / {f(x['per_core'])}")
+    print(f"| {r + 1} | " + " | ".join(cells) + " |")
+
+def ratio(a, b, key):
     x, y = rows.get(a, {}).get(key), rows.get(b, {}).get(key)
-    if not x or not y:
-        return "n/a"
-    return f"{(x / y):.2f}"
+    return f"{(x / y):.2f}" if x and y else "n/a"
+def round_ratios(a, b, key):
+    return [x[key] / y[key] if x[key] and y[key] else None
+            for x, y in zip(rounds_of[a], rounds_of[b])]
+def fmt_ratios(rs):
+    shown = " / ".join(f(r, "{:.2f}") for r in rs)
+    return f"{shown} (median {f(median(rs), '{:.2f}')})"
 # Each tern-relay mode against coturn (the product comparison) and against
 # the bare forwarder doing the same kind of delivery (the physical floor).
 pairs = [("tern", "coturn"), ("tern", "bare-local"), ("tern-kernel", "coturn"),
@@ -289,9 +345,10 @@ pairs = [("tern", "coturn"), ("tern", "bare-local"), ("tern-kernel", "coturn"),
 print()
 for a, b in pairs:
     if a in rows and b in rows:
-        print(f"{a}/{b}: rate {ratio(a, b, 'zero_loss')}, "
-              f"rate with p99 bound {ratio(a, b, 'bounded')}, "
-              f"CPU per packet {ratio(a, b, 'cpu_per_mpkt')}, "
+        print(f"{a}/{b}, per round: rate {fmt_ratios(round_ratios(a, b, 'rate'))}; "
+              f"rate per core {fmt_ratios(round_ratios(a, b, 'per_core'))}; "
+              f"CPU per packet {fmt_ratios(round_ratios(a, b, 'cpu'))}")
+        print(f"{a}/{b}: rate with p99 bound {ratio(a, b, 'bounded')}, "
               f"CPU per packet at the low rate {ratio(a, b, 'low_cpu')}, "
               f"p99 at the low rate {ratio(a, b, 'low_p99')}, "
               f"bytes per allocation {ratio(a, b, 'bytes_per_alloc')}")
@@ -299,6 +356,8 @@ for a, b in [("tern", "bare-local"), ("tern-kernel", "bare")]:
     if a in rows and b in rows and rows[a]["low_p99"] is not None and rows[b]["low_p99"] is not None:
         print(f"{a} p99 - {b} p99 at the low rate: {rows[a]['low_p99'] - rows[b]['low_p99']:.0f} µs")
 for t in targets:
-    if rows[t]["gen_limited"]:
-        print(f"note: the {t} search was bounded by the generator (the next rate up was sent short, nothing lost): its rate is a floor")
+    n = sum(x["gen"] for x in rounds_of[t])
+    if n:
+        print(f"note: {n} of {rounds} {t} searches were bounded by the generator "
+              "(the next rate up was sent short, nothing lost): those rates are floors")
 EOF

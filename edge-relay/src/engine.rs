@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use crate::allocation::{Allocation, AllocationId, FiveTuple, Transport};
+use crate::allocation::{Allocation, AllocationId, FiveTuple, LocalRoute, Transport};
 use crate::auth::{self, AuthError, Authenticator, Credentials, MessageKey};
 use crate::policy::PeerPolicy;
 use crate::quota::{Bandwidth, Ledger, TokenBucket};
@@ -140,6 +140,24 @@ pub struct Forward {
     pub to: SocketAddr,
     pub transport: Transport,
     pub range: Range<usize>,
+    /// For ChannelData from a client: the sending allocation and channel
+    /// (where [`Relay::route_client_media`] remembers a local route).
+    origin: Option<(AllocationId, u16)>,
+    /// The channel's remembered local route, if it still holds.
+    local: Option<LocalRoute>,
+}
+
+impl Forward {
+    fn new(from: SocketAddr, to: SocketAddr, transport: Transport, range: Range<usize>) -> Self {
+        Forward {
+            from,
+            to,
+            transport,
+            range,
+            origin: None,
+            local: None,
+        }
+    }
 }
 
 /// Where client media goes after [`Relay::route_client_media`].
@@ -155,6 +173,20 @@ pub enum Route {
     /// [`Relay::poll_transmit`]), or the receiver refused it (no permission,
     /// over its bandwidth quota) and the drop was counted.
     Consumed,
+}
+
+impl Route {
+    /// A local delivery's range, computed over the slice starting at `by`,
+    /// made a range of the whole buffer.
+    fn shifted(self, by: usize) -> Route {
+        match self {
+            Route::Local(mut f) => {
+                f.range = f.range.start + by..f.range.end + by;
+                Route::Local(f)
+            }
+            other => other,
+        }
+    }
 }
 
 /// Address family of a relayed address.
@@ -477,12 +509,12 @@ impl Relay {
             buf[2..4].copy_from_slice(&len.to_be_bytes());
             // Over UDP the padding to 4 bytes is optional (RFC 8656 §12.5);
             // stream drivers add it when framing.
-            return Some(Forward {
-                from: ft.local,
-                to: ft.client,
-                transport: ft.transport,
-                range: 0..buf.len(),
-            });
+            return Some(Forward::new(
+                ft.local,
+                ft.client,
+                ft.transport,
+                0..buf.len(),
+            ));
         }
         let mut b =
             MessageBuilder::new(Method::DATA, Class::Indication, indication_tid(&self.stats));
@@ -508,24 +540,121 @@ impl Relay {
     /// bytes into `buf` (behind a ChannelData header or STUN attributes),
     /// which is where the outgoing header is written.
     pub fn route_client_media(&mut self, now: Instant, f: Forward, buf: &mut [u8]) -> Route {
-        // One lookup decides and finds the receiver (this runs per packet).
+        let Some(start) = f.range.start.checked_sub(CHANNEL_DATA_HEADROOM) else {
+            return Route::Kernel(f);
+        };
+        if let Some(route) = f.local {
+            if let Some(r) = self.deliver_on_route(now, route, &mut buf[start..f.range.end]) {
+                return r.shifted(start);
+            }
+            // The receiver is gone (its port may be someone else's now).
+            if let Some((id, number)) = f.origin {
+                if let Some(a) = self.allocations.get_mut(&id) {
+                    a.set_route(number, None);
+                }
+            }
+        }
+        // One lookup decides and finds the receiver.
         let receiver = self
             .config
             .local_delivery
             .then(|| self.by_relayed.get(&f.to).copied())
             .flatten();
-        let (Some(id), Some(start)) = (receiver, f.range.start.checked_sub(CHANNEL_DATA_HEADROOM))
-        else {
+        let Some(id) = receiver else {
             return Route::Kernel(f);
         };
-        let buf = &mut buf[start..f.range.end];
-        match self.deliver_to(now, Some(id), f.from, buf) {
-            Some(mut out) => {
-                out.range = out.range.start + start..out.range.end + start;
+        let out = self.deliver_to(now, Some(id), f.from, &mut buf[start..f.range.end]);
+        match out {
+            Some(out) => {
+                if let Some((sender, number)) = f.origin {
+                    self.remember_route(now, sender, number, f.from, id, f.to);
+                }
                 self.stats.local_deliveries += 1;
-                Route::Local(out)
+                Route::Local(out).shifted(start)
             }
             None => Route::Consumed,
+        }
+    }
+
+    /// [`Relay::deliver_to`] for a remembered route: only what can change
+    /// before `route.until` is looked at (the receiver's existence and
+    /// bandwidth). `None` when the receiver is gone: nothing is counted then,
+    /// and the caller takes the full path.
+    fn deliver_on_route(
+        &mut self,
+        now: Instant,
+        route: LocalRoute,
+        buf: &mut [u8],
+    ) -> Option<Route> {
+        let payload_len = buf.len().checked_sub(CHANNEL_DATA_HEADROOM)?;
+        let alloc = self.allocations.get_mut(&route.receiver)?;
+        self.stats.peer_packets_in += 1;
+        self.stats.peer_bytes_in += payload_len as u64;
+        if let Some(limit) = &self.config.bandwidth {
+            if !alloc.bucket.take(now, payload_len as u64, limit) {
+                self.stats.drop(DropReason::Bandwidth);
+                self.stats.quota_hit(Quota::Bandwidth);
+                return Some(Route::Consumed);
+            }
+        }
+        self.stats.relayed_packets += 1;
+        self.stats.relayed_bytes += payload_len as u64;
+        let Ok(len) = u16::try_from(payload_len) else {
+            return Some(Route::Consumed);
+        };
+        buf[0..2].copy_from_slice(&route.channel.to_be_bytes());
+        buf[2..4].copy_from_slice(&len.to_be_bytes());
+        self.stats.local_deliveries += 1;
+        let to = route.to;
+        Some(Route::Local(Forward::new(
+            to.local,
+            to.client,
+            to.transport,
+            0..buf.len(),
+        )))
+    }
+
+    /// After a packet from `sender`'s channel `number` (relayed address
+    /// `from`) reached `receiver` (relayed address `to`) over a channel:
+    /// remember the route until the first of the permissions and the
+    /// receiver's channel it relied on expires.
+    fn remember_route(
+        &mut self,
+        now: Instant,
+        sender: AllocationId,
+        number: u16,
+        from: SocketAddr,
+        receiver: AllocationId,
+        to: SocketAddr,
+    ) {
+        let Some(r) = self.allocations.get(&receiver) else {
+            return;
+        };
+        let (Some((channel, channel_until)), Some(permitted_until)) =
+            (r.channel_expiry_for(from), r.permission_expiry(from.ip()))
+        else {
+            return;
+        };
+        let client = r.five_tuple;
+        let Some(s) = self.allocations.get_mut(&sender) else {
+            return;
+        };
+        let Some(sender_permitted_until) = s.permission_expiry(to.ip()) else {
+            return;
+        };
+        let until = channel_until
+            .min(permitted_until)
+            .min(sender_permitted_until);
+        if until > now {
+            s.set_route(
+                number,
+                Some(LocalRoute {
+                    receiver,
+                    to: client,
+                    channel,
+                    until,
+                }),
+            );
         }
     }
 
@@ -609,20 +738,28 @@ impl Relay {
         if !self.channel_in_range(number) || 4 + len > data.len() {
             return Err(DropReason::Malformed);
         }
+        let id = *self.by_client.get(&ft).ok_or(DropReason::NoAllocation)?;
         let alloc = self
-            .by_client
-            .get(&ft)
-            .and_then(|id| self.allocations.get_mut(id))
+            .allocations
+            .get_mut(&id)
             .ok_or(DropReason::NoAllocation)?;
-        let peer = alloc
-            .channel_peer(number, now)
+        let (peer, route) = alloc
+            .channel_and_route(number, now)
             .ok_or(DropReason::NoChannel)?;
-        let from = admit_media(alloc, &self.config, &mut self.stats, now, peer, len)?;
+        let local = route.filter(|_| self.config.local_delivery);
+        let from = admit_media(
+            alloc,
+            &self.config,
+            &mut self.stats,
+            now,
+            peer,
+            len,
+            local.is_some(),
+        )?;
         Ok(Forward {
-            from,
-            to: peer,
-            transport: Transport::Udp,
-            range: 4..4 + len,
+            origin: Some((id, number)),
+            local,
+            ..Forward::new(from, peer, Transport::Udp, 4..4 + len)
         })
     }
 
@@ -644,15 +781,23 @@ impl Relay {
         ) else {
             return Err(DropReason::Malformed);
         };
-        let from = admit_media(alloc, &self.config, &mut self.stats, now, peer, data.len())?;
+        let from = admit_media(
+            alloc,
+            &self.config,
+            &mut self.stats,
+            now,
+            peer,
+            data.len(),
+            false,
+        )?;
         // DATA's value is a slice of the datagram: forward it in place.
         let start = data.as_ptr() as usize - msg.raw().as_ptr() as usize;
-        Ok(Forward {
+        Ok(Forward::new(
             from,
-            to: peer,
-            transport: Transport::Udp,
-            range: start..start + data.len(),
-        })
+            peer,
+            Transport::Udp,
+            start..start + data.len(),
+        ))
     }
 
     // ---- requests -----------------------------------------------------
@@ -1141,6 +1286,9 @@ fn error_message(method: Method, tid: TransactionId, rej: Reject, rich: bool) ->
 /// bandwidth), then counts the packet; returns the relayed address to send
 /// from. A free function over split borrows so the packet path looks the
 /// allocation up once.
+///
+/// `routed`: the channel has a live [`LocalRoute`], whose `until` already
+/// stands for the permission.
 fn admit_media(
     alloc: &mut Allocation,
     config: &Config,
@@ -1148,9 +1296,10 @@ fn admit_media(
     now: Instant,
     peer: SocketAddr,
     len: usize,
+    routed: bool,
 ) -> Result<SocketAddr, DropReason> {
     let from = alloc.relayed.ok_or(DropReason::NoAllocation)?;
-    if !alloc.is_permitted(peer.ip(), now) {
+    if !routed && !alloc.is_permitted(peer.ip(), now) {
         return Err(DropReason::NoPermission);
     }
     if let Some(limit) = &config.bandwidth {

@@ -584,6 +584,110 @@ fn media_between_allocations_of_one_relay_is_delivered_in_memory() {
     );
 }
 
+/// The second and later packets of a channel between two allocations of
+/// one engine take a remembered route (see `LocalRoute`); it must count the
+/// same and stop exactly when the full checks would.
+#[test]
+fn a_remembered_local_route_counts_alike_and_ends_when_its_checks_would() {
+    let mut h = Harness::new();
+    let mut a = h.client("198.51.100.1:5000", "alice", UNIX0 + 86400);
+    let mut b = h.client("198.51.100.2:6000", "bob", UNIX0 + 86400);
+    let ra = h.allocate(&mut a);
+    let rb = h.allocate(&mut b);
+    assert_eq!(h.bind(&a, 0x4000, rb), None);
+    assert_eq!(h.bind(&b, 0x4001, ra), None);
+
+    // A -> B: the route the engine chose, what B's client gets, drops.
+    let send = |h: &mut Harness| {
+        let mut bytes = vec![0x40, 0x00, 0, 3, 7, 8, 9];
+        let f = h
+            .relay
+            .handle_client_datagram(h.now, h.unix, a.addr, h.local, &bytes)
+            .expect("admitted for A");
+        match h.relay.route_client_media(h.now, f, &mut bytes) {
+            Route::Local(o) => Some((o.to, bytes[o.range].to_vec())),
+            Route::Consumed => None,
+            Route::Kernel(f) => panic!("kernel route to {}", f.to),
+        }
+    };
+    let counters = |st: Stats| {
+        (
+            st.relayed_packets,
+            st.relayed_bytes,
+            st.peer_packets_in,
+            st.peer_bytes_in,
+            st.local_deliveries,
+            st.client_packets_in,
+        )
+    };
+    // The first packet takes the full path and leaves the route behind;
+    // the next ones take it. Each moves every counter by the same amount.
+    let mut deltas = Vec::new();
+    for _ in 0..3 {
+        let before = counters(h.relay.stats());
+        assert_eq!(
+            send(&mut h),
+            Some((b.addr, vec![0x40, 0x01, 0, 3, 7, 8, 9]))
+        );
+        let after = counters(h.relay.stats());
+        deltas.push((
+            after.0 - before.0,
+            after.1 - before.1,
+            after.2 - before.2,
+            after.3 - before.3,
+            after.4 - before.4,
+            after.5 - before.5,
+        ));
+    }
+    assert_eq!(deltas[0], (2, 6, 1, 3, 1, 1));
+    assert!(deltas.iter().all(|d| *d == deltas[0]), "{deltas:?}");
+
+    // Every permission was installed at t=0 for 300 s. A refreshes its
+    // side at 250 s; B does not, so B's permission for A ends at 300 s and
+    // with it the route, which must not outlive it by a packet.
+    h.advance(Duration::from_secs(250));
+    assert_eq!(h.bind(&a, 0x4000, rb), None);
+    h.advance(Duration::from_millis(49_999));
+    assert!(send(&mut h).is_some(), "B's permission still holds");
+    h.advance(Duration::from_millis(1));
+    let refused = h.relay.stats().drops(DropReason::NoPermission);
+    assert_eq!(send(&mut h), None);
+    assert_eq!(h.relay.stats().drops(DropReason::NoPermission), refused + 1);
+
+    // B renews; the route is learned again. Then B leaves, and its relayed
+    // address goes to a new allocation C: A's media must reach C's client
+    // on C's channel, never B's.
+    assert_eq!(h.bind(&b, 0x4001, ra), None);
+    assert_eq!(send(&mut h).map(|(to, _)| to), Some(b.addr));
+    assert_eq!(send(&mut h).map(|(to, _)| to), Some(b.addr));
+    let r = h.request(Method::REFRESH, Some(&b), |m| {
+        m.u32(attr::LIFETIME, 0);
+    });
+    assert_eq!(code(&Message::parse(&r).unwrap()), None);
+    let mut bytes = vec![0x40, 0x00, 0, 1, 1];
+    let f = h
+        .relay
+        .handle_client_datagram(h.now, h.unix, a.addr, h.local, &bytes)
+        .expect("A's channel still stands");
+    assert_eq!(
+        h.relay.route_client_media(h.now, f.clone(), &mut bytes),
+        Route::Kernel(f),
+        "nobody local has B's old address"
+    );
+    let mut c = h.client("198.51.100.3:7000", "carol", UNIX0 + 86400);
+    h.next_relay_port = rb.port();
+    assert_eq!(h.allocate(&mut c), rb, "C gets B's old relayed address");
+    assert_eq!(h.bind(&c, 0x4002, ra), None);
+    assert_eq!(
+        send(&mut h),
+        Some((c.addr, vec![0x40, 0x02, 0, 3, 7, 8, 9]))
+    );
+    assert_eq!(
+        send(&mut h),
+        Some((c.addr, vec![0x40, 0x02, 0, 3, 7, 8, 9]))
+    );
+}
+
 #[test]
 fn rfc5766_channel_numbers_only_when_enabled() {
     let mut h = Harness::with(|cfg| cfg.rfc5766_channels = true);

@@ -122,8 +122,6 @@ struct Channel {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LocalRoute {
     pub receiver: AllocationId,
-    /// The receiving client's 5-tuple.
-    pub to: FiveTuple,
     /// The receiver's channel number for the sender's relayed address.
     pub channel: u16,
     pub until: Instant,

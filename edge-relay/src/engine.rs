@@ -605,7 +605,7 @@ impl Relay {
         buf[0..2].copy_from_slice(&route.channel.to_be_bytes());
         buf[2..4].copy_from_slice(&len.to_be_bytes());
         self.stats.local_deliveries += 1;
-        let to = route.to;
+        let to = alloc.five_tuple;
         Some(Route::Local(Forward::new(
             to.local,
             to.client,
@@ -635,7 +635,6 @@ impl Relay {
         else {
             return;
         };
-        let client = r.five_tuple;
         let Some(s) = self.allocations.get_mut(&sender) else {
             return;
         };
@@ -650,7 +649,6 @@ impl Relay {
                 number,
                 Some(LocalRoute {
                     receiver,
-                    to: client,
                     channel,
                     until,
                 }),

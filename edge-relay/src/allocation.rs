@@ -166,7 +166,7 @@ impl Allocation {
     }
 
     pub fn is_permitted(&self, ip: IpAddr, now: Instant) -> bool {
-        self.permissions.get(&ip).is_some_and(|&t| t > now)
+        self.permission_expiry(ip).is_some_and(|t| t > now)
     }
 
     /// Bind or refresh `number` <-> `peer` until `until`.
@@ -201,15 +201,6 @@ impl Allocation {
         Ok(())
     }
 
-    /// Peer of a live channel.
-    pub fn channel_peer(&self, number: u16, now: Instant) -> Option<SocketAddr> {
-        self.channels
-            .by_number
-            .get(&number)
-            .filter(|c| c.expires > now)
-            .map(|c| c.peer)
-    }
-
     /// Peer of a live channel, and its remembered local route while that
     /// holds.
     pub fn channel_and_route(
@@ -241,8 +232,9 @@ impl Allocation {
 
     /// Live channel number for a peer.
     pub fn channel_for(&self, peer: SocketAddr, now: Instant) -> Option<u16> {
-        let n = *self.channels.by_peer.get(&peer)?;
-        self.channel_peer(n, now).map(|_| n)
+        self.channel_expiry_for(peer)
+            .filter(|&(_, expires)| expires > now)
+            .map(|(n, _)| n)
     }
 
     /// Forget expired permissions and channels past their quarantine.
@@ -316,7 +308,11 @@ mod tests {
             Err(ChannelConflict::PeerInUse)
         );
         assert_eq!(a.channel_for(p1, t0), Some(0x4000));
-        assert_eq!(a.channel_peer(0x4000, t600), None, "expired");
+        assert_eq!(
+            a.channel_and_route(0x4000, t600).map(|(peer, _)| peer),
+            None,
+            "expired"
+        );
         // Still reserved during quarantine, free after it.
         a.sweep(t600 + Duration::from_secs(10));
         assert_eq!(

@@ -493,28 +493,12 @@ impl Relay {
             self.stats.drop(DropReason::NoPermission);
             return None;
         }
-        if let Some(limit) = &self.config.bandwidth {
-            if !alloc.bucket.take(now, payload_len as u64, limit) {
-                self.stats.drop(DropReason::Bandwidth);
-                self.stats.quota_hit(Quota::Bandwidth);
-                return None;
-            }
+        if !admit_to_client(alloc, &self.config, &mut self.stats, now, payload_len) {
+            return None;
         }
         let ft = alloc.five_tuple;
-        self.stats.relayed_packets += 1;
-        self.stats.relayed_bytes += payload_len as u64;
         if let Some(number) = alloc.channel_for(peer, now) {
-            let len = u16::try_from(payload_len).ok()?;
-            buf[0..2].copy_from_slice(&number.to_be_bytes());
-            buf[2..4].copy_from_slice(&len.to_be_bytes());
-            // Over UDP the padding to 4 bytes is optional (RFC 8656 §12.5);
-            // stream drivers add it when framing.
-            return Some(Forward::new(
-                ft.local,
-                ft.client,
-                ft.transport,
-                0..buf.len(),
-            ));
+            return channel_data_to(ft, number, buf);
         }
         let mut b =
             MessageBuilder::new(Method::DATA, Class::Indication, indication_tid(&self.stats));
@@ -590,28 +574,16 @@ impl Relay {
         let alloc = self.allocations.get_mut(&route.receiver)?;
         self.stats.peer_packets_in += 1;
         self.stats.peer_bytes_in += payload_len as u64;
-        if let Some(limit) = &self.config.bandwidth {
-            if !alloc.bucket.take(now, payload_len as u64, limit) {
-                self.stats.drop(DropReason::Bandwidth);
-                self.stats.quota_hit(Quota::Bandwidth);
-                return Some(Route::Consumed);
-            }
-        }
-        self.stats.relayed_packets += 1;
-        self.stats.relayed_bytes += payload_len as u64;
-        let Ok(len) = u16::try_from(payload_len) else {
+        if !admit_to_client(alloc, &self.config, &mut self.stats, now, payload_len) {
             return Some(Route::Consumed);
-        };
-        buf[0..2].copy_from_slice(&route.channel.to_be_bytes());
-        buf[2..4].copy_from_slice(&len.to_be_bytes());
-        self.stats.local_deliveries += 1;
-        let to = alloc.five_tuple;
-        Some(Route::Local(Forward::new(
-            to.local,
-            to.client,
-            to.transport,
-            0..buf.len(),
-        )))
+        }
+        match channel_data_to(alloc.five_tuple, route.channel, buf) {
+            Some(f) => {
+                self.stats.local_deliveries += 1;
+                Some(Route::Local(f))
+            }
+            None => Some(Route::Consumed),
+        }
     }
 
     /// After a packet from `sender`'s channel `number` (relayed address
@@ -1309,6 +1281,45 @@ fn admit_media(
     stats.relayed_packets += 1;
     stats.relayed_bytes += len as u64;
     Ok(from)
+}
+
+/// The receiving allocation's side of a peer datagram of `payload_len`
+/// bytes bound for its client: its bandwidth quota, then the count. False
+/// (counted as a bandwidth drop) when it is over the quota.
+fn admit_to_client(
+    alloc: &mut Allocation,
+    config: &Config,
+    stats: &mut Stats,
+    now: Instant,
+    payload_len: usize,
+) -> bool {
+    if let Some(limit) = &config.bandwidth {
+        if !alloc.bucket.take(now, payload_len as u64, limit) {
+            stats.drop(DropReason::Bandwidth);
+            stats.quota_hit(Quota::Bandwidth);
+            return false;
+        }
+    }
+    stats.relayed_packets += 1;
+    stats.relayed_bytes += payload_len as u64;
+    true
+}
+
+/// Write the ChannelData header for channel `number` into the headroom in
+/// front of the payload in `buf`: the whole of `buf` then goes to `ft`'s
+/// client. `None` for a payload too long for the header's length field.
+fn channel_data_to(ft: FiveTuple, number: u16, buf: &mut [u8]) -> Option<Forward> {
+    let len = u16::try_from(buf.len() - CHANNEL_DATA_HEADROOM).ok()?;
+    buf[0..2].copy_from_slice(&number.to_be_bytes());
+    buf[2..4].copy_from_slice(&len.to_be_bytes());
+    // Over UDP the padding to 4 bytes is optional (RFC 8656 §12.5); stream
+    // drivers add it when framing.
+    Some(Forward::new(
+        ft.local,
+        ft.client,
+        ft.transport,
+        0..buf.len(),
+    ))
 }
 
 /// Comprehension-required attributes we do not implement, if any.

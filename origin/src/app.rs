@@ -84,8 +84,13 @@ impl App {
     pub async fn handle_frame(self: &Arc<Self>, conn: &str, frame: String) {
         let mut entropy = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut entropy);
+        self.conns.begin_answer(conn);
+        let answering = Answering {
+            app: self,
+            conn: Some(conn),
+        };
         let conn = conn.to_string();
-        self.deliver_from(Lane::Frames, move |app| {
+        self.deliver_from(Lane::Frames, Some(answering), move |app| {
             app.host
                 .handle_frame(now_ms(), &conn, &frame, &entropy)
                 .unwrap_or_else(|e| {
@@ -99,7 +104,7 @@ impl App {
 
     pub async fn handle_disconnect(self: &Arc<Self>, conn: &str) {
         let conn = conn.to_string();
-        self.deliver_from(Lane::Frames, move |app| {
+        self.deliver_from(Lane::Frames, None, move |app| {
             app.host
                 .handle_disconnect(now_ms(), &conn)
                 .unwrap_or_else(|e| {
@@ -146,7 +151,7 @@ impl App {
             return;
         }
         let started = std::time::Instant::now();
-        self.deliver_from(Lane::Housekeeping, move |app| {
+        self.deliver_from(Lane::Housekeeping, None, move |app| {
             let out = app.host.handle_tick(now_ms()).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "signaling tick failed");
                 Vec::new()
@@ -175,10 +180,12 @@ impl App {
     }
 
     /// Run a component call that produces deliveries, hand those for other
-    /// edges' connections to them and write the rest to this edge's sockets.
+    /// edges' connections to them and write the rest to this edge's sockets
+    /// (as the answer to `answering`'s frame, when the call handles one).
     async fn deliver_from(
         self: &Arc<Self>,
         lane: Lane,
+        answering: Option<Answering<'_>>,
         f: impl FnOnce(&App) -> Vec<Delivery> + Send + 'static,
     ) {
         let (out, needs_sync) = self
@@ -214,7 +221,10 @@ impl App {
                     .await;
             }
         }
-        self.conns.deliver(out);
+        match answering {
+            Some(a) => a.answer(out),
+            None => self.conns.deliver(out),
+        }
     }
 
     /// Run work that touches the store where it belongs: inline on the
@@ -266,6 +276,30 @@ impl App {
             if let Err(e) = redis.publish(&redis.edge_channel(&edge), &payload) {
                 tracing::warn!(%edge, error = %e, "forwarding deliveries to another edge failed");
             }
+        }
+    }
+}
+
+/// A socket's frame being handled (see [`Connections::begin_answer`]). If
+/// the call never answers (it panicked, or its task was dropped), dropping
+/// this releases what was held for the socket.
+struct Answering<'a> {
+    app: &'a App,
+    conn: Option<&'a str>,
+}
+
+impl Answering<'_> {
+    fn answer(mut self, out: Vec<Delivery>) {
+        if let Some(conn) = self.conn.take() {
+            self.app.conns.answer(conn, out);
+        }
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.app.conns.answer(conn, Vec::new());
         }
     }
 }

@@ -348,14 +348,10 @@ impl batch::Host for HostState {
         &mut self,
         b: Resource<BucketHandle>,
         keys: Vec<String>,
-    ) -> Result<Vec<Option<(String, Vec<u8>)>>, kvstore::Error> {
+    ) -> Result<Vec<(String, Option<Vec<u8>>)>, kvstore::Error> {
         let name = self.bucket_name(&b)?;
         let values = self.read_many(&name, &keys)?;
-        Ok(keys
-            .into_iter()
-            .zip(values)
-            .map(|(k, v)| v.map(|v| (k, v)))
-            .collect())
+        Ok(keys.into_iter().zip(values).collect())
     }
 }
 

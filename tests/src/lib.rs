@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 pub mod http_transport;
 pub use http_transport::HttpClient;
 pub mod cloudflare;
+pub mod spin_up;
 
 pub const API_SECRET: &str = "test-api-secret";
 pub const RELAY_SECRET: &str = "test-relay-secret";

@@ -1,6 +1,18 @@
 //! The core's store over `wasi:keyvalue@0.2.0-draft2` (bucket `default`), so
 //! whatever backs the host's store (origin's redb or Redis, Spin's KV) is
 //! the single source of truth.
+//!
+//! It takes the hosts' stores as they behave, not as the interface reads
+//! (docs/spin.md, "Spin's key-value stores"):
+//! - `get-many` may answer only the keys it found, in any order (Spin's
+//!   SQLite store), so answers are matched by key; and it may fail outright
+//!   (Spin's Redis store sends `KEYS k1 k2 …`, which Redis refuses), so a
+//!   failed batch is read again one key at a time. One key is always read
+//!   with `get`: `KEYS k` would answer as a pattern match, not an error.
+//! - `swap` may report a write that landed as failed (Spin's Redis store
+//!   ends each swap with `UNWATCH <key>`, which Redis refuses), so every
+//!   swapped value carries a write token no other write has, and a failed
+//!   swap whose key now holds exactly that value is a success.
 
 use edge_signaling::apply::KvStore;
 use edge_signaling::kv::{KvError, KvRead};
@@ -32,15 +44,15 @@ impl KvRead for Bucket {
     }
 
     fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, KvError> {
-        let found = batch::get_many(&self.0, keys).map_err(kv_err)?;
-        if found.len() != keys.len() {
-            return Err(KvError(format!(
-                "get-many answered {} of {} keys",
-                found.len(),
-                keys.len()
-            )));
+        if keys.len() < 2 {
+            return keys.iter().map(|k| self.get(k)).collect();
         }
-        Ok(found.into_iter().map(|kv| kv.map(|(_, v)| v)).collect())
+        let Ok(found) = batch::get_many(&self.0, keys) else {
+            return keys.iter().map(|k| self.get(k)).collect();
+        };
+        let mut found: std::collections::HashMap<String, Option<Vec<u8>>> =
+            found.into_iter().collect();
+        Ok(keys.iter().map(|k| found.remove(k).flatten()).collect())
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, KvError> {
@@ -77,10 +89,52 @@ impl KvStore for Bucket {
         if cas.current().map_err(kv_err)?.as_deref() != expected {
             return Ok(false);
         }
-        match atomics::swap(cas, value) {
+        let written = with_write_token(value, wasip2::random::random::get_random_u64());
+        match atomics::swap(cas, &written) {
             Ok(()) => Ok(true),
-            Err(atomics::CasError::CasFailed(_)) => Ok(false),
+            // Either the key changed, or the host misreported a swap that
+            // landed: the fresh handle's value tells which.
+            Err(atomics::CasError::CasFailed(fresh)) => {
+                Ok(fresh.current().map_err(kv_err)?.as_deref() == Some(&written[..]))
+            }
             Err(atomics::CasError::StoreError(e)) => Err(kv_err(e)),
         }
+    }
+}
+
+/// `value` (a JSON record) followed by `token` written as 32 characters of
+/// JSON whitespace, two bits each: every reader parses the record as before
+/// (JSON allows whitespace after a value), and two writes of the same
+/// record differ. Random 64 bits make a repeat within a key's life
+/// negligible.
+fn with_write_token(value: &[u8], mut token: u64) -> Vec<u8> {
+    const DIGITS: [u8; 4] = [b' ', b'\t', b'\n', b'\r'];
+    let mut out = Vec::with_capacity(value.len() + 32);
+    out.extend_from_slice(value);
+    for _ in 0..32 {
+        out.push(DIGITS[(token & 3) as usize]);
+        token >>= 2;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_token_keeps_the_record_and_tells_writes_apart() {
+        let room = br#"{"members":[],"relay":"a-1"}"#;
+        let a = with_write_token(room, 1);
+        let b = with_write_token(room, 2);
+        assert_ne!(a, b);
+        assert_eq!(&a[..room.len()], room);
+        let parsed: serde_json::Value = serde_json::from_slice(&a).unwrap();
+        assert_eq!(
+            parsed,
+            serde_json::from_slice::<serde_json::Value>(room).unwrap()
+        );
+        let n: u64 = serde_json::from_slice(&with_write_token(b"1733", u64::MAX)).unwrap();
+        assert_eq!(n, 1733);
     }
 }

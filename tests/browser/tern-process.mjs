@@ -352,8 +352,10 @@ export async function startWorker({ regions = ['region-a', 'region-b'] } = {}) {
     const [workerPort, inspectorPort, pagePort] = [await freeTcpPort(), await freeTcpPort(), await freeTcpPort()];
     const worker = `http://127.0.0.1:${workerPort}`;
     const page = `http://127.0.0.1:${pagePort}`;
-    run('wrangler', wrangler, [
-      'dev', '--local', '--ip', '127.0.0.1', '--port', String(workerPort), '--inspector-port', String(inspectorPort),
+    // tests/wrangler-dev.sh: builds the Worker as wrangler.toml says, then
+    // serves it without wrangler's second build (the script says why).
+    run('wrangler', join(REPO, 'tests/wrangler-dev.sh'), [
+      join(dir, 'config'), '--local', '--ip', '127.0.0.1', '--port', String(workerPort), '--inspector-port', String(inspectorPort),
       '--persist-to', join(dir, 'state'), '--show-interactive-dev-session=false',
       '--var', `TERN_API_SECRET:${secrets.TERN_API_SECRET}`, '--var', `TERN_RELAY_SECRET:${secrets.TERN_RELAY_SECRET}`,
     ], { CLOUDFLARE_CF_FETCH_ENABLED: 'false', WRANGLER_SEND_METRICS: 'false' }, REPO);

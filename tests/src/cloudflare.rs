@@ -2,9 +2,11 @@
 //! real workerd runtime, offline, with Durable Objects persisted to a fresh
 //! directory. Relays heartbeat into it like into any signaling edge.
 //!
-//! `wrangler dev` runs wrangler.toml's build command first (worker-build: a
-//! release wasm build, minutes when cold, a second when warm), so it needs
-//! what `./dev test` installs: `npm ci` at the top level, `worker-build` and
+//! It starts through `tests/wrangler-dev.sh`, which runs wrangler.toml's
+//! build command (worker-build: a release wasm build, minutes when cold, a
+//! second when warm) before `wrangler dev` and serves the result without
+//! wrangler's own rebuild (the script says why). So it needs what
+//! `./dev test` installs: `npm ci` at the top level, `worker-build` and
 //! `wasm-bindgen-cli` from cargo, the wasm32-unknown-unknown target. Missing
 //! any of them fails the test (it never skips).
 
@@ -53,9 +55,10 @@ impl WranglerDev {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let log = File::create(dir.join("wrangler.log")).unwrap();
-        let mut cmd = Command::new(&wrangler);
+        let mut cmd = Command::new(root.join("tests/wrangler-dev.sh"));
         cmd.current_dir(&root)
-            .args(["dev", "--local", "--ip", "127.0.0.1"])
+            .arg(dir.join("config"))
+            .args(["--local", "--ip", "127.0.0.1"])
             .args(["--port", &port.to_string()])
             .args(["--inspector-port", &free_tcp_port().to_string()])
             .arg("--persist-to")

@@ -5,17 +5,23 @@
 # machine. Results: docs/benchmarks.md, "Signaling hosts".
 #
 #   cargo build --release -p origin -p tern-tests --bins && npm ci
-#   bench/hosts.sh            # ROOMS=300 by default
+#   SPIN_BIN=path/to/spin bench/hosts.sh     # ROOMS=300 by default
 #
-# Hosts (each with one relay heartbeating into it, embedded state):
-#   origin        tern serve, the native WebSocket path into the component
-#   spin-http     tern spin serving the Spin artifact (the very .wasm spin.toml
-#                 names), protocol v1 over the HTTP transport
-#   spin-gateway  the same, with tern gateway bridging WebSockets to it
-#   worker        the Cloudflare Worker under wrangler dev --local
+# Hosts (each with one relay heartbeating into it):
+#   origin           tern serve, the native WebSocket path into the component
+#                    (embedded store)
+#   spin-http        tern spin serving the Spin artifact (the very .wasm
+#                    spin.toml names), protocol v1 over the HTTP transport
+#   spin-gateway     the same, with tern gateway bridging WebSockets to it
+#   spin-up-sqlite   real Spin (spin up, SPIN_BIN or spin on the PATH) on its
+#                    default SQLite store, over the HTTP transport
+#   spin-up-redis    real Spin on its Redis store (the multi-instance setup);
+#                    CPU counts spin and redis-server
+#   worker           the Cloudflare Worker under wrangler dev --local
 # For each: join->joined and signal->delivered latency seen by the client,
 # and the host's CPU time per frame (/proc utime+stime of its processes:
-# tern serve; tern spin; tern spin + tern gateway; workerd).
+# tern serve; tern spin; tern spin + tern gateway; spin; spin + redis-server;
+# workerd).
 # Afterwards, failover detection on each design (relay SIGKILL -> reroute)
 # comes from the conformance suite:
 #   cargo test -p tern-tests --test conformance -- --nocapture | grep figure
@@ -62,8 +68,29 @@ g=$(port); start "$BIN/tern" gateway --listen "127.0.0.1:$g" --upstream "http://
 wait_relay "http://127.0.0.1:$g"
 bench --url "ws://127.0.0.1:$g/v1/signal" --pid "$spin" --pid "$gw" --label spin-gateway
 
+spin_bin=${SPIN_BIN:-$(command -v spin || true)}
+if [ -z "$spin_bin" ]; then
+  echo "no Spin CLI: install Spin >= 4.0 and put spin on the PATH, or set SPIN_BIN" >&2
+  exit 2
+fi
+spin_up() { # port, label, extra spin up flags...
+  local p=$1 label=$2
+  shift 2
+  start "$spin_bin" up --from spin.toml --listen "127.0.0.1:$p" --state-dir "$work/$label" \
+    --env "TERN_API_SECRET=$TERN_API_SECRET" --env "TERN_RELAY_SECRET=$TERN_RELAY_SECRET" "$@"
+}
+u=$(port); spin_up "$u" spin-up-sqlite; spinup=$LAST
+relay_into spin-up "http://127.0.0.1:$u"; wait_relay "http://127.0.0.1:$u"
+bench --url "http://127.0.0.1:$u/v1/http" --pid "$spinup" --label spin-up-sqlite
+r=$(port); start redis-server --port "$r" --bind 127.0.0.1 --save '' --appendonly no; redis=$LAST
+printf '[key_value_store.default]\ntype = "redis"\nurl = "redis://127.0.0.1:%s"\n' "$r" >"$work/redis.toml"
+u=$(port); spin_up "$u" spin-up-redis --runtime-config-file "$work/redis.toml"; spinup=$LAST
+relay_into spin-up-redis "http://127.0.0.1:$u"; wait_relay "http://127.0.0.1:$u"
+bench --url "http://127.0.0.1:$u/v1/http" --pid "$spinup" --pid "$redis" --label spin-up-redis
+
+# tests/wrangler-dev.sh: the Worker built once, no rebuild inside wrangler.
 w=$(port)
-CLOUDFLARE_CF_FETCH_ENABLED=false WRANGLER_SEND_METRICS=false start node_modules/.bin/wrangler dev --local \
+CLOUDFLARE_CF_FETCH_ENABLED=false WRANGLER_SEND_METRICS=false start tests/wrangler-dev.sh "$work/wrangler-config" --local \
   --ip 127.0.0.1 --port "$w" --inspector-port "$(port)" --persist-to "$work/wrangler" \
   --show-interactive-dev-session=false \
   --var "TERN_API_SECRET:$TERN_API_SECRET" --var "TERN_RELAY_SECRET:$TERN_RELAY_SECRET"

@@ -276,8 +276,7 @@ export async function startCluster({ edges = 2, regions = ['region-a', 'region-b
 
 /**
  * @typedef {object} Serverless
- * @property {string} spin     the Spin app's base URL (`tern spin` serving the very .wasm spin.toml
- *   names); its HTTP transport is `${spin}/v1/http`
+ * @property {string} spin     the Spin app's base URL; its HTTP transport is `${spin}/v1/http`
  * @property {string} gateway  `tern gateway` in front of it: WebSockets at /v1/signal, the demo,
  *   the SDK and dev tokens
  * @property {() => Promise<void>} stop
@@ -285,13 +284,33 @@ export async function startCluster({ edges = 2, regions = ['region-a', 'region-b
  */
 
 /**
- * Signaling as a serverless function: `tern spin` hosting the Spin artifact
- * (state in its embedded store), one relay per region heartbeating into it,
- * and `tern gateway` bridging browser WebSockets to its HTTP transport.
- * @param {{regions?: string[]}} [opts]
+ * The Spin CLI: SPIN_BIN (relative paths from the repository's root), else
+ * `spin` on the PATH. No package registry carries Spin, so without one this
+ * throws, saying how to get it.
+ */
+export function spinBin() {
+  if (process.env.SPIN_BIN) {
+    const p = process.env.SPIN_BIN.startsWith('/') ? process.env.SPIN_BIN : join(REPO, process.env.SPIN_BIN);
+    if (!existsSync(p)) throw new Error(`SPIN_BIN=${process.env.SPIN_BIN} does not exist; point it at a Spin CLI (>= 4.0)`);
+    return p;
+  }
+  const onPath = (process.env.PATH ?? '').split(':').map((d) => join(d, 'spin')).find((p) => existsSync(p));
+  if (!onPath) {
+    throw new Error('no Spin CLI: install Spin >= 4.0 (or build it from the spinframework/spin repository) and put `spin` on the PATH or set SPIN_BIN');
+  }
+  return onPath;
+}
+
+/**
+ * Signaling as a serverless function: Tern's Spin app on the real Spin
+ * runtime (`spin up`, its default SQLite store in a fresh state directory)
+ * or, with `host: 'tern spin'`, the same artifact hosted by `tern spin`;
+ * one relay per region heartbeating into it, and `tern gateway` bridging
+ * browser WebSockets to its HTTP transport.
+ * @param {{regions?: string[], host?: 'spin up' | 'tern spin'}} [opts]
  * @returns {Promise<Serverless>}
  */
-export async function startServerless({ regions = ['region-a', 'region-b'] } = {}) {
+export async function startServerless({ regions = ['region-a', 'region-b'], host = 'spin up' } = {}) {
   const bin = process.env.TERN_BIN ?? firstExisting([join(REPO, 'target/release/tern'), join(REPO, 'target/debug/tern')]);
   if (!bin) throw new Error('set TERN_BIN (path to the tern binary) or build it: cargo build --release -p origin');
   const { dir, run, stop, output } = await processGroup('tern-serverless-');
@@ -300,10 +319,17 @@ export async function startServerless({ regions = ['region-a', 'region-b'] } = {
     const [spinPort, gatewayPort] = [await freeTcpPort(), await freeTcpPort()];
     const spin = `http://127.0.0.1:${spinPort}`;
     const gateway = `http://127.0.0.1:${gatewayPort}`;
-    run('spin', bin, [
-      'spin', '--manifest', join(REPO, 'spin.toml'), '--listen', `127.0.0.1:${spinPort}`,
-      '--data-dir', join(dir, 'spin'),
-    ], secrets);
+    if (host === 'spin up') {
+      run('spin', spinBin(), [
+        'up', '--from', join(REPO, 'spin.toml'), '--listen', `127.0.0.1:${spinPort}`, '--state-dir', join(dir, 'spin'),
+        '--env', `TERN_API_SECRET=${secrets.TERN_API_SECRET}`, '--env', `TERN_RELAY_SECRET=${secrets.TERN_RELAY_SECRET}`,
+      ], {}, REPO);
+    } else {
+      run('spin', bin, [
+        'spin', '--manifest', join(REPO, 'spin.toml'), '--listen', `127.0.0.1:${spinPort}`,
+        '--data-dir', join(dir, 'spin'),
+      ], secrets);
+    }
     run('gateway', bin, [
       'gateway', '--listen', `127.0.0.1:${gatewayPort}`, '--upstream', `${spin}/v1/http`, '--dev-tokens',
     ], { TERN_API_SECRET: secrets.TERN_API_SECRET });

@@ -487,3 +487,40 @@ async fn origin_and_spin_app_share_a_spin_layout_redis() {
     assert_eq!(redis_cli(port, &["EXISTS", "room/room-s"]).unwrap(), "1");
     assert!(origin.relays().as_array().unwrap().len() == 2);
 }
+
+/// The same on real Spin: `spin up` with its Redis store (as
+/// runtime-config.toml configures it) and an origin in the Spin layout on
+/// one Redis. Relays heartbeat into the origin and Spin sees them; a room
+/// Spin wrote (with its write token, see docs/spin.md) is read and changed
+/// by compare-and-swap on the origin.
+#[tokio::test(flavor = "multi_thread")]
+async fn origin_and_real_spin_share_a_redis() {
+    use tern_tests::spin_up::{SpinStore, SpinUp};
+    let port = free_tcp_port();
+    let _redis = start_redis(port, None);
+    let origin = Origin::start_with("edge-1", &format!("redis://127.0.0.1:{port}?layout=spin"));
+    let app = SpinUp::start(SpinStore::Redis(format!("redis://127.0.0.1:{port}")), &[]);
+    let _ra = start_relay(&origin, "a-1", "region-a");
+    let _rb = start_relay(&origin, "b-1", "region-b");
+    app.wait_healthy_relays(2, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("Spin sees no relays ({e}):\n{}", app.log_tail()));
+    assert_eq!(redis_cli(port, &["KEYS", "tern:*"]).unwrap(), "");
+
+    let mut carol = HttpClient::connect(&app.url()).await;
+    let j = carol.join("room-s", "carol").await;
+    assert!(["a-1", "b-1"].contains(&j["relay"]["id"].as_str().unwrap()));
+    carol.send(json!({"type":"leave"})).await;
+    carol.expect("left").await;
+    let room = redis_cli(port, &["GET", "room/room-s"]).unwrap();
+    assert!(room.contains(r#""members":[]"#), "{room}");
+
+    // The origin takes the room over where Spin left it.
+    let mut dave = Client::connect(&origin.ws_url()).await;
+    let d = dave.join("room-s", "dave").await;
+    assert_eq!(d["peers"], json!([]));
+    let room = redis_cli(port, &["GET", "room/room-s"]).unwrap();
+    assert!(
+        room.contains("dave") || room.contains(d["participant"].as_str().unwrap()),
+        "{room}"
+    );
+}

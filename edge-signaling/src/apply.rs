@@ -1,21 +1,9 @@
 //! Applying an [`Outcome`](crate::Outcome) to a store, with the retry rule for
 //! compare-and-swap conflicts. Shared by every host so they agree on it.
 
-use crate::kv::{KvError, KvRead, Write};
-use crate::signaling::Outcome;
-
-/// A store a host can write to.
-pub trait KvStore: KvRead {
-    fn put(&mut self, key: &str, value: &[u8]) -> Result<(), KvError>;
-    fn delete(&mut self, key: &str) -> Result<(), KvError>;
-    /// Returns false (and changes nothing) if `key` no longer holds `expected`.
-    fn compare_and_swap(
-        &mut self,
-        key: &str,
-        expected: Option<&[u8]>,
-        value: &[u8],
-    ) -> Result<bool, KvError>;
-}
+pub use crate::kv::KvStore;
+use crate::kv::{KvError, Write};
+use crate::outcome::Outcome;
 
 /// How often a conflicting input is retried before giving up. Conflicts only
 /// happen between joins/leaves racing on one room, so a handful is plenty.

@@ -23,6 +23,19 @@ pub trait KvRead {
     fn list(&self, prefix: &str) -> Result<Vec<String>, KvError>;
 }
 
+/// A store a host can write to.
+pub trait KvStore: KvRead {
+    fn put(&mut self, key: &str, value: &[u8]) -> Result<(), KvError>;
+    fn delete(&mut self, key: &str) -> Result<(), KvError>;
+    /// Returns false (and changes nothing) if `key` no longer holds `expected`.
+    fn compare_and_swap(
+        &mut self,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<bool, KvError>;
+}
+
 /// One change to the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
@@ -60,7 +73,7 @@ impl KvRead for MemoryKv {
     }
 }
 
-impl crate::apply::KvStore for MemoryKv {
+impl KvStore for MemoryKv {
     fn put(&mut self, key: &str, value: &[u8]) -> Result<(), KvError> {
         self.map.insert(key.to_string(), value.to_vec());
         Ok(())

@@ -14,6 +14,7 @@
 //! again on fresh reads (see [`apply`]).
 
 pub mod apply;
+pub mod call_sweep;
 pub mod calls;
 pub mod config;
 pub mod directory;
@@ -24,13 +25,15 @@ pub mod keys;
 pub mod kv;
 pub mod loss;
 pub mod model;
+pub mod outcome;
 pub mod record;
 pub mod reroute;
 pub mod signaling;
 pub mod token;
 
-pub use apply::{run, KvStore};
+pub use apply::run;
 pub use config::Config;
 pub use error::ErrorCode;
-pub use kv::{KvError, KvRead, Write};
-pub use signaling::{Delivery, Outcome, Signaling};
+pub use kv::{KvError, KvRead, KvStore, Write};
+pub use outcome::{Delivery, Outcome};
+pub use signaling::Signaling;

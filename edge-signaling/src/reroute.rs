@@ -262,7 +262,7 @@ pub fn tick<S: crate::apply::KvStore>(
     // loss reports judged (both rate-limited inside, since they scan), but
     // not on a tick that moved calls: its `reroute` frames must not wait.
     if deliveries.is_empty() {
-        deliveries.extend(crate::calls::housekeeping(s, now_ms, store)?);
+        deliveries.extend(crate::call_sweep::housekeeping(s, now_ms, store)?);
         crate::loss::check(now_ms, store)?;
     }
     Ok(deliveries)

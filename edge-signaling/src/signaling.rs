@@ -17,44 +17,8 @@ use crate::model::{
     cas, decode, encode, read, CallEventKind, ConnBinding, Member, Quality, RelayIndex,
     RelayRecord, Room, Session, Stall, Suspect,
 };
+pub use crate::outcome::{Delivery, Outcome};
 use crate::token;
-
-/// A frame to send on a connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
-    pub conn: String,
-    pub frame: String,
-}
-
-/// What handling one input produced.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Outcome {
-    pub writes: Vec<Write>,
-    pub deliveries: Vec<Delivery>,
-}
-
-impl Outcome {
-    fn deliver(&mut self, conn: &str, frame: ServerFrame<'_>) {
-        self.deliveries.push(Delivery {
-            conn: conn.to_string(),
-            frame: frame.to_json(),
-        });
-    }
-
-    /// An outcome that only tells `conn` what went wrong.
-    pub fn error(conn: &str, err: &FrameError) -> Outcome {
-        let mut o = Outcome::default();
-        o.deliver(
-            conn,
-            ServerFrame::Error {
-                code: err.code,
-                message: &err.message,
-                to: err.to.as_deref(),
-            },
-        );
-        o
-    }
-}
 
 /// Bytes of host entropy the core wants per input (ids are drawn from it).
 pub const ENTROPY_BYTES: usize = 24;

@@ -16,8 +16,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use super::driver::Shards;
 use super::heartbeat::Shared;
+use super::inbox::Shards;
 use super::metrics;
 use super::stream::StreamLimits;
 

@@ -8,59 +8,21 @@
 //! (SO_REUSEPORT), so each client's packets always reach the same shard. The
 //! shards share one quota [`Ledger`], so per-user and total limits are per
 //! process. TCP/TLS connections run as tokio tasks and are pinned to a shard
-//! by a hash of their 5-tuple ([`Shards::send`]).
+//! by a hash of their 5-tuple ([`super::inbox::Shards::send`]).
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::sync::oneshot;
 
 use crate::quota::Ledger;
-use crate::{Config, FiveTuple, Relay};
+use crate::{Config, Relay};
 
 use super::heartbeat::Shared;
-use super::metrics::Snapshot;
-use super::shard::{Input, RelayedAddrs, Shard, ShardHandle};
-use super::stream::StreamInput;
-
-/// Handles on every shard: where TCP/TLS input and metrics requests go.
-#[derive(Clone)]
-pub struct Shards(Arc<[ShardHandle]>);
-
-impl Shards {
-    /// Hand a stream's input to the shard that owns its 5-tuple (the same
-    /// shard for every message of a connection). `Err` once stopped.
-    pub async fn send(&self, input: StreamInput) -> Result<(), ()> {
-        let ft = match &input {
-            StreamInput::Opened { ft, .. }
-            | StreamInput::Message { ft, .. }
-            | StreamInput::Closed { ft } => *ft,
-        };
-        self.0[self.index(&ft)].send(Input::Stream(input)).await
-    }
-
-    fn index(&self, ft: &FiveTuple) -> usize {
-        let mut h = DefaultHasher::new();
-        ft.hash(&mut h);
-        (h.finish() % self.0.len() as u64) as usize
-    }
-
-    /// The sum of every shard's snapshot; `None` while stopping.
-    pub async fn snapshot(&self) -> Option<Snapshot> {
-        let mut total = Snapshot::default();
-        for shard in self.0.iter() {
-            let (tx, rx) = oneshot::channel();
-            shard.send(Input::Snapshot(tx)).await.ok()?;
-            total.merge(&rx.await.ok()?);
-        }
-        Some(total)
-    }
-}
+use super::inbox::Shards;
+use super::shard::{RelayedAddrs, Shard};
 
 pub struct Driver {
     shards: Shards,
@@ -100,7 +62,7 @@ impl Driver {
             );
         }
         Ok(Driver {
-            shards: Shards(handles.into()),
+            shards: Shards::new(handles),
             threads: joins,
             stop,
             local,
@@ -119,9 +81,7 @@ impl Driver {
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
         stop.await;
         self.stop.store(true, Ordering::Relaxed);
-        for s in self.shards.0.iter() {
-            s.wake();
-        }
+        self.shards.wake_all();
         let threads = self.threads;
         let _ = tokio::task::spawn_blocking(move || {
             for t in threads {

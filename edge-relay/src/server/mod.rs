@@ -13,6 +13,7 @@ mod admin;
 mod cli;
 mod driver;
 mod heartbeat;
+mod inbox;
 mod metrics;
 mod shard;
 mod stream;

@@ -24,7 +24,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
 use tern_netio::{Epoll, RecvBatch, SendBatch, Waker};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::{
     BindError, Event, Family, FastMap, FiveTuple, Forward, Relay, Route, Transmit, Transport,
@@ -33,8 +33,9 @@ use crate::{
 
 use super::cli::PortRange;
 use super::heartbeat::Shared;
+use super::inbox::{Input, ShardHandle, StreamInput};
 use super::metrics::Snapshot;
-use super::stream::{framed, StreamInput};
+use crate::stun::framing::framed;
 
 /// A shard's [`Egress`]: a macro, not a method, so that only the fields it
 /// names are borrowed.
@@ -62,32 +63,6 @@ const WAKER: u64 = 1;
 /// Tokens from here on are relayed sockets: token - FIRST_RELAYED indexes
 /// [`Shard::relayed`].
 const FIRST_RELAYED: u64 = 2;
-
-/// What other threads send a shard.
-pub enum Input {
-    Stream(StreamInput),
-    Snapshot(oneshot::Sender<Snapshot>),
-}
-
-/// The other threads' handle on a shard.
-#[derive(Clone)]
-pub struct ShardHandle {
-    tx: mpsc::Sender<Input>,
-    waker: Arc<Waker>,
-}
-
-impl ShardHandle {
-    /// Send and wake the shard; `Err` once it has stopped.
-    pub async fn send(&self, input: Input) -> Result<(), ()> {
-        self.tx.send(input).await.map_err(|_| ())?;
-        self.waker.wake();
-        Ok(())
-    }
-
-    pub fn wake(&self) {
-        self.waker.wake();
-    }
-}
 
 /// Where a shard opens relayed sockets.
 #[derive(Clone)]
@@ -166,7 +141,7 @@ impl Shard {
             published: Published::default(),
             stop,
         };
-        Ok((shard, ShardHandle { tx, waker }))
+        Ok((shard, ShardHandle::new(tx, waker)))
     }
 
     /// Serve until the stop flag is set (and the shard woken).

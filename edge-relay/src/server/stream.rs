@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use super::driver::Shards;
+use super::inbox::{Shards, StreamInput};
 use crate::quota::budget_key;
 use crate::stun::HEADER_LEN;
 use crate::{FiveTuple, Transport};
@@ -111,21 +111,6 @@ impl Drop for IpSlot {
             }
         }
     }
-}
-
-/// What a connection task tells the engine task.
-pub enum StreamInput {
-    Opened {
-        ft: FiveTuple,
-        out: mpsc::Sender<Vec<u8>>,
-    },
-    Message {
-        ft: FiveTuple,
-        bytes: Vec<u8>,
-    },
-    Closed {
-        ft: FiveTuple,
-    },
 }
 
 /// Accept TCP (or, with `tls`, TLS) connections until the task is dropped.
@@ -274,18 +259,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Vec<u8
     Ok(Some(bytes))
 }
 
-/// Frame bytes for a stream: ChannelData is padded to a multiple of 4.
-pub fn framed(bytes: &[u8]) -> Vec<u8> {
-    let padded = (bytes.len() + 3) & !3;
-    let mut v = Vec::with_capacity(padded);
-    v.extend_from_slice(bytes);
-    v.resize(padded, 0);
-    v
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stun::framing::framed;
 
     #[tokio::test]
     async fn frames_stun_and_padded_channel_data() {

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use super::message::{TransactionId, MAGIC_COOKIE};
+use super::header::{TransactionId, MAGIC_COOKIE};
 
 // STUN, comprehension-required (< 0x8000).
 pub const MAPPED_ADDRESS: u16 = 0x0001;

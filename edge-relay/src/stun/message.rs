@@ -5,18 +5,13 @@ use sha1::Sha1;
 use sha2::Sha256;
 
 use super::attr;
+pub use super::header::{TransactionId, HEADER_LEN, MAGIC_COOKIE};
 
-/// Fixed value in every RFC 5389+ header; it also feeds the XOR address codec.
-pub const MAGIC_COOKIE: u32 = 0x2112_A442;
-/// Type (2) + length (2) + cookie (4) + transaction id (12).
-pub const HEADER_LEN: usize = 20;
 /// XORed into the CRC32 of FINGERPRINT so STUN CRCs differ from other protocols'.
 pub const FINGERPRINT_XOR: u32 = 0x5354_554e;
 /// Bound on attributes we index per message. Real clients send < 15; the cap
 /// keeps a hostile datagram full of empty attributes from costing much.
 const MAX_ATTRIBUTES: usize = 48;
-
-pub type TransactionId = [u8; 12];
 
 /// The two class bits of the message type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,8 +2,10 @@
 //!
 //! * [`message`]: parse a datagram into a borrowed [`Message`] and check its
 //!   MESSAGE-INTEGRITY / FINGERPRINT without copying it.
+//! * [`header`]: the magic cookie and transaction id every part shares.
 //! * [`attr`]: attribute numbers and the value encodings (XOR addresses,
 //!   ERROR-CODE) that need more than a byte copy.
+//! * [`framing`]: messages on a byte stream (TURN over TCP/TLS).
 //! * [`builder`]: write a message into a `Vec<u8>`, integrity and fingerprint
 //!   last.
 //!
@@ -13,6 +15,8 @@
 
 pub mod attr;
 pub mod builder;
+pub mod framing;
+pub mod header;
 pub mod message;
 
 pub use builder::MessageBuilder;

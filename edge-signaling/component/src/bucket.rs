@@ -17,7 +17,7 @@
 use edge_signaling::apply::KvStore;
 use edge_signaling::kv::{KvError, KvRead};
 
-use crate::wasi::keyvalue::{atomics, batch, store};
+use crate::bindings::wasi::keyvalue::{atomics, batch, store};
 
 /// The bucket every Tern key lives in (Spin's default store).
 const BUCKET: &str = "default";

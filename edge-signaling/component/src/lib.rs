@@ -11,21 +11,16 @@
 //! `wasi:keyvalue` (bucket `default`). Settings come from environment
 //! variables ([`config`]).
 
+mod bindings;
 mod bucket;
 mod config;
 mod core;
 mod http;
 
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "tern:signaling/signaling",
-    generate_all,
-});
-
-use exports::tern::signaling::handler::{Delivery, Guest, HeartbeatError};
+use bindings::exports::tern::signaling::handler::{Delivery, Guest, HeartbeatError};
 
 struct Component;
-export!(Component);
+bindings::export!(Component with_types_in bindings);
 
 fn deliveries(d: Vec<edge_signaling::Delivery>) -> Vec<Delivery> {
     d.into_iter()

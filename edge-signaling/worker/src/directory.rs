@@ -22,22 +22,16 @@ use edge_signaling::signaling::HeartbeatFail;
 use edge_signaling::{Outcome, Signaling};
 use futures_util::future::join_all;
 use tern_common::relay::SIGNATURE_HEADER;
-use worker::{
-    durable_object, DurableObject, Env, Method, Request, RequestInit, Response, State, Stub,
-};
+use worker::{durable_object, DurableObject, Env, Method, Request, RequestInit, Response, State};
 
 use crate::config::{self, ConfigError};
 use crate::host;
 use crate::keyspace::{self, Home};
+use crate::objects;
 use crate::persist;
-use crate::room;
 use crate::store::{CachedStore, DirectoryKeys, Entries};
 use crate::wire::{self, DirectoryWrites, Snapshot, WireError};
 
-/// Binding of the directory namespace (wrangler.toml).
-pub const BINDING: &str = "DIRECTORY";
-/// The one directory object's name.
-const NAME: &str = "directory";
 /// How often the alarm judges the relays. Relays beat every 250 ms and the
 /// failure detector suspects a steady one after ~400 ms of silence, so this
 /// adds at most a tenth of a second to failover.
@@ -49,10 +43,6 @@ const ROOMS_PER_CHECK: usize = 256;
 /// [`CHECK_MS`] as an alarm offset (workers-rs reads a bare integer as an
 /// offset from now too, but a `Duration` cannot be mistaken for a time).
 const CHECK_PERIOD: std::time::Duration = std::time::Duration::from_millis(CHECK_MS);
-
-pub fn stub(env: &Env) -> worker::Result<Stub> {
-    env.durable_object(BINDING)?.id_from_name(NAME)?.get_stub()
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
@@ -362,10 +352,7 @@ async fn tell_room(
     init.with_method(Method::Post)
         .with_body(Some(snapshot.into()));
     let req = Request::new_with_init(&format!("https://room{}", wire::REROUTE_PATH), &init)?;
-    let stub = env
-        .durable_object(room::BINDING)?
-        .id_from_name(room)?
-        .get_stub()?;
+    let stub = objects::room(env, room)?;
     let mut resp = stub.fetch_with_request(req).await?;
     if resp.status_code() != 200 {
         return Err(DirectoryError::Room {

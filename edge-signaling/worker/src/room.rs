@@ -24,16 +24,14 @@ use worker::{
 };
 
 use crate::config::{self, ConfigError};
-use crate::directory;
 use crate::host;
+use crate::objects;
 use crate::persist;
 use crate::sockets::{self, Attachment};
 use crate::store::{CachedStore, DirectoryKeys, Entries};
 use crate::wire::{self, DirectoryWrites, Snapshot, WireError};
 
 /// Binding of the room namespace (wrangler.toml).
-pub const BINDING: &str = "ROOMS";
-
 /// Extra time after a participant's grace period before the housekeeping
 /// alarm looks, so the member is surely past it.
 const GRACE_MARGIN_MS: u64 = 250;
@@ -436,7 +434,7 @@ fn disconnect(
 }
 
 async fn fetch_snapshot(env: &Env) -> Result<Entries, RoomError> {
-    let stub = directory::stub(env)?;
+    let stub = objects::directory(env)?;
     let mut resp = stub
         .fetch_with_str(&format!("https://directory{}", wire::SNAPSHOT_PATH))
         .await?;
@@ -451,7 +449,7 @@ async fn post_writes(env: &Env, writes: &DirectoryWrites) -> Result<(), RoomErro
     init.with_method(Method::Post)
         .with_body(Some(writes.to_json().into()));
     let req = Request::new_with_init(&format!("https://directory{}", wire::WRITES_PATH), &init)?;
-    let resp = directory::stub(env)?.fetch_with_request(req).await?;
+    let resp = objects::directory(env)?.fetch_with_request(req).await?;
     match resp.status_code() {
         200..=299 => Ok(()),
         s => Err(RoomError::Directory(s)),

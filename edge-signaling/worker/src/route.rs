@@ -11,7 +11,7 @@
 
 use worker::{Env, Method, Request, Response};
 
-use crate::{directory, room};
+use crate::objects;
 
 /// Room names are 1–128 bytes (docs/protocol.md, `join`).
 const MAX_ROOM_BYTES: usize = 128;
@@ -20,7 +20,7 @@ pub async fn handle(req: Request, env: Env) -> worker::Result<Response> {
     match (req.method(), req.path().as_str()) {
         (Method::Get, "/v1/signal") => signal(req, &env).await,
         (Method::Post, "/v1/relays/heartbeat") | (Method::Get, "/v1/relays" | "/healthz") => {
-            directory::stub(&env)?.fetch_with_request(req).await
+            objects::directory(&env)?.fetch_with_request(req).await
         }
         _ => Response::error("not found", 404),
     }
@@ -41,9 +41,5 @@ async fn signal(req: Request, env: &Env) -> worker::Result<Response> {
             400,
         );
     };
-    env.durable_object(room::BINDING)?
-        .id_from_name(&room)?
-        .get_stub()?
-        .fetch_with_request(req)
-        .await
+    objects::room(&env, &room)?.fetch_with_request(req).await
 }

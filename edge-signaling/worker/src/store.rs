@@ -18,8 +18,7 @@ use edge_signaling::kv::{KvError, KvRead};
 use crate::keyspace::{self, Home};
 use crate::wire::DirectoryWrites;
 
-/// Keys and raw values, sorted (prefix listing is a range scan).
-pub type Entries = BTreeMap<String, Vec<u8>>;
+pub use crate::wire::Entries;
 
 /// What one input changed.
 #[derive(Debug, Default)]

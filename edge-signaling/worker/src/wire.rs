@@ -8,7 +8,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::store::Entries;
+/// Keys and raw values, sorted (prefix listing is a range scan).
+pub type Entries = BTreeMap<String, Vec<u8>>;
 
 /// Room → directory: the directory's keys, raw (`GET`).
 pub const SNAPSHOT_PATH: &str = "/internal/directory/snapshot";

@@ -8,50 +8,25 @@
 //! docs/backups.md is the operator's guide.
 
 pub mod archive;
-pub mod bench;
 pub mod dest;
+pub mod error;
 pub mod keys;
 pub mod manifest;
 pub mod retention;
 pub mod snapshot;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use clap::Subcommand;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use rand::RngCore as _;
 
 use self::dest::Destination;
+pub use self::error::BackupError;
 use self::keys::Keyring;
 use self::manifest::Manifest;
-use crate::kv::Kv;
-use crate::store::StoreError;
-
-#[derive(Debug, thiserror::Error)]
-pub enum BackupError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Archive(#[from] archive::ArchiveError),
-    #[error(transparent)]
-    Dest(#[from] dest::DestError),
-    #[error(transparent)]
-    Manifest(#[from] manifest::ManifestError),
-    #[error(transparent)]
-    Key(#[from] keys::KeyError),
-    #[error("backup {0} is inconsistent with its manifest: {1}")]
-    Inconsistent(String, String),
-    #[error(
-        "the target store is not empty; restore writes into an empty store \
-         (use --force to write over what is there)"
-    )]
-    NotEmpty,
-    #[error("backup task: {0}")]
-    Task(String),
-}
+use crate::store::Kv;
 
 /// Set in tests only: the process aborts between writing a backup's archive
 /// and its manifest, as a crash there would.
@@ -59,20 +34,6 @@ const CRASH_HOOK_ENV: &str = "TERN_BACKUP_TEST_CRASH_BEFORE_MANIFEST";
 /// Archives without a manifest are deleted once this old (an older one
 /// cannot be a backup still being written).
 const ORPHAN_AGE_MS: u64 = 3_600_000;
-
-#[derive(clap::Args, Clone, Debug)]
-pub struct StoreArgs {
-    /// Where the embedded store keeps its file.
-    #[arg(long, default_value = ".tern")]
-    pub data_dir: PathBuf,
-    /// State store: `embedded`, `redis://host:port` or
-    /// `redis+sentinel://host:port[,host:port…]/<service>`.
-    #[arg(long, env = "TERN_KV", default_value = "embedded")]
-    pub kv: String,
-    /// Prefix of every key Tern writes in Redis.
-    #[arg(long, default_value = "tern:")]
-    pub kv_prefix: String,
-}
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct DestArgs {
@@ -87,7 +48,7 @@ pub struct DestArgs {
 }
 
 impl DestArgs {
-    fn open(&self) -> anyhow::Result<Destination> {
+    pub fn open(&self) -> anyhow::Result<Destination> {
         let to = self
             .to
             .as_deref()
@@ -106,7 +67,7 @@ pub struct KeyArgs {
 }
 
 impl KeyArgs {
-    fn keyring(&self) -> Result<Keyring, keys::KeyError> {
+    pub fn keyring(&self) -> Result<Keyring, keys::KeyError> {
         Keyring::load(
             std::env::var("TERN_BACKUP_KEY").ok().as_deref(),
             &self.key_files,
@@ -128,83 +89,13 @@ pub struct RetentionArgs {
 }
 
 impl RetentionArgs {
-    fn policy(&self) -> retention::Policy {
+    pub fn policy(&self) -> retention::Policy {
         retention::Policy {
             keep_last: self.keep_last,
             keep_daily: self.keep_daily,
             keep_weekly: self.keep_weekly,
         }
     }
-}
-
-#[derive(clap::Args)]
-#[command(args_conflicts_with_subcommands = true)]
-pub struct BackupArgs {
-    #[command(subcommand)]
-    command: Option<BackupCommand>,
-    #[command(flatten)]
-    store: StoreArgs,
-    #[command(flatten)]
-    dest: DestArgs,
-    #[command(flatten)]
-    keys: KeyArgs,
-    #[command(flatten)]
-    retention: RetentionArgs,
-    /// Do not delete old backups after this one.
-    #[arg(long)]
-    no_prune: bool,
-}
-
-#[derive(Subcommand)]
-enum BackupCommand {
-    /// List the backups at a destination, oldest first.
-    List {
-        #[command(flatten)]
-        dest: DestArgs,
-        /// One manifest per line, as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Check a backup without restoring it: manifest checksum, every
-    /// authentication tag, entry counts. Optionally print its entries.
-    Verify {
-        #[command(flatten)]
-        dest: DestArgs,
-        #[command(flatten)]
-        keys: KeyArgs,
-        /// Backup id, or `latest`.
-        #[arg(long, default_value = "latest")]
-        backup: String,
-        /// Print every entry as a JSON line {bucket, key, value}.
-        #[arg(long)]
-        entries: bool,
-    },
-    /// Add a new random key at the top of a key file: it seals new
-    /// backups, the older keys below it still open old ones.
-    Keygen {
-        #[arg(long)]
-        key_file: PathBuf,
-        /// Key id recorded in archive headers (default: key-<unix time>).
-        #[arg(long)]
-        id: Option<String>,
-    },
-}
-
-#[derive(clap::Args)]
-pub struct RestoreArgs {
-    #[command(flatten)]
-    store: StoreArgs,
-    #[command(flatten)]
-    dest: DestArgs,
-    #[command(flatten)]
-    keys: KeyArgs,
-    /// Backup id, or `latest`.
-    #[arg(long, default_value = "latest")]
-    backup: String,
-    /// Write into a store that already holds keys (restored keys overwrite
-    /// theirs; others stay).
-    #[arg(long)]
-    force: bool,
 }
 
 /// Backups on a schedule inside `tern serve` / `tern up`.
@@ -254,24 +145,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// Open the store named by `args` (blocking; Redis connects here).
-pub fn open_store(args: &StoreArgs) -> anyhow::Result<Kv> {
-    if args.kv == "embedded" {
-        let s = crate::store::EmbeddedStore::open(&args.data_dir).with_context(|| {
-            format!(
-                "opening the embedded store in {} (a running origin holds it: use \
-                 its --backup-to schedule, or stop it first)",
-                args.data_dir.display()
-            )
-        })?;
-        Ok(Kv::Embedded(s))
-    } else {
-        let r = crate::redis_kv::RedisKv::connect(&args.kv, &args.kv_prefix)
-            .with_context(|| format!("connecting to {}", args.kv))?;
-        Ok(Kv::Redis(Arc::new(r)))
-    }
-}
-
 fn new_backup_id(created_ms: u64) -> String {
     let t = manifest::rfc3339(created_ms);
     // 2026-11-26T01:02:03.456Z -> 20261126T010203456Z: sorts by time, and
@@ -292,7 +165,7 @@ pub async fn make(
     progress: ProgressBar,
 ) -> Result<Manifest, BackupError> {
     let key = keyring.current()?.clone();
-    let created_ms = crate::app::now_ms();
+    let created_ms = crate::edge::now_ms();
     let id = new_backup_id(created_ms);
     let mut nonce_prefix = [0u8; 7];
     rand::rngs::OsRng.fill_bytes(&mut nonce_prefix);
@@ -356,7 +229,7 @@ pub async fn prune(dest: &Destination, policy: retention::Policy) -> Result<usiz
             deleted += 1;
         }
     }
-    let now = crate::app::now_ms();
+    let now = crate::edge::now_ms();
     for (name, _) in &listing.orphans {
         // Ids start with their UTC time; compare it with now.
         let created = listing
@@ -396,132 +269,9 @@ fn parse_compact_time(s: &str) -> Option<u64> {
     Some(((days * 86_400 + h * 3600 + mi * 60 + se) * 1000) + ms)
 }
 
-fn spinner(msg: &'static str) -> ProgressBar {
-    let p = ProgressBar::new_spinner();
-    p.set_style(
-        ProgressStyle::with_template("{spinner} {msg}: {human_pos} entries ({per_sec})")
-            .expect("template"),
-    );
-    p.set_message(msg);
-    p
-}
-
-fn bar(len: u64, msg: &'static str) -> ProgressBar {
-    let p = ProgressBar::new(len);
-    p.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {human_pos}/{human_len} ({per_sec}, {eta})")
-            .expect("template")
-            .progress_chars("=> "),
-    );
-    p.set_message(msg);
-    p
-}
-
-fn mb(bytes: u64) -> f64 {
-    bytes as f64 / 1e6
-}
-
-/// `tern backup [list | verify | keygen]`.
-pub fn run(args: BackupArgs) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    match args.command {
-        Some(BackupCommand::List { dest, json }) => rt.block_on(list(dest.open()?, json)),
-        Some(BackupCommand::Verify {
-            dest,
-            keys,
-            backup,
-            entries,
-        }) => rt.block_on(verify(dest.open()?, keys.keyring()?, &backup, entries)),
-        Some(BackupCommand::Keygen { key_file, id }) => {
-            let id = id.unwrap_or_else(|| format!("key-{}", crate::app::now_ms() / 1000));
-            let k = keys::generate(&key_file, &id)?;
-            println!(
-                "added key `{}` at the top of {} (it seals new backups; keep a copy \
-                 somewhere other than the backups)",
-                k.id,
-                key_file.display()
-            );
-            Ok(())
-        }
-        None => {
-            let dest = args.dest.open()?;
-            let keyring = args.keys.keyring()?;
-            let store = args.store.clone();
-            let kv = rt.block_on(async {
-                tokio::task::spawn_blocking(move || open_store(&store)).await?
-            })?;
-            let meta = serde_json::json!({
-                "kv": redact_url(&args.store.kv),
-                "kv_prefix": args.store.kv_prefix,
-            });
-            let t = Instant::now();
-            let m = rt.block_on(make(&kv, &dest, &keyring, meta, spinner("backing up")))?;
-            let secs = t.elapsed().as_secs_f64();
-            println!(
-                "backup {} : {} entries, {:.1} MB -> {:.1} MB archive, key `{}`, {:.2} s ({})",
-                m.id,
-                m.entries,
-                mb(m.plain_bytes),
-                mb(m.archive_bytes),
-                m.key_id,
-                secs,
-                m.consistency
-            );
-            if !args.no_prune {
-                let n = rt.block_on(prune(&dest, args.retention.policy()))?;
-                if n > 0 {
-                    println!("retention: deleted {n} old backup(s)");
-                }
-            }
-            Ok(())
-        }
-    }
-}
-
-/// Drop a password from a Redis URL before it goes into a backup.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_string(),
-    }
-}
-
-async fn list(dest: Destination, json: bool) -> anyhow::Result<()> {
-    let l = dest.list().await?;
-    for s in &l.skipped {
-        eprintln!("skipped: {s}");
-    }
-    for (name, _) in &l.orphans {
-        eprintln!("incomplete (no manifest; ignored): {name}");
-    }
-    if json {
-        for m in &l.backups {
-            println!("{}", serde_json::to_string(m)?);
-        }
-        return Ok(());
-    }
-    println!(
-        "{:<28} {:<24} {:>10} {:>10}  key",
-        "id", "created (UTC)", "entries", "MB"
-    );
-    for m in &l.backups {
-        println!(
-            "{:<28} {:<24} {:>10} {:>10.2}  {}",
-            m.id,
-            m.created,
-            m.entries,
-            mb(m.archive_bytes),
-            m.key_id
-        );
-    }
-    Ok(())
-}
-
 /// Fetch a backup and check everything a restore checks before writing:
 /// size and SHA-256 against the manifest, every GCM tag, frame counts.
-async fn fetch_checked(
+pub async fn fetch_checked(
     dest: &Destination,
     keyring: &Keyring,
     id: &str,
@@ -539,88 +289,6 @@ async fn fetch_checked(
     .await
     .map_err(|e| BackupError::Task(e.to_string()))??;
     Ok((m, opened, meta))
-}
-
-async fn verify(
-    dest: Destination,
-    keyring: Keyring,
-    id: &str,
-    print_entries: bool,
-) -> anyhow::Result<()> {
-    let (m, opened, _) = fetch_checked(&dest, &keyring, id).await?;
-    if print_entries {
-        use std::io::Write as _;
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        for f in opened.frames()? {
-            if let archive::Frame::Entry { bucket, key, value } = f? {
-                let value = match String::from_utf8(value) {
-                    Ok(s) => serde_json::Value::String(s),
-                    Err(e) => serde_json::json!({ "hex": hex::encode(e.into_bytes()) }),
-                };
-                let line = serde_json::json!({"bucket": bucket, "key": key, "value": value});
-                writeln!(out, "{line}")?;
-            }
-        }
-        out.flush()?;
-    } else {
-        println!(
-            "backup {} is intact: {} entries, key `{}`, created {}",
-            m.id, m.entries, m.key_id, m.created
-        );
-    }
-    Ok(())
-}
-
-/// `tern restore`: into an empty store only (unless --force); nothing is
-/// written until the whole archive has been verified.
-pub fn restore(args: RestoreArgs) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let dest = args.dest.open()?;
-    let keyring = args.keys.keyring()?;
-    let store = args.store.clone();
-    rt.block_on(async move {
-        let t0 = Instant::now();
-        let kv = tokio::task::spawn_blocking(move || open_store(&store)).await??;
-        let check_empty = {
-            let kv = kv.clone();
-            tokio::task::spawn_blocking(move || kv.is_empty()).await??
-        };
-        if !check_empty && !args.force {
-            return Err(BackupError::NotEmpty.into());
-        }
-        let (m, opened, _) = fetch_checked(&dest, &keyring, &args.backup)
-            .await
-            .with_context(|| format!("restoring backup `{}`: nothing was written", args.backup))?;
-        let verified = t0.elapsed().as_secs_f64();
-        let progress = bar(m.entries, "restoring");
-        let n = tokio::task::spawn_blocking(move || {
-            let r = snapshot::load(&kv, &opened, &progress);
-            progress.finish_and_clear();
-            r
-        })
-        .await??;
-        println!(
-            "restored backup {} ({}): {n} entries in {:.2} s (verified in {:.2} s)",
-            m.id,
-            m.created,
-            t0.elapsed().as_secs_f64(),
-            verified
-        );
-        Ok(())
-    })
-}
-
-/// The non-secret part of an origin's config, recorded in its backups.
-pub fn serve_meta(args: &crate::ServeArgs) -> serde_json::Value {
-    serde_json::json!({
-        "edge": args.edge,
-        "listen": args.listen.to_string(),
-        "kv": redact_url(&args.kv),
-        "kv_prefix": args.kv_prefix,
-        "relay_stale_ms": args.relay_stale_ms,
-    })
 }
 
 /// Start scheduled backups of `kv`, if `args.to` is set. `default_key`
@@ -694,13 +362,11 @@ mod tests {
     }
 
     #[test]
-    fn durations_and_redaction() {
+    fn durations() {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("5d").is_err());
-        assert_eq!(redact_url("redis://:pw@h:6379"), "redis://…@h:6379");
-        assert_eq!(redact_url("embedded"), "embedded");
     }
 }

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use indicatif::ProgressBar;
 
 use super::archive::{Encoder, Frame, Opened};
+use super::error::BackupError;
 use super::keys::Key;
 use super::manifest::Manifest;
-use super::BackupError;
-use crate::kv::Kv;
+use crate::store::Kv;
 
 /// An archive built in memory, with what its manifest records about it.
 pub struct Encoded {
@@ -120,7 +120,8 @@ mod tests {
     use super::*;
     use crate::backup::archive;
     use crate::backup::keys::Keyring;
-    use crate::store::{EmbeddedStore, StoreError};
+    use crate::store::embedded::EmbeddedStore;
+    use crate::store::StoreError;
 
     fn contents(kv: &Kv) -> Vec<(String, String, Vec<u8>)> {
         let mut all = Vec::new();
@@ -145,7 +146,7 @@ mod tests {
             .unwrap();
         }
         a.set("other", "k", &[0, 159, 146, 150]).unwrap();
-        let a = Kv::Embedded(a);
+        let a = Kv::from(a);
         let key = Key {
             id: "k".into(),
             bytes: [3; 32],
@@ -175,7 +176,7 @@ mod tests {
         wrong.entries += 1;
         assert!(check(&opened, &wrong).is_err());
 
-        let b = Kv::Embedded(EmbeddedStore::open(&dir.path().join("b")).unwrap());
+        let b = Kv::from(EmbeddedStore::open(&dir.path().join("b")).unwrap());
         assert!(b.is_empty().unwrap());
         assert_eq!(load(&b, &opened, &hidden).unwrap(), 501);
         assert!(!b.is_empty().unwrap());

@@ -8,10 +8,10 @@ use anyhow::Context as _;
 use indicatif::ProgressBar;
 use rand::{Rng as _, SeedableRng as _};
 
-use super::dest::Destination;
-use super::keys::{Key, Keyring};
-use crate::kv::Kv;
-use crate::store::EmbeddedStore;
+use crate::backup::dest::Destination;
+use crate::backup::keys::{Key, Keyring};
+use crate::store::embedded::EmbeddedStore;
+use crate::store::Kv;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -80,7 +80,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         value_bytes / args.records.max(1),
         t.elapsed().as_secs_f64()
     );
-    let kv = Kv::Embedded(src);
+    let kv = Kv::from(src);
 
     // Reading alone, to tell store cost from archive cost.
     let t = Instant::now();
@@ -96,7 +96,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let dest_dir = dir.join("backups");
     let dest = Destination::parse(dest_dir.to_str().context("utf-8 path")?, None)?;
     let t = Instant::now();
-    let m = rt.block_on(super::make(
+    let m = rt.block_on(crate::backup::make(
         &kv,
         &dest,
         &ring,
@@ -105,11 +105,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     ))?;
     let backup_s = t.elapsed().as_secs_f64();
 
-    let dst = Kv::Embedded(EmbeddedStore::open(&dir.join("dst"))?);
+    let dst = Kv::from(EmbeddedStore::open(&dir.join("dst"))?);
     let t = Instant::now();
-    let (_, opened, _) = rt.block_on(super::fetch_checked(&dest, &ring, &m.id))?;
+    let (_, opened, _) = rt.block_on(crate::backup::fetch_checked(&dest, &ring, &m.id))?;
     let verify_s = t.elapsed().as_secs_f64();
-    let loaded = super::snapshot::load(&dst, &opened, &ProgressBar::hidden())?;
+    let loaded = crate::backup::snapshot::load(&dst, &opened, &ProgressBar::hidden())?;
     let restore_s = t.elapsed().as_secs_f64();
     anyhow::ensure!(loaded == n && n == args.records, "counts differ");
 

@@ -13,9 +13,9 @@ use serde_json::{json, Value};
 use tern_common::relay::{self, Heartbeat, Listener, Load, RelayState};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::app::{now_ms, App};
-use crate::component::SignalingHost;
-use crate::store::EmbeddedStore;
+use crate::edge::{now_ms, App};
+use crate::host::SignalingHost;
+use crate::store::embedded::EmbeddedStore;
 
 const API: &str = "bench-api-secret";
 const RELAY: &str = "bench-relay-secret";
@@ -133,8 +133,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// pool, the guest's KV calls into redb, and the core's work. One thread.
 fn per_frame(n: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = crate::kv::Kv::Embedded(EmbeddedStore::open(dir.path())?);
-    let host = SignalingHost::new(crate::component::SIGNALING_WASM, env(), store)?;
+    let store = crate::store::Kv::from(EmbeddedStore::open(dir.path())?);
+    let host = SignalingHost::new(crate::host::SIGNALING_WASM, env(), store)?;
     for (id, region) in [("a-1", "region-a"), ("b-1", "region-b")] {
         let (b, s) = heartbeat_body(id, region, 1, "127.0.0.1:3478");
         host.handle_heartbeat(now_ms(), &b, &s)?
@@ -182,8 +182,8 @@ fn per_frame(n: usize) -> anyhow::Result<()> {
         &json!({"type":"join","room":"r","token":token("r","b")}).to_string(),
         &entropy(),
     )?;
-    let pa: Value = serde_json::from_str(&ja[0].frame)?;
-    let pb: Value = serde_json::from_str(&jb.iter().find(|d| d.conn == "cb").unwrap().frame)?;
+    let pa: Value = serde_json::from_str(&ja.value[0].frame)?;
+    let pb: Value = serde_json::from_str(&jb.value.iter().find(|d| d.conn == "cb").unwrap().frame)?;
     let to_b = json!({"type":"signal","to":pb["participant"],"data":{"candidate":"candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host"}}).to_string();
     let to_a = json!({"type":"signal","to":pa["participant"],"data":{"candidate":"candidate:1 1 udp 2122260223 192.0.2.2 54321 typ host"}}).to_string();
     let v: Vec<Duration> = (0..n)
@@ -196,7 +196,7 @@ fn per_frame(n: usize) -> anyhow::Result<()> {
             };
             time(&mut || {
                 let d = host.handle_frame(now_ms(), c, f, &e).unwrap();
-                assert_eq!(d.len(), 1);
+                assert_eq!(d.value.len(), 1);
             })
         })
         .collect();
@@ -214,9 +214,9 @@ fn per_frame(n: usize) -> anyhow::Result<()> {
         joins.push(time(&mut || {
             let d = host.handle_frame(now_ms(), "cj", &j, &e).unwrap();
             assert!(
-                d[0].frame.starts_with(r#"{"type":"joined""#),
+                d.value[0].frame.starts_with(r#"{"type":"joined""#),
                 "{}",
-                d[0].frame
+                d.value[0].frame
             );
         }));
         let e = entropy();
@@ -244,28 +244,37 @@ fn over_websocket(args: &BenchArgs, kind: Kind) -> anyhow::Result<()> {
     let blocking = if args.kv == "embedded" {
         args.server_threads.max(1)
     } else {
-        crate::app::MAX_IN_FLIGHT + crate::app::MAX_HOUSEKEEPING
+        crate::edge::MAX_IN_FLIGHT + crate::edge::MAX_HOUSEKEEPING
     };
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.server_threads)
         .max_blocking_threads(blocking)
         .enable_all()
         .build()?;
-    let serve_args = crate::ServeArgs {
+    let url = if args.kv == "embedded" {
+        crate::store::StoreUrl::Embedded {
+            dir: dir.path().to_path_buf(),
+        }
+    } else {
+        crate::store::StoreUrl::Redis {
+            url: args.kv.clone(),
+            prefix: "tern:".into(),
+            replica_wait: Duration::from_millis(args.redis_replica_wait_ms),
+            connections: crate::edge::CALLS_IN_FLIGHT,
+        }
+    };
+    let config = crate::edge::serve::EdgeConfig {
         listen: "127.0.0.1:0".parse()?,
-        data_dir: dir.path().to_path_buf(),
         edge: "bench".into(),
-        kv: args.kv.clone(),
-        kv_prefix: "tern:".into(),
-        redis_replica_wait_ms: args.redis_replica_wait_ms,
-        api_secret: Some(API.into()),
-        relay_secret: Some(RELAY.into()),
+        kv: crate::store::open(&url)?,
+        api_secret: API.into(),
+        relay_secret: RELAY.into(),
         relay_stale_ms: 600_000,
         dev_tokens: false,
         session_grace_ms: edge_signaling::Config::DEFAULT_SESSION_GRACE_MS,
         call_sweep_ms: edge_signaling::Config::DEFAULT_CALL_SWEEP_MS,
     };
-    let (app, listener): (Arc<App>, _) = server_rt.block_on(crate::start(serve_args))?;
+    let (app, listener): (Arc<App>, _) = server_rt.block_on(crate::edge::serve::start(config))?;
     let addr = listener.local_addr()?;
     // The edge probes its relays with STUN and stops handing out those that
     // do not answer: the bench's stand-in relays answer from here.
@@ -277,7 +286,7 @@ fn over_websocket(args: &BenchArgs, kind: Kind) -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })?;
-    server_rt.spawn(crate::serve(app, listener));
+    server_rt.spawn(crate::edge::serve::serve(app, listener));
 
     let client_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

@@ -4,15 +4,13 @@
 //! or CSV.
 
 use std::io::Write as _;
-use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use edge_signaling::record::CallRecord;
 
-use crate::app::now_ms;
-use crate::calls::{prune, query, Query, DAY_MS};
-use crate::kv::Kv;
+use crate::edge::calls::{prune, query, Query, DAY_MS};
+use crate::edge::now_ms;
+use crate::store::Kv;
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -26,10 +24,10 @@ pub enum Format {
 
 #[derive(clap::Args)]
 pub struct CallsArgs {
-    /// Where the embedded store keeps its file (the origin using it must be
-    /// stopped: the file is locked while open; use --url instead).
-    #[arg(long, default_value = ".tern")]
-    data_dir: PathBuf,
+    /// The store to read (an embedded store's origin must be stopped: the
+    /// file is locked while open; use --url instead).
+    #[command(flatten)]
+    store: crate::cmd::StoreArgs,
     /// Ask a running origin (`http://host:port`) through `GET /v1/calls`
     /// instead of opening a store (--data-dir and --kv are then unused).
     #[arg(long, conflicts_with = "prune_older_than_days")]
@@ -37,11 +35,6 @@ pub struct CallsArgs {
     /// The API secret, for --url.
     #[arg(long, env = "TERN_API_SECRET", hide_env_values = true)]
     api_secret: Option<String>,
-    /// State store, as for `tern serve`: `embedded` or `redis://…`.
-    #[arg(long, env = "TERN_KV", default_value = "embedded")]
-    kv: String,
-    #[arg(long, default_value = "tern:")]
-    kv_prefix: String,
     /// Only calls in this room.
     #[arg(long)]
     room: Option<String>,
@@ -102,7 +95,7 @@ pub fn run(args: CallsArgs) -> anyhow::Result<()> {
                 .api_secret
                 .as_deref()
                 .context("--url needs the API secret: --api-secret or TERN_API_SECRET")?;
-            crate::calls_client::fetch_page(url, secret, &q)?
+            crate::cmd::calls_client::fetch_page(url, secret, &q)?
         }
         None => {
             let kv = open_store(&args)?;
@@ -132,23 +125,15 @@ pub fn run(args: CallsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The store `--kv` / `--data-dir` name.
+/// The store `--kv` / `--data-dir` name, which must exist already.
 fn open_store(args: &CallsArgs) -> anyhow::Result<Kv> {
-    Ok(if args.kv == "embedded" {
-        if !args.data_dir.join("tern.redb").exists() {
-            anyhow::bail!("no store in {} (see --data-dir)", args.data_dir.display());
-        }
-        Kv::Embedded(
-            crate::store::EmbeddedStore::open(&args.data_dir).with_context(|| {
-                "opening the embedded store (if an origin is running on it, use --url with its address)"
-            })?,
-        )
-    } else {
-        Kv::Redis(Arc::new(
-            crate::redis_kv::RedisKv::connect(&args.kv, &args.kv_prefix)
-                .with_context(|| format!("connecting to {}", args.kv))?,
-        ))
-    })
+    let dir = args.store.data_dir_or(crate::cmd::DEFAULT_DATA_DIR);
+    if args.store.url(&dir).is_missing() {
+        anyhow::bail!("no store in {} (see --data-dir)", dir.display());
+    }
+    args.store
+        .open(&dir)
+        .context("if an origin is running on it, use --url with its address")
 }
 
 /// `2026-11-26T01:02:03Z` (UTC) from unix ms.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::calls::{Page, Query};
+use crate::edge::calls::{Page, Query};
 
 /// How long one page may take to arrive.
 const TIMEOUT: Duration = Duration::from_secs(30);

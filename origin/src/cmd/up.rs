@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use clap::Args;
 use tokio::process::{Child, Command};
 
-use crate::ServeArgs;
+use crate::cmd::serve::ServeArgs;
 
 #[derive(Args)]
 pub struct UpArgs {
@@ -23,7 +23,7 @@ pub struct UpArgs {
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Where the embedded store and dev secrets live.
-    #[arg(long, default_value = ".tern")]
+    #[arg(long, default_value = crate::cmd::DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
     /// Regions to start one local relay in, each on the next TURN port.
     #[arg(long, value_delimiter = ',', default_value = "local-a,local-b")]
@@ -58,14 +58,11 @@ struct RelayChild {
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
-    let secrets = crate::secrets::load_or_create(&args.data_dir)?;
+    let secrets = crate::cmd::secrets::load_or_create(&args.data_dir)?;
     let serve = ServeArgs {
         listen: args.listen,
-        data_dir: args.data_dir.clone(),
+        store: crate::cmd::StoreArgs::embedded(&args.data_dir),
         edge: "local".into(),
-        kv: "embedded".into(),
-        kv_prefix: "tern:".into(),
-        redis_replica_wait_ms: 0,
         api_secret: Some(secrets.api_secret),
         relay_secret: Some(secrets.relay_secret.clone()),
         relay_stale_ms: 1500,
@@ -73,8 +70,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         session_grace_ms: edge_signaling::Config::DEFAULT_SESSION_GRACE_MS,
         call_sweep_ms: edge_signaling::Config::DEFAULT_CALL_SWEEP_MS,
     };
-    let meta = crate::backup::serve_meta(&serve);
-    let (app, listener) = crate::start(serve).await?;
+    let meta = serve.backup_meta();
+    let (app, listener) = crate::edge::serve::start(serve.config().await?).await?;
     let http = listener.local_addr()?;
 
     // Backups on by default, next to the data: a key beside its backups
@@ -175,7 +172,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             let _ = w.await;
         }
     });
-    let result = crate::serve(app, listener).await;
+    let result = crate::edge::serve::serve(app, listener).await;
     watch.abort(); // drops the children, which kills them (kill_on_drop)
     result
 }

@@ -15,14 +15,13 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use crate::app::{App, Forwarded};
-use crate::component::Delivery;
-use crate::kv::Kv;
+use crate::edge::{App, Forwarded};
+use crate::host::Delivery;
 
 /// Subscribe to this edge's channel for as long as the process runs,
 /// reconnecting (and following a Sentinel failover) when the link drops.
 pub fn spawn(app: Arc<App>) {
-    let Kv::Redis(redis) = app.kv.clone() else {
+    let Some(redis) = app.kv.bus().cloned() else {
         return;
     };
     let channel = redis.edge_channel(&app.edge);

@@ -19,8 +19,8 @@ use edge_signaling::model::{CallEvent, CallSummary, Quality};
 use edge_signaling::record::{self, CallRecord};
 use serde::{Deserialize, Serialize};
 
-use crate::app::{now_ms, App};
-use crate::kv::Kv;
+use crate::edge::{now_ms, App};
+use crate::store::Kv;
 use crate::store::StoreError;
 
 /// Bucket every signaling key lives in.
@@ -62,50 +62,11 @@ fn decode<T: serde::de::DeserializeOwned>(key: &str, raw: &[u8]) -> Result<T, St
         .map_err(|e| StoreError::Backend(format!("corrupt call record at {key}: {e}")))
 }
 
-fn list_prefix(kv: &Kv, prefix: &str) -> Result<Vec<String>, StoreError> {
-    match kv {
-        Kv::Embedded(s) => s.list_prefix(BUCKET, prefix),
-        Kv::Redis(r) => r.list_prefix(BUCKET, prefix),
-    }
-}
-
-/// One page of an index (`call/`, `call-room/<room>/`,
-/// `call-identity/<identity>/`): up to `limit` call ids, newest first,
-/// below `before`. A redb range or a Redis sorted set: never a scan.
-fn page_index(
-    kv: &Kv,
-    index: &str,
-    before: Option<&str>,
-    limit: usize,
-) -> Result<Vec<String>, StoreError> {
-    match kv {
-        Kv::Embedded(s) => s.page_prefix_rev(BUCKET, index, before, limit),
-        Kv::Redis(r) => r.page_group_rev(BUCKET, index, before, limit),
-    }
-}
-
-fn get_many(kv: &Kv, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-    match kv {
-        Kv::Embedded(s) => {
-            let snap = s.snapshot()?;
-            keys.iter().map(|k| snap.get(BUCKET, k)).collect()
-        }
-        Kv::Redis(r) => r.get_many(BUCKET, keys),
-    }
-}
-
-fn delete_keys(kv: &Kv, keys: &[String]) -> Result<(), StoreError> {
-    match kv {
-        Kv::Embedded(s) => s.delete_keys(BUCKET, keys),
-        Kv::Redis(r) => r.delete_keys(BUCKET, keys),
-    }
-}
-
 /// Every value under `prefix`, decoded, in key order.
 fn values<T: serde::de::DeserializeOwned>(kv: &Kv, prefix: &str) -> Result<Vec<T>, StoreError> {
-    let mut keys = list_prefix(kv, prefix)?;
+    let mut keys = kv.list_prefix(BUCKET, prefix)?;
     keys.sort();
-    let raws = get_many(kv, &keys)?;
+    let raws = kv.get_many(BUCKET, &keys)?;
     keys.iter()
         .zip(raws)
         .filter_map(|(k, v)| v.map(|v| decode(k, &v)))
@@ -159,7 +120,7 @@ pub fn query(kv: &Kv, q: &Query, now_ms: u64) -> Result<Page, StoreError> {
     }
     let mut calls = Vec::new();
     loop {
-        let ids = page_index(kv, &index, before.as_deref(), INDEX_BATCH)?;
+        let ids = kv.page_rev(BUCKET, &index, before.as_deref(), INDEX_BATCH)?;
         let exhausted = ids.len() < INDEX_BATCH;
         for id in &ids {
             before = Some(id.clone());
@@ -199,15 +160,15 @@ pub fn prune(kv: &Kv, retention_ms: u64, now_ms: u64) -> Result<usize, StoreErro
     let mut before = format!("c-{cutoff:013}");
     let mut n = 0;
     loop {
-        let ids = page_index(kv, keys::CALLS_PREFIX, Some(&before), INDEX_BATCH)?;
+        let ids = kv.page_rev(BUCKET, keys::CALLS_PREFIX, Some(&before), INDEX_BATCH)?;
         for id in &ids {
             before = id.clone();
             if kv.get(BUCKET, &keys::call_open(id))?.is_some() {
                 continue;
             }
             let Some(rec) = load(kv, id)? else { continue };
-            let mut doomed = list_prefix(kv, &keys::call_events_prefix(id))?;
-            doomed.extend(list_prefix(kv, &keys::call_quality_prefix(id))?);
+            let mut doomed = kv.list_prefix(BUCKET, &keys::call_events_prefix(id))?;
+            doomed.extend(kv.list_prefix(BUCKET, &keys::call_quality_prefix(id))?);
             doomed.push(keys::call_by_room(&rec.room, id));
             doomed.extend(
                 rec.participants
@@ -217,7 +178,7 @@ pub fn prune(kv: &Kv, retention_ms: u64, now_ms: u64) -> Result<usize, StoreErro
             // The summary last: a crash midway leaves a findable record to
             // prune again, never orphaned events or index entries.
             doomed.push(keys::call(id));
-            delete_keys(kv, &doomed)?;
+            kv.delete_keys(BUCKET, &doomed)?;
             n += 1;
         }
         if ids.len() < INDEX_BATCH {

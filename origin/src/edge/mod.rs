@@ -1,4 +1,25 @@
-//! Process-wide state of an origin and the calls into the component.
+//! A running signaling edge: the process-wide state of an origin ([`App`])
+//! and the calls into the component, in two lanes (frames, and
+//! housekeeping: heartbeats, ticks, the prober) so a storm of one cannot
+//! starve the other.
+//!
+//! * [`serve`]: starting an edge and the tasks beside its HTTP server.
+//! * [`websocket`]: the `/v1/signal` endpoint and its sockets.
+//! * [`routes`]: every HTTP route.
+//! * [`bus`]: deliveries between edges (Redis pub/sub).
+//! * [`relay_link`]: relays' heartbeat connections, a crash signal.
+//! * [`calls`]: call record queries and retention.
+//! * [`assets`]: the demo page and the SDK.
+
+pub mod assets;
+pub mod bus;
+pub mod calls;
+pub mod connections;
+pub mod probes;
+pub mod relay_link;
+pub mod routes;
+pub mod serve;
+pub mod websocket;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -7,9 +28,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use crate::component::{Delivery, HeartbeatError, SignalingHost};
-use crate::gateway::Connections;
-use crate::kv::Kv;
+use crate::edge::connections::Connections;
+use crate::host::{Answered, Delivery, HeartbeatError, SignalingHost};
+use crate::store::{Durability, Kv};
 
 pub struct App {
     pub host: Arc<SignalingHost>,
@@ -36,8 +57,8 @@ pub struct App {
     /// prober just found a relay gone, and its calls should not wait.
     pub tick_now: tokio::sync::Notify,
     /// Relays whose heartbeat connection just closed, for the prober to
-    /// check at once (see [`crate::relay_link`]).
-    pub suspects: crate::prober::Suspects,
+    /// check at once (see [`crate::edge::relay_link`]).
+    pub suspects: crate::probe::Suspects,
 }
 
 /// Component calls allowed in flight at once (see [`App::in_flight`]).
@@ -45,6 +66,14 @@ pub const MAX_IN_FLIGHT: usize = 128;
 /// Housekeeping calls allowed in flight at once (see [`App::housekeeping`]):
 /// with [`MAX_IN_FLIGHT`], below the instance pool's size.
 pub const MAX_HOUSEKEEPING: usize = 16;
+/// Component calls of both lanes in flight at once: what the store's
+/// connection pool must hold.
+pub const CALLS_IN_FLIGHT: usize = MAX_IN_FLIGHT + MAX_HOUSEKEEPING;
+
+// Every call in flight and every idle instance holds an instance of the
+// component's pool at once.
+const _: () =
+    assert!(CALLS_IN_FLIGHT + crate::host::MAX_IDLE <= crate::host::MAX_INSTANCES as usize);
 
 /// Which queue a call into the store waits in (see [`App::housekeeping`]).
 #[derive(Clone, Copy)]
@@ -96,7 +125,10 @@ impl App {
                 .unwrap_or_else(|e| {
                     // A trap or host failure: the frame had no effect.
                     tracing::error!(conn = %conn, error = %e, "signaling component failed");
-                    internal_error(&conn)
+                    Answered {
+                        value: internal_error(&conn),
+                        durability: Durability::Now,
+                    }
                 })
         })
         .await;
@@ -109,7 +141,10 @@ impl App {
                 .handle_disconnect(now_ms(), &conn)
                 .unwrap_or_else(|e| {
                     tracing::error!(error = %e, "signaling component failed on disconnect");
-                    Vec::new()
+                    Answered {
+                        value: Vec::new(),
+                        durability: Durability::Now,
+                    }
                 })
         })
         .await;
@@ -154,11 +189,14 @@ impl App {
         self.deliver_from(Lane::Housekeeping, None, move |app| {
             let out = app.host.handle_tick(now_ms()).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "signaling tick failed");
-                Vec::new()
+                Answered {
+                    value: Vec::new(),
+                    durability: Durability::Now,
+                }
             });
-            if !out.is_empty() {
+            if !out.value.is_empty() {
                 tracing::info!(
-                    frames = out.len(),
+                    frames = out.value.len(),
                     decided_in_ms = started.elapsed().as_millis() as u64,
                     "rerouting calls off an unhealthy relay"
                 );
@@ -186,27 +224,28 @@ impl App {
         self: &Arc<Self>,
         lane: Lane,
         answering: Option<Answering<'_>>,
-        f: impl FnOnce(&App) -> Vec<Delivery> + Send + 'static,
+        f: impl FnOnce(&App) -> Answered<Vec<Delivery>> + Send + 'static,
     ) {
-        let (out, needs_sync) = self
+        let (mut out, durability) = self
             .run(lane, move |app| {
-                let mut out = f(app);
-                let needs_sync = SignalingHost::take_needs_sync();
-                if !needs_sync {
-                    app.forward_remote(&mut out);
+                let Answered {
+                    mut value,
+                    durability,
+                } = f(app);
+                if !durability.must_wait() {
+                    app.forward_remote(&mut value);
                 }
-                (out, needs_sync)
+                (value, durability)
             })
             .await;
-        let mut out = out;
-        if needs_sync {
+        if durability.must_wait() {
             // Call records in this commit: nothing is acknowledged before
-            // they are durable. The store's syncer covers this commit with
-            // one fsync shared by every frame waiting meanwhile (group
-            // commit); awaiting it holds no thread, so other frames go on
-            // and join the same fsync.
-            if let Err(e) = self.kv.wait_durable().await {
-                // The writes are committed but maybe not on disk: say so
+            // they are durable. On the embedded store one fsync covers this
+            // commit and every other frame waiting meanwhile (group
+            // commit); on Redis a replica's WAIT does. Awaiting holds no
+            // thread, so other frames go on and join the same sync.
+            if let Err(e) = durability.reached().await {
+                // The writes are committed but maybe not durable: say so
                 // and answer anyway (the store's own flush retries).
                 tracing::error!(error = %e, "making call records durable failed");
             }
@@ -258,7 +297,7 @@ impl App {
     /// Publish deliveries whose connection lives on another edge to that
     /// edge's channel, leaving only the local ones in `out`.
     fn forward_remote(&self, out: &mut Vec<Delivery>) {
-        let Kv::Redis(redis) = &self.kv else { return };
+        let Some(redis) = self.kv.bus() else { return };
         let mut remote: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
         out.retain(|d| {
             let edge = edge_of(&d.conn);
@@ -305,7 +344,7 @@ impl Drop for Answering<'_> {
 }
 
 fn internal_error(conn: &str) -> Vec<Delivery> {
-    crate::gateway::local_error(
+    crate::edge::connections::local_error(
         conn,
         edge_signaling::ErrorCode::Unavailable,
         "signaling failed to handle this frame; it had no effect".into(),

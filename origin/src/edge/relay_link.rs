@@ -3,7 +3,7 @@
 //! Relays POST heartbeats over one kept-alive HTTP connection. When a relay
 //! process dies while its host lives (a crash, an OOM kill, SIGKILL), the
 //! host's kernel closes that connection at once, long before a lease would
-//! run out or probes would go unanswered for [`crate::prober`]'s silence.
+//! run out or probes would go unanswered for [`crate::probe`]'s silence.
 //! The edge then probes the relay straight away (the prober's *suspect*
 //! path): a live relay answers and nothing happens (it may just have moved
 //! its heartbeats to another edge); a dead one is marked failing within a

@@ -13,18 +13,18 @@ use serde::Deserialize;
 use serde_json::json;
 use tern_common::relay::SIGNATURE_HEADER;
 
-use crate::app::{now_ms, App};
-use crate::assets;
-use crate::component::HeartbeatError;
-use crate::gateway;
-use crate::relay_link::Link;
+use crate::edge::assets;
+use crate::edge::relay_link::Link;
+use crate::edge::websocket;
+use crate::edge::{now_ms, App};
+use crate::host::HeartbeatError;
 
 /// Heartbeats are small; anything bigger is not one.
 const MAX_HEARTBEAT_BYTES: usize = 16 * 1024;
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
-        .route("/v1/signal", get(gateway::upgrade))
+        .route("/v1/signal", get(websocket::upgrade))
         .route("/v1/relays", get(relays))
         .route(
             "/v1/relays/heartbeat",
@@ -125,7 +125,7 @@ async fn heartbeat(
 
 /// After the first accepted heartbeat on a connection: when the connection
 /// closes, have the prober check that relay at once (see
-/// [`crate::relay_link`]).
+/// [`crate::edge::relay_link`]).
 fn watch_link(app: &Arc<App>, link: &Link, body: &[u8]) {
     #[derive(Deserialize)]
     struct Sender {
@@ -186,14 +186,14 @@ async fn calls(
         Ok(Query(q)) => q,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
     };
-    if q.limit == Some(0) || q.limit.is_some_and(|l| l > crate::calls::MAX_LIMIT) {
+    if q.limit == Some(0) || q.limit.is_some_and(|l| l > crate::edge::calls::MAX_LIMIT) {
         return error(
             StatusCode::BAD_REQUEST,
             "bad_request",
-            format!("limit must be 1..={}", crate::calls::MAX_LIMIT),
+            format!("limit must be 1..={}", crate::edge::calls::MAX_LIMIT),
         );
     }
-    let query = crate::calls::Query {
+    let query = crate::edge::calls::Query {
         room: q.room,
         identity: q.identity,
         since_ms: q.since,
@@ -203,7 +203,9 @@ async fn calls(
     };
     let kv = app.kv.clone();
     // A query reads many keys: never on an async worker.
-    match tokio::task::spawn_blocking(move || crate::calls::query(&kv, &query, now_ms())).await {
+    match tokio::task::spawn_blocking(move || crate::edge::calls::query(&kv, &query, now_ms()))
+        .await
+    {
         Ok(Ok(page)) => Json(page).into_response(),
         Ok(Err(e)) => error(
             StatusCode::SERVICE_UNAVAILABLE,

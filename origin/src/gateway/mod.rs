@@ -22,7 +22,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use clap::Args;
 use edge_signaling::ErrorCode;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
@@ -31,24 +30,18 @@ use serde_json::Value;
 use tern_common::relay::SIGNATURE_HEADER;
 use tokio::sync::Mutex;
 
-use crate::gateway::{local_error, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, READ_BUFFER_BYTES};
-use crate::http::{self, TokenQueryResult};
+use crate::edge::connections::local_error;
+use crate::edge::routes::{self, TokenQueryResult};
+use crate::edge::websocket::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, READ_BUFFER_BYTES};
 
-#[derive(Args)]
-pub struct GatewayArgs {
+/// What a gateway needs; `tern gateway` builds it from its flags.
+pub struct GatewayConfig {
     /// Address for browsers (WebSocket at /v1/signal, the demo and the SDK).
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
-    /// The HTTP transport of the signaling host, e.g.
-    /// `https://tern.example.fermyon.app/v1/http`.
-    #[arg(long, env = "TERN_UPSTREAM")]
-    upstream: String,
-    /// Serve `GET /v1/dev/token` signed with --api-secret (development only).
-    #[arg(long)]
-    dev_tokens: bool,
-    /// HS256 secret for dev tokens (the signaling host's API secret).
-    #[arg(long, env = "TERN_API_SECRET", hide_env_values = true)]
-    api_secret: Option<String>,
+    pub listen: SocketAddr,
+    /// The HTTP transport of the signaling host (`https://host/v1/http`).
+    pub upstream: String,
+    /// Sign `GET /v1/dev/token` tokens with this (development only).
+    pub dev_secret: Option<Vec<u8>>,
 }
 
 struct Bridge {
@@ -64,17 +57,14 @@ struct Bridge {
 /// wait (a long poll's `poll_ms`); later than that, the upstream is gone.
 const UPSTREAM_GRACE: Duration = Duration::from_secs(5);
 
-pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
-    let upstream = args.upstream.trim_end_matches('/').to_string();
+/// Serve browsers until the process ends.
+pub async fn run(cfg: GatewayConfig) -> anyhow::Result<()> {
+    let upstream = cfg.upstream.trim_end_matches('/').to_string();
     let relays = match upstream.rsplit_once('/') {
         Some((base, _)) => format!("{base}/relays"),
         None => anyhow::bail!("--upstream must be a URL like https://host/v1/http"),
     };
-    let dev_secret = match (args.dev_tokens, args.api_secret) {
-        (false, _) => None,
-        (true, Some(s)) => Some(s.into_bytes()),
-        (true, None) => anyhow::bail!("--dev-tokens needs --api-secret (or TERN_API_SECRET)"),
-    };
+    let dev_secret = cfg.dev_secret;
     let bridge = Arc::new(Bridge {
         http: reqwest::Client::builder()
             .connect_timeout(UPSTREAM_GRACE)
@@ -90,10 +80,10 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         .route("/v1/relays/heartbeat", post(heartbeat))
         .route("/v1/dev/token", get(dev_token))
         .route("/healthz", get(healthz))
-        .merge(http::static_routes())
+        .merge(routes::static_routes())
         .with_state(bridge.clone());
-    let listener = edge_relay::server::listen_stream(args.listen)
-        .with_context(|| format!("listen on {}", args.listen))?;
+    let listener = edge_relay::server::listen_stream(cfg.listen)
+        .with_context(|| format!("listen on {}", cfg.listen))?;
     tracing::info!(listen = %listener.local_addr()?, upstream = %bridge.upstream, "gateway up");
     axum::serve(listener, app).await.context("serve")
 }
@@ -224,7 +214,7 @@ impl Connection {
 
     /// Frames the gateway answers itself (the same error frames the core
     /// would produce), straight to the browser.
-    async fn local(&self, frames: Vec<crate::component::Delivery>) {
+    async fn local(&self, frames: Vec<crate::host::Delivery>) {
         let mut down = self.down.lock().await;
         for f in frames {
             let _ = down.sink.send(Message::Text(f.frame.into())).await;
@@ -363,7 +353,7 @@ async fn pass(req: reqwest::RequestBuilder) -> Response {
     let res = match req.send().await {
         Ok(r) => r,
         Err(e) => {
-            return http::error(StatusCode::BAD_GATEWAY, "unavailable", e.to_string());
+            return routes::error(StatusCode::BAD_GATEWAY, "unavailable", e.to_string());
         }
     };
     let status = res.status();
@@ -376,14 +366,14 @@ async fn pass(req: reqwest::RequestBuilder) -> Response {
             }
             out
         }
-        Err(e) => http::error(StatusCode::BAD_GATEWAY, "unavailable", e.to_string()),
+        Err(e) => routes::error(StatusCode::BAD_GATEWAY, "unavailable", e.to_string()),
     }
 }
 
 async fn dev_token(State(bridge): State<Arc<Bridge>>, q: TokenQueryResult) -> Response {
     match &bridge.dev_secret {
-        Some(secret) => http::mint_dev_token(secret, q),
-        None => http::error(
+        Some(secret) => routes::mint_dev_token(secret, q),
+        None => routes::error(
             StatusCode::NOT_FOUND,
             "not_found",
             "dev tokens are off (tern gateway --dev-tokens)",

@@ -17,8 +17,7 @@ use wasmtime_wasi_http::{
     RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
 };
 
-use crate::kv::Kv;
-use crate::store::{Batch, Snapshot};
+use crate::store::{Durability, Kv, Transaction};
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -56,96 +55,62 @@ pub struct HostState {
     hooks: DenyOutbound,
     kv: Kv,
     /// Every store call is its own transaction (`tern spin`): an HTTP
-    /// request may run for a whole long poll, so it can neither hold the
-    /// embedded store's single write transaction nor read one snapshot.
+    /// request may run for a whole long poll (see
+    /// [`crate::store::transaction`]).
     autocommit: bool,
-    /// Embedded store only: the call's write transaction, opened at its first write and committed
-    /// when the call returns (see [`SignalingHost::with_instance`]). While it
-    /// is open, reads go through it so the guest reads its own writes.
-    batch: Option<Batch>,
-    /// The call's read transaction, until a write transaction takes over.
-    /// A CAS that loses opens the write transaction, so reads after it (the
-    /// guest's retry) see the current state, never the stale snapshot.
-    snapshot: Option<Snapshot>,
-    /// Redis only, outside `autocommit`: the call's plain writes (SET, DEL)
-    /// not yet sent, as (bucket, key, value or `None` to delete). They go
-    /// out together in one MULTI before the call's next read or CAS, and
-    /// when it returns ([`Self::flush`]): a join's writes cost one round
-    /// trip instead of one each, and after a trap none of them land.
-    pending: Vec<(String, String, Option<Vec<u8>>)>,
+    /// The call's store transaction, opened at its first store access and
+    /// finished (or, after a trap, dropped) when the call returns.
+    txn: Option<Box<dyn Transaction>>,
     /// The call wrote a call record key, so its commit must be durable
     /// before its deliveries (the acknowledgement) go out: a crash may lose
-    /// no acknowledged call event (docs/kv-schema.md "Durability"). The
-    /// commit itself is not fsynced; see `NEEDS_SYNC`.
+    /// no acknowledged call event (docs/kv-schema.md "Durability").
     durable: bool,
 }
 
 impl HostState {
-    /// State for a host whose calls commit each store operation on its own
-    /// (the `autocommit` field); `env` is the component's environment.
-    pub(crate) fn per_operation(kv: Kv, env: &[(String, String)]) -> HostState {
+    fn new(kv: Kv, env: &[(String, String)], autocommit: bool) -> HostState {
         HostState {
             wasi: WasiCtx::builder().envs(env).build(),
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
             hooks: DenyOutbound,
             kv,
-            autocommit: true,
-            batch: None,
-            snapshot: None,
-            pending: Vec::new(),
+            autocommit,
+            txn: None,
             durable: false,
         }
     }
 
-    /// The embedded store's per-call write transaction, opened on first use.
-    fn batch(&mut self) -> Result<&mut Batch, kvstore::Error> {
-        let Kv::Embedded(store) = &self.kv else {
-            return Err(other("write batches exist only on the embedded store"));
-        };
-        if self.batch.is_none() {
-            self.batch = Some(store.begin().map_err(other)?);
-        }
-        Ok(self.batch.as_mut().expect("just opened"))
+    /// State for a host whose calls commit each store operation on its own
+    /// (the `autocommit` field); `env` is the component's environment.
+    pub(crate) fn per_operation(kv: Kv, env: &[(String, String)]) -> HostState {
+        HostState::new(kv, env, true)
     }
 
-    /// Send the call's pending Redis writes (see [`Self::pending`]).
-    pub(crate) fn flush(&mut self) -> Result<(), kvstore::Error> {
-        let Kv::Redis(r) = &self.kv else {
-            return Ok(());
-        };
-        if self.pending.is_empty() {
-            return Ok(());
+    /// The call's transaction, opened on first use.
+    fn txn(&mut self) -> &mut dyn Transaction {
+        if self.txn.is_none() {
+            self.txn = Some(if self.autocommit {
+                self.kv.autocommit()
+            } else {
+                self.kv.begin()
+            });
         }
-        let pending = std::mem::take(&mut self.pending);
-        let writes: Vec<crate::redis_kv::Pending> = pending
-            .iter()
-            .map(|(bucket, key, value)| crate::redis_kv::Pending {
-                bucket,
-                key,
-                value: value.as_deref(),
-            })
-            .collect();
-        r.write_many(&writes).map_err(other)
+        self.txn.as_deref_mut().expect("just opened")
+    }
+
+    /// End the call: finish its transaction if it returned (`ok`), drop it
+    /// (nothing lands) if it trapped. What the answer must wait for.
+    fn end_call(&mut self, ok: bool) -> anyhow::Result<Durability> {
+        let durable = std::mem::take(&mut self.durable);
+        match self.txn.take() {
+            Some(t) if ok => Ok(t.finish(durable)?),
+            _ => Ok(Durability::Now),
+        }
     }
 
     fn read(&mut self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, kvstore::Error> {
-        self.flush()?;
-        let store = match &self.kv {
-            Kv::Redis(r) => return r.get(bucket, key).map_err(other),
-            Kv::Embedded(store) => store,
-        };
-        if self.autocommit {
-            return store.get(bucket, key).map_err(other);
-        }
-        if let Some(b) = &self.batch {
-            return b.get(bucket, key).map_err(other);
-        }
-        if self.snapshot.is_none() {
-            self.snapshot = Some(store.snapshot().map_err(other)?);
-        }
-        let snap = self.snapshot.as_ref().expect("just opened");
-        snap.get(bucket, key).map_err(other)
+        self.txn().get(bucket, key).map_err(other)
     }
 
     /// [`Self::read`] for many keys: one round trip on Redis.
@@ -154,11 +119,7 @@ impl HostState {
         bucket: &str,
         keys: &[String],
     ) -> Result<Vec<Option<Vec<u8>>>, kvstore::Error> {
-        self.flush()?;
-        if let Kv::Redis(r) = &self.kv {
-            return r.get_many(bucket, keys).map_err(other);
-        }
-        keys.iter().map(|k| self.read(bucket, k)).collect()
+        self.txn().get_many(bucket, keys).map_err(other)
     }
 
     fn write(
@@ -168,34 +129,10 @@ impl HostState {
         value: Option<&[u8]>,
     ) -> Result<(), kvstore::Error> {
         self.durable |= edge_signaling::keys::needs_durable_write(key);
-        if let (false, Kv::Redis(_)) = (self.autocommit, &self.kv) {
-            self.pending.push((
-                bucket.to_string(),
-                key.to_string(),
-                value.map(<[u8]>::to_vec),
-            ));
-            return Ok(());
-        }
-        if let Kv::Redis(r) = &self.kv {
-            return match value {
-                Some(v) => r.set(bucket, key, v),
-                None => r.delete(bucket, key),
-            }
-            .map_err(other);
-        }
-        if let (true, Kv::Embedded(store)) = (self.autocommit, &self.kv) {
-            let mut b = store.begin().map_err(other)?;
-            match value {
-                Some(v) => b.set(bucket, key, v),
-                None => b.delete(bucket, key),
-            }
-            .map_err(other)?;
-            return b.commit().map_err(other);
-        }
-        let b = self.batch()?;
+        let t = self.txn();
         match value {
-            Some(v) => b.set(bucket, key, v),
-            None => b.delete(bucket, key),
+            Some(v) => t.set(bucket, key, v),
+            None => t.delete(bucket, key),
         }
         .map_err(other)
     }
@@ -207,18 +144,7 @@ impl HostState {
         expected: Option<&[u8]>,
         value: &[u8],
     ) -> Result<Result<(), Option<Vec<u8>>>, kvstore::Error> {
-        self.flush()?;
-        if let Kv::Redis(r) = &self.kv {
-            return r
-                .compare_and_swap(bucket, key, expected, value)
-                .map_err(other);
-        }
-        if let (true, Kv::Embedded(store)) = (self.autocommit, &self.kv) {
-            return store
-                .compare_and_swap(bucket, key, expected, value)
-                .map_err(other);
-        }
-        self.batch()?
+        self.txn()
             .compare_and_swap(bucket, key, expected, value)
             .map_err(other)
     }
@@ -333,8 +259,7 @@ impl kvstore::HostBucket for HostState {
                 cursor: None,
             });
         }
-        self.flush()?;
-        let keys = self.kv.list_keys(&name).map_err(other)?;
+        let keys = self.txn().list_keys(&name).map_err(other)?;
         Ok(kvstore::KeyResponse { keys, cursor: None })
     }
     fn drop(&mut self, b: Resource<BucketHandle>) -> wasmtime::Result<()> {
@@ -433,6 +358,13 @@ impl atomics::Host for HostState {
     }
 }
 
+/// What a component call returned, and what its answer must wait for
+/// before it goes out (call records made durable).
+pub struct Answered<T> {
+    pub value: T,
+    pub durability: Durability,
+}
+
 /// A compiled, linked signaling component ready to instantiate per call.
 pub struct SignalingHost {
     engine: Engine,
@@ -467,12 +399,6 @@ pub const MAX_IDLE: usize = 64;
 /// first filled every call slot, joins failed with "maximum concurrent
 /// limit of 256 for tables reached".
 const TABLES_PER_INSTANCE: u32 = 4;
-
-// Every call in flight (frames and housekeeping) and every idle instance
-// holds an instance at once.
-const _: () = assert!(
-    crate::app::MAX_IN_FLIGHT + crate::app::MAX_HOUSEKEEPING + MAX_IDLE <= MAX_INSTANCES as usize
-);
 
 impl SignalingHost {
     /// Compile `wasm` and link it against WASI and the key-value store.
@@ -511,10 +437,11 @@ impl SignalingHost {
     }
 
     /// Run `f` on an instance: a pooled one if idle, else a fresh one.
+    /// Returns its result and what the answer must wait for.
     fn with_instance<R>(
         &self,
         f: impl FnOnce(&mut Store<HostState>, &Signaling) -> wasmtime::Result<R>,
-    ) -> anyhow::Result<R> {
+    ) -> anyhow::Result<Answered<R>> {
         let pooled = self.idle.lock().unwrap().pop();
         let mut p = match pooled {
             Some(p) => p,
@@ -528,30 +455,10 @@ impl SignalingHost {
             }
         };
         let r = f(&mut p.store, &p.instance);
-        // Commit the call's writes only if it returned; after a trap they
-        // are dropped with the transaction (and the instance is retired).
-        let batch = p.store.data_mut().batch.take();
-        p.store.data_mut().snapshot = None;
-        let durable = std::mem::take(&mut p.store.data_mut().durable);
-        if r.is_err() {
-            p.store.data_mut().pending.clear();
-        }
-        let r = r.map_err(anyhow::Error::from)?;
-        p.store.data_mut().flush().map_err(anyhow::Error::from)?;
-        let remote = matches!(p.store.data().kv, Kv::Redis(_));
-        if let Some(b) = batch {
-            b.commit()?;
-            if durable {
-                // Committed, not yet fsynced: the caller must wait for a
-                // store sync before acknowledging (App::deliver_from).
-                NEEDS_SYNC.with(|n| n.set(true));
-            }
-        } else if durable && remote {
-            // On Redis the writes went out (in one MULTI, see `flush`) and
-            // are on the primary only: the caller waits for a replica before
-            // acknowledging (App::deliver_from, Kv::wait_durable).
-            NEEDS_SYNC.with(|n| n.set(true));
-        }
+        // The call's writes land only if it returned; after a trap they
+        // are dropped with its transaction (and the instance is retired).
+        let durability = p.store.data_mut().end_call(r.is_ok())?;
+        let value = r.map_err(anyhow::Error::from)?;
         p.uses += 1;
         if p.uses < MAX_REUSE {
             let mut idle = self.idle.lock().unwrap();
@@ -559,34 +466,16 @@ impl SignalingHost {
                 idle.push(p);
             }
         }
-        Ok(r)
+        Ok(Answered { value, durability })
     }
 
     fn instantiate(&self) -> anyhow::Result<(Store<HostState>, Signaling)> {
-        let wasi = WasiCtx::builder().envs(&self.env).build();
         let mut store = Store::new(
             &self.engine,
-            HostState {
-                wasi,
-                table: ResourceTable::new(),
-                http: WasiHttpCtx::new(),
-                hooks: DenyOutbound,
-                kv: self.kv.clone(),
-                autocommit: false,
-                batch: None,
-                snapshot: None,
-                pending: Vec::new(),
-                durable: false,
-            },
+            HostState::new(self.kv.clone(), &self.env, false),
         );
         let instance = self.pre.instantiate(&mut store)?;
         Ok((store, instance))
-    }
-
-    /// Whether a call on this thread since the last look wrote keys that must
-    /// be durable before its answers go out (call records). Reset by reading.
-    pub fn take_needs_sync() -> bool {
-        NEEDS_SYNC.with(|n| n.replace(false))
     }
 
     pub fn handle_frame(
@@ -595,21 +484,25 @@ impl SignalingHost {
         conn: &str,
         frame: &str,
         entropy: &[u8],
-    ) -> anyhow::Result<Vec<Delivery>> {
+    ) -> anyhow::Result<Answered<Vec<Delivery>>> {
         self.with_instance(|store, inst| {
             inst.tern_signaling_handler()
                 .call_handle_frame(store, now_ms, conn, frame, entropy)
         })
     }
 
-    pub fn handle_disconnect(&self, now_ms: u64, conn: &str) -> anyhow::Result<Vec<Delivery>> {
+    pub fn handle_disconnect(
+        &self,
+        now_ms: u64,
+        conn: &str,
+    ) -> anyhow::Result<Answered<Vec<Delivery>>> {
         self.with_instance(|store, inst| {
             inst.tern_signaling_handler()
                 .call_handle_disconnect(store, now_ms, conn)
         })
     }
 
-    pub fn handle_tick(&self, now_ms: u64) -> anyhow::Result<Vec<Delivery>> {
+    pub fn handle_tick(&self, now_ms: u64) -> anyhow::Result<Answered<Vec<Delivery>>> {
         self.with_instance(|store, inst| {
             inst.tern_signaling_handler()
                 .call_handle_tick(store, now_ms)
@@ -622,18 +515,13 @@ impl SignalingHost {
         body: &[u8],
         signature: &str,
     ) -> anyhow::Result<Result<(), HeartbeatError>> {
+        // A heartbeat writes no call records: nothing to wait for.
         self.with_instance(|store, inst| {
             inst.tern_signaling_handler()
                 .call_handle_heartbeat(store, now_ms, body, signature)
         })
+        .map(|a| a.value)
     }
-}
-
-thread_local! {
-    /// Set by a component call whose commit holds call records: the thread
-    /// that made the call reads it right after (the call and the read run
-    /// on the same thread, inline or on one blocking-pool thread).
-    static NEEDS_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Link `wasi:keyvalue@0.2.0-draft2` (store, atomics, batch) for `tern spin`,
@@ -647,14 +535,18 @@ pub fn add_keyvalue_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<
 mod tests {
     use super::*;
 
-    /// The pool holds as many instances at once as the origin ever asks
-    /// for: every call slot busy and the idle list full.
+    /// The pool really holds [`MAX_INSTANCES`] instances at once (the edge
+    /// asserts its calls in flight and the idle list fit in that): with
+    /// room for one table per instance it ran out at half.
     #[test]
-    fn the_pool_holds_every_call_in_flight_and_every_idle_instance_at_once() {
+    fn the_pool_holds_every_instance_it_promises_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        let kv = Kv::Embedded(crate::store::EmbeddedStore::open(dir.path()).unwrap());
+        let kv = crate::store::open(&crate::store::StoreUrl::Embedded {
+            dir: dir.path().to_path_buf(),
+        })
+        .unwrap();
         let host = SignalingHost::new(SIGNALING_WASM, BTreeMap::new(), kv).unwrap();
-        let n = crate::app::MAX_IN_FLIGHT + crate::app::MAX_HOUSEKEEPING + MAX_IDLE;
+        let n = MAX_INSTANCES as usize;
         let held: Vec<_> = (0..n)
             .map(|i| {
                 host.instantiate()

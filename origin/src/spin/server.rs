@@ -17,8 +17,8 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView as _;
 
 use super::manifest::HttpApp;
-use crate::component::{self, HostState};
-use crate::kv::Kv;
+use crate::host::{self, HostState};
+use crate::store::Kv;
 
 pub struct SpinHost {
     pre: ProxyPre<HostState>,
@@ -42,7 +42,7 @@ impl SpinHost {
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        component::add_keyvalue_to_linker(&mut linker)?;
+        host::add_keyvalue_to_linker(&mut linker)?;
         let pre = ProxyPre::new(linker.instantiate_pre(&component)?)
             .map_err(anyhow::Error::from)
             .context("the component does not export wasi:http/incoming-handler@0.2")?;

@@ -14,23 +14,21 @@ use std::time::Duration;
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::sync_gate::{SyncError, SyncGate};
+use crate::store::error::StoreError;
+use crate::store::sync_gate::{SyncError, SyncGate};
 
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("opening store at {path}: {source}")]
-    Open {
-        path: String,
-        source: redb::DatabaseError,
-    },
-    #[error("store: {0}")]
-    Backend(String),
-}
-
 fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
+}
+
+/// The store's file in its directory.
+const FILE_NAME: &str = "tern.redb";
+
+/// Whether `dir` holds an embedded store.
+pub fn exists(dir: &Path) -> bool {
+    dir.join(FILE_NAME).exists()
 }
 
 /// Shared handle to the embedded store.
@@ -50,7 +48,7 @@ fn table(bucket: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
 impl EmbeddedStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(backend)?;
-        let path = dir.join("tern.redb");
+        let path = dir.join(FILE_NAME);
         let db = Database::create(&path).map_err(|source| StoreError::Open {
             path: path.display().to_string(),
             source,

@@ -26,16 +26,18 @@ use std::time::Duration;
 use edge_signaling::keys::ordered_group;
 use redis::{Client, Connection, RedisResult};
 
-use crate::store::StoreError;
-use crate::sync_gate::{SyncError, SyncGate};
+use crate::store::error::StoreError;
+use crate::store::sync_gate::{SyncError, SyncGate};
 
 /// How long one Redis call may take before we give up on that node.
 const IO_TIMEOUT: Duration = Duration::from_secs(1);
-/// Connections kept idle for reuse: one per call that may be in flight.
-/// With fewer (it was 16), every call beyond the pool opened a connection
-/// and closed it after: when an edge took over a dead edge's thousand
-/// sessions, it opened hundreds of connections to Redis in a second.
-const POOL: usize = crate::app::MAX_IN_FLIGHT + crate::app::MAX_HOUSEKEEPING;
+
+/// Now, in unix ms (when the last error happened).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// Where the primary is.
 enum Target {
@@ -52,6 +54,8 @@ pub struct RedisKv {
     /// threads, which must follow a failover too).
     primary: Arc<Mutex<Client>>,
     idle: Mutex<Vec<Connection>>,
+    /// Most connections kept in `idle`.
+    pool: usize,
     prefix: String,
     /// Bucket `default` is stored bare, as Spin's Redis store does.
     spin_layout: bool,
@@ -87,7 +91,9 @@ impl RedisKv {
     /// `url` is `redis://host:port[/db]` or
     /// `redis+sentinel://host:port[,host:port…]/service`, optionally with
     /// `?layout=spin` (bucket `default` stored bare, as Spin stores it).
-    pub fn connect(url: &str, prefix: &str) -> Result<RedisKv, StoreError> {
+    /// `pool`: connections kept idle for reuse, one per call that may be
+    /// in flight (see [`crate::store::StoreUrl::Redis`]).
+    pub fn connect(url: &str, prefix: &str, pool: usize) -> Result<RedisKv, StoreError> {
         let (url, spin_layout) = match url.split_once('?') {
             Some((base, "layout=spin")) => (base, true),
             Some((_, q)) => {
@@ -117,6 +123,7 @@ impl RedisKv {
             primary: Arc::new(Mutex::new(primary)),
             idle: Mutex::new(Vec::new()),
             prefix: prefix.to_string(),
+            pool,
             spin_layout,
             cas: redis::Script::new(CAS_LUA),
             last_error_ms: AtomicU64::new(0),
@@ -197,8 +204,7 @@ impl RedisKv {
     ) -> Result<R, StoreError> {
         let r = self.try_with_conn(f);
         if r.is_err() {
-            self.last_error_ms
-                .store(crate::app::now_ms(), Ordering::Relaxed);
+            self.last_error_ms.store(unix_ms(), Ordering::Relaxed);
         }
         r
     }
@@ -224,7 +230,7 @@ impl RedisKv {
             match f(&mut conn) {
                 Ok(r) => {
                     let mut idle = self.idle.lock().unwrap();
-                    if idle.len() < POOL {
+                    if idle.len() < self.pool {
                         idle.push(conn);
                     }
                     return Ok(r);
@@ -252,11 +258,6 @@ impl RedisKv {
             key,
             value: Some(value),
         }])
-    }
-
-    /// DEL, and for a call-record key also its index entry (one MULTI).
-    pub fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
-        self.delete_keys(bucket, &[key.to_string()])
     }
 
     /// Apply several writes in one MULTI: one round trip, all or none.

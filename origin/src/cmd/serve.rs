@@ -1,0 +1,113 @@
+//! `tern serve`: one signaling edge (origin), with scheduled backups if
+//! asked.
+
+use std::net::SocketAddr;
+
+use clap::Args;
+
+use crate::cmd::{secrets, StoreArgs, DEFAULT_DATA_DIR};
+use crate::edge::serve::EdgeConfig;
+
+#[derive(Args, Clone)]
+pub struct ServeArgs {
+    /// Address for HTTP and WebSocket clients.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Name of this edge; unique among edges sharing a store. Letters,
+    /// digits, '-' and '_' (it starts every connection id this edge makes).
+    #[arg(long, default_value = "local", value_parser = parse_edge)]
+    pub edge: String,
+    /// HS256 secret room tokens are signed with.
+    #[arg(long, env = "TERN_API_SECRET", hide_env_values = true)]
+    pub api_secret: Option<String>,
+    /// Secret shared with relays (TURN credentials and heartbeats).
+    #[arg(long, env = "TERN_RELAY_SECRET", hide_env_values = true)]
+    pub relay_secret: Option<String>,
+    /// A relay is unhealthy once its last heartbeat is older than this.
+    #[arg(long, default_value_t = 1500)]
+    pub relay_stale_ms: u64,
+    /// Serve `GET /v1/dev/token` (anyone can get a token: development only).
+    #[arg(long)]
+    pub dev_tokens: bool,
+    /// How long a participant whose connection dropped keeps its place (to
+    /// resume) before it leaves with reason `timeout`.
+    #[arg(long, env = "TERN_SESSION_GRACE_MS", default_value_t = edge_signaling::Config::DEFAULT_SESSION_GRACE_MS)]
+    pub session_grace_ms: u64,
+    /// How often, at most, this edge sweeps open calls for participants
+    /// away past the grace period (each sweep lists every open call).
+    #[arg(long, env = "TERN_CALL_SWEEP_MS", default_value_t = edge_signaling::Config::DEFAULT_CALL_SWEEP_MS)]
+    pub call_sweep_ms: u64,
+}
+
+/// `tern serve`'s flags: an edge, and its backup schedule.
+#[derive(Args)]
+pub struct ServeCommand {
+    #[command(flatten)]
+    serve: ServeArgs,
+    #[command(flatten)]
+    backup: crate::backup::ScheduleArgs,
+}
+
+fn parse_edge(s: &str) -> Result<String, String> {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        Ok(s.to_string())
+    } else {
+        Err("edge names use letters, digits, '-' and '_'".into())
+    }
+}
+
+impl ServeArgs {
+    /// The edge these flags describe: the store opened, missing secrets
+    /// taken from (or made in) the data directory.
+    pub async fn config(&self) -> anyhow::Result<EdgeConfig> {
+        let dir = self.store.data_dir_or(DEFAULT_DATA_DIR);
+        let kv = {
+            let (store, dir) = (self.store.clone(), dir.clone());
+            tokio::task::spawn_blocking(move || store.open(&dir)).await??
+        };
+        let (api_secret, relay_secret) = match (&self.api_secret, &self.relay_secret) {
+            (Some(a), Some(r)) => (a.clone(), r.clone()),
+            (a, r) => {
+                let s = secrets::load_or_create(&dir)?;
+                (
+                    a.clone().unwrap_or(s.api_secret),
+                    r.clone().unwrap_or(s.relay_secret),
+                )
+            }
+        };
+        Ok(EdgeConfig {
+            listen: self.listen,
+            edge: self.edge.clone(),
+            kv,
+            api_secret,
+            relay_secret,
+            relay_stale_ms: self.relay_stale_ms,
+            dev_tokens: self.dev_tokens,
+            session_grace_ms: self.session_grace_ms,
+            call_sweep_ms: self.call_sweep_ms,
+        })
+    }
+
+    /// The non-secret part of this config, recorded in backups.
+    pub fn backup_meta(&self) -> serde_json::Value {
+        serde_json::json!({
+            "edge": self.edge,
+            "listen": self.listen.to_string(),
+            "kv": crate::store::redact_url(&self.store.kv),
+            "kv_prefix": self.store.kv_prefix,
+            "relay_stale_ms": self.relay_stale_ms,
+        })
+    }
+}
+
+pub async fn run(args: ServeCommand) -> anyhow::Result<()> {
+    let meta = args.serve.backup_meta();
+    let (app, listener) = crate::edge::serve::start(args.serve.config().await?).await?;
+    let _backups = crate::backup::spawn_schedule(app.kv.clone(), &args.backup, None, meta)?;
+    crate::edge::serve::serve(app, listener).await
+}

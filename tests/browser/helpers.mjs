@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 const REPO = joinPath(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 export const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
-// From docs (DESIGN.md, machine facts): what Debian's Chromium needs headless
+// What Debian's Chromium needs headless
 // in a container, plus a fake microphone that needs no permission prompt.
 export const CHROMIUM_ARGS = [
   '--no-sandbox',

@@ -481,7 +481,7 @@ export async function waitRelaysHealthy(url, n, ms) {
   throw new Error(`${url}: fewer than ${n} healthy relays after ${ms} ms: ${last}`);
 }
 
-/** tern-delay (tests/src/bin): next to the tern binary, else in the target dirs. */
+/** tern-delay (tools/drill): next to the tern binary, else in the target dirs. */
 function delayBin(ternBin) {
   const bin = process.env.TERN_DELAY_BIN ?? firstExisting([
     join(dirname(ternBin), 'tern-delay'), join(REPO, 'target/release/tern-delay'), join(REPO, 'target/debug/tern-delay'),

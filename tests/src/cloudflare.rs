@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::{bin, free_tcp_port, free_udp_port, http_get, Proc};
-use crate::{API_SECRET, RELAY_SECRET};
+use crate::http::http_get;
+use crate::process::{bin, free_tcp_port, free_udp_port, Proc};
+use crate::token::{API_SECRET, RELAY_SECRET};
 
 /// The repository's top level (where wrangler.toml and package.json are).
 pub fn repo_root() -> PathBuf {
@@ -124,11 +125,11 @@ impl WranglerDev {
     }
 
     pub fn relays(&self) -> Value {
-        crate::relay_directory(self.addr)
+        crate::origin::relay_directory(self.addr)
     }
 
     pub fn wait_healthy_relays(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
-        crate::wait_healthy_relays_at(self.addr, n, timeout)
+        crate::origin::wait_healthy_relays_at(self.addr, n, timeout)
     }
 }
 

@@ -14,7 +14,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::{healthy_ids, http_get, token, wait_until, Client, Proc};
+use crate::client::Client;
+use crate::http::http_get;
+use crate::origin::healthy_ids;
+use crate::process::{wait_until, Proc};
+use crate::token::token;
 
 /// A signaling host under test and the relays heartbeating into it.
 pub struct Target {

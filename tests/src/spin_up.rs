@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::cloudflare::repo_root;
-use crate::{free_tcp_port, http_get, wait_healthy_relays_at};
-use crate::{API_SECRET, RELAY_SECRET};
+use crate::http::http_get;
+use crate::origin::wait_healthy_relays_at;
+use crate::process::free_tcp_port;
+use crate::token::{API_SECRET, RELAY_SECRET};
 
 /// Where `spin up` keeps the app's state.
 #[derive(Debug, Clone)]
@@ -154,7 +156,7 @@ impl SpinUp {
     }
 
     pub fn relays(&self) -> Value {
-        crate::relay_directory(self.addr)
+        crate::origin::relay_directory(self.addr)
     }
 
     pub fn wait_healthy_relays(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {

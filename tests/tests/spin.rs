@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tern_tests::http_transport::request;
+use tern_tests::client::http::request;
 use tern_tests::*;
 
 fn app_with_relays() -> (SpinApp, Proc, Proc) {

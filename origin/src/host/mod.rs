@@ -2,8 +2,8 @@
 //!
 //! The component is compiled once and pre-instantiated (`InstancePre`); each
 //! call gets a fresh `Store` and instance from the pooling allocator, so no
-//! state survives in the instance between frames (DESIGN.md: stateless
-//! functions). The host implements `wasi:keyvalue@0.2.0-draft2` (store,
+//! state survives in the instance between frames (docs/architecture.md:
+//! stateless functions). The host implements `wasi:keyvalue@0.2.0-draft2` (store,
 //! atomics and batch's get-many) over the embedded store or Redis ([`Kv`]), plus WASI for what Rust's std needs
 //! (environment variables carry the component's settings).
 

@@ -19,6 +19,7 @@ pub mod bare;
 pub mod client;
 pub mod forwarder;
 pub mod harness;
+pub mod op;
 pub mod payload;
 pub mod procstat;
 pub mod search;

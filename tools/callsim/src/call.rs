@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::participant::{self, JoinArgs, MediaLog, Options, Switch, FRAME};
+use crate::participant::{self, MediaLog, Options, Switch, FRAME};
+use crate::signaling::JoinArgs;
 use crate::threads::Threads;
 
 /// What to simulate.

@@ -93,7 +93,7 @@ pub async fn request(
             .to_ascii_lowercase()
             .contains("transfer-encoding: chunked")
         {
-            crate::dechunk(body)
+            crate::http::dechunk(body)
         } else {
             body.to_string()
         };
@@ -230,7 +230,7 @@ impl HttpClient {
 
     pub async fn join(&mut self, room: &str, identity: &str) -> Value {
         self.send(
-            serde_json::json!({"type":"join","room":room,"token":crate::token(room, identity, 600)}),
+            serde_json::json!({"type":"join","room":room,"token":crate::token::token(room, identity, 600)}),
         )
         .await;
         self.expect("joined").await

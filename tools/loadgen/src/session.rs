@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::client::ClientError;
+use crate::op::ClientError;
 
 /// Progress of one client, drained with [`Session::poll_event`].
 #[derive(Debug, Clone, PartialEq, Eq)]

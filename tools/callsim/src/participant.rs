@@ -1,7 +1,6 @@
 //! One simulated caller: a signaling socket, a TURN allocation on the room's
 //! relay and one on the hot standby, and the audio it sends and receives.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,7 @@ use tern_loadgen::client::{decode_channel_data, encode_channel_data};
 use tern_loadgen::{ClientError, Session, SessionEvent, TurnClient};
 use tokio::net::UdpSocket;
 
-use crate::signaling::{Event, Link};
+use crate::signaling::{Event, JoinArgs, Link};
 
 /// First channel number; each new peer address gets the next one, since a
 /// channel stays tied to its peer for its lifetime (RFC 8656 §12).
@@ -582,15 +581,6 @@ impl Media {
         }
         link.send(&json!({"type":"signal","to":p,"data":data}));
     }
-}
-
-/// What a participant needs to join: the room, its token, and the region
-/// RTTs it measured (`probes` in `join`; empty: none sent).
-#[derive(Debug, Clone)]
-pub struct JoinArgs {
-    pub room: String,
-    pub token: String,
-    pub probes: BTreeMap<String, f64>,
 }
 
 /// Receive on `leg`'s socket; never completes without a leg.

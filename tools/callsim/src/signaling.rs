@@ -16,6 +16,7 @@
 //! where every wakeup (~170 a second per caller) used to poll the socket
 //! and zero tungstenite's read buffer.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -25,10 +26,17 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::participant::JoinArgs;
-
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// What a participant needs to join: the room, its token, and the region
+/// RTTs it measured (`probes` in `join`; empty: none sent).
+#[derive(Debug, Clone)]
+pub struct JoinArgs {
+    pub room: String,
+    pub token: String,
+    pub probes: BTreeMap<String, f64>,
+}
 
 /// What the link reports to its participant.
 #[derive(Debug)]

@@ -18,38 +18,17 @@ use std::time::{Duration, Instant};
 
 use crate::stun::{self as st, long_term_key, Builder, Class, Message, TransactionId};
 
+use crate::op::MAX_SENDS;
+pub use crate::op::{ClientError, Op};
 use crate::session::{Session, SessionEvent};
 
-/// RFC 8489 §6.2.1 defaults: initial RTO 500 ms, Rc = 7 sends.
+/// RFC 8489 §6.2.1 default initial RTO (Rc: [`MAX_SENDS`]).
 const INITIAL_RTO: Duration = Duration::from_millis(500);
-const MAX_SENDS: u32 = 7;
 /// Lifetime asked for in Allocate/Refresh (the RFC default).
 const REQUESTED_LIFETIME: u32 = 600;
 /// Permissions last 300 s (RFC 8656 §9); channels are re-bound, which
 /// refreshes both, well before that.
 const PERMISSION_REFRESH: Duration = Duration::from_secs(240);
-
-/// The request a transaction carries, so a 401/438 can resend it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Op {
-    Allocate,
-    Refresh { lifetime: u32 },
-    CreatePermission { peer: SocketAddr },
-    ChannelBind { peer: SocketAddr, channel: u16 },
-}
-
-/// Why an operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ClientError {
-    #[error("{op:?} got error {code}")]
-    Rejected { op: Op, code: u16 },
-    #[error("{op:?} timed out after {MAX_SENDS} sends")]
-    Timeout { op: Op },
-    #[error("{op:?}: success answer without a usable {what}")]
-    BadAnswer { op: Op, what: &'static str },
-    #[error("{0:?} needs an allocation first")]
-    NotAllocated(Op),
-}
 
 struct Transaction {
     tid: TransactionId,

@@ -1,6 +1,7 @@
-//! Protocol v1 over real sockets: a `tern serve` origin hosting the wasm
-//! signaling component, real `tern relay` processes heartbeating into it, and
-//! scripted WebSocket clients.
+//! Relay failure handling on an origin, over real sockets: a `tern serve`
+//! origin hosting the wasm signaling component, real `tern relay` processes
+//! heartbeating into it, and scripted WebSocket clients. (The protocol
+//! itself is the conformance suite's, `tests/tests/conformance.rs`.)
 
 use std::time::{Duration, Instant};
 
@@ -15,114 +16,6 @@ fn origin_with_relays() -> (Origin, Proc, Proc) {
         .wait_healthy_relays(2, Duration::from_secs(20))
         .expect("both relays heartbeat in");
     (origin, a, b)
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn join_peers_signal_leave_and_resume() {
-    let (origin, _ra, _rb) = origin_with_relays();
-    let mut alice = Client::connect(&origin.ws_url()).await;
-    let mut bob = Client::connect(&origin.ws_url()).await;
-
-    let a = alice.join("room-1", "alice").await;
-    assert_eq!(a["peers"], json!([]));
-    let listed: Vec<String> = healthy_ids(&origin.relays());
-    assert!(listed.contains(&a["relay"]["id"].as_str().unwrap().to_string()));
-    assert_ne!(a["relay"]["region"], a["standby"]["relay"]["region"]);
-    let urls = a["iceServers"][0]["urls"].as_array().unwrap();
-    assert!(urls[0].as_str().unwrap().starts_with("turn:127.0.0.1:"));
-
-    let b = bob.join("room-1", "bob").await;
-    assert_eq!(b["peers"][0]["participant"], a["participant"]);
-    assert_eq!(b["peers"][0]["identity"], "alice");
-    assert_eq!(b["relay"], a["relay"], "a room shares one relay");
-    let pj = alice.expect("peer-joined").await;
-    assert_eq!(pj["participant"], b["participant"]);
-
-    // Signal both ways.
-    alice
-        .send(json!({"type":"signal","to":b["participant"],"data":{"sdp":"offer-1"}}))
-        .await;
-    let s = bob.expect("signal").await;
-    assert_eq!(s["from"], a["participant"]);
-    assert_eq!(s["data"]["sdp"], "offer-1");
-    bob.send(json!({"type":"signal","to":a["participant"],"data":{"sdp":"answer-1"}}))
-        .await;
-    assert_eq!(alice.expect("signal").await["data"]["sdp"], "answer-1");
-
-    // Bob's socket drops; he reconnects with his session and is the same
-    // participant; alice is not told he left.
-    bob.close().await;
-    alice.expect_silence(Duration::from_millis(300)).await;
-    let mut bob2 = Client::connect(&origin.ws_url()).await;
-    bob2.send(json!({"type":"join","room":"room-1","token":token("room-1","bob",600),"session":b["session"]}))
-        .await;
-    let r = bob2.expect("joined").await;
-    assert_eq!(r["participant"], b["participant"]);
-    assert_eq!(r["resumed"], true);
-    assert_eq!(r["peers"][0]["participant"], a["participant"]);
-    alice
-        .send(json!({"type":"signal","to":b["participant"],"data":{"candidate":"c"}}))
-        .await;
-    assert_eq!(bob2.expect("signal").await["data"]["candidate"], "c");
-
-    // Alice leaves: bob hears it, alice gets `left`.
-    alice.send(json!({"type":"leave"})).await;
-    assert_eq!(alice.expect("left").await["type"], "left");
-    let pl = bob2.expect("peer-left").await;
-    assert_eq!(pl["participant"], a["participant"]);
-
-    // Ping works at any time.
-    bob2.send(json!({"type":"ping","id":9})).await;
-    assert_eq!(bob2.expect("pong").await["id"], 9);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn bad_input_gets_error_frames_and_harms_nobody() {
-    let (origin, _ra, _rb) = origin_with_relays();
-    let mut alice = Client::connect(&origin.ws_url()).await;
-    let mut eve = Client::connect(&origin.ws_url()).await;
-    let a = alice.join("room-2", "alice").await;
-
-    let cases: Vec<(String, &str)> = vec![
-        ("{\"type\":\"join\",".into(), "bad_request"),
-        ("[]".into(), "bad_request"),
-        (json!({"type":"warp"}).to_string(), "unknown_type"),
-        (format!("{{\"type\":\"ping\",\"pad\":\"{}\"}}", "x".repeat(70 * 1024)), "frame_too_large"),
-        (json!({"type":"join","room":"room-2"}).to_string(), "bad_request"),
-        (json!({"type":"join","room":"room-2","token":""}).to_string(), "bad_token"),
-        (json!({"type":"join","room":"room-2","token":token("room-2","eve",-10)}).to_string(), "expired_token"),
-        (json!({"type":"join","room":"room-2","token":token("other-room","eve",600)}).to_string(), "bad_token"),
-        (
-            json!({"type":"join","room":"room-2","token":edge_signaling::token::mint(b"forged", &edge_signaling::token::Claims{room:"room-2".into(), sub:"eve".into(), exp: u64::MAX / 2})}).to_string(),
-            "bad_token",
-        ),
-        (json!({"type":"signal","to":a["participant"],"data":{}}).to_string(), "not_joined"),
-    ];
-    for (frame, code) in cases {
-        eve.send_text(frame.clone()).await;
-        let f = eve.expect("error").await;
-        assert_eq!(f["code"], code, "frame {:.80}", frame);
-        assert!(f["message"].as_str().unwrap().len() > 3);
-    }
-    eve.send_binary(vec![1, 2, 3]).await;
-    assert_eq!(eve.expect("error").await["code"], "bad_request");
-
-    // Signal to an unknown peer from a joined connection.
-    alice
-        .send(json!({"type":"signal","to":"p-0000","data":{}}))
-        .await;
-    assert_eq!(alice.expect("error").await["code"], "unknown_peer");
-
-    // Nothing eve sent touched alice; eve's connection still works.
-    eve.send(json!({"type":"ping","id":1})).await;
-    eve.expect("pong").await;
-    let e = eve.join("room-2", "eve").await;
-    assert_eq!(e["peers"][0]["participant"], a["participant"]);
-    alice.expect("peer-joined").await;
-    alice
-        .send(json!({"type":"signal","to":e["participant"],"data":{"ok":true}}))
-        .await;
-    assert_eq!(eve.expect("signal").await["data"]["ok"], true);
 }
 
 #[tokio::test(flavor = "multi_thread")]

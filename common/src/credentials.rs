@@ -16,16 +16,26 @@ use sha1::Sha1;
 /// A username/credential pair as handed to a browser in `iceServers`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TurnCredential {
+    /// `<expiry unix seconds>:<identity>`; the relay reads the expiry from it.
     pub username: String,
+    /// The password: `base64(HMAC-SHA1(secret, username))`.
     pub credential: String,
 }
 
+/// Why [`check_expiry`] refused a REST username.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CredentialError {
+    /// Not `<expiry>:<identity>` with a numeric expiry and a non-empty identity.
     #[error("username is not of the form <expiry>:<identity>")]
     Malformed,
+    /// The expiry has passed.
     #[error("credential expired at {expiry} (now {now})")]
-    Expired { expiry: u64, now: u64 },
+    Expired {
+        /// When the credential expired, unix seconds.
+        expiry: u64,
+        /// The time it was checked at, unix seconds.
+        now: u64,
+    },
 }
 
 /// Mint a credential for `identity` that expires at `expiry_unix` (seconds).

@@ -1,3 +1,5 @@
+#![warn(missing_docs, unreachable_pub)]
+
 //! Shared vocabulary between Tern's signaling plane and its media relays.
 //!
 //! * [`credentials`]: the TURN REST credential scheme (the one coturn's

@@ -53,6 +53,7 @@ impl Listener {
 /// Load figures a relay reports with every heartbeat.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Load {
+    /// TURN allocations the relay holds at the moment of the heartbeat.
     pub allocations: u64,
     /// Packets relayed per second, averaged since the previous heartbeat.
     pub pps: u64,
@@ -69,9 +70,13 @@ pub struct Load {
 pub struct Heartbeat {
     /// Stable id of the relay process, e.g. `local-a-1`.
     pub id: String,
+    /// Region the relay serves, e.g. `local-a`; callers' `probes` rank relays by it.
     pub region: String,
+    /// Addresses TURN clients reach the relay on; at least one is required.
     pub listeners: Vec<Listener>,
+    /// Whether the relay takes new calls, is draining or is a standby.
     pub state: RelayState,
+    /// Load at the time of sending, which signaling uses to balance and shed rooms.
     pub load: Load,
     /// Monotonic per relay process; lets a receiver drop reordered heartbeats.
     pub seq: u64,
@@ -79,14 +84,22 @@ pub struct Heartbeat {
     pub sent_at_ms: u64,
 }
 
+/// Why [`verify`] refused a heartbeat (the origin answers 401 to all of them).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeartbeatError {
+    /// The signature is not hex or does not match the body under the fleet's secret.
     #[error("heartbeat signature is missing or wrong")]
     BadSignature,
+    /// The body is genuine but not a heartbeat, or lacks an id, a region or a listener.
     #[error("heartbeat body is not a valid heartbeat: {0}")]
     Malformed(String),
+    /// `sent_at_ms` is more than [`MAX_CLOCK_SKEW_MS`] from the receiver's clock
+    /// (a replay, or a relay whose clock is wrong).
     #[error("heartbeat clock is {skew_ms} ms away from ours")]
-    ClockSkew { skew_ms: u64 },
+    ClockSkew {
+        /// Distance between the relay's clock and ours, in ms.
+        skew_ms: u64,
+    },
 }
 
 fn heartbeat_mac(relay_secret: &[u8]) -> Hmac<Sha256> {

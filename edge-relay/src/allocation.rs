@@ -13,9 +13,13 @@ use crate::stun::TransactionId;
 /// client <-> relay leg (RFC 8656 §3.1: TURN over TCP/TLS, not RFC 6062).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Transport {
+    /// Plain UDP datagrams, one message each (the default, and the only
+    /// transport toward peers).
     #[default]
     Udp,
+    /// TURN over TCP: messages and ChannelData framed on one connection.
     Tcp,
+    /// TURN over TLS: as [`Transport::Tcp`], inside a TLS session.
     Tls,
 }
 
@@ -26,6 +30,7 @@ impl Transport {
         !matches!(self, Transport::Udp)
     }
 
+    /// Stable lowercase label (`udp`, `tcp`, `tls`) for metrics and logs.
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Udp => "udp",
@@ -45,10 +50,12 @@ pub struct FiveTuple {
     pub client: SocketAddr,
     /// The server's listener address the client talks to.
     pub local: SocketAddr,
+    /// The client leg's transport (UDP, TCP or TLS).
     pub transport: Transport,
 }
 
 impl FiveTuple {
+    /// The five-tuple of a UDP client at `client` talking to listener `local`.
     pub fn udp(client: SocketAddr, local: SocketAddr) -> Self {
         FiveTuple {
             client,
@@ -130,14 +137,16 @@ pub(crate) struct LocalRoute {
 /// ChannelBind that RFC 8656 §12.2 forbids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ChannelConflict {
+    /// The channel number is already bound to a different peer.
     #[error("channel number is bound to another peer")]
     NumberInUse,
+    /// The peer is already bound to a different channel number.
     #[error("peer is bound to another channel number")]
     PeerInUse,
 }
 
 impl Allocation {
-    pub fn new(
+    pub(crate) fn new(
         five_tuple: FiveTuple,
         username: String,
         key: MessageKey,
@@ -161,16 +170,16 @@ impl Allocation {
         }
     }
 
-    pub fn permit(&mut self, ip: IpAddr, until: Instant) {
+    pub(crate) fn permit(&mut self, ip: IpAddr, until: Instant) {
         self.permissions.insert(ip, until);
     }
 
-    pub fn is_permitted(&self, ip: IpAddr, now: Instant) -> bool {
+    pub(crate) fn is_permitted(&self, ip: IpAddr, now: Instant) -> bool {
         self.permission_expiry(ip).is_some_and(|t| t > now)
     }
 
     /// Bind or refresh `number` <-> `peer` until `until`.
-    pub fn bind_channel(
+    pub(crate) fn bind_channel(
         &mut self,
         number: u16,
         peer: SocketAddr,
@@ -203,7 +212,7 @@ impl Allocation {
 
     /// Peer of a live channel, and its remembered local route while that
     /// holds.
-    pub fn channel_and_route(
+    pub(crate) fn channel_and_route(
         &self,
         number: u16,
         now: Instant,
@@ -213,32 +222,32 @@ impl Allocation {
     }
 
     /// Remember (or, with `None`, forget) where channel `number`'s media goes.
-    pub fn set_route(&mut self, number: u16, route: Option<LocalRoute>) {
+    pub(crate) fn set_route(&mut self, number: u16, route: Option<LocalRoute>) {
         if let Some(c) = self.channels.by_number.get_mut(&number) {
             c.route = route;
         }
     }
 
     /// When the permission for `ip` ends, if there is one.
-    pub fn permission_expiry(&self, ip: IpAddr) -> Option<Instant> {
+    pub(crate) fn permission_expiry(&self, ip: IpAddr) -> Option<Instant> {
         self.permissions.get(&ip).copied()
     }
 
     /// The channel bound to `peer` and when it ends, if there is one.
-    pub fn channel_expiry_for(&self, peer: SocketAddr) -> Option<(u16, Instant)> {
+    pub(crate) fn channel_expiry_for(&self, peer: SocketAddr) -> Option<(u16, Instant)> {
         let n = *self.channels.by_peer.get(&peer)?;
         Some((n, self.channels.by_number.get(&n)?.expires))
     }
 
     /// Live channel number for a peer.
-    pub fn channel_for(&self, peer: SocketAddr, now: Instant) -> Option<u16> {
+    pub(crate) fn channel_for(&self, peer: SocketAddr, now: Instant) -> Option<u16> {
         self.channel_expiry_for(peer)
             .filter(|&(_, expires)| expires > now)
             .map(|(n, _)| n)
     }
 
     /// Forget expired permissions and channels past their quarantine.
-    pub fn sweep(&mut self, now: Instant) {
+    pub(crate) fn sweep(&mut self, now: Instant) {
         self.permissions.retain(|_, &mut t| t > now);
         let by_peer = &mut self.channels.by_peer;
         self.channels.by_number.retain(|_, c| {
@@ -251,7 +260,7 @@ impl Allocation {
     }
 
     /// Live permissions and channels right now.
-    pub fn live_counts(&self, now: Instant) -> (usize, usize) {
+    pub(crate) fn live_counts(&self, now: Instant) -> (usize, usize) {
         let p = self.permissions.values().filter(|&&t| t > now).count();
         let c = self
             .channels
@@ -263,7 +272,7 @@ impl Allocation {
     }
 
     #[cfg(test)]
-    pub fn permission_count(&self) -> usize {
+    pub(crate) fn permission_count(&self) -> usize {
         self.permissions.len()
     }
 }

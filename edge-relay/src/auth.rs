@@ -77,10 +77,13 @@ impl MessageKey {
         MessageKey::new(&[0; 16], false)
     }
 
+    /// The long-term key: MD5 (16 bytes) or SHA-256 (32 bytes) of
+    /// `username:realm:password`, as the password algorithm says.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
     }
 
+    /// Answers carry MESSAGE-INTEGRITY-SHA256 rather than MESSAGE-INTEGRITY.
     pub fn uses_sha256(&self) -> bool {
         self.sha256
     }
@@ -98,6 +101,7 @@ impl MessageKey {
 /// What an authenticated request proved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
+    /// The request's TURN REST username (`<expiry>:<identity>`), now verified.
     pub username: String,
     /// MD5 or SHA-256 of `username:realm:password`, marked with the integrity
     /// mechanism the request used; it signs our answers.
@@ -153,6 +157,8 @@ struct NonceInfo {
 }
 
 impl Authenticator {
+    /// Checks credentials derived from `secret` in `realm`; nonces are keyed
+    /// with `nonce_key` and live `nonce_lifetime_secs` seconds.
     pub fn new(
         secret: Vec<u8>,
         realm: String,
@@ -175,6 +181,7 @@ impl Authenticator {
         self
     }
 
+    /// The REALM requests must carry (and 401 answers announce).
     pub fn realm(&self) -> &str {
         &self.realm
     }

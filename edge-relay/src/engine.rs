@@ -52,6 +52,8 @@ const CHANNEL_MAX_RFC5766: u16 = 0x7FFF;
 /// Tunables. Defaults follow RFC 8656.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// REALM this relay authenticates in; part of every long-term key, so it
+    /// must match the realm credentials were minted for.
     pub realm: String,
     /// Fleet secret that TURN REST passwords are derived from.
     pub secret: Vec<u8>,
@@ -61,7 +63,10 @@ pub struct Config {
     /// Random key for stateless nonces; from the host, since the engine has
     /// no randomness of its own.
     pub nonce_key: [u8; 32],
+    /// How long a nonce stays valid before the client gets 438 Stale Nonce
+    /// (whole seconds count; default 600 s).
     pub nonce_lifetime: Duration,
+    /// Which peer addresses allocations may get permissions for and relay to.
     pub policy: PeerPolicy,
     /// Server-wide cap; Allocate beyond it gets 508.
     pub max_allocations: usize,
@@ -76,9 +81,16 @@ pub struct Config {
     /// While draining, authenticated Allocates are redirected here with 300
     /// Try Alternate (ALTERNATE-SERVER) instead of refused with 508.
     pub alternate: Option<SocketAddr>,
+    /// Allocation lifetime granted when the request has no LIFETIME, and the
+    /// least one granted (whole seconds; default 600 s).
     pub default_lifetime: Duration,
+    /// Cap on a requested allocation lifetime (whole seconds; default 3600 s).
     pub max_lifetime: Duration,
+    /// How long a permission lasts after CreatePermission or ChannelBind
+    /// (default 300 s, RFC 8656); a fifth of it is the sweep interval.
     pub permission_lifetime: Duration,
+    /// How long a channel binding lasts after ChannelBind (default 600 s,
+    /// RFC 8656).
     pub channel_lifetime: Duration,
     /// Also accept RFC 5766 channel numbers 0x5000-0x7FFF (off by default).
     pub rfc5766_channels: bool,
@@ -92,6 +104,8 @@ pub struct Config {
 }
 
 impl Config {
+    /// RFC 8656 defaults for `realm`, the fleet `secret` and a random
+    /// `nonce_key` from the host; adjust the public fields afterwards.
     pub fn new(realm: impl Into<String>, secret: impl Into<Vec<u8>>, nonce_key: [u8; 32]) -> Self {
         Config {
             realm: realm.into(),
@@ -125,8 +139,12 @@ impl Config {
 pub struct Transmit {
     /// Local socket to send from: a listener or a relayed address.
     pub from: SocketAddr,
+    /// The client's address.
     pub to: SocketAddr,
+    /// The client leg's transport; for TCP/TLS the message goes on the
+    /// connection `(from, to)` names.
     pub transport: Transport,
+    /// The encoded STUN message: a control answer or a Data indication.
     pub payload: Vec<u8>,
 }
 
@@ -136,9 +154,14 @@ pub struct Transmit {
 /// to a multiple of 4 bytes when it frames it (RFC 8656 §12.5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forward {
+    /// Local socket to send from: the relayed address (towards a peer) or
+    /// the client's listener (towards a client).
     pub from: SocketAddr,
+    /// The peer's or the client's address.
     pub to: SocketAddr,
+    /// UDP towards a peer; the client leg's transport towards a client.
     pub transport: Transport,
+    /// Bytes to send, as a range of the buffer the engine was handed.
     pub range: Range<usize>,
     /// For ChannelData from a client: the sending allocation and channel
     /// (where [`Relay::route_client_media`] remembers a local route).
@@ -192,15 +215,20 @@ impl Route {
 /// Address family of a relayed address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
+    /// IPv4 (the default when the Allocate has no REQUESTED-ADDRESS-FAMILY).
     V4,
+    /// IPv6 (REQUESTED-ADDRESS-FAMILY 0x02).
     V6,
 }
 
 /// Why the driver could not open a relayed socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum BindError {
+    /// No relay IP of the requested family is configured (answered 440).
     #[error("no relay address of the requested family")]
     AddressFamilyNotSupported,
+    /// No relay port could be bound: range exhausted or bind failed (answered
+    /// 508).
     #[error("no relay port available")]
     InsufficientCapacity,
 }
@@ -226,22 +254,31 @@ pub enum Event {
     /// [`Relay::relay_bound`]. The engine answers the Allocate only then,
     /// which lets a driver bind asynchronously or on another thread.
     BindRelay {
+        /// The pending allocation to pass back to [`Relay::relay_bound`].
         id: AllocationId,
+        /// Address family of the relayed address to open.
         family: Family,
         /// The client asked for an even port (EVEN-PORT, RFC 8656 §14.6).
         even_port: bool,
     },
     /// An allocation is live.
     Allocated {
+        /// The allocation's handle.
         id: AllocationId,
+        /// The client's address (its five-tuple's `client`).
         client: SocketAddr,
+        /// The relayed address the driver bound for it.
         relayed: SocketAddr,
+        /// The TURN REST username that authenticated the Allocate.
         username: String,
     },
     /// An allocation is gone: close `relayed` if set.
     Released {
+        /// The allocation's handle; never reused.
         id: AllocationId,
+        /// Its relayed address, or `None` if the driver never bound one.
         relayed: Option<SocketAddr>,
+        /// Why it ended.
         reason: ReleaseReason,
     },
 }
@@ -294,6 +331,8 @@ const INSUFFICIENT_CAPACITY: Reject = reject(508, "Insufficient Capacity");
 const TRY_ALTERNATE: Reject = reject(300, "Try Alternate");
 
 impl Relay {
+    /// An engine with a [`Ledger`] of its own: the allocation quotas and the
+    /// per-IP Allocate rate cover this engine alone.
     pub fn new(config: Config) -> Self {
         let ledger = Ledger::new(config.allocate_rate_per_ip, config.nonce_key);
         Self::with_ledger(config, ledger)
@@ -332,6 +371,7 @@ impl Relay {
         self.draining = draining;
     }
 
+    /// Whether [`Relay::set_draining`] last turned draining on.
     pub fn is_draining(&self) -> bool {
         self.draining
     }
@@ -341,6 +381,7 @@ impl Relay {
         self.allocations.len()
     }
 
+    /// A copy of this engine's counters since it was created.
     pub fn stats(&self) -> Stats {
         self.stats
     }

@@ -15,6 +15,8 @@
 //! * [`stats`]: counters for traffic, drops by reason, auth, quota hits
 //! * [`engine`]: the [`Relay`] state machine tying them together
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod allocation;
 pub mod auth;
 pub mod engine;

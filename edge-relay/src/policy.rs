@@ -18,6 +18,7 @@ pub struct PeerPolicy {
 }
 
 impl PeerPolicy {
+    /// The default deny-list, with `allow` ranges opened on top of it.
     pub fn new(allow: Vec<IpNet>) -> Self {
         PeerPolicy { allow }
     }

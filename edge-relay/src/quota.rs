@@ -16,7 +16,9 @@ use crate::stats::Quota;
 /// how much it may burst above that.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bandwidth {
+    /// Sustained rate in bytes/s; the token bucket refills at this rate.
     pub bytes_per_sec: u64,
+    /// Bucket size in bytes: what may pass at once after a quiet spell.
     pub burst_bytes: u64,
 }
 
@@ -39,6 +41,7 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
+    /// A full bucket (`limit.burst_bytes` tokens) as of `now`.
     pub fn new(now: Instant, limit: &Bandwidth) -> Self {
         TokenBucket {
             tokens: limit.burst_bytes,

@@ -26,6 +26,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    /// Every reason once, in declaration order, for exporting all counters.
     pub const ALL: [DropReason; 8] = [
         DropReason::Malformed,
         DropReason::Unexpected,
@@ -66,6 +67,7 @@ pub enum Quota {
 }
 
 impl Quota {
+    /// Every quota once, in declaration order, for exporting all counters.
     pub const ALL: [Quota; 4] = [
         Quota::UserAllocations,
         Quota::TotalAllocations,
@@ -73,6 +75,7 @@ impl Quota {
         Quota::Bandwidth,
     ];
 
+    /// Stable label for metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             Quota::UserAllocations => "user_allocations",
@@ -97,6 +100,7 @@ pub enum AuthOutcome {
 }
 
 impl AuthOutcome {
+    /// Every outcome once, in declaration order, for exporting all counters.
     pub const ALL: [AuthOutcome; 4] = [
         AuthOutcome::Challenged,
         AuthOutcome::StaleNonce,
@@ -104,6 +108,7 @@ impl AuthOutcome {
         AuthOutcome::BadRequest,
     ];
 
+    /// Stable label for metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             AuthOutcome::Challenged => "challenged",
@@ -123,12 +128,15 @@ pub struct Stats {
     pub relayed_bytes: u64,
     /// Everything clients sent us (STUN and ChannelData), before any check.
     pub client_packets_in: u64,
+    /// Bytes of those client packets (whole messages and frames).
     pub client_bytes_in: u64,
     /// Everything peers sent to relayed addresses, before any check.
     pub peer_packets_in: u64,
+    /// Payload bytes of those peer datagrams.
     pub peer_bytes_in: u64,
     /// Control answers (and Data indications) queued for clients.
     pub control_packets_out: u64,
+    /// Bytes of those control answers and Data indications.
     pub control_bytes_out: u64,
     /// Client media handed to another allocation of the same engine without
     /// the kernel (each is also counted in both relayed directions).
@@ -139,14 +147,17 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Packets dropped for `reason`.
     pub fn drops(&self, reason: DropReason) -> u64 {
         self.drops[reason as usize]
     }
 
+    /// Times `quota` refused an Allocate or dropped a packet.
     pub fn quota_hits(&self, quota: Quota) -> u64 {
         self.quota_hits[quota as usize]
     }
 
+    /// Requests whose authentication ended in `outcome`.
     pub fn auth(&self, outcome: AuthOutcome) -> u64 {
         self.auth[outcome as usize]
     }

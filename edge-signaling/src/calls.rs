@@ -115,8 +115,10 @@ pub(crate) fn end(out: &mut Outcome, call: &str, now_ms: u64, reason: &str) {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatsReport {
+    /// Relay the client uses now; the room's relay is assumed when absent.
     #[serde(default)]
     pub relay: Option<String>,
+    /// One entry per link to another participant.
     #[serde(default)]
     pub peers: Vec<PeerReport>,
     /// An audio gap the SDK measured around a relay switch.
@@ -124,26 +126,37 @@ pub struct StatsReport {
     pub gap: Option<GapReport>,
 }
 
+/// One link in a `stats` report: audio RTP counters, cumulative since the
+/// link started, and its current jitter and RTT.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PeerReport {
+    /// The participant at the other end; entries for non-members are ignored.
     pub participant: String,
+    /// Audio RTP packets sent on the link (`packetsSent`).
     #[serde(default)]
     pub packets_sent: Option<u64>,
+    /// Audio RTP packets received on the link (`packetsReceived`).
     #[serde(default)]
     pub packets_received: Option<u64>,
+    /// Inbound audio RTP packets lost on the link (`packetsLost`).
     #[serde(default)]
     pub packets_lost: Option<u64>,
+    /// Inbound jitter, ms; `null` until measured.
     #[serde(default)]
     pub jitter: Option<f64>,
+    /// Round-trip time of the media path, ms; `null` until measured.
     #[serde(default)]
     pub rtt: Option<f64>,
 }
 
+/// An inbound-audio gap the client measured around a relay switch (`gap`).
 #[derive(Debug, Deserialize)]
 pub struct GapReport {
+    /// Relay that carried the audio before the gap.
     #[serde(default)]
     pub relay: Option<String>,
+    /// Length of the gap, ms.
     pub ms: u64,
 }
 

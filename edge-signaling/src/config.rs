@@ -27,10 +27,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// Default `max_frame_bytes`: 64 KiB, protocol v1's frame limit.
     pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
+    /// Default `session_grace_ms`: 30 s for a dropped participant to resume.
     pub const DEFAULT_SESSION_GRACE_MS: u64 = 30_000;
+    /// Default `call_sweep_ms`: an edge sweeps open calls at most every 5 s.
     pub const DEFAULT_CALL_SWEEP_MS: u64 = 5_000;
 
+    /// A deployment with these secrets and the defaults: edge `local`, TURN
+    /// credentials valid 6 h, rooms of up to 16, relays stale after 1.5 s.
     pub fn new(api_secret: impl Into<Vec<u8>>, relay_secret: impl Into<Vec<u8>>) -> Self {
         Config {
             api_secret: api_secret.into(),

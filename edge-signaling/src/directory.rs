@@ -13,9 +13,13 @@ use crate::model::{decode, read, CrashReport, ProbeRecord, RelayIndex, RelayReco
 /// A relay as `GET /v1/relays` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RelayView {
+    /// Relay id, from its heartbeats.
     pub id: String,
+    /// Region the relay serves.
     pub region: String,
+    /// Addresses TURN clients reach it on.
     pub listeners: Vec<Listener>,
+    /// The state it announces: active, draining or standby.
     pub state: RelayState,
     /// May be handed to new callers: alive, not suspected, not degrading,
     /// and active (or a standby promoted because its region needs it).
@@ -31,7 +35,11 @@ pub struct RelayView {
     /// (`null` until a few heartbeats carried it). From
     /// [`health::BUSY_PERCENT`] on the relay takes no new calls.
     pub utilization: Option<u16>,
+    /// Load figures from its latest heartbeat; among relays equally near a
+    /// caller, fewer allocations rank first.
     pub load: Load,
+    /// Time since its latest heartbeat was received, ms; past the stale limit
+    /// (1.5 s by default) the relay counts as silent.
     pub last_heartbeat_age_ms: u64,
     /// Suspicion level of the phi-accrual detector (`null` until a few
     /// heartbeats have been seen).

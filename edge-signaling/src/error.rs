@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+/// The `code` of an `error` frame (snake_case on the wire).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -31,6 +32,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The code as it appears on the wire, e.g. `bad_request`.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadRequest => "bad_request",
@@ -51,7 +53,9 @@ impl ErrorCode {
 /// An error to report to the sender of a frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrameError {
+    /// Code sent to the client.
     pub code: ErrorCode,
+    /// Explanation for humans sent with it.
     pub message: String,
     /// For `unknown_peer`: the `to` of the refused signal, so a client can
     /// tell which of its signals was lost and re-send it when the peer is back.
@@ -59,6 +63,7 @@ pub struct FrameError {
 }
 
 impl FrameError {
+    /// An error with `code` and `message` that names no peer.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         FrameError {
             code,

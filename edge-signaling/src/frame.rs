@@ -8,27 +8,42 @@ use crate::error::{ErrorCode, FrameError};
 /// A frame from a client, after parsing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientFrame {
+    /// `join`: enter a room with a room token, or resume a session.
     Join {
+        /// Room name, 1–128 bytes; must equal the token's `room` claim.
         room: String,
+        /// Room token: a JWT (HS256) signed with the app's API secret.
         token: String,
+        /// The `session` of an earlier `joined`, to resume (an empty string
+        /// counts as none).
         session: Option<String>,
         /// Region → measured RTT in ms, from the SDK's probes.
         probes: BTreeMap<String, f64>,
     },
+    /// `signal`: forward `data` to another participant of the sender's room.
     Signal {
+        /// Participant id of the recipient.
         to: String,
+        /// Opaque JSON object (SDP, ICE candidates), forwarded unchanged.
         data: serde_json::Value,
     },
+    /// `leave`: leave the room and end the session; the connection stays open.
     Leave,
+    /// `ping`: answered with `pong`, also before joining.
     Ping {
+        /// Echoed in the `pong` as given (any JSON value; `null` when absent).
         id: serde_json::Value,
     },
+    /// `stats`: a quality report for the call record; nothing is sent back.
     Stats {
+        /// The whole frame, read later as a [`crate::calls::StatsReport`].
         report: serde_json::Value,
     },
     /// Inbound audio from peers stopped while they are still connected to
     /// signaling: evidence against the relay carrying the call.
     Stall {
+        /// Relay that carried the audio when it stopped; a report about a
+        /// relay the room no longer uses is ignored.
         relay: String,
     },
 }
@@ -120,27 +135,39 @@ impl ClientFrame {
 /// Relay identity as clients see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RelayRef {
+    /// Relay id, e.g. `local-a-1`; what a `stall` or `stats` frame names.
     pub id: String,
+    /// Region the relay serves.
     pub region: String,
 }
 
 /// One entry of `iceServers` (RTCIceServer).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IceServer {
+    /// `turn:`/`turns:` URLs, one per listener of the relay.
     pub urls: Vec<String>,
+    /// TURN REST username, `<expiry unix seconds>:<participant>`.
     pub username: String,
+    /// TURN REST password for `username`.
     pub credential: String,
 }
 
+/// Another participant of the room, as `joined` lists it in `peers`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeerInfo {
+    /// Its participant id, the address for `signal`.
     pub participant: String,
+    /// Its identity, from its room token.
     pub identity: String,
 }
 
+/// A hot standby: a relay in another region with credentials, so a client
+/// whose relay dies can switch without another round trip.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Standby {
+    /// The standby relay.
     pub relay: RelayRef,
+    /// Credentials for it, as `iceServers`.
     #[serde(rename = "iceServers")]
     pub ice_servers: Vec<IceServer>,
 }
@@ -151,52 +178,83 @@ pub struct Standby {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ServerFrame<'a> {
+    /// `joined`: answer to a `join`, fresh or resumed.
     Joined {
+        /// This participant's id in the room.
         participant: &'a str,
+        /// Secret resume handle (128 bits), for rejoining after a dropped socket.
         session: &'a str,
+        /// Identity from the room token.
         identity: &'a str,
+        /// Room joined.
         room: &'a str,
+        /// An earlier session was resumed: same participant, peers not told.
         resumed: bool,
+        /// Everyone else connected in the room; the newcomer sends them offers.
         peers: Vec<PeerInfo>,
+        /// The room's relay, which every participant of the room uses.
         relay: RelayRef,
+        /// TURN credentials for `relay`, valid for `turn_ttl_secs`.
         #[serde(rename = "iceServers")]
         ice_servers: Vec<IceServer>,
+        /// A relay in another region to switch to; absent when none is healthy.
         #[serde(skip_serializing_if = "Option::is_none")]
         standby: Option<Standby>,
     },
+    /// `peer-joined`: someone new joined the room (not sent for a resume).
     PeerJoined {
+        /// The newcomer's participant id.
         participant: &'a str,
+        /// Its identity.
         identity: &'a str,
     },
+    /// `peer-left`: a participant left, or stayed away past the grace period.
     PeerLeft {
+        /// Participant that is gone.
         participant: &'a str,
     },
+    /// `signal`: data another participant of the room sent to this one.
     Signal {
+        /// Participant id of the sender.
         from: &'a str,
+        /// The sender's `data`, unchanged.
         data: &'a serde_json::Value,
     },
+    /// `left`: answer to `leave`.
     Left,
     /// Move media to another relay: ICE restart with these servers.
     Reroute {
+        /// `relay-lost`, `relay-draining`, `relay-degraded`, `relay-overloaded`
+        /// or `media-stalled`; clients treat an unknown reason like any other.
         reason: &'a str,
+        /// The relay to move to.
         relay: RelayRef,
+        /// TURN credentials for `relay`.
         #[serde(rename = "iceServers")]
         ice_servers: Vec<IceServer>,
+        /// A relay in another region, as in `joined`.
         #[serde(skip_serializing_if = "Option::is_none")]
         standby: Option<Standby>,
     },
+    /// `pong`: answer to `ping`.
     Pong {
+        /// The ping's `id`, as given.
         id: &'a serde_json::Value,
     },
+    /// `error`: the client's frame was refused and had no effect.
     Error {
+        /// Stable, machine-readable code.
         code: ErrorCode,
+        /// A sentence for humans; may change.
         message: &'a str,
+        /// For `unknown_peer`: the `to` of the refused signal.
         #[serde(skip_serializing_if = "Option::is_none")]
         to: Option<&'a str>,
     },
 }
 
 impl ServerFrame<'_> {
+    /// The frame as the JSON text sent to the client.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("server frames always serialize")
     }

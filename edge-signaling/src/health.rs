@@ -22,6 +22,8 @@ pub const MIN_SAMPLES: usize = 3;
 /// an overloaded or starved process shows it in its heartbeat rhythm before
 /// it stops. It is drained pre-emptively (predictive drain).
 pub const DEGRADED_JITTER_MS: f64 = 120.0;
+/// Recent heartbeat intervals the degradation check looks at (the worst one
+/// left out).
 pub const TREND_SAMPLES: usize = 8;
 /// A relay silent this long is gone whatever else is true (and no longer
 /// counts when judging whether the whole fleet went silent at once).

@@ -51,12 +51,15 @@ pub fn relay_shed(relay: &str) -> String {
 pub fn relay_loss(relay: &str, participant: &str) -> String {
     format!("{RELAY_LOSS_PREFIX}{relay}/{participant}")
 }
+/// Prefix of every [`relay_loss`] report; the loss check lists it.
 pub const RELAY_LOSS_PREFIX: &str = "relay-loss/";
 
 /// Present while callers' reports show the relay losing packets.
 pub fn relay_lossy(relay: &str) -> String {
     format!("{RELAY_LOSSY_PREFIX}{relay}")
 }
+/// Prefix of every [`relay_lossy`] verdict; the loss check lists it to clear
+/// verdicts whose reports are gone.
 pub const RELAY_LOSSY_PREFIX: &str = "relay-lossy/";
 
 /// When an edge last judged callers' loss reports (CAS: one edge per second).

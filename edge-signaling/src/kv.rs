@@ -9,10 +9,11 @@ pub struct KvError(pub String);
 /// Read access to the store. Hosts implement this over their backend
 /// (embedded redb, Redis, Spin KV, a Durable Object).
 pub trait KvRead {
+    /// The value at `key`; `None` if absent.
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError>;
 
     /// The values of `keys`, in their order. A backend across the network
-    /// answers in one round trip (the relay directory reads four keys per
+    /// answers in one round trip (the relay directory reads five keys per
     /// relay on every join); the default asks one key at a time.
     fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, KvError> {
         keys.iter().map(|k| self.get(k)).collect()
@@ -25,7 +26,9 @@ pub trait KvRead {
 
 /// A store a host can write to.
 pub trait KvStore: KvRead {
+    /// Set `key` to `value`, whoever wrote it last.
     fn put(&mut self, key: &str, value: &[u8]) -> Result<(), KvError>;
+    /// Remove `key`; absent is fine.
     fn delete(&mut self, key: &str) -> Result<(), KvError>;
     /// Returns false (and changes nothing) if `key` no longer holds `expected`.
     fn compare_and_swap(
@@ -40,15 +43,26 @@ pub trait KvStore: KvRead {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
     /// Set `key` to `value`, whoever wrote it last.
-    Put { key: String, value: Vec<u8> },
+    Put {
+        /// Key to set.
+        key: String,
+        /// Bytes to store: a JSON record, or empty for a marker.
+        value: Vec<u8>,
+    },
     /// Remove `key` (absent is fine).
-    Delete { key: String },
+    Delete {
+        /// Key to remove.
+        key: String,
+    },
     /// Set `key` to `value` only if it still holds `expected` (None: absent).
     /// If it does not, the whole outcome must be discarded and the input
     /// handled again on fresh reads.
     Cas {
+        /// Key to swap.
         key: String,
+        /// Raw value the input was handled on (`None`: absent).
         expected: Option<Vec<u8>>,
+        /// Bytes to store if `key` still holds `expected`.
         value: Vec<u8>,
     },
 }
@@ -56,6 +70,7 @@ pub enum Write {
 /// An in-memory store for tests and simulations.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryKv {
+    /// Every key and its value, in key order (so `list` is a range scan).
     pub map: std::collections::BTreeMap<String, Vec<u8>>,
 }
 

@@ -1,3 +1,5 @@
+#![warn(missing_docs, unreachable_pub)]
+
 //! Tern's signaling core, protocol v1 (docs/protocol.md).
 //!
 //! The core is sans-IO: a host hands it one input (a frame from a connection,

@@ -40,15 +40,22 @@ const FORGET_MS: u64 = 60_000;
 /// `relay-loss/<relay>/<participant>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LossReport {
+    /// When the `stats` report arrived (unix ms); evidence for [`RECENT_MS`].
     pub at_ms: u64,
+    /// Packets lost over the interval, percent of those expected (received
+    /// + lost) on all the participant's links.
     pub loss_percent: f64,
 }
 
 /// `relay-lossy/<relay>`: present while the relay is judged lossy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lossy {
+    /// Since when the relay has been judged lossy (unix ms); kept while the
+    /// verdict holds.
     pub since_ms: u64,
+    /// Participants that reported on the relay within [`RECENT_MS`].
     pub reporters: usize,
+    /// Those of them that lost [`LOSSY_PERCENT`] or more.
     pub lossy_reporters: usize,
 }
 

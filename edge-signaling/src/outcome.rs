@@ -8,14 +8,20 @@ use crate::kv::Write;
 /// A frame to send on a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
+    /// Connection to send on (`<edge>.<boot nonce>.<counter>`, or an HTTP
+    /// transport connection's id); the edge holding it delivers.
     pub conn: String,
+    /// The server frame as JSON text.
     pub frame: String,
 }
 
 /// What handling one input produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {
+    /// KV writes, applied together by [`crate::apply::run`]: a lost CAS voids
+    /// the outcome and the input is handled again on fresh reads.
     pub writes: Vec<Write>,
+    /// Frames to send once the writes have applied.
     pub deliveries: Vec<Delivery>,
 }
 

@@ -6,10 +6,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{CallEvent, CallEventKind, CallSummary, Quality};
 
+/// One call as `GET /v1/calls` returns it: its summary, events and quality
+/// reports folded into one document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallRecord {
+    /// Call id, `c-<start unix ms>-<random>`; ids sort by start time.
     pub call: String,
+    /// Room the call took place in.
     pub room: String,
+    /// When the join that started it arrived (unix ms).
     pub started_ms: u64,
     /// `None` while the call is going on.
     pub ended_ms: Option<u64>,
@@ -17,20 +22,27 @@ pub struct CallRecord {
     pub end_reason: Option<String>,
     /// Edge that started the call.
     pub edge: String,
+    /// Everyone who joined, in join order.
     pub participants: Vec<ParticipantRecord>,
     /// Relays that carried the call, in order (first one, then each
     /// reroute's target).
     pub relays: Vec<String>,
+    /// Every relay switch, in order.
     pub reroutes: Vec<RerouteRecord>,
     /// Over every participant's reports.
     pub quality: QualitySummary,
 }
 
+/// One participant's part in a call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ParticipantRecord {
+    /// Participant id.
     pub participant: String,
+    /// Identity from its room token.
     pub identity: String,
+    /// When it joined (unix ms).
     pub joined_ms: u64,
+    /// When it left or timed out (unix ms); `None` while it is in the call.
     pub left_ms: Option<u64>,
     /// `leave` or `timeout`.
     pub leave_reason: Option<String>,
@@ -38,14 +50,20 @@ pub struct ParticipantRecord {
     pub edges: Vec<String>,
     /// Times its connection dropped (it resumed or timed out after).
     pub away: Vec<u64>,
+    /// Its `stats` reports folded together; `None` if it sent none.
     pub quality: Option<Quality>,
 }
 
+/// One relay switch of a call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RerouteRecord {
+    /// When the room moved (unix ms).
     pub at_ms: u64,
+    /// Relay the room left; `None` if it had none.
     pub from: Option<String>,
+    /// Relay the room moved to.
     pub to: String,
+    /// `reason` of the `reroute` frames (`relay-lost`, `media-stalled`, …).
     pub reason: String,
     /// When the trouble began as signaling saw it (the lost relay's last
     /// heartbeat, the first stall report).
@@ -56,16 +74,24 @@ pub struct RerouteRecord {
     pub gap_ms: Option<u64>,
 }
 
+/// Quality over every link of every participant of a call.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct QualitySummary {
+    /// `stats` reports received, all participants together.
     pub reports: u32,
+    /// Audio RTP packets received, summed over every link.
     pub packets_received: u64,
+    /// Inbound audio RTP packets lost, summed over every link.
     pub packets_lost: u64,
     /// Lost / (received + lost), percent; `None` without packets.
     pub loss_pct: Option<f64>,
+    /// Worst inbound jitter on any link, ms.
     pub jitter_ms_max: Option<f64>,
+    /// Mean inbound jitter, each link weighted by its samples, ms.
     pub jitter_ms_mean: Option<f64>,
+    /// Worst media-path round-trip time on any link, ms.
     pub rtt_ms_max: Option<f64>,
+    /// Mean media-path round-trip time, each link weighted by its samples, ms.
     pub rtt_ms_mean: Option<f64>,
 }
 

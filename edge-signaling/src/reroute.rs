@@ -27,11 +27,13 @@ use crate::signaling::{Outcome, Signaling};
 /// A relay whose rooms must move, and those rooms.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Sweep {
+    /// Id of the relay whose rooms move.
     pub relay: String,
     /// Identifies the relay's life that ended (its last heartbeat time).
     pub received_at_ms: u64,
     /// `reason` of the `reroute` frames.
     pub reason: &'static str,
+    /// Rooms to move: all of the relay's, or for a shed only its share.
     pub rooms: Vec<String>,
     /// The directory as judged when the sweep was planned: where its rooms
     /// may go. Read once per sweep, not once per room.
@@ -43,8 +45,11 @@ pub struct Sweep {
     pub shed: Option<ShedClaim>,
 }
 
+/// What a tick must swap to claim a shed, so one edge sheds a relay per
+/// [`health::SHED_INTERVAL_MS`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShedClaim {
+    /// Raw `relay-shed/<relay>` value read when planning (`None`: never shed).
     pub expected: Option<Vec<u8>>,
 }
 

@@ -25,6 +25,7 @@ pub const ENTROPY_BYTES: usize = 24;
 
 /// Signaling core for one deployment. Cheap to construct; holds no state.
 pub struct Signaling<'a> {
+    /// Secrets and limits of the deployment, and this edge's name.
     pub config: &'a Config,
 }
 
@@ -51,6 +52,7 @@ fn frame_err(code: ErrorCode, msg: impl Into<String>) -> Fail {
 }
 
 impl<'a> Signaling<'a> {
+    /// A core for `config`; cheap enough to make per input.
     pub fn new(config: &'a Config) -> Self {
         Signaling { config }
     }
@@ -690,8 +692,10 @@ impl<'a> Signaling<'a> {
 /// Why a heartbeat was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum HeartbeatFail {
+    /// Bad signature, malformed body or clock too far off: refuse it (401).
     #[error(transparent)]
     Invalid(#[from] HeartbeatError),
+    /// The store failed; the heartbeat had no effect.
     #[error(transparent)]
     Kv(#[from] KvError),
 }

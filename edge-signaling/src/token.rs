@@ -8,8 +8,10 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+/// What a room token grants: one identity in one room until `exp`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
+    /// Room the token admits to; must equal the `join`'s room.
     pub room: String,
     /// The participant's identity (display name / user id in the app).
     pub sub: String,
@@ -17,18 +19,30 @@ pub struct Claims {
     pub exp: u64,
 }
 
+/// Why a room token was refused: `expired_token` for [`TokenError::Expired`],
+/// `bad_token` for the rest.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
+    /// Not three base64url parts with a JSON header.
     #[error("token is not a JWT")]
     Malformed,
+    /// The header's `alg` is not HS256 (`none` included: no downgrade).
     #[error("token must be signed with HS256")]
     WrongAlgorithm,
+    /// The signature does not match under the API secret.
     #[error("token signature does not verify")]
     BadSignature,
+    /// The claims lack `room`, `sub` or `exp`, or `sub` is not 1–256 bytes.
     #[error("token claims are invalid: {0}")]
     BadClaims(String),
+    /// Genuine, but `exp` has passed.
     #[error("token expired at {exp} (now {now})")]
-    Expired { exp: u64, now: u64 },
+    Expired {
+        /// The token's expiry, unix seconds.
+        exp: u64,
+        /// The time it was checked at, unix seconds.
+        now: u64,
+    },
 }
 
 const HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;

@@ -8,6 +8,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
+/// A level-triggered epoll instance with a reusable buffer for ready events.
 pub struct Epoll {
     fd: OwnedFd,
     events: Vec<libc::epoll_event>,
@@ -15,6 +16,7 @@ pub struct Epoll {
 }
 
 impl Epoll {
+    /// An epoll that reports up to `capacity` ready descriptors per [`Epoll::wait`].
     pub fn new(capacity: usize) -> io::Result<Self> {
         // SAFETY: plain syscall; the result is checked before use.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
@@ -34,6 +36,7 @@ impl Epoll {
         self.ctl(libc::EPOLL_CTL_ADD, fd, token)
     }
 
+    /// Stop watching `fd`.
     pub fn delete(&self, fd: RawFd) -> io::Result<()> {
         self.ctl(libc::EPOLL_CTL_DEL, fd, 0)
     }
@@ -111,6 +114,7 @@ impl Epoll {
         }
     }
 
+    /// Token of ready entry `i`, for `i` below what the last [`Epoll::wait`] returned.
     pub fn token(&self, i: usize) -> u64 {
         debug_assert!(i < self.ready);
         self.events[i].u64

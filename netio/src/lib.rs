@@ -1,3 +1,5 @@
+#![warn(missing_docs, unreachable_pub)]
+
 //! Batched UDP I/O for Linux.
 //!
 //! * [`epoll`]: a level-triggered epoll. mio is edge-triggered only, which

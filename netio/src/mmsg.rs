@@ -64,6 +64,8 @@ pub struct RecvBatch {
 }
 
 impl RecvBatch {
+    /// `n` slots of `slot` bytes each, of which the first `headroom` bytes
+    /// stay free in front of the received datagram.
     pub fn new(n: usize, slot: usize, headroom: usize) -> Self {
         assert!(headroom < slot, "headroom must leave room for data");
         RecvBatch {
@@ -142,6 +144,7 @@ pub struct SendBatch {
 }
 
 impl SendBatch {
+    /// Room for `n` queued datagrams of up to `slot` bytes each.
     pub fn new(n: usize, slot: usize) -> Self {
         SendBatch {
             s: Slots::new(n, slot, 0, 0),
@@ -154,10 +157,12 @@ impl SendBatch {
         self.s.slot
     }
 
+    /// Every slot is queued: [`SendBatch::flush`] before the next push.
     pub fn is_full(&self) -> bool {
         self.len == self.s.hdrs.len()
     }
 
+    /// Nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -3,7 +3,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 /// Write `addr` into `s`; returns the length the kernel should read.
-pub fn write(addr: SocketAddr, s: &mut libc::sockaddr_storage) -> libc::socklen_t {
+pub(crate) fn write(addr: SocketAddr, s: &mut libc::sockaddr_storage) -> libc::socklen_t {
     match addr {
         SocketAddr::V4(a) => {
             // SAFETY: sockaddr_storage is large enough and suitably aligned
@@ -32,7 +32,7 @@ pub fn write(addr: SocketAddr, s: &mut libc::sockaddr_storage) -> libc::socklen_
 }
 
 /// The address the kernel wrote into `s`, if it is IPv4 or IPv6.
-pub fn read(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+pub(crate) fn read(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match s.ss_family as libc::c_int {
         libc::AF_INET => {
             // SAFETY: the family says this storage holds a sockaddr_in.

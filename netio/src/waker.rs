@@ -5,11 +5,13 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+/// An eventfd an epoll loop watches, which any thread may make readable.
 pub struct Waker {
     fd: OwnedFd,
 }
 
 impl Waker {
+    /// A fresh non-blocking eventfd, not readable until [`Waker::wake`].
     pub fn new() -> io::Result<Self> {
         // SAFETY: plain syscall; the result is checked before use.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };

@@ -22,7 +22,7 @@ use super::metrics;
 use super::stream::StreamLimits;
 
 #[derive(Clone)]
-pub struct Admin {
+pub(crate) struct Admin {
     pub shared: Arc<Shared>,
     pub shards: Shards,
     pub streams: Arc<StreamLimits>,
@@ -31,7 +31,7 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub async fn serve(self, listener: TcpListener) {
+    pub(crate) async fn serve(self, listener: TcpListener) {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 continue;
@@ -121,7 +121,7 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 }
 
 /// Bind the admin listener (a separate function so errors name the flag).
-pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+pub(crate) async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     use anyhow::Context;
     TcpListener::bind(addr)
         .await

@@ -143,7 +143,7 @@ pub struct Args {
 /// The config file: the same settings as the flags, snake_case.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+pub(crate) struct FileConfig {
     pub id: Option<String>,
     pub region: Option<String>,
     pub listen: Option<SocketAddr>,
@@ -182,38 +182,70 @@ pub struct FileConfig {
 /// Everything resolved: what the server runs with.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Stable id of this relay process in heartbeats (default `relay-1`).
     pub id: String,
+    /// Region this relay serves, reported in heartbeats (default `local`).
     pub region: String,
+    /// UDP listener TURN clients send to (default 127.0.0.1:3478).
     pub listen: SocketAddr,
+    /// TURN over TCP listener, if enabled.
     pub listen_tcp: Option<SocketAddr>,
+    /// TURN over TLS listener, if enabled (then `tls_cert` and `tls_key` are set).
     pub listen_tls: Option<SocketAddr>,
+    /// PEM certificate chain for the TLS listener.
     pub tls_cert: Option<PathBuf>,
+    /// PEM private key for the TLS listener.
     pub tls_key: Option<PathBuf>,
+    /// IPv4 (or any) address relayed sockets bind to (default: the listen IP).
     pub relay_ip: IpAddr,
+    /// IPv6 address for IPv6 relayed addresses; `None`: such Allocates get 440.
     pub relay_ip6: Option<IpAddr>,
+    /// Ports relayed sockets bind in (default 49152-65535).
     pub relay_ports: PortRange,
     /// Datapath threads (resolved: at least 1).
     pub threads: usize,
+    /// UDP listener address published in heartbeats, if not `listen`.
     pub advertise: Option<SocketAddr>,
+    /// TCP listener address published, if not the advertised IP + TCP port.
     pub advertise_tcp: Option<SocketAddr>,
+    /// TLS listener address published, if not the advertised IP + TLS port.
     pub advertise_tls: Option<SocketAddr>,
+    /// Fleet secret: TURN REST passwords and heartbeat signatures derive from it.
     pub secret: String,
+    /// Secret before the last rotation, still accepted for TURN passwords.
     pub previous_secret: Option<String>,
+    /// TURN realm (default `tern`).
     pub realm: String,
+    /// Signaling base URL(s), comma-separated, for heartbeats; `None`: none sent.
     pub signaling: Option<String>,
+    /// Heartbeat interval in ms (default 250; at least 10 is used).
     pub heartbeat_ms: u64,
+    /// Peer ranges allowed despite the default deny-list (loopback, private, ...).
     pub allow_peer: Vec<IpNet>,
+    /// Most allocations at once, all shards together (default 100000; then 508).
     pub max_allocations: usize,
+    /// Most allocations per REST username (default 64; 0 = no limit; then 486).
     pub max_allocations_per_user: usize,
+    /// Allocate requests per source IP (IPv6: /64) per second (default 100; 0 = no limit).
     pub allocate_rate_per_ip: u32,
+    /// Bandwidth quota per allocation, both directions, in kbit/s (default 1000; 0 = none).
     pub bandwidth_kbps: u64,
+    /// Also accept RFC 5766 channel numbers 0x5000-0x7FFF.
     pub rfc5766_channels: bool,
+    /// Where new Allocates are redirected (300 Try Alternate) while draining.
     pub alternate: Option<SocketAddr>,
+    /// Longest drain in ms after a stop signal or POST /drain (default 1000).
     pub drain_ms: u64,
+    /// HTTP admin listener (/metrics, /healthz, POST /drain), if enabled.
     pub admin: Option<SocketAddr>,
+    /// Bearer token for /metrics and /drain; required off loopback.
     pub admin_token: Option<String>,
+    /// TCP/TLS connections per client IP (IPv6: /64) (default 32; 0 = no limit).
     pub max_connections_per_ip: usize,
+    /// Cold standby: given calls only when its region has no healthy active relay.
     pub standby: bool,
+    /// Deliver media between two allocations of this relay in memory, not via
+    /// the kernel (default on).
     pub local_delivery: bool,
 }
 
@@ -335,7 +367,9 @@ impl Settings {
 /// Where relayed sockets may bind.
 #[derive(Debug, Clone)]
 pub enum PortRange {
+    /// Port 0: the kernel picks an ephemeral port.
     Ephemeral,
+    /// A port in this inclusive range (`LOW-HIGH`).
     Range(RangeInclusive<u16>),
 }
 

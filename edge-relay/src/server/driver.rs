@@ -24,7 +24,7 @@ use super::heartbeat::Shared;
 use super::inbox::Shards;
 use super::shard::{RelayedAddrs, Shard};
 
-pub struct Driver {
+pub(crate) struct Driver {
     shards: Shards,
     threads: Vec<std::thread::JoinHandle<()>>,
     stop: Arc<AtomicBool>,
@@ -34,7 +34,7 @@ pub struct Driver {
 impl Driver {
     /// Bind the UDP listener (`threads` sockets sharing the address) and
     /// start the shards.
-    pub fn start(
+    pub(crate) fn start(
         config: Config,
         threads: usize,
         listen: SocketAddr,
@@ -69,16 +69,16 @@ impl Driver {
         })
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.local
     }
 
-    pub fn shards(&self) -> Shards {
+    pub(crate) fn shards(&self) -> Shards {
         self.shards.clone()
     }
 
     /// Serve until `stop` resolves, then stop every shard and wait for them.
-    pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
+    pub(crate) async fn run(self, stop: impl std::future::Future<Output = ()>) {
         stop.await;
         self.stop.store(true, Ordering::Relaxed);
         self.shards.wake_all();

@@ -35,7 +35,7 @@ use tokio::sync::Notify;
 /// Figures the engine task publishes for the heartbeat and admin tasks, and
 /// the drain switch they share.
 #[derive(Debug, Default)]
-pub struct Shared {
+pub(crate) struct Shared {
     pub allocations: AtomicU64,
     pub relayed_packets: AtomicU64,
     pub draining: AtomicBool,
@@ -51,14 +51,14 @@ pub struct Shared {
 impl Shared {
     /// Start a drain from the admin endpoint: the flag is set before this
     /// returns, so the next Allocate is already refused or redirected.
-    pub fn request_drain(&self) {
+    pub(crate) fn request_drain(&self) {
         self.draining.store(true, Ordering::Relaxed);
         self.wake.notify_one();
         self.drain_requested.notify_one();
     }
 }
 
-pub struct Heartbeater {
+pub(crate) struct Heartbeater {
     /// `{edge}/v1/relays/heartbeat` for every signaling edge, in order of
     /// preference.
     pub urls: Vec<String>,
@@ -75,7 +75,7 @@ pub struct Heartbeater {
 }
 
 impl Heartbeater {
-    pub async fn run(self) {
+    pub(crate) async fn run(self) {
         let client: Client<HttpConnector, Full<Bytes>> =
             Client::builder(TokioExecutor::new()).build_http();
         let mut seq = 0u64;
@@ -199,7 +199,7 @@ impl Heartbeater {
     }
 }
 
-pub fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

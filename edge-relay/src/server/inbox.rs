@@ -15,7 +15,7 @@ use super::metrics::Snapshot;
 use crate::FiveTuple;
 
 /// What a connection task tells the engine task.
-pub enum StreamInput {
+pub(crate) enum StreamInput {
     Opened {
         ft: FiveTuple,
         out: mpsc::Sender<Vec<u8>>,
@@ -30,25 +30,25 @@ pub enum StreamInput {
 }
 
 /// What other threads send a shard.
-pub enum Input {
+pub(crate) enum Input {
     Stream(StreamInput),
     Snapshot(oneshot::Sender<Snapshot>),
 }
 
 /// The other threads' handle on a shard.
 #[derive(Clone)]
-pub struct ShardHandle {
+pub(crate) struct ShardHandle {
     tx: mpsc::Sender<Input>,
     waker: Arc<Waker>,
 }
 
 impl ShardHandle {
-    pub fn new(tx: mpsc::Sender<Input>, waker: Arc<Waker>) -> ShardHandle {
+    pub(crate) fn new(tx: mpsc::Sender<Input>, waker: Arc<Waker>) -> ShardHandle {
         ShardHandle { tx, waker }
     }
 
     /// Send and wake the shard; `Err` once it has stopped.
-    pub async fn send(&self, input: Input) -> Result<(), ()> {
+    pub(crate) async fn send(&self, input: Input) -> Result<(), ()> {
         self.tx.send(input).await.map_err(|_| ())?;
         self.waker.wake();
         Ok(())
@@ -61,16 +61,16 @@ impl ShardHandle {
 
 /// Handles on every shard: where TCP/TLS input and metrics requests go.
 #[derive(Clone)]
-pub struct Shards(Arc<[ShardHandle]>);
+pub(crate) struct Shards(Arc<[ShardHandle]>);
 
 impl Shards {
-    pub fn new(handles: Vec<ShardHandle>) -> Shards {
+    pub(crate) fn new(handles: Vec<ShardHandle>) -> Shards {
         Shards(handles.into())
     }
 
     /// Hand a stream's input to the shard that owns its 5-tuple (the same
     /// shard for every message of a connection). `Err` once stopped.
-    pub async fn send(&self, input: StreamInput) -> Result<(), ()> {
+    pub(crate) async fn send(&self, input: StreamInput) -> Result<(), ()> {
         let ft = match &input {
             StreamInput::Opened { ft, .. }
             | StreamInput::Message { ft, .. }
@@ -86,14 +86,14 @@ impl Shards {
     }
 
     /// Wake every shard (to see the stop flag).
-    pub fn wake_all(&self) {
+    pub(crate) fn wake_all(&self) {
         for s in self.0.iter() {
             s.wake();
         }
     }
 
     /// The sum of every shard's snapshot; `None` while stopping.
-    pub async fn snapshot(&self) -> Option<Snapshot> {
+    pub(crate) async fn snapshot(&self) -> Option<Snapshot> {
         let mut total = Snapshot::default();
         for shard in self.0.iter() {
             let (tx, rx) = oneshot::channel();

@@ -8,7 +8,7 @@ use crate::{AuthOutcome, DropReason, Quota, Stats};
 
 /// The engine's state at one instant, copied out by the engine task.
 #[derive(Debug, Clone, Default)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub stats: Stats,
     pub allocations: usize,
     pub permissions: usize,
@@ -20,7 +20,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Fold in another engine's snapshot (one per core).
-    pub fn merge(&mut self, o: &Snapshot) {
+    pub(crate) fn merge(&mut self, o: &Snapshot) {
         self.stats.merge(&o.stats);
         self.allocations += o.allocations;
         self.permissions += o.permissions;
@@ -32,7 +32,7 @@ impl Snapshot {
 }
 
 /// Render `/metrics`; `cpu_seconds` is the process's CPU time so far.
-pub fn render(s: &Snapshot, cpu_seconds: Option<f64>) -> String {
+pub(crate) fn render(s: &Snapshot, cpu_seconds: Option<f64>) -> String {
     let mut out = String::with_capacity(4096);
     let mut family = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
         let _ = writeln!(out, "# HELP {name} {help}");
@@ -177,7 +177,7 @@ pub fn render(s: &Snapshot, cpu_seconds: Option<f64>) -> String {
 }
 
 /// User + system CPU seconds of this process, from /proc/self/stat.
-pub fn process_cpu_seconds() -> Option<f64> {
+pub(crate) fn process_cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the parenthesised command name (which may hold spaces).
     let rest = &stat[stat.rfind(')')? + 2..];

@@ -66,7 +66,7 @@ const FIRST_RELAYED: u64 = 2;
 
 /// Where a shard opens relayed sockets.
 #[derive(Clone)]
-pub struct RelayedAddrs {
+pub(crate) struct RelayedAddrs {
     pub ip: IpAddr,
     pub ip6: Option<IpAddr>,
     pub ports: PortRange,
@@ -84,7 +84,7 @@ struct Published {
     relayed_packets: u64,
 }
 
-pub struct Shard {
+pub(crate) struct Shard {
     relay: Relay,
     epoll: Epoll,
     listener: UdpSocket,
@@ -109,7 +109,7 @@ pub struct Shard {
 impl Shard {
     /// A shard serving `listener` (already bound, non-blocking). Returns it
     /// and the handle other threads use.
-    pub fn new(
+    pub(crate) fn new(
         relay: Relay,
         listener: UdpSocket,
         addrs: RelayedAddrs,
@@ -145,7 +145,7 @@ impl Shard {
     }
 
     /// Serve until the stop flag is set (and the shard woken).
-    pub fn run(mut self) {
+    pub(crate) fn run(mut self) {
         loop {
             let timeout = self
                 .relay

@@ -41,7 +41,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Stream connections per client IP, shared by the TCP and TLS listeners,
 /// and how many were refused. One address holding thousands of idle
 /// connections would otherwise use up the listener's budget for everyone.
-pub struct StreamLimits {
+pub(crate) struct StreamLimits {
     per_ip: usize,
     open: Mutex<HashMap<IpAddr, usize>>,
     refused_per_ip: AtomicU64,
@@ -49,14 +49,14 @@ pub struct StreamLimits {
 }
 
 /// One admitted connection's place in its IP's budget, given back on drop.
-pub struct IpSlot {
+pub(crate) struct IpSlot {
     limits: Arc<StreamLimits>,
     key: IpAddr,
 }
 
 impl StreamLimits {
     /// `per_ip == 0` disables the per-IP limit.
-    pub fn new(per_ip: usize) -> StreamLimits {
+    pub(crate) fn new(per_ip: usize) -> StreamLimits {
         StreamLimits {
             per_ip,
             open: Mutex::new(HashMap::new()),
@@ -67,7 +67,7 @@ impl StreamLimits {
 
     /// A place for one more connection from `ip`, or None (counted) when
     /// its address already holds `per_ip`.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
         let key = budget_key(ip);
         let mut open = self.open.lock().expect("stream limits lock");
         let n = open.entry(key).or_insert(0);
@@ -88,7 +88,7 @@ impl StreamLimits {
     }
 
     /// Prometheus lines for the refusals.
-    pub fn render(&self, out: &mut String) {
+    pub(crate) fn render(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "# HELP tern_relay_stream_refused_total TCP/TLS connections closed at accept, by reason.\n\
@@ -114,7 +114,7 @@ impl Drop for IpSlot {
 }
 
 /// Accept TCP (or, with `tls`, TLS) connections until the task is dropped.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     to_engine: Shards,
@@ -227,7 +227,7 @@ where
 
 /// Why a stream cannot be framed: we close the connection.
 #[derive(Debug, thiserror::Error)]
-pub enum FrameError {
+pub(crate) enum FrameError {
     #[error("neither STUN nor ChannelData (first byte {0:#04x})")]
     NotTurn(u8),
     #[error(transparent)]
@@ -237,7 +237,9 @@ pub enum FrameError {
 /// Read one STUN message (20-byte header + length) or ChannelData frame
 /// (4-byte header + length, padded to 4 on streams). `None` at a clean EOF
 /// between frames.
-pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Vec<u8>>, FrameError> {
+pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+) -> Result<Option<Vec<u8>>, FrameError> {
     let mut head = [0u8; 4];
     match r.read_exact(&mut head[..1]).await {
         Ok(_) => {}

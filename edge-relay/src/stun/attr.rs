@@ -6,42 +6,69 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use super::header::{TransactionId, MAGIC_COOKIE};
 
 // STUN, comprehension-required (< 0x8000).
+/// Client's reflexive address in the clear (legacy; we send XOR-MAPPED-ADDRESS).
 pub const MAPPED_ADDRESS: u16 = 0x0001;
 /// RFC 3489 only: "send the answer there". Never honoured (a reflector
 /// primitive); unknown to us, so a request carrying it gets 420 to its sender.
 pub const RESPONSE_ADDRESS: u16 = 0x0002;
 /// RFC 3489 / RFC 5780: "answer from another address". Same treatment.
 pub const CHANGE_REQUEST: u16 = 0x0003;
+/// Long-term credential username (for Tern, a TURN REST `<expiry>:<identity>`).
 pub const USERNAME: u16 = 0x0006;
+/// HMAC-SHA1 over the message up to it, keyed with the long-term key.
 pub const MESSAGE_INTEGRITY: u16 = 0x0008;
+/// Error class and number plus reason phrase in an error response.
 pub const ERROR_CODE: u16 = 0x0009;
+/// In a 420 answer: the comprehension-required attribute types not understood.
 pub const UNKNOWN_ATTRIBUTES: u16 = 0x000A;
+/// Realm of the long-term credentials, sent with 401 and echoed by the client.
 pub const REALM: u16 = 0x0014;
+/// Server-issued nonce the client must echo in authenticated requests.
 pub const NONCE: u16 = 0x0015;
+/// HMAC-SHA256 (16 to 32 bytes) over the message up to it.
 pub const MESSAGE_INTEGRITY_SHA256: u16 = 0x001C;
+/// The password algorithm (MD5 or SHA-256) the client chose for its key.
 pub const PASSWORD_ALGORITHM: u16 = 0x001D;
+/// Hashed username (RFC 8489 anonymity); not supported: a request with it gets 420.
 pub const USERHASH: u16 = 0x001E;
+/// Client's reflexive address, XORed with the magic cookie (and transaction id).
 pub const XOR_MAPPED_ADDRESS: u16 = 0x0020;
 // TURN, comprehension-required.
+/// Channel number (0x4000-0x4FFF) a ChannelBind binds to a peer.
 pub const CHANNEL_NUMBER: u16 = 0x000C;
+/// Allocation lifetime in seconds, requested by the client or granted by us.
 pub const LIFETIME: u16 = 0x000D;
+/// The peer a permission, channel, Send or Data indication is about.
 pub const XOR_PEER_ADDRESS: u16 = 0x0012;
+/// Application payload of a Send or Data indication.
 pub const DATA: u16 = 0x0013;
+/// The relayed address an Allocate success hands out.
 pub const XOR_RELAYED_ADDRESS: u16 = 0x0016;
+/// Address family (IPv4 or IPv6) the client wants its relayed address in.
 pub const REQUESTED_ADDRESS_FAMILY: u16 = 0x0017;
+/// Ask for an even relayed port (R bit: also reserve the next one).
 pub const EVEN_PORT: u16 = 0x0018;
+/// Transport protocol of the relayed leg; we relay UDP only.
 pub const REQUESTED_TRANSPORT: u16 = 0x0019;
+/// Ask for the DF bit on datagrams to peers; accepted and ignored.
 pub const DONT_FRAGMENT: u16 = 0x001A;
+/// Token for a port reserved by an earlier EVEN-PORT; not supported (420).
 pub const RESERVATION_TOKEN: u16 = 0x0022;
 // Comprehension-optional (>= 0x8000): may be ignored when not understood.
+/// Password algorithms the server offers with a 401; echoed by the client.
 pub const PASSWORD_ALGORITHMS: u16 = 0x8002;
+/// TLS domain name of ALTERNATE-SERVER; not sent by us.
 pub const ALTERNATE_DOMAIN: u16 = 0x8003;
+/// Implementation name and version, sent only in authenticated answers.
 pub const SOFTWARE: u16 = 0x8022;
+/// Where a 300 Try Alternate redirects the client (plain address).
 pub const ALTERNATE_SERVER: u16 = 0x8023;
+/// CRC32 of the message XOR 0x5354554E, always the last attribute.
 pub const FINGERPRINT: u16 = 0x8028;
 
-/// PASSWORD-ALGORITHM numbers (RFC 8489 §18.5).
+/// PASSWORD-ALGORITHM number for MD5 (RFC 8489 §18.5).
 pub const ALGORITHM_MD5: u16 = 0x0001;
+/// PASSWORD-ALGORITHM number for SHA-256 (RFC 8489 §18.5).
 pub const ALGORITHM_SHA256: u16 = 0x0002;
 
 /// IANA protocol number for UDP, the only REQUESTED-TRANSPORT we relay.
@@ -81,7 +108,9 @@ pub fn is_understood(typ: u16) -> bool {
         )
 }
 
+/// Address family byte for IPv4 in address attributes and REQUESTED-ADDRESS-FAMILY.
 pub const FAMILY_IPV4: u8 = 0x01;
+/// Address family byte for IPv6 in address attributes and REQUESTED-ADDRESS-FAMILY.
 pub const FAMILY_IPV6: u8 = 0x02;
 
 /// Encode an XOR-*-ADDRESS value (RFC 8489 §14.2) into `out`.

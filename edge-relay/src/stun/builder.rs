@@ -17,6 +17,8 @@ pub struct MessageBuilder {
 }
 
 impl MessageBuilder {
+    /// A header for `method`/`class` with transaction id `tid` and no
+    /// attributes yet.
     pub fn new(method: Method, class: Class, tid: TransactionId) -> Self {
         let mut buf = Vec::with_capacity(128);
         buf.extend_from_slice(&encode_type(method, class).to_be_bytes());
@@ -47,15 +49,19 @@ impl MessageBuilder {
         self
     }
 
+    /// Add an XOR-*-ADDRESS attribute (`typ`) holding `addr`, XORed with the
+    /// magic cookie and this message's transaction id.
     pub fn xor_address(&mut self, typ: u16, addr: SocketAddr) -> &mut Self {
         let tid = self.tid;
         self.attr_with(typ, |out| attr::encode_xor_address(addr, &tid, out))
     }
 
+    /// Add a 32-bit big-endian attribute, such as LIFETIME (seconds).
     pub fn u32(&mut self, typ: u16, v: u32) -> &mut Self {
         self.attr(typ, &v.to_be_bytes())
     }
 
+    /// Add ERROR-CODE with `code` (300-699) and its reason phrase.
     pub fn error(&mut self, code: u16, reason: &str) -> &mut Self {
         self.attr_with(attr::ERROR_CODE, |out| {
             attr::encode_error_code(code, reason, out)
@@ -96,6 +102,7 @@ impl MessageBuilder {
         self.u32(attr::FINGERPRINT, crc)
     }
 
+    /// The finished message; leaves the builder empty.
     pub fn finish(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.buf)
     }

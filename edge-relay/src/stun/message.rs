@@ -16,9 +16,13 @@ const MAX_ATTRIBUTES: usize = 48;
 /// The two class bits of the message type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
+    /// Expects a success or error response with the same transaction id.
     Request,
+    /// Fire-and-forget (Send, Data): never answered.
     Indication,
+    /// Success response to a request.
     Success,
+    /// Error response to a request, carrying ERROR-CODE.
     Error,
 }
 
@@ -27,12 +31,19 @@ pub enum Class {
 pub struct Method(pub u16);
 
 impl Method {
+    /// STUN Binding: answered with the client's XOR-MAPPED-ADDRESS.
     pub const BINDING: Method = Method(0x001);
+    /// TURN Allocate: create an allocation and its relayed address.
     pub const ALLOCATE: Method = Method(0x003);
+    /// TURN Refresh: extend an allocation's lifetime, or delete it with 0.
     pub const REFRESH: Method = Method(0x004);
+    /// TURN Send indication: client media to a peer, without a channel.
     pub const SEND: Method = Method(0x006);
+    /// TURN Data indication: peer media to a client, without a channel.
     pub const DATA: Method = Method(0x007);
+    /// TURN CreatePermission: permit media to and from the given peer IPs.
     pub const CREATE_PERMISSION: Method = Method(0x008);
+    /// TURN ChannelBind: bind a channel number to a peer (and permit it).
     pub const CHANNEL_BIND: Method = Method(0x009);
 }
 
@@ -64,16 +75,22 @@ pub fn decode_type(t: u16) -> (Method, Class) {
 /// silently by the engine: answering garbage would make us a reflector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    /// Fewer than the 20 bytes of a STUN header.
     #[error("shorter than a STUN header")]
     TooShort,
+    /// The first two bits are not zero or the magic cookie is missing.
     #[error("not a STUN message (leading bits or magic cookie)")]
     NotStun,
+    /// The header's length is not a multiple of 4 or not the datagram's.
     #[error("length field disagrees with the datagram size")]
     BadLength,
+    /// An attribute's length runs past the end of the message.
     #[error("an attribute runs past the end of the message")]
     AttributeOverflow,
+    /// More attributes than the parser indexes (48), a cost bound.
     #[error("too many attributes")]
     TooManyAttributes,
+    /// FINGERPRINT is not last, not 4 bytes, or its CRC does not match.
     #[error("FINGERPRINT does not match")]
     BadFingerprint,
 }
@@ -81,7 +98,9 @@ pub enum DecodeError {
 /// One attribute as found in the datagram.
 #[derive(Debug, Clone, Copy)]
 pub struct RawAttribute<'a> {
+    /// Attribute type number (see [`super::attr`]).
     pub typ: u16,
+    /// The value, without the header or padding.
     pub value: &'a [u8],
     /// Offset of the attribute header inside the message.
     pub offset: usize,
@@ -90,8 +109,11 @@ pub struct RawAttribute<'a> {
 /// A parsed STUN message borrowing the datagram it came from.
 #[derive(Debug)]
 pub struct Message<'a> {
+    /// The method bits of the message type (Allocate, Refresh, ...).
     pub method: Method,
+    /// The class bits of the message type (request, indication, response).
     pub class: Class,
+    /// The 96-bit id a response echoes from its request.
     pub transaction_id: TransactionId,
     raw: &'a [u8],
     attributes: Vec<RawAttribute<'a>>,
@@ -199,6 +221,8 @@ impl<'a> Message<'a> {
             .map(|a| a.value)
     }
 
+    /// Attributes in wire order, without FINGERPRINT and without those after
+    /// the integrity attributes (no MAC covers them).
     pub fn attributes(&self) -> &[RawAttribute<'a>] {
         &self.attributes
     }

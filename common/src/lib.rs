@@ -1,5 +1,3 @@
-#![warn(missing_docs, unreachable_pub)]
-
 //! Shared vocabulary between Tern's signaling plane and its media relays.
 //!
 //! * [`credentials`]: the TURN REST credential scheme (the one coturn's
@@ -8,6 +6,8 @@
 //!   signaling plane, and how a heartbeat is signed and verified.
 //!
 //! Everything here is pure computation so that it builds for wasm targets.
+
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod credentials;
 pub mod relay;

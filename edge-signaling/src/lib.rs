@@ -1,5 +1,3 @@
-#![warn(missing_docs, unreachable_pub)]
-
 //! Tern's signaling core, protocol v1 (docs/protocol.md).
 //!
 //! The core is sans-IO: a host hands it one input (a frame from a connection,
@@ -14,6 +12,8 @@
 //! one shared key per call is the room roster, written with compare-and-swap
 //! ([`Write::Cas`]); a host that sees the swap fail simply runs the same input
 //! again on fresh reads (see [`apply`]).
+
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod apply;
 pub mod call_sweep;

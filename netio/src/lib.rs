@@ -1,5 +1,3 @@
-#![warn(missing_docs, unreachable_pub)]
-
 //! Batched UDP I/O for Linux.
 //!
 //! * [`epoll`]: a level-triggered epoll. mio is edge-triggered only, which
@@ -13,6 +11,8 @@
 //! Shared by tern-relay's datapath and tern-loadgen (the generator and the
 //! bare forwarder the relay is benchmarked against), so both measure the
 //! same I/O code.
+
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod epoll;
 pub mod mmsg;

@@ -697,6 +697,15 @@ impl RedisKv {
         Ok(())
     }
 
+    /// Whether answers wait for a replica at all now, so a caller can tell
+    /// without starting a wait (see [`Self::wait_replicated`]).
+    pub fn waits_for_replicas(&self) -> bool {
+        self.replicas.as_ref().is_some_and(|r| {
+            r.state.connected.load(Ordering::Relaxed) != 0
+                && !r.state.lagging.load(Ordering::Relaxed)
+        })
+    }
+
     /// Call right after writes that must reach a replica before they are
     /// acknowledged. `None`: nothing to wait for (waiting not enabled, the
     /// primary has no replica, or the replicas lag, see

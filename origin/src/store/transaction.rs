@@ -32,20 +32,34 @@ use crate::store::kv::Kv;
 use crate::store::redis::{Pending, RedisKv};
 use crate::store::sync_gate::SyncError;
 
+/// A wait for durability, begun when the answer starts waiting.
+type Wait = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = Result<(), SyncError>> + Send>> + Send>;
+
 /// What must happen before a call's answer may be acknowledged.
 pub enum Durability {
     /// Nothing: the writes are as durable as they need to be.
     Now,
-    /// Await this first (a group-commit fsync, a replica's WAIT).
-    Wait(Pin<Box<dyn Future<Output = Result<(), SyncError>> + Send>>),
+    /// Wait for a group-commit fsync or a replica's WAIT first. The wait
+    /// begins (its ticket is taken) when [`Durability::reached`] is
+    /// called, which the edge does as soon as the call returns: still
+    /// after the commit, so the sync covers it, and a caller that never
+    /// acknowledges (a benchmark of the call alone) starts no sync.
+    Wait(Wait),
 }
 
 impl Durability {
+    fn wait<F>(begin: impl FnOnce() -> F + Send + 'static) -> Durability
+    where
+        F: Future<Output = Result<(), SyncError>> + Send + 'static,
+    {
+        Durability::Wait(Box::new(move || Box::pin(begin())))
+    }
+
     /// Resolve once the writes are durable.
     pub async fn reached(self) -> Result<(), SyncError> {
         match self {
             Durability::Now => Ok(()),
-            Durability::Wait(f) => f.await,
+            Durability::Wait(begin) => begin().await,
         }
     }
 
@@ -174,9 +188,10 @@ impl Transaction for EmbeddedCall {
         };
         batch.commit()?;
         Ok(if durable {
-            // Committed, not yet fsynced: the ticket is taken now, right
-            // after the commit, so the sync it waits for covers it.
-            Durability::Wait(Box::pin(self.store.wait_durable()))
+            // Committed, not yet fsynced: a sync that begins after this
+            // commit makes it durable.
+            let store = self.store;
+            Durability::wait(move || store.wait_durable())
         } else {
             Durability::Now
         })
@@ -254,10 +269,16 @@ impl Transaction for RedisCall {
         self.flush()?;
         // The writes are on the primary only: wait for a replica (when
         // there are replicas and waiting is on).
-        Ok(match self.redis.wait_replicated() {
-            Some(wait) if durable => Durability::Wait(Box::pin(wait)),
-            _ => Durability::Now,
-        })
+        if !durable || !self.redis.waits_for_replicas() {
+            return Ok(Durability::Now);
+        }
+        let redis = self.redis.clone();
+        Ok(Durability::wait(move || async move {
+            match redis.wait_replicated() {
+                Some(wait) => wait.await,
+                None => Ok(()),
+            }
+        }))
     }
 }
 

@@ -79,14 +79,18 @@ spin_up() { # port, label, extra spin up flags...
   start "$spin_bin" up --from spin.toml --listen "127.0.0.1:$p" --state-dir "$work/$label" \
     --env "TERN_API_SECRET=$TERN_API_SECRET" --env "TERN_RELAY_SECRET=$TERN_RELAY_SECRET" "$@"
 }
+# `spin up` runs the trigger in a child process: count its whole group.
+group_pids() { pgrep -g "$1" | sed 's/^/--pid /' | tr '\n' ' '; }
 u=$(port); spin_up "$u" spin-up-sqlite; spinup=$LAST
 relay_into spin-up "http://127.0.0.1:$u"; wait_relay "http://127.0.0.1:$u"
-bench --url "http://127.0.0.1:$u/v1/http" --pid "$spinup" --label spin-up-sqlite
+# shellcheck disable=SC2046 # one --pid per process
+bench --url "http://127.0.0.1:$u/v1/http" $(group_pids "$spinup") --label spin-up-sqlite
 r=$(port); start redis-server --port "$r" --bind 127.0.0.1 --save '' --appendonly no; redis=$LAST
 printf '[key_value_store.default]\ntype = "redis"\nurl = "redis://127.0.0.1:%s"\n' "$r" >"$work/redis.toml"
 u=$(port); spin_up "$u" spin-up-redis --runtime-config-file "$work/redis.toml"; spinup=$LAST
 relay_into spin-up-redis "http://127.0.0.1:$u"; wait_relay "http://127.0.0.1:$u"
-bench --url "http://127.0.0.1:$u/v1/http" --pid "$spinup" --pid "$redis" --label spin-up-redis
+# shellcheck disable=SC2046 # one --pid per process
+bench --url "http://127.0.0.1:$u/v1/http" $(group_pids "$spinup") --pid "$redis" --label spin-up-redis
 
 # tests/wrangler-dev.sh: the Worker built once, no rebuild inside wrangler.
 w=$(port)

@@ -10,7 +10,7 @@
 //! * [`transaction`]: one signaling call's view of the store.
 //! * [`embedded`]: redb, one file, group commit ([`sync_gate`]).
 //! * [`redis`]: Redis or Sentinel, ordered-group indexes, replica waits.
-//! * [`error`]: [`StoreError`].
+//! * [`error`]: the store error, [`StoreError`].
 
 pub mod embedded;
 pub mod error;

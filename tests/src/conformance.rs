@@ -18,6 +18,7 @@ use crate::client::Client;
 use crate::http::http_get;
 use crate::origin::healthy_ids;
 use crate::process::{wait_until, Proc};
+use crate::relay::start_relay_at;
 use crate::token::token;
 
 /// A signaling host under test and the relays heartbeating into it.
@@ -33,6 +34,25 @@ pub struct Target {
 }
 
 impl Target {
+    /// A host at `signal_url` (its directory at `http`) with two relays,
+    /// `a-1` in region-a and `b-1` in region-b, heartbeating into
+    /// `signaling` (where the host takes heartbeats).
+    pub fn with_relays(
+        name: &'static str,
+        signal_url: String,
+        http: SocketAddr,
+        signaling: SocketAddr,
+    ) -> Target {
+        let relays = [("a-1", "region-a"), ("b-1", "region-b")]
+            .map(|(id, region)| (id.to_string(), start_relay_at(signaling, id, region, &[])));
+        Target {
+            name,
+            signal_url,
+            http,
+            relays: relays.into(),
+        }
+    }
+
     pub fn directory(&self) -> Value {
         let (status, body) = http_get(self.http, "/v1/relays").expect("GET /v1/relays");
         assert_eq!(status, 200, "{}: GET /v1/relays: {body}", self.name);

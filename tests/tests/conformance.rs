@@ -8,14 +8,7 @@ use tern_tests::*;
 #[tokio::test(flavor = "multi_thread")]
 async fn origin_conforms() {
     let origin = Origin::start("conf-origin");
-    let a = start_relay(&origin, "a-1", "region-a");
-    let b = start_relay(&origin, "b-1", "region-b");
-    let mut t = Target {
-        name: "origin",
-        signal_url: origin.ws_url(),
-        http: origin.addr,
-        relays: vec![("a-1".into(), a), ("b-1".into(), b)],
-    };
+    let mut t = Target::with_relays("origin", origin.ws_url(), origin.addr, origin.addr);
     run_all(&mut t).await;
 }
 
@@ -24,14 +17,8 @@ async fn origin_conforms() {
 #[tokio::test(flavor = "multi_thread")]
 async fn spin_artifact_conforms_over_http() {
     let app = SpinApp::start();
-    let a = start_relay_at(app.addr, "a-1", "region-a", &[]);
-    let b = start_relay_at(app.addr, "b-1", "region-b", &[]);
-    let mut t = Target {
-        name: "spin",
-        signal_url: format!("{}/v1/http", app.url()),
-        http: app.addr,
-        relays: vec![("a-1".into(), a), ("b-1".into(), b)],
-    };
+    let url = format!("{}/v1/http", app.url());
+    let mut t = Target::with_relays("spin", url, app.addr, app.addr);
     run_all(&mut t).await;
 }
 
@@ -39,14 +26,8 @@ async fn spin_artifact_conforms_over_http() {
 /// runs it) over the HTTP transport, on `store`.
 async fn real_spin_conforms(name: &'static str, store: SpinStore) {
     let app = SpinUp::start(store, &[]);
-    let a = start_relay_at(app.addr, "a-1", "region-a", &[]);
-    let b = start_relay_at(app.addr, "b-1", "region-b", &[]);
-    let mut t = Target {
-        name,
-        signal_url: format!("{}/v1/http", app.url()),
-        http: app.addr,
-        relays: vec![("a-1".into(), a), ("b-1".into(), b)],
-    };
+    let url = format!("{}/v1/http", app.url());
+    let mut t = Target::with_relays(name, url, app.addr, app.addr);
     run_all(&mut t).await;
 }
 
@@ -90,14 +71,8 @@ async fn real_spin_conforms_through_the_gateway() {
     let app = SpinUp::start(SpinStore::Sqlite, &[]);
     let gateway: std::net::SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
     let _gw = start_gateway(gateway, &format!("{}/v1/http", app.url()));
-    let a = start_relay_at(app.addr, "a-1", "region-a", &[]);
-    let b = start_relay_at(app.addr, "b-1", "region-b", &[]);
-    let mut t = Target {
-        name: "spin up (gateway)",
-        signal_url: format!("ws://{gateway}/v1/signal"),
-        http: gateway,
-        relays: vec![("a-1".into(), a), ("b-1".into(), b)],
-    };
+    let url = format!("ws://{gateway}/v1/signal");
+    let mut t = Target::with_relays("spin up (gateway)", url, gateway, app.addr);
     run_all(&mut t).await;
 }
 
@@ -109,15 +84,9 @@ async fn spin_artifact_conforms_through_the_gateway() {
     let port = free_tcp_port();
     let gateway: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let _gw = start_gateway(gateway, &format!("{}/v1/http", app.url()));
-    let a = start_relay_at(app.addr, "a-1", "region-a", &[]);
-    let b = start_relay_at(app.addr, "b-1", "region-b", &[]);
-    let mut t = Target {
-        name: "spin-gateway",
-        signal_url: format!("ws://{gateway}/v1/signal"),
-        // The gateway passes the app's directory through.
-        http: gateway,
-        relays: vec![("a-1".into(), a), ("b-1".into(), b)],
-    };
+    // The gateway passes the app's directory through.
+    let url = format!("ws://{gateway}/v1/signal");
+    let mut t = Target::with_relays("spin-gateway", url, gateway, app.addr);
     run_all(&mut t).await;
 }
 

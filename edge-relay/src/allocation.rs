@@ -174,6 +174,48 @@ impl Allocation {
         self.permissions.insert(ip, until);
     }
 
+    /// Would permissions for `ips` keep this allocation within `max` live
+    /// permissions (0 = no limit)? Refreshing one it holds always fits.
+    /// Expired permissions are dropped here when they stand in the way:
+    /// otherwise they would hold room until the next sweep.
+    pub(crate) fn has_room_for_permissions(
+        &mut self,
+        ips: &[IpAddr],
+        now: Instant,
+        max: usize,
+    ) -> bool {
+        if max == 0 {
+            return true;
+        }
+        // Distinct addresses this allocation has no permission for yet.
+        let fresh = |held: &FastMap<IpAddr, Instant>| {
+            let mut f: Vec<&IpAddr> = ips.iter().filter(|ip| !held.contains_key(ip)).collect();
+            f.sort_unstable();
+            f.dedup();
+            f.len()
+        };
+        if self.permissions.len() + fresh(&self.permissions) <= max {
+            return true;
+        }
+        self.permissions.retain(|_, &mut t| t > now);
+        self.permissions.len() + fresh(&self.permissions) <= max
+    }
+
+    /// Would binding `number` keep this allocation within `max` live
+    /// channels (0 = no limit)? A refresh of a bound number always fits.
+    pub(crate) fn has_room_for_channel(&self, number: u16, now: Instant, max: usize) -> bool {
+        if max == 0 || self.channels.by_number.contains_key(&number) {
+            return true;
+        }
+        let live = self
+            .channels
+            .by_number
+            .values()
+            .filter(|c| c.expires > now)
+            .count();
+        live < max
+    }
+
     pub(crate) fn is_permitted(&self, ip: IpAddr, now: Instant) -> bool {
         self.permission_expiry(ip).is_some_and(|t| t > now)
     }

@@ -16,7 +16,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
 use crate::FastMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
@@ -68,6 +68,18 @@ pub struct Config {
     pub nonce_lifetime: Duration,
     /// Which peer addresses allocations may get permissions for and relay to.
     pub policy: PeerPolicy,
+    /// The addresses clients reach this relay's listeners at. Never a peer,
+    /// whatever the policy allows: an allocation relaying to its own relay's
+    /// listener nests a second allocation inside the first, which hides the
+    /// real client and doubles what one credential can hold. An unspecified
+    /// IP (a wildcard listener) stands for every address on that port.
+    pub own_addresses: Vec<SocketAddr>,
+    /// Live permissions one allocation may hold; a CreatePermission or
+    /// ChannelBind needing more gets 508. 0 = no limit.
+    pub max_permissions: usize,
+    /// Live channels one allocation may hold; a ChannelBind needing more gets
+    /// 508. 0 = no limit.
+    pub max_channels: usize,
     /// Server-wide cap; Allocate beyond it gets 508.
     pub max_allocations: usize,
     /// Allocations one REST username may hold at once; beyond it 486. 0 = no
@@ -114,6 +126,12 @@ impl Config {
             nonce_key,
             nonce_lifetime: Duration::from_secs(600),
             policy: PeerPolicy::default(),
+            own_addresses: Vec::new(),
+            // A call needs one permission and one channel per other member
+            // of its room; 128 is far beyond a voice room and still bounds
+            // what one allocation can make the relay remember.
+            max_permissions: 128,
+            max_channels: 128,
             max_allocations: 100_000,
             max_allocations_per_user: 64,
             allocate_rate_per_ip: 100,
@@ -792,6 +810,9 @@ impl Relay {
         ) else {
             return Err(DropReason::Malformed);
         };
+        if is_own_address(&self.config.own_addresses, ft.local, peer) {
+            return Err(DropReason::OwnAddress);
+        }
         let from = admit_media(
             alloc,
             &self.config,
@@ -1111,15 +1132,20 @@ impl Relay {
         {
             let peer = attr::decode_xor_address(a.value, &msg.transaction_id).ok_or(BAD_REQUEST)?;
             self.check_peer(relayed, peer)?;
-            peers.push(peer);
+            peers.push(peer.ip());
         }
         if peers.is_empty() {
             return Err(BAD_REQUEST);
         }
         let until = now + self.config.permission_lifetime;
+        let max = self.config.max_permissions;
         let a = self.allocations.get_mut(&id).expect("owned");
-        for p in peers {
-            a.permit(p.ip(), until);
+        if !a.has_room_for_permissions(&peers, now, max) {
+            self.stats.quota_hit(Quota::Permissions);
+            return Err(INSUFFICIENT_CAPACITY);
+        }
+        for ip in peers {
+            a.permit(ip, until);
         }
         self.send_success(ft, msg, &creds.key, |_| {});
         Ok(())
@@ -1146,9 +1172,25 @@ impl Relay {
             .and_then(|v| attr::decode_xor_address(v, &msg.transaction_id))
             .ok_or(BAD_REQUEST)?;
         self.check_peer(relayed, peer)?;
+        // A permission is only an address, but a channel names a port too:
+        // here the relay's own listeners can be told apart from its relayed
+        // addresses, which share their IP.
+        if is_own_address(&self.config.own_addresses, ft.local, peer) {
+            return Err(FORBIDDEN);
+        }
         let channel_until = now + self.config.channel_lifetime;
         let permission_until = now + self.config.permission_lifetime;
+        let (max_channels, max_permissions) =
+            (self.config.max_channels, self.config.max_permissions);
         let a = self.allocations.get_mut(&id).expect("owned");
+        if !a.has_room_for_channel(number, now, max_channels) {
+            self.stats.quota_hit(Quota::Channels);
+            return Err(INSUFFICIENT_CAPACITY);
+        }
+        if !a.has_room_for_permissions(&[peer.ip()], now, max_permissions) {
+            self.stats.quota_hit(Quota::Permissions);
+            return Err(INSUFFICIENT_CAPACITY);
+        }
         a.bind_channel(number, peer, channel_until)
             .map_err(|_| BAD_REQUEST)?;
         // A channel bind also installs or refreshes the peer's permission.
@@ -1291,6 +1333,21 @@ fn error_message(method: Method, tid: TransactionId, rej: Reject, rich: bool) ->
         b.fingerprint();
     }
     b.finish()
+}
+
+/// Is `peer` one of the relay's listeners: one of `own`, or the `listener`
+/// the request came in on (which the engine knows even when the host could
+/// not say in advance, as with a listener on port 0)? A wildcard IP
+/// matches any; `::ffff:a.b.c.d` is the IPv4 address it maps.
+fn is_own_address(own: &[SocketAddr], listener: SocketAddr, peer: SocketAddr) -> bool {
+    let canonical = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    let ip = canonical(peer.ip());
+    own.iter()
+        .chain([&listener])
+        .any(|o| o.port() == peer.port() && (o.ip().is_unspecified() || canonical(o.ip()) == ip))
 }
 
 /// Checks shared by ChannelData and Send from a client (bound, permission,

@@ -23,11 +23,14 @@ pub enum DropReason {
     RateLimited,
     /// Over the allocation's bandwidth quota.
     Bandwidth,
+    /// A Send to one of the relay's own listener addresses: an allocation
+    /// nested inside another would hide the real client behind the relay.
+    OwnAddress,
 }
 
 impl DropReason {
     /// Every reason once, in declaration order, for exporting all counters.
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::Malformed,
         DropReason::Unexpected,
         DropReason::NoAllocation,
@@ -36,6 +39,7 @@ impl DropReason {
         DropReason::Amplification,
         DropReason::RateLimited,
         DropReason::Bandwidth,
+        DropReason::OwnAddress,
     ];
 
     /// Stable label for metrics.
@@ -49,6 +53,7 @@ impl DropReason {
             DropReason::Amplification => "amplification",
             DropReason::RateLimited => "rate_limited",
             DropReason::Bandwidth => "bandwidth",
+            DropReason::OwnAddress => "own_address",
         }
     }
 }
@@ -64,15 +69,21 @@ pub enum Quota {
     AllocateRate,
     /// Bytes per second per allocation (dropped).
     Bandwidth,
+    /// Permissions per allocation (508).
+    Permissions,
+    /// Channels per allocation (508).
+    Channels,
 }
 
 impl Quota {
     /// Every quota once, in declaration order, for exporting all counters.
-    pub const ALL: [Quota; 4] = [
+    pub const ALL: [Quota; 6] = [
         Quota::UserAllocations,
         Quota::TotalAllocations,
         Quota::AllocateRate,
         Quota::Bandwidth,
+        Quota::Permissions,
+        Quota::Channels,
     ];
 
     /// Stable label for metrics.
@@ -82,6 +93,8 @@ impl Quota {
             Quota::TotalAllocations => "total_allocations",
             Quota::AllocateRate => "allocate_rate",
             Quota::Bandwidth => "bandwidth",
+            Quota::Permissions => "permissions",
+            Quota::Channels => "channels",
         }
     }
 }

@@ -623,3 +623,93 @@ fn heartbeats_fail_over_between_signaling_edges() {
         seqs.len()
     );
 }
+
+/// A client must not reach the relay's own listener through its allocation:
+/// a STUN request sent there from the relayed address would be answered
+/// (and could allocate again, hiding the client behind the relay). Loopback
+/// is allowed as a peer here, so only the own-listener rule stands between.
+/// Permissions and channels per allocation are capped.
+#[test]
+fn the_relays_own_listener_is_no_peer_and_permissions_are_capped() {
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+    let (_relay, listen) = start_relay(&[
+        "--admin",
+        &admin.to_string(),
+        "--max-permissions",
+        "2",
+        "--max-channels",
+        "1",
+    ]);
+    let mut c = Client::new(listen);
+    let relayed = allocate(&mut c).expect("allocate");
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let answer = c.request(Method::CREATE_PERMISSION, |b| {
+        b.xor_address(attr::XOR_PEER_ADDRESS, peer.local_addr().unwrap());
+    });
+    assert_eq!(error_code(&answer), None, "a permission for 127.0.0.1");
+
+    let send = |c: &Client, to: SocketAddr, data: &[u8]| {
+        let mut b = MessageBuilder::new(Method::SEND, Class::Indication, [7; 12]);
+        b.xor_address(attr::XOR_PEER_ADDRESS, to)
+            .attr(attr::DATA, data);
+        c.sock.send_to(&b.finish(), listen).unwrap();
+    };
+    // Control: the same Send to an ordinary loopback peer gets there.
+    let binding = MessageBuilder::new(Method::BINDING, Class::Request, [9; 12]).finish();
+    send(&c, peer.local_addr().unwrap(), &binding);
+    let mut buf = [0u8; 2048];
+    let (n, from) = peer.recv_from(&mut buf).expect("the peer gets the Send");
+    assert_eq!((&buf[..n], from), (&binding[..], relayed));
+
+    // To the listener: dropped, so no Binding answer comes back as Data.
+    send(&c, listen, &binding);
+    c.sock
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    if let Ok((n, _)) = c.sock.recv_from(&mut buf) {
+        panic!(
+            "the relay relayed to its own listener and answered: {:?}",
+            Message::parse(&buf[..n]).map(|m| (m.method, m.class))
+        );
+    }
+    c.sock
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    assert_eq!(
+        metric(admin, "tern_relay_dropped_total{reason=\"own_address\"}"),
+        1
+    );
+    let answer = c.request(Method::CHANNEL_BIND, |b| {
+        b.attr(attr::CHANNEL_NUMBER, &[0x40, 0x00, 0, 0])
+            .xor_address(attr::XOR_PEER_ADDRESS, listen);
+    });
+    assert_eq!(error_code(&answer), Some(403), "a channel to the listener");
+
+    // Caps: a second address fits, a third does not; one channel only.
+    let permit = |c: &mut Client, ip: &str| {
+        let peer: SocketAddr = format!("{ip}:9").parse().unwrap();
+        error_code(&c.request(Method::CREATE_PERMISSION, |b| {
+            b.xor_address(attr::XOR_PEER_ADDRESS, peer);
+        }))
+    };
+    assert_eq!(permit(&mut c, "127.0.0.2"), None);
+    assert_eq!(permit(&mut c, "127.0.0.3"), Some(508));
+    let bind = |c: &mut Client, number: u8, peer: SocketAddr| {
+        error_code(&c.request(Method::CHANNEL_BIND, |b| {
+            b.attr(attr::CHANNEL_NUMBER, &[0x40, number, 0, 0])
+                .xor_address(attr::XOR_PEER_ADDRESS, peer);
+        }))
+    };
+    assert_eq!(bind(&mut c, 1, peer.local_addr().unwrap()), None);
+    assert_eq!(bind(&mut c, 2, "127.0.0.2:9".parse().unwrap()), Some(508));
+    assert_eq!(
+        metric(admin, "tern_relay_quota_hits_total{quota=\"permissions\"}"),
+        1
+    );
+    assert_eq!(
+        metric(admin, "tern_relay_quota_hits_total{quota=\"channels\"}"),
+        1
+    );
+}

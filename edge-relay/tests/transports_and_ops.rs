@@ -617,6 +617,23 @@ fn ipv6_relayed_address_with_relay_ip6() {
         b.xor_address(attr::XOR_PEER_ADDRESS, "127.0.0.1:9".parse().unwrap());
     });
     assert_eq!(code(&answer), Some(443));
+    // IPv6 addresses that reach an IPv4 host through a translator or a
+    // tunnel are judged by the IPv4 address they carry, and the deprecated
+    // and local-use ranges are no peers: all 403.
+    for peer in [
+        "[64:ff9b::7f00:1]:9",           // NAT64 of 127.0.0.1
+        "[64:ff9b::a9fe:a9fe]:80",       // NAT64 of the metadata address
+        "[2002:a00:1::1]:9",             // 6to4 of 10.0.0.1
+        "[2001:0:808:808::80ff:fefe]:9", // Teredo, client 127.0.1.1
+        "[::7f00:1]:9",                  // IPv4-compatible 127.0.0.1
+        "[64:ff9b:1::1]:9",              // local-use NAT64
+        "[fec0::1]:9",                   // site-local
+    ] {
+        let answer = c.request(Method::CREATE_PERMISSION, |b| {
+            b.xor_address(attr::XOR_PEER_ADDRESS, peer.parse().unwrap());
+        });
+        assert_eq!(code(&answer), Some(403), "{peer}");
+    }
 }
 
 /// Secret rotation through the environment: credentials from

@@ -102,6 +102,14 @@ pub struct Args {
     /// dropped. 0 = no limit [100].
     #[arg(long)]
     pub allocate_rate_per_ip: Option<u32>,
+    /// Live permissions (peer addresses) per allocation; CreatePermission or
+    /// ChannelBind beyond it gets 508. 0 = no limit [128].
+    #[arg(long)]
+    pub max_permissions: Option<usize>,
+    /// Live channels per allocation; ChannelBind beyond it gets 508. 0 = no
+    /// limit [128].
+    #[arg(long)]
+    pub max_channels: Option<usize>,
     /// Bandwidth per allocation, both directions, kbit/s; more is dropped.
     /// 0 = no limit [1000].
     #[arg(long)]
@@ -168,6 +176,8 @@ pub(crate) struct FileConfig {
     pub max_allocations: Option<usize>,
     pub max_allocations_per_user: Option<usize>,
     pub allocate_rate_per_ip: Option<u32>,
+    pub max_permissions: Option<usize>,
+    pub max_channels: Option<usize>,
     pub bandwidth_kbps: Option<u64>,
     pub rfc5766_channels: Option<bool>,
     pub alternate: Option<SocketAddr>,
@@ -228,6 +238,10 @@ pub struct Settings {
     pub max_allocations_per_user: usize,
     /// Allocate requests per source IP (IPv6: /64) per second (default 100; 0 = no limit).
     pub allocate_rate_per_ip: u32,
+    /// Live permissions per allocation (default 128; 0 = no limit; then 508).
+    pub max_permissions: usize,
+    /// Live channels per allocation (default 128; 0 = no limit; then 508).
+    pub max_channels: usize,
     /// Bandwidth quota per allocation, both directions, in kbit/s (default 1000; 0 = none).
     pub bandwidth_kbps: u64,
     /// Also accept RFC 5766 channel numbers 0x5000-0x7FFF.
@@ -326,6 +340,8 @@ impl Settings {
                 .allocate_rate_per_ip
                 .or(file.allocate_rate_per_ip)
                 .unwrap_or(100),
+            max_permissions: args.max_permissions.or(file.max_permissions).unwrap_or(128),
+            max_channels: args.max_channels.or(file.max_channels).unwrap_or(128),
             bandwidth_kbps: args.bandwidth_kbps.or(file.bandwidth_kbps).unwrap_or(1000),
             rfc5766_channels: args.rfc5766_channels || file.rfc5766_channels.unwrap_or(false),
             alternate: args.alternate.or(file.alternate),

@@ -32,6 +32,21 @@ use heartbeat::{Heartbeater, Shared};
 use tern_common::relay::Listener;
 use tokio::net::TcpListener;
 
+/// Where clients may reach the UDP listener: its bound address, the
+/// address published for it, and the relayed IP on its port (a wildcard
+/// listener answers there too). Peers there are refused (see
+/// [`Config::own_addresses`]).
+fn own_udp_addresses(s: &Settings) -> Vec<SocketAddr> {
+    let port = s.listen.port();
+    let mut own = vec![s.listen, SocketAddr::new(s.relay_ip, port)];
+    own.extend(s.relay_ip6.map(|ip| SocketAddr::new(ip, port)));
+    own.extend(s.advertise);
+    own.retain(|a| a.port() != 0);
+    own.sort_unstable();
+    own.dedup();
+    own
+}
+
 /// Run a relay until SIGTERM/ctrl-c or `POST /drain`, then drain and return.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let s = Settings::resolve(args)?;
@@ -46,6 +61,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     config.max_allocations = s.max_allocations;
     config.max_allocations_per_user = s.max_allocations_per_user;
     config.allocate_rate_per_ip = s.allocate_rate_per_ip;
+    config.max_permissions = s.max_permissions;
+    config.max_channels = s.max_channels;
+    config.own_addresses = own_udp_addresses(&s);
     config.bandwidth = (s.bandwidth_kbps > 0).then(|| Bandwidth::kbps(s.bandwidth_kbps));
     config.rfc5766_channels = s.rfc5766_channels;
     config.alternate = s.alternate;

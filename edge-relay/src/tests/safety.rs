@@ -338,3 +338,86 @@ fn drops_are_counted_by_reason() {
     assert_eq!(s.auth(AuthOutcome::Challenged), 1);
     assert!(s.client_packets_in >= 7 && s.peer_packets_in == 2);
 }
+
+/// Permissions and channels per allocation are bounded: a request that
+/// needs one more than the cap gets 508 and installs nothing, a refresh of
+/// what the allocation holds always passes, and expiry makes room again.
+#[test]
+fn permissions_and_channels_per_allocation_are_capped_with_508() {
+    let mut h = Harness::with(|cfg| {
+        cfg.max_permissions = 3;
+        cfg.max_channels = 2;
+        // Short enough to outlive within the allocation's 600 s.
+        cfg.permission_lifetime = Duration::from_secs(60);
+        cfg.channel_lifetime = Duration::from_secs(120);
+    });
+    let mut c = h.client("198.51.100.1:5000", "alice", UNIX0 + 3600);
+    let relayed = h.allocate(&mut c);
+    let p = |i: u8| addr(&format!("198.51.100.{}:4000", 10 + i));
+    for i in 0..3 {
+        assert_eq!(h.permit(&c, p(i)), None, "permission {i}");
+    }
+    assert_eq!(h.permit(&c, p(3)), Some(508), "a fourth address");
+    assert_eq!(h.permit(&c, p(0)), None, "a refresh fits");
+    // All or nothing: one held and one new address in one request.
+    let r = h.request(Method::CREATE_PERMISSION, Some(&c), |b| {
+        b.xor_address(attr::XOR_PEER_ADDRESS, p(1))
+            .xor_address(attr::XOR_PEER_ADDRESS, p(4));
+    });
+    assert_eq!(code(&Message::parse(&r).unwrap()), Some(508));
+    assert_eq!(h.peer_sends(relayed, p(4), b"x").1.len(), 0);
+    // A channel to a new address needs a permission too.
+    assert_eq!(h.bind(&c, 0x4000, p(5)), Some(508), "permission cap");
+    assert_eq!(h.bind(&c, 0x4000, p(0)), None);
+    assert_eq!(h.bind(&c, 0x4001, p(1)), None);
+    assert_eq!(h.bind(&c, 0x4002, p(2)), Some(508), "channel cap");
+    assert_eq!(h.bind(&c, 0x4001, p(1)), None, "a refresh fits");
+    let stats = h.relay.stats();
+    assert_eq!(stats.quota_hits(Quota::Permissions), 3);
+    assert_eq!(stats.quota_hits(Quota::Channels), 1);
+
+    // Once the permissions and channels have lapsed, there is room.
+    h.advance(Duration::from_secs(121));
+    assert_eq!(h.permit(&c, p(3)), None);
+    assert_eq!(h.bind(&c, 0x4003, p(4)), None);
+}
+
+/// A peer at one of the relay's own listeners would nest an allocation
+/// inside another; it is refused on ChannelBind (403) and dropped on Send,
+/// even where the policy allows its address, while the same IP on another
+/// port (a relayed address of this relay, say) stays a peer.
+#[test]
+fn the_relays_own_listeners_are_no_peers() {
+    // The harness's listener is 192.0.2.1:3478; the policy allows its IP.
+    let mut h = Harness::with(|cfg| {
+        cfg.own_addresses = vec![addr("203.0.113.50:3478"), addr("0.0.0.0:5349")];
+    });
+    let mut c = h.client("198.51.100.1:5000", "alice", UNIX0 + 3600);
+    h.allocate(&mut c);
+    assert_eq!(
+        h.permit(&c, addr("192.0.2.1:3478")),
+        None,
+        "an IP is no listener"
+    );
+    assert_eq!(h.bind(&c, 0x4000, addr("192.0.2.1:3478")), Some(403));
+    assert_eq!(h.bind(&c, 0x4000, addr("203.0.113.50:3478")), Some(403));
+    assert_eq!(
+        h.bind(&c, 0x4000, addr("198.51.100.9:5349")),
+        Some(403),
+        "wildcard"
+    );
+    assert_eq!(
+        h.bind(&c, 0x4000, addr("192.0.2.1:50001")),
+        None,
+        "another port"
+    );
+
+    let before = h.relay.stats().drops(DropReason::OwnAddress);
+    assert!(h
+        .send_indication(&c, addr("192.0.2.1:3478"), b"nested")
+        .is_none());
+    assert_eq!(h.relay.stats().drops(DropReason::OwnAddress), before + 1);
+    assert!(h
+        .send_indication(&c, addr("192.0.2.1:50001"), b"media")
+        .is_some());
+}

@@ -57,7 +57,7 @@ bench() { "$BIN/tern-hostbench" --rooms "$ROOMS" "$@"; }
 
 echo "# $(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), rooms $ROOMS"
 
-p=$(port); start "$BIN/tern" serve --listen "127.0.0.1:$p" --data-dir "$work/origin"; origin=$LAST
+p=$(port); start "$BIN/tern" serve --listen "127.0.0.1:$p" --data-dir "$work/origin" --sockets-per-ip 0; origin=$LAST
 relay_into origin "http://127.0.0.1:$p"; wait_relay "http://127.0.0.1:$p"
 bench --url "ws://127.0.0.1:$p/v1/signal" --pid "$origin" --label origin
 

@@ -29,7 +29,8 @@ pub enum ClientFrame {
     },
     /// `leave`: leave the room and end the session; the connection stays open.
     Leave,
-    /// `ping`: answered with `pong`, also before joining.
+    /// `ping`: answered with `pong`, also before joining; the `id` is at
+    /// most [`MAX_PING_ID_BYTES`] as JSON.
     Ping {
         /// Echoed in the `pong` as given (any JSON value; `null` when absent).
         id: serde_json::Value,
@@ -70,6 +71,9 @@ struct RawSignal {
 }
 
 const MAX_ROOM_LEN: usize = 128;
+/// Longest `ping` id, in bytes of its JSON (a counter or a short string
+/// fits many times over).
+pub const MAX_PING_ID_BYTES: usize = 128;
 
 impl ClientFrame {
     /// Parse one text frame. Size is checked by the caller first.
@@ -116,9 +120,21 @@ impl ClientFrame {
                 })
             }
             "leave" => Ok(ClientFrame::Leave),
-            "ping" => Ok(ClientFrame::Ping {
-                id: obj.get("id").cloned().unwrap_or(serde_json::Value::Null),
-            }),
+            "ping" => {
+                let id = obj.get("id").cloned().unwrap_or(serde_json::Value::Null);
+                // The pong echoes the id: a large one would let a client
+                // make the edge queue a frame as big as its own for free.
+                let len = serde_json::to_string(&id).map_or(usize::MAX, |s| s.len());
+                if len > MAX_PING_ID_BYTES {
+                    return Err(FrameError::new(
+                        ErrorCode::BadRequest,
+                        format!(
+                            "ping \"id\" is {len} bytes as JSON; the limit is {MAX_PING_ID_BYTES}"
+                        ),
+                    ));
+                }
+                Ok(ClientFrame::Ping { id })
+            }
             "stats" => Ok(ClientFrame::Stats { report: value }),
             "stall" => {
                 let s: RawStall = serde_json::from_value(value.clone()).map_err(bad)?;
@@ -290,6 +306,19 @@ mod tests {
         assert_eq!(code("{"), ErrorCode::BadRequest);
         assert_eq!(code("[1]"), ErrorCode::BadRequest);
         assert_eq!(code(r#"{"type":5}"#), ErrorCode::BadRequest);
+        let long_id = format!(
+            r#"{{"type":"ping","id":"{}"}}"#,
+            "x".repeat(MAX_PING_ID_BYTES)
+        );
+        assert_eq!(code(&long_id), ErrorCode::BadRequest, "id over the limit");
+        let id = format!(
+            r#"{{"type":"ping","id":"{}"}}"#,
+            "x".repeat(MAX_PING_ID_BYTES - 2)
+        );
+        assert!(
+            ClientFrame::parse(&id).is_ok(),
+            "an id of exactly the limit"
+        );
         assert_eq!(code(r#"{"type":"join","room":"r"}"#), ErrorCode::BadRequest);
         assert_eq!(
             code(r#"{"type":"join","room":"","token":"t"}"#),

@@ -7,6 +7,7 @@ use clap::Args;
 
 use crate::cmd::{secrets, StoreArgs, DEFAULT_DATA_DIR};
 use crate::edge::serve::EdgeConfig;
+use crate::edge::socket_limits::SocketLimits;
 
 #[derive(Args, Clone)]
 pub struct ServeArgs {
@@ -39,6 +40,18 @@ pub struct ServeArgs {
     /// away past the grace period (each sweep lists every open call).
     #[arg(long, env = "TERN_CALL_SWEEP_MS", default_value_t = edge_signaling::Config::DEFAULT_CALL_SWEEP_MS)]
     pub call_sweep_ms: u64,
+    /// Frames per second one WebSocket may send, sustained; faster ones
+    /// wait (the socket is not read meanwhile). 0 = no limit.
+    #[arg(long, default_value_t = SocketLimits::default().frames_per_sec)]
+    pub frames_per_sec: u32,
+    /// Frames one WebSocket may send at once after a quiet spell.
+    #[arg(long, default_value_t = SocketLimits::default().frame_burst)]
+    pub frame_burst: u32,
+    /// WebSockets open at once from one client address (IPv6: one /64);
+    /// more get 429. Behind a reverse proxy every client has the proxy's
+    /// address: set 0 (no limit) and limit at the proxy. 0 = no limit.
+    #[arg(long, default_value_t = SocketLimits::default().sockets_per_ip)]
+    pub sockets_per_ip: usize,
 }
 
 /// `tern serve`'s flags: an edge, and its backup schedule.
@@ -90,6 +103,11 @@ impl ServeArgs {
             dev_tokens: self.dev_tokens,
             session_grace_ms: self.session_grace_ms,
             call_sweep_ms: self.call_sweep_ms,
+            limits: SocketLimits {
+                frames_per_sec: self.frames_per_sec,
+                frame_burst: self.frame_burst,
+                sockets_per_ip: self.sockets_per_ip,
+            },
         })
     }
 

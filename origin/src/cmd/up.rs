@@ -16,6 +16,7 @@ use clap::Args;
 use tokio::process::{Child, Command};
 
 use crate::cmd::serve::ServeArgs;
+use crate::edge::socket_limits::SocketLimits;
 
 #[derive(Args)]
 pub struct UpArgs {
@@ -69,6 +70,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         dev_tokens: true,
         session_grace_ms: edge_signaling::Config::DEFAULT_SESSION_GRACE_MS,
         call_sweep_ms: edge_signaling::Config::DEFAULT_CALL_SWEEP_MS,
+        frames_per_sec: SocketLimits::default().frames_per_sec,
+        frame_burst: SocketLimits::default().frame_burst,
+        sockets_per_ip: SocketLimits::default().sockets_per_ip,
     };
     let meta = serve.backup_meta();
     let (app, listener) = crate::edge::serve::start(serve.config().await?).await?;

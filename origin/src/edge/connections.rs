@@ -1,5 +1,6 @@
-//! The sockets connected to this edge: one outbound queue per connection id,
-//! and the rule that keeps each socket's frames in order. Inherently local
+//! The sockets connected to this edge: one bounded outbound queue per
+//! connection id (see [`crate::edge::outbound`]), and the rule that keeps
+//! each socket's frames in order. Inherently local
 //! to this process; everything about rooms and participants lives in the
 //! store and is decided by the component.
 
@@ -7,12 +8,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use axum::extract::ws::Message;
-use tokio::sync::mpsc;
-
 use edge_signaling::error::FrameError;
 use edge_signaling::{ErrorCode, Outcome};
 
+use crate::edge::outbound::{Outbound, OverBudget};
 use crate::host::Delivery;
 
 /// Writers of the sockets connected to this edge.
@@ -25,7 +24,7 @@ pub struct Connections {
 /// One socket's outbound queue, and what waits for the answer to the frame
 /// it sent last.
 struct Writer {
-    tx: mpsc::UnboundedSender<Message>,
+    out: Outbound,
     /// A frame of this socket's is being handled: frames for it that other
     /// calls produce meanwhile wait in `held` until its own answer is
     /// queued. Another call's frame can be ready first even though its
@@ -38,8 +37,16 @@ struct Writer {
 }
 
 impl Writer {
-    fn send(&self, frame: String) {
-        let _ = self.tx.send(Message::Text(frame.into()));
+    /// Queue `frame`, or hold it while the socket's own answer is pending;
+    /// both count against the socket's budget.
+    fn queue(&mut self, frame: String) -> Result<(), OverBudget> {
+        self.out.reserve(frame.len())?;
+        if self.answering {
+            self.held.push(frame);
+        } else {
+            self.out.send_reserved(frame);
+        }
+        Ok(())
     }
 }
 
@@ -51,9 +58,9 @@ impl Connections {
         format!("{edge}.{boot}.{n}")
     }
 
-    pub fn insert(&self, id: &str, tx: mpsc::UnboundedSender<Message>) {
+    pub fn insert(&self, id: &str, out: Outbound) {
         let w = Writer {
-            tx,
+            out,
             answering: false,
             held: Vec::new(),
         };
@@ -84,13 +91,17 @@ impl Connections {
         let (own, others): (Vec<Delivery>, Vec<Delivery>) =
             deliveries.into_iter().partition(|d| d.conn == conn);
         if let Some(w) = writers.get_mut(conn) {
+            w.answering = false;
+            let mut over = Ok(());
             for d in own {
-                w.send(d.frame);
+                over = over.and_then(|()| w.queue(d.frame));
             }
             for frame in std::mem::take(&mut w.held) {
-                w.send(frame);
+                w.out.send_reserved(frame);
             }
-            w.answering = false;
+            if over.is_err() {
+                writers.remove(conn);
+            }
         }
         Self::queue(&mut writers, others);
     }
@@ -105,8 +116,14 @@ impl Connections {
     fn queue(writers: &mut HashMap<String, Writer>, deliveries: Vec<Delivery>) {
         for d in deliveries {
             match writers.get_mut(&d.conn) {
-                Some(w) if w.answering => w.held.push(d.frame),
-                Some(w) => w.send(d.frame),
+                Some(w) => {
+                    if w.queue(d.frame).is_err() {
+                        // Its close is under way (see Outbound::reserve);
+                        // nothing more is queued for it.
+                        tracing::warn!(conn = %d.conn, "closing a socket that does not read");
+                        writers.remove(&d.conn);
+                    }
+                }
                 None => {
                     tracing::debug!(conn = %d.conn, "delivery to a connection not on this edge")
                 }
@@ -131,6 +148,7 @@ pub fn local_error(conn: &str, code: ErrorCode, msg: String) -> Vec<Delivery> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::edge::outbound::{self, Writing, MAX_FRAMES};
 
     fn to(conn: &str, frame: &str) -> Delivery {
         Delivery {
@@ -139,10 +157,12 @@ mod tests {
         }
     }
 
-    fn drain(rx: &mut mpsc::UnboundedReceiver<Message>) -> Vec<String> {
+    fn drain(w: &mut Writing) -> Vec<String> {
         let mut got = Vec::new();
-        while let Ok(m) = rx.try_recv() {
-            got.push(m.into_text().unwrap().to_string());
+        while let Ok(m) = w.rx.try_recv() {
+            let text = m.into_text().unwrap().to_string();
+            w.backlog.written(text.len());
+            got.push(text);
         }
         got
     }
@@ -152,10 +172,10 @@ mod tests {
     #[test]
     fn frames_for_a_socket_wait_for_the_answer_to_its_own_frame() {
         let conns = Connections::default();
-        let (alice_tx, mut alice) = mpsc::unbounded_channel();
-        let (bob_tx, mut bob) = mpsc::unbounded_channel();
-        conns.insert("alice", alice_tx);
-        conns.insert("bob", bob_tx);
+        let (alice_out, mut alice) = outbound::queue();
+        let (bob_out, mut bob) = outbound::queue();
+        conns.insert("alice", alice_out);
+        conns.insert("bob", bob_out);
 
         conns.begin_answer("alice");
         conns.begin_answer("bob");
@@ -173,5 +193,27 @@ mod tests {
         // Nothing is held once the answer is out.
         conns.deliver(vec![to("alice", "pong")]);
         assert_eq!(drain(&mut alice), ["pong"]);
+    }
+
+    /// Frames held for a socket count against its budget like queued ones;
+    /// past the budget the socket leaves the map (its close is under way)
+    /// and later frames for it are dropped, not queued.
+    #[test]
+    fn a_socket_over_its_budget_is_dropped_from_the_map() {
+        let conns = Connections::default();
+        let (out, mut alice) = outbound::queue();
+        conns.insert("alice", out);
+        conns.begin_answer("alice");
+        conns.deliver((0..MAX_FRAMES).map(|_| to("alice", "signal")).collect());
+        assert_eq!(conns.len(), 1, "held, within the budget");
+        conns.deliver(vec![to("alice", "one-too-many")]);
+        assert_eq!(conns.len(), 0);
+        let close = alice.close.borrow().clone().expect("asked to close");
+        assert_eq!(close.code, outbound::SLOW_READER);
+        conns.answer("alice", vec![to("alice", "joined")]);
+        assert!(
+            drain(&mut alice).is_empty(),
+            "nothing queued after the close"
+        );
     }
 }

@@ -15,10 +15,12 @@ pub mod assets;
 pub mod bus;
 pub mod calls;
 pub mod connections;
+pub mod outbound;
 pub mod probes;
 pub mod relay_link;
 pub mod routes;
 pub mod serve;
+pub mod socket_limits;
 pub mod websocket;
 
 use std::collections::BTreeMap;
@@ -59,6 +61,10 @@ pub struct App {
     /// Relays whose heartbeat connection just closed, for the prober to
     /// check at once (see [`crate::edge::relay_link`]).
     pub suspects: crate::probe::Suspects,
+    /// What one socket, or one client address, may ask of this edge.
+    pub limits: socket_limits::SocketLimits,
+    /// Sockets open per client address, against [`App::limits`].
+    pub sockets_per_ip: Arc<socket_limits::SocketsPerIp>,
 }
 
 /// Component calls allowed in flight at once (see [`App::in_flight`]).

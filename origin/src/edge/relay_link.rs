@@ -35,6 +35,8 @@ use tokio::sync::oneshot;
 pub struct Link(Arc<Slot>);
 
 struct Slot {
+    /// The client's address, as the TCP connection sees it.
+    peer: std::net::SocketAddr,
     /// Dropped with the last clone of the [`Link`], i.e. when the
     /// connection and its requests are gone.
     _open: oneshot::Sender<()>,
@@ -46,13 +48,19 @@ struct Slot {
 }
 
 impl Link {
-    pub fn new() -> Link {
+    pub fn new(peer: std::net::SocketAddr) -> Link {
         let (open, closed) = oneshot::channel();
         Link(Arc::new(Slot {
+            peer,
             _open: open,
             closed: Mutex::new(Some(closed)),
             last_heartbeat_ms: Arc::default(),
         }))
+    }
+
+    /// The address the connection came from.
+    pub fn peer(&self) -> std::net::SocketAddr {
+        self.0.peer
     }
 
     /// A heartbeat on this connection was accepted at `at_ms` (unix ms).
@@ -71,12 +79,6 @@ impl Link {
             let _ = rx.await;
             last.load(Ordering::Relaxed)
         })
-    }
-}
-
-impl Default for Link {
-    fn default() -> Self {
-        Link::new()
     }
 }
 
@@ -102,8 +104,8 @@ impl Listener for EdgeListener {
 }
 
 impl Connected<IncomingStream<'_, EdgeListener>> for Link {
-    fn connect_info(_: IncomingStream<'_, EdgeListener>) -> Self {
-        Link::new()
+    fn connect_info(stream: IncomingStream<'_, EdgeListener>) -> Self {
+        Link::new(*stream.remote_addr())
     }
 }
 
@@ -113,7 +115,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_watch_completes_when_the_last_clone_is_dropped() {
-        let link = Link::new();
+        let link = Link::new("127.0.0.1:9".parse().unwrap());
         let request = link.clone();
         let watch = link.watch().expect("first watcher");
         link.heard(7);

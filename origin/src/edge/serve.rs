@@ -26,6 +26,8 @@ pub struct EdgeConfig {
     pub dev_tokens: bool,
     pub session_grace_ms: u64,
     pub call_sweep_ms: u64,
+    /// Frames per socket and sockets per address.
+    pub limits: crate::edge::socket_limits::SocketLimits,
 }
 
 /// Load the component over the store and bind the listener.
@@ -74,6 +76,8 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<(Arc<App>, tokio::net::Tcp
         housekeeping: tokio::sync::Semaphore::new(crate::edge::MAX_HOUSEKEEPING),
         tick_now: tokio::sync::Notify::new(),
         suspects: crate::probe::Suspects::new(),
+        limits: cfg.limits,
+        sockets_per_ip: Default::default(),
     });
     let listener = edge_relay::server::listen_stream(cfg.listen)
         .with_context(|| format!("binding {}", cfg.listen))?;

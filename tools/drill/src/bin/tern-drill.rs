@@ -416,8 +416,11 @@ async fn main() -> anyhow::Result<()> {
     );
     // In the edge drill, edge-0 is the one that dies; relays heartbeat to
     // both edges (to one at a time, moving on when it dies).
-    let mut doomed = (a.scenario == Scenario::Edge).then(|| Origin::start_with("edge-0", &kv));
-    let origin = Origin::start_with("edge-1", &kv);
+    // Every simulated caller comes from loopback: one address for
+    // thousands of sockets, which the per-address limit is not for.
+    let edge = |name: &str| Origin::start_full(name, &kv, None, None, &["--sockets-per-ip", "0"]);
+    let mut doomed = (a.scenario == Scenario::Edge).then(|| edge("edge-0"));
+    let origin = edge("edge-1");
     let signaling = doomed
         .iter()
         .chain([&origin])

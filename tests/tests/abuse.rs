@@ -1,0 +1,175 @@
+//! Hostile and broken callers against a real origin (`tern serve`): what
+//! one socket, or one address, can make an edge hold or do. Each test
+//! fails without the limit it names.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tern_tests::*;
+
+/// Resident memory of a process we started, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("its /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc status")
+}
+
+/// A joined participant that stops reading while another sends it large
+/// signals as fast as the origin takes them: the origin closes its socket
+/// once 1 MiB waits for it (its peer's next signal is `unknown_peer`),
+/// instead of holding all of it. Without the bound the origin queued
+/// everything the sender sent (RSS grew by the ~100 MB sent) and never
+/// closed the socket.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_socket_that_does_not_read_is_closed_and_the_origin_holds_little() {
+    // The rate limit is the other test's: here the sender may go flat out.
+    let origin = Origin::start_full("edge-1", "embedded", None, None, &["--frames-per-sec", "0"]);
+    let _relay = start_relay(&origin, "a-1", "region-a");
+    origin
+        .wait_healthy_relays(1, Duration::from_secs(20))
+        .expect("relay heartbeats in");
+    let mut alice = Client::connect(&origin.ws_url()).await;
+    let a = alice.join("slow", "alice").await;
+    let mut bob = Client::connect(&origin.ws_url()).await;
+    bob.join("slow", "bob").await;
+    let alice_id = a["participant"].as_str().unwrap().to_string();
+    let before = rss_kib(origin.proc.pid());
+
+    // From here alice reads nothing.
+    let blob = "x".repeat(60 * 1024);
+    let frame = json!({"type":"signal","to":alice_id,"data":{"sdp":blob}}).to_string();
+    let (mut sent, mut refused) = (0usize, None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sent < 2000 && Instant::now() < deadline {
+        bob.send_text(frame.clone()).await;
+        sent += 1;
+        if let Ok(f) = bob.recv_within(Duration::from_millis(1)).await {
+            refused = Some(f);
+            break;
+        }
+    }
+    let refused = match refused {
+        Some(f) => f,
+        None => bob
+            .recv_within(Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|_| {
+                panic!("alice was never closed: {sent} signals of 60 KiB queued for her")
+            }),
+    };
+    assert_eq!(refused["code"], "unknown_peer", "{refused}");
+    let after = rss_kib(origin.proc.pid());
+    let sent_mib = sent as u64 * 60 / 1024;
+    eprintln!("closed after {sent} signals ({sent_mib} MiB); origin RSS {before} -> {after} KiB");
+    // What alice's kernel buffers took is not the origin's; what it queued
+    // beyond them is at most 1 MiB. Allow wasm instances and allocator
+    // slack a generous 48 MiB.
+    assert!(
+        after < before + 48 * 1024,
+        "origin RSS grew from {before} to {after} KiB while {sent_mib} MiB were sent"
+    );
+
+    // Alice reads at last: what got through, then the end of the socket.
+    let mut got = 0usize;
+    let end = loop {
+        match alice.recv_within(Duration::from_secs(10)).await {
+            Ok(f) if f["type"] == "signal" => got += 1,
+            Ok(f) => assert_eq!(f["type"], "peer-joined", "{f}"),
+            Err(e) => break e.to_string(),
+        }
+    };
+    assert!(
+        got < sent,
+        "alice got all {sent} signals: nothing was dropped"
+    );
+    assert!(
+        !end.contains("no frame in time"),
+        "alice's socket stayed open: {end}"
+    );
+
+    // She resumes on a new socket and the room works again.
+    let mut alice = Client::connect(&origin.ws_url()).await;
+    let token = token("slow", "alice", 600);
+    alice
+        .send(json!({"type":"join","room":"slow","token":token,"session":a["session"]}))
+        .await;
+    let resumed = alice.skip_to("joined").await;
+    assert_eq!(resumed["resumed"], true, "{resumed}");
+}
+
+/// Frames beyond the burst wait their turn: 200 pings past a burst of 100
+/// at 100 a second cannot all be answered in under two seconds, though an
+/// unlimited origin answers them in milliseconds. Nothing is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn frames_beyond_the_rate_wait_and_none_is_lost() {
+    let origin = Origin::start_full(
+        "edge-1",
+        "embedded",
+        None,
+        None,
+        &["--frames-per-sec", "100", "--frame-burst", "100"],
+    );
+    let mut c = Client::connect(&origin.ws_url()).await;
+    let started = Instant::now();
+    for id in 0..300 {
+        c.send(json!({"type":"ping","id":id})).await;
+    }
+    for id in 0..300 {
+        let f = c
+            .recv_within(Duration::from_secs(20))
+            .await
+            .expect("every pong");
+        assert_eq!(f, json!({"type":"pong","id":id}));
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900),
+        "300 pings were answered in {took:?}: faster than 100 a second after a burst of 100"
+    );
+}
+
+/// A ping's id is echoed, so a long one is refused rather than copied.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ping_with_a_long_id_is_refused() {
+    let origin = Origin::start("edge-1");
+    let mut c = Client::connect(&origin.ws_url()).await;
+    c.send(json!({"type":"ping","id":"x".repeat(60 * 1024)}))
+        .await;
+    let f = c.recv().await;
+    assert_eq!(
+        (&f["type"], &f["code"]),
+        (&json!("error"), &json!("bad_request")),
+        "{f}"
+    );
+    c.send(json!({"type":"ping","id":"short"})).await;
+    assert_eq!(c.recv().await, json!({"type":"pong","id":"short"}));
+}
+
+/// One address may hold `--sockets-per-ip` sockets; one more gets 429
+/// before the upgrade, and a closed socket gives its place back.
+#[tokio::test(flavor = "multi_thread")]
+async fn sockets_per_address_are_limited() {
+    let origin = Origin::start_full("edge-1", "embedded", None, None, &["--sockets-per-ip", "3"]);
+    let url = origin.ws_url();
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(Client::connect(&url).await);
+    }
+    match tokio_tungstenite::connect_async(&url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 429),
+        other => panic!("a fourth socket from one address: {:?}", other.map(|_| ())),
+    }
+    open.pop().unwrap().close().await;
+    // The origin notices the close a moment later.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio_tungstenite::connect_async(&url).await {
+            Ok(_) => break,
+            Err(e) if Instant::now() > deadline => panic!("the closed socket's place: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}

@@ -173,3 +173,80 @@ async fn sockets_per_address_are_limited() {
         }
     }
 }
+
+/// Commands a Redis server has processed so far.
+fn redis_commands(port: u16) -> u64 {
+    redis_cli(port, &["INFO", "stats"])
+        .expect("redis INFO")
+        .lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("total_commands_processed")
+}
+
+/// `/v1/relays` and `/healthz` are public; answering each from the store
+/// turned a flood of them into a flood of store reads in the lane heartbeats
+/// and the tick wait in. Now the directory is read at most every 100 ms:
+/// 2,000 requests cost the store about what the same time idle costs.
+/// Forged heartbeats are refused before they reach the store or a lane.
+#[test]
+fn a_flood_of_public_requests_costs_the_store_next_to_nothing() {
+    let port = free_tcp_port();
+    let _redis = start_redis(port, None);
+    let origin = Origin::start_with("edge-1", &format!("redis://127.0.0.1:{port}"));
+    let _relay = start_relay(&origin, "a-1", "region-a");
+    origin
+        .wait_healthy_relays(1, Duration::from_secs(20))
+        .expect("relay heartbeats in");
+
+    // Control: what the edge's own housekeeping and the relay's heartbeats
+    // cost the store over a while with no requests.
+    let (c0, t0) = (redis_commands(port), Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    let idle_per_sec = (redis_commands(port) - c0) as f64 / t0.elapsed().as_secs_f64();
+
+    let (c1, t1) = (redis_commands(port), Instant::now());
+    let addr = origin.addr;
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                for n in 0..250 {
+                    let path = if (i + n) % 2 == 0 {
+                        "/v1/relays"
+                    } else {
+                        "/healthz"
+                    };
+                    let (status, _) = http_get(addr, path).expect("answer");
+                    assert_eq!(status, 200, "{path}");
+                    let forged = r#"{"id":"a-1","region":"region-a","listeners":[]}"#;
+                    let (status, body) = http_post(
+                        addr,
+                        "/v1/relays/heartbeat",
+                        &[("x-tern-signature", "00")],
+                        forged.as_bytes(),
+                    )
+                    .expect("answer");
+                    assert_eq!(status, 401, "forged heartbeat: {body}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("flood thread");
+    }
+    let took = t1.elapsed().as_secs_f64();
+    let flood = (redis_commands(port) - c1) as f64;
+    let idle = idle_per_sec * took;
+    eprintln!(
+        "2,000 reads and 2,000 forged heartbeats in {took:.1} s: {flood:.0} store commands \
+         (idle over the same time: {idle:.0})"
+    );
+    // One directory read every 100 ms is at most a few commands each:
+    // allow 200 commands a second on top of the idle rate. Reading the
+    // store per request cost at least one command per request: 2,000.
+    assert!(
+        flood < idle + 200.0 * took + 200.0,
+        "the flood cost {flood:.0} store commands; idle costs {idle:.0} over {took:.1} s"
+    );
+    assert!(healthy_ids(&origin.relays()).contains(&"a-1".to_string()));
+}

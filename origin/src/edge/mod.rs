@@ -15,6 +15,7 @@ pub mod assets;
 pub mod bus;
 pub mod calls;
 pub mod connections;
+pub mod directory_cache;
 pub mod outbound;
 pub mod probes;
 pub mod relay_link;
@@ -55,6 +56,12 @@ pub struct App {
     /// and a relay's heartbeat waiting behind them made every relay look
     /// silent to this edge (which then rerouted every call).
     pub housekeeping: tokio::sync::Semaphore,
+    /// The housekeeping tick's own lane: one tick at a time, and never
+    /// behind heartbeats or directory reads, so calls leave a lost relay
+    /// however busy the other lanes are.
+    pub ticking: tokio::sync::Semaphore,
+    /// The public relay directory, read at most every 100 ms.
+    pub directory: directory_cache::DirectoryCache,
     /// Run the housekeeping tick now instead of at its next interval: the
     /// prober just found a relay gone, and its calls should not wait.
     pub tick_now: tokio::sync::Notify,
@@ -72,9 +79,11 @@ pub const MAX_IN_FLIGHT: usize = 128;
 /// Housekeeping calls allowed in flight at once (see [`App::housekeeping`]):
 /// with [`MAX_IN_FLIGHT`], below the instance pool's size.
 pub const MAX_HOUSEKEEPING: usize = 16;
-/// Component calls of both lanes in flight at once: what the store's
+/// Ticks in flight at once (see [`App::ticking`]).
+pub const MAX_TICKS: usize = 1;
+/// Component calls of every lane in flight at once: what the store's
 /// connection pool must hold.
-pub const CALLS_IN_FLIGHT: usize = MAX_IN_FLIGHT + MAX_HOUSEKEEPING;
+pub const CALLS_IN_FLIGHT: usize = MAX_IN_FLIGHT + MAX_HOUSEKEEPING + MAX_TICKS;
 
 // Every call in flight and every idle instance holds an instance of the
 // component's pool at once.
@@ -86,6 +95,7 @@ const _: () =
 enum Lane {
     Frames,
     Housekeeping,
+    Tick,
 }
 
 /// How long after a store failure ticks wait (four heartbeat intervals).
@@ -192,7 +202,7 @@ impl App {
             return;
         }
         let started = std::time::Instant::now();
-        self.deliver_from(Lane::Housekeeping, None, move |app| {
+        self.deliver_from(Lane::Tick, None, move |app| {
             let out = app.host.handle_tick(now_ms()).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "signaling tick failed");
                 Answered {
@@ -286,6 +296,7 @@ impl App {
         let permits = match lane {
             Lane::Frames => &self.in_flight,
             Lane::Housekeeping => &self.housekeeping,
+            Lane::Tick => &self.ticking,
         };
         let permit = permits.acquire().await.expect("never closed");
         let app = self.clone();

@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use edge_signaling::token::{self, Claims};
 use serde::Deserialize;
 use serde_json::json;
-use tern_common::relay::SIGNATURE_HEADER;
+use tern_common::relay::{self as relay_hb, SIGNATURE_HEADER};
 
 use crate::edge::assets;
 use crate::edge::relay_link::Link;
@@ -77,8 +77,8 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
 }
 
 async fn relays(State(app): State<Arc<App>>) -> Response {
-    match app.relay_view().await {
-        Ok(v) => Json(v).into_response(),
+    match app.directory.view(app.relay_view()).await {
+        Ok(v) => Json(&*v).into_response(),
         Err(e) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
@@ -100,6 +100,11 @@ async fn heartbeat(
             format!("missing {SIGNATURE_HEADER}"),
         );
     };
+    // Anyone can post here: a forged heartbeat is refused before it waits
+    // for a lane or an instance of the component (which checks again).
+    if let Err(e) = relay_hb::verify(&app.signaling.relay_secret, &body, sig, now_ms()) {
+        return error(StatusCode::UNAUTHORIZED, "rejected", e.to_string());
+    }
     match app.handle_heartbeat(body.to_vec(), sig.to_string()).await {
         Ok(Ok(())) => {
             watch_link(&app, &link, &body);
@@ -280,7 +285,7 @@ pub fn mint_dev_token(api_secret: &[u8], q: TokenQueryResult) -> Response {
 }
 
 async fn healthz(State(app): State<Arc<App>>) -> Response {
-    match app.relay_view().await {
+    match app.directory.view(app.relay_view()).await {
         Ok(relays) => Json(json!({
             "status": "ok",
             "edge": app.edge,

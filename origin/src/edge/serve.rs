@@ -74,6 +74,8 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<(Arc<App>, tokio::net::Tcp
         dev_tokens: cfg.dev_tokens,
         in_flight: tokio::sync::Semaphore::new(crate::edge::MAX_IN_FLIGHT),
         housekeeping: tokio::sync::Semaphore::new(crate::edge::MAX_HOUSEKEEPING),
+        ticking: tokio::sync::Semaphore::new(crate::edge::MAX_TICKS),
+        directory: Default::default(),
         tick_now: tokio::sync::Notify::new(),
         suspects: crate::probe::Suspects::new(),
         limits: cfg.limits,

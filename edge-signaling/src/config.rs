@@ -24,6 +24,11 @@ pub struct Config {
     /// How often (at most) an edge's tick sweeps open calls for members
     /// away past `session_grace_ms`, closing calls nobody is left in.
     pub call_sweep_ms: u64,
+    /// The host keeps callers' evidence about relays per room (the
+    /// Worker: each room's object has its own `relay-loss`): a loss verdict
+    /// there can only move the room that reached it, so it needs no second
+    /// room to agree (see [`crate::loss::MIN_ROOMS`]).
+    pub room_local_evidence: bool,
 }
 
 impl Config {
@@ -47,6 +52,7 @@ impl Config {
             session_grace_ms: Self::DEFAULT_SESSION_GRACE_MS,
             max_frame_bytes: Self::DEFAULT_MAX_FRAME_BYTES,
             call_sweep_ms: Self::DEFAULT_CALL_SWEEP_MS,
+            room_local_evidence: false,
         }
     }
 }

@@ -32,6 +32,14 @@ pub const GONE_MS: u64 = 10_000;
 pub const SUSPECT_MS: u64 = 30_000;
 /// Stall reports count together when they are this close in time.
 pub const STALL_WINDOW_MS: u64 = 2_000;
+/// Rooms whose callers must agree that audio stalled on a relay before it
+/// is suspected fleet-wide: one room's reports move only that room, since
+/// its callers could be one person (or one attacker) on several sockets.
+pub const FLEET_STALL_ROOMS: usize = 2;
+/// How far apart those rooms' verdicts may be.
+pub const FLEET_STALL_WINDOW_MS: u64 = 10_000;
+/// Most rooms remembered per relay (the oldest go first).
+pub const FLEET_STALL_MEMORY: usize = 32;
 
 /// CPU utilization samples kept per relay (one per heartbeat).
 pub const CPU_SAMPLES: usize = 5;

@@ -65,6 +65,12 @@ pub const RELAY_LOSSY_PREFIX: &str = "relay-lossy/";
 /// When an edge last judged callers' loss reports (CAS: one edge per second).
 pub const RELAY_LOSS_CHECK: &str = "relay-loss-check";
 
+/// Rooms whose callers recently agreed that their audio stalled on the
+/// relay (`StalledRooms`). Writer: any edge, by compare-and-swap.
+pub fn relay_stalled_rooms(relay: &str) -> String {
+    format!("relay-stalled-rooms/{relay}")
+}
+
 /// A relay callers reported as silent (`Suspect`). Writer: the edge that saw
 /// the reports; honoured for [`crate::health::SUSPECT_MS`].
 pub fn relay_suspect(relay: &str) -> String {

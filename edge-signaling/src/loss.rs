@@ -2,18 +2,20 @@
 //!
 //! Every `stats` report carries cumulative RTP counters per peer; the loss
 //! over the interval since the participant's previous report is written
-//! under `relay-loss/<relay>/<participant>` (one writer per key: that
-//! participant's connection, so edges never contend). About once a second one
+//! under `relay-loss/<relay>/<identity>`: one report per caller, however
+//! many sockets it holds, and only from a connected member of a room whose
+//! relay it is. About once a second one
 //! edge (claimed by compare-and-swap on [`keys::RELAY_LOSS_CHECK`]) looks at
 //! the recent reports of each relay and records a verdict under
 //! `relay-lossy/<relay>`, which the directory reads like the other evidence.
 //!
 //! One caller losing packets says more about its own access network than
 //! about the relay, so a relay is *lossy* only when at least
-//! [`MIN_REPORTERS`] participants reported it recently and at least half of
-//! them lost [`LOSSY_PERCENT`] or more: many callers, typically in different
-//! rooms and on different networks, suffering together point at what they
-//! share.
+//! [`MIN_REPORTERS`] identities in at least [`MIN_ROOMS`] rooms reported it
+//! recently and at least half of them lost [`LOSSY_PERCENT`] or more: many
+//! callers, in different rooms and on different networks, suffering
+//! together point at what they share, and one room cannot move the calls
+//! of every other room on its relay.
 
 use serde::{Deserialize, Serialize};
 
@@ -30,16 +32,21 @@ pub const LOSSY_PERCENT: f64 = 5.0;
 /// Reports older than this are not evidence any more (the SDK reports every
 /// 5 s).
 pub const RECENT_MS: u64 = 15_000;
-/// Fewer recent reporters than this: no verdict.
+/// Fewer recent reporters (identities) than this: no verdict.
 pub const MIN_REPORTERS: usize = 3;
+/// Reporters from fewer rooms than this: no verdict.
+pub const MIN_ROOMS: usize = 2;
 /// How often one edge judges.
 pub const CHECK_EVERY_MS: u64 = 1_000;
 /// Reports older than this are deleted by the check.
 const FORGET_MS: u64 = 60_000;
 
-/// `relay-loss/<relay>/<participant>`.
+/// `relay-loss/<relay>/<identity>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LossReport {
+    /// The room the reporter was in.
+    #[serde(default)]
+    pub room: String,
     /// When the `stats` report arrived (unix ms); evidence for [`RECENT_MS`].
     pub at_ms: u64,
     /// Packets lost over the interval, percent of those expected (received
@@ -53,19 +60,28 @@ pub struct Lossy {
     /// Since when the relay has been judged lossy (unix ms); kept while the
     /// verdict holds.
     pub since_ms: u64,
-    /// Participants that reported on the relay within [`RECENT_MS`].
+    /// Identities that reported on the relay within [`RECENT_MS`].
     pub reporters: usize,
     /// Those of them that lost [`LOSSY_PERCENT`] or more.
     pub lossy_reporters: usize,
 }
 
+/// Who a loss report is from.
+#[derive(Debug, Clone, Copy)]
+pub struct Reporter<'a> {
+    /// The identity of the caller's room token: one report per identity.
+    pub identity: &'a str,
+    /// The room it is in, whose relay `relay` is.
+    pub room: &'a str,
+}
+
 /// The write recording this report's interval loss against `relay`, if the
-/// interval had enough packets. `relay` carried the participant's audio;
+/// interval had enough packets. `relay` is the relay of the reporter's room;
 /// `before` is the participant's quality record as it was before this report
 /// (its cumulative counters).
 pub fn report_write(
     now_ms: u64,
-    participant: &str,
+    reporter: Reporter<'_>,
     relay: &str,
     before: &Quality,
     report: &StatsReport,
@@ -86,16 +102,23 @@ pub fn report_write(
         return None;
     }
     Some(Write::Put {
-        key: keys::relay_loss(relay, participant),
+        key: keys::relay_loss(relay, reporter.identity),
         value: encode(&LossReport {
+            room: reporter.room.to_string(),
             at_ms: now_ms,
             loss_percent: lost as f64 * 100.0 / expected as f64,
         }),
     })
 }
 
-/// The verdict for one relay from its reports (`None`: not lossy).
-pub fn judge(now_ms: u64, reports: &[LossReport], since_ms: Option<u64>) -> Option<Lossy> {
+/// The verdict for one relay from its reports (`None`: not lossy), which
+/// must come from at least `min_rooms` rooms.
+pub fn judge(
+    now_ms: u64,
+    reports: &[LossReport],
+    since_ms: Option<u64>,
+    min_rooms: usize,
+) -> Option<Lossy> {
     let recent: Vec<&LossReport> = reports
         .iter()
         .filter(|r| now_ms.saturating_sub(r.at_ms) <= RECENT_MS)
@@ -104,7 +127,9 @@ pub fn judge(now_ms: u64, reports: &[LossReport], since_ms: Option<u64>) -> Opti
         .iter()
         .filter(|r| r.loss_percent >= LOSSY_PERCENT)
         .count();
-    (recent.len() >= MIN_REPORTERS && bad * 2 >= recent.len()).then(|| Lossy {
+    let rooms: std::collections::BTreeSet<&str> = recent.iter().map(|r| r.room.as_str()).collect();
+    let agreed = recent.len() >= MIN_REPORTERS && rooms.len() >= min_rooms;
+    (agreed && bad * 2 >= recent.len()).then(|| Lossy {
         since_ms: since_ms.unwrap_or(now_ms),
         reporters: recent.len(),
         lossy_reporters: bad,
@@ -112,8 +137,9 @@ pub fn judge(now_ms: u64, reports: &[LossReport], since_ms: Option<u64>) -> Opti
 }
 
 /// At most once per [`CHECK_EVERY_MS`] across edges: judge every relay with
-/// reports and write or clear its verdict; forget old reports.
-pub fn check<S: KvStore>(now_ms: u64, store: &mut S) -> Result<(), KvError> {
+/// reports and write or clear its verdict (agreed by `min_rooms` rooms);
+/// forget old reports.
+pub fn check<S: KvStore>(now_ms: u64, min_rooms: usize, store: &mut S) -> Result<(), KvError> {
     let (last, raw) = read::<u64>(store, keys::RELAY_LOSS_CHECK)?;
     if last.is_some_and(|t| now_ms.saturating_sub(t) < CHECK_EVERY_MS) {
         return Ok(());
@@ -147,7 +173,12 @@ pub fn check<S: KvStore>(now_ms: u64, store: &mut S) -> Result<(), KvError> {
     for (relay, reports) in by_relay {
         let key = keys::relay_lossy(&relay);
         let was: Option<Lossy> = read(store, &key)?.0;
-        match judge(now_ms, &reports, was.as_ref().map(|l| l.since_ms)) {
+        match judge(
+            now_ms,
+            &reports,
+            was.as_ref().map(|l| l.since_ms),
+            min_rooms,
+        ) {
             Some(v) => writes.push(Write::Put {
                 key,
                 value: encode(&v),
@@ -165,7 +196,12 @@ mod tests {
     use super::*;
 
     fn r(at_ms: u64, loss_percent: f64) -> LossReport {
+        in_room(at_ms, loss_percent, &format!("room-{loss_percent}-{at_ms}"))
+    }
+
+    fn in_room(at_ms: u64, loss_percent: f64, room: &str) -> LossReport {
         LossReport {
+            room: room.into(),
             at_ms,
             loss_percent,
         }
@@ -174,24 +210,59 @@ mod tests {
     #[test]
     fn lossy_needs_several_recent_reporters_and_half_of_them_losing() {
         let now = 100_000;
-        assert_eq!(judge(now, &[r(now, 30.0), r(now, 30.0)], None), None, "two");
-        let v = judge(now, &[r(now, 30.0), r(now, 6.0), r(now, 0.0)], None).unwrap();
+        assert_eq!(
+            judge(now, &[r(now, 30.0), r(now, 30.0)], None, MIN_ROOMS),
+            None,
+            "two"
+        );
+        let v = judge(
+            now,
+            &[r(now, 30.0), r(now, 6.0), r(now, 0.0)],
+            None,
+            MIN_ROOMS,
+        )
+        .unwrap();
         assert_eq!((v.reporters, v.lossy_reporters, v.since_ms), (3, 2, now));
         assert_eq!(
-            judge(now, &[r(now, 30.0), r(now, 1.0), r(now, 0.0)], None),
+            judge(
+                now,
+                &[r(now, 30.0), r(now, 1.0), r(now, 0.0)],
+                None,
+                MIN_ROOMS
+            ),
             None,
             "one caller's bad network is not the relay's fault"
         );
         let old = now - RECENT_MS - 1;
         assert_eq!(
-            judge(now, &[r(now, 30.0), r(old, 30.0), r(old, 30.0)], None),
+            judge(
+                now,
+                &[r(now, 30.0), r(old, 30.0), r(old, 30.0)],
+                None,
+                MIN_ROOMS
+            ),
             None,
             "old reports are not evidence"
         );
+        let apart = [
+            in_room(now, 9.0, "x"),
+            in_room(now, 9.0, "y"),
+            in_room(now, 9.0, "x"),
+        ];
         assert_eq!(
-            judge(now, &vec![r(now, 9.0); 4], Some(5)).unwrap().since_ms,
+            judge(now, &apart, Some(5), MIN_ROOMS).unwrap().since_ms,
             5,
             "a verdict keeps its start"
+        );
+        let one_room = vec![in_room(now, 40.0, "x"); 5];
+        assert_eq!(
+            judge(now, &one_room, None, MIN_ROOMS),
+            None,
+            "one room's callers cannot condemn the relay of every room"
+        );
+        assert!(
+            judge(now, &one_room, None, 1).is_some(),
+            "where evidence is room-local, one room decides for itself"
         );
     }
 }

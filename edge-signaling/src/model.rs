@@ -43,6 +43,17 @@ pub struct Stall {
     pub at_ms: u64,
 }
 
+/// `relay-stalled-rooms/<relay>`: the rooms whose callers agreed their
+/// audio stalled on the relay, and when. One room's callers can only move
+/// their own call; the relay is suspected fleet-wide (every room on it
+/// moves) only when another room's callers agree (see
+/// [`crate::health::FLEET_STALL_ROOMS`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StalledRooms {
+    /// Room name and when its callers agreed (unix ms), oldest first.
+    pub rooms: Vec<(String, u64)>,
+}
+
 /// `relay-crashed/<relay>`: see [`crate::keys::relay_crashed`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CrashReport {

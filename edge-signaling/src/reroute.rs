@@ -268,7 +268,12 @@ pub fn tick<S: crate::apply::KvStore>(
     // not on a tick that moved calls: its `reroute` frames must not wait.
     if deliveries.is_empty() {
         deliveries.extend(crate::call_sweep::housekeeping(s, now_ms, store)?);
-        crate::loss::check(now_ms, store)?;
+        let min_rooms = if s.config.room_local_evidence {
+            1
+        } else {
+            crate::loss::MIN_ROOMS
+        };
+        crate::loss::check(now_ms, min_rooms, store)?;
     }
     Ok(deliveries)
 }

@@ -15,7 +15,7 @@ use crate::keys;
 use crate::kv::{KvError, KvRead, Write};
 use crate::model::{
     cas, decode, encode, read, CallEventKind, ConnBinding, Member, Quality, RelayIndex,
-    RelayRecord, Room, Session, Stall, Suspect,
+    RelayRecord, Room, Session, Stall, StalledRooms, Suspect,
 };
 pub use crate::outcome::{Delivery, Outcome};
 use crate::token;
@@ -441,10 +441,13 @@ impl<'a> Signaling<'a> {
     }
 
     /// A participant's inbound audio stalled on `relay`. When at least two
-    /// connected participants of the room report it within
-    /// `STALL_WINDOW_MS`, the relay is suspected (its other rooms move on the
-    /// next tick) and this room moves at once. One report alone could be
-    /// that caller's own network, so it only counts.
+    /// connected participants of the room with different identities report
+    /// it within `STALL_WINDOW_MS`, this room moves at once; one report
+    /// alone could be that caller's own network, and one identity on
+    /// several sockets is still one caller. The relay is suspected
+    /// fleet-wide (its other rooms move on the next tick) only once
+    /// [`health::FLEET_STALL_ROOMS`] rooms have agreed so: one room must not
+    /// be able to move everyone else's calls.
     fn stall(
         &self,
         now_ms: u64,
@@ -467,15 +470,14 @@ impl<'a> Signaling<'a> {
             participant: me.participant.clone(),
             at_ms: now_ms,
         });
-        let stalled = room
+        let identities: std::collections::BTreeSet<&str> = room
             .stalls
             .iter()
-            .filter(|s| {
-                room.member(&s.participant)
-                    .is_some_and(|m| m.conn.is_some())
-            })
-            .count();
-        if stalled >= 2 {
+            .filter_map(|s| room.member(&s.participant))
+            .filter(|m| m.conn.is_some())
+            .map(|m| m.identity.as_str())
+            .collect();
+        if identities.len() >= 2 {
             let relays =
                 directory::list(kv, now_ms, self.config.relay_stale_ms, &self.config.edge)?;
             let since = room.stalls.iter().map(|s| s.at_ms).min();
@@ -488,17 +490,54 @@ impl<'a> Signaling<'a> {
                 since,
                 &mut out,
             ) {
-                out.writes.push(Write::Put {
-                    key: keys::relay_suspect(relay),
-                    value: encode(&Suspect {
-                        at_ms: now_ms,
-                        reason: "media-stalled".into(),
-                    }),
-                });
+                self.stalled_room(now_ms, relay, &me.room, kv, &mut out)?;
             }
         }
         out.writes.insert(0, cas(room_key, raw, &room));
         Ok(out)
+    }
+
+    /// Room `room` moved off `relay` because its callers' audio stalled:
+    /// remember it, and suspect the relay fleet-wide if other rooms agreed
+    /// recently.
+    fn stalled_room(
+        &self,
+        now_ms: u64,
+        relay: &str,
+        room: &str,
+        kv: &dyn KvRead,
+        out: &mut Outcome,
+    ) -> Result<(), Fail> {
+        let key = keys::relay_stalled_rooms(relay);
+        let stalled = read::<StalledRooms>(kv, &key)?.0;
+        let mut stalled = stalled.unwrap_or_default();
+        stalled.rooms.retain(|(r, at)| {
+            r != room && now_ms.saturating_sub(*at) <= health::FLEET_STALL_WINDOW_MS
+        });
+        stalled.rooms.push((room.to_string(), now_ms));
+        let excess = stalled
+            .rooms
+            .len()
+            .saturating_sub(health::FLEET_STALL_MEMORY);
+        stalled.rooms.drain(..excess);
+        if stalled.rooms.len() >= health::FLEET_STALL_ROOMS {
+            out.writes.push(Write::Put {
+                key: keys::relay_suspect(relay),
+                value: encode(&Suspect {
+                    at_ms: now_ms,
+                    reason: "media-stalled".into(),
+                }),
+            });
+        }
+        // A put, not a swap: the key is fleet-wide, and some hosts cannot
+        // swap such keys from a room (the Worker's directory object). Two
+        // rooms writing at once may forget one of them; a verdict missed so
+        // costs a moment, as the next stalled room writes it again.
+        out.writes.push(Write::Put {
+            key,
+            value: encode(&stalled),
+        });
+        Ok(())
     }
 
     /// A quality report: folded into this participant's summary for the
@@ -526,11 +565,22 @@ impl<'a> Signaling<'a> {
             participant: me.participant.clone(),
             ..Quality::default()
         });
-        let relay = report.relay.as_deref().or(room.relay.as_deref());
-        if let Some(w) =
-            relay.and_then(|r| crate::loss::report_write(now_ms, &me.participant, r, &q, &report))
-        {
-            out.writes.push(w);
+        // Evidence about a relay counts only from a connected member of a
+        // room that uses it, about that relay (a report naming another is
+        // about no call of this room), and once per identity.
+        let member = room.member(&me.participant).filter(|m| m.conn.is_some());
+        let relay = room
+            .relay
+            .as_deref()
+            .filter(|r| report.relay.as_deref().is_none_or(|named| named == *r));
+        if let (Some(member), Some(relay)) = (member, relay) {
+            let reporter = crate::loss::Reporter {
+                identity: &member.identity,
+                room: &me.room,
+            };
+            if let Some(w) = crate::loss::report_write(now_ms, reporter, relay, &q, &report) {
+                out.writes.push(w);
+            }
         }
         calls::fold(&mut q, &report, now_ms, &room);
         out.writes.push(Write::Put {

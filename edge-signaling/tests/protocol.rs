@@ -615,6 +615,8 @@ fn callers_reporting_stalled_audio_move_the_call_and_suspect_the_relay() {
     let a = sim.join_near("c1", "r", "alice", "local-a");
     sim.join("c2", "r", "bob");
     sim.join_near("c3", "r2", "carol", "local-a");
+    sim.join("c4", "r2", "dave");
+    sim.join_near("c5", "r3", "erin", "local-a");
     assert_eq!(a["relay"]["id"], "a1");
 
     // One report is not enough (could be that caller's own network).
@@ -631,15 +633,56 @@ fn callers_reporting_stalled_audio_move_the_call_and_suspect_the_relay() {
     assert!(out.iter().all(|(_, f)| f["type"] == "reroute"
         && f["reason"] == "media-stalled"
         && f["relay"]["id"] == "b1"));
-    // a1 is suspected fleet-wide: new joins avoid it and the tick moves the
-    // other room on it.
-    let s = Signaling::new(&sim.cfg);
-    let view = s.relays(sim.now, &sim.kv).unwrap();
-    assert!(!view.iter().find(|r| r.id == "a1").unwrap().healthy);
+    // One room's callers moved their own call, nobody else's.
+    let healthy = |sim: &Sim| {
+        Signaling::new(&sim.cfg)
+            .relays(sim.now, &sim.kv)
+            .unwrap()
+            .iter()
+            .find(|r| r.id == "a1")
+            .unwrap()
+            .healthy
+    };
+    assert!(
+        healthy(&sim),
+        "one room's reports suspect the relay fleet-wide"
+    );
+    assert!(tick(&mut sim).is_empty());
+
+    // A second room agrees: a1 is suspected fleet-wide, new joins avoid it
+    // and the tick moves the last room on it.
+    sim.now += 300;
+    sim.send("c3", json!({"type":"stall","relay":"a1"}));
+    let out = sim.send("c4", json!({"type":"stall","relay":"a1"}));
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(!healthy(&sim));
     let out = tick(&mut sim);
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].0, "c3");
+    assert_eq!(out[0].0, "c5");
     assert_eq!(out[0].1["reason"], "media-stalled");
+}
+
+/// One identity on several sockets is one caller: its reports agree with
+/// nobody, so they move nothing.
+#[test]
+fn one_identity_on_several_sockets_cannot_move_a_call() {
+    let (mut sim, _) = Sim::warm(1_000);
+    let a = sim.join_near("c1", "r", "mallory", "local-a");
+    sim.join("c2", "r", "mallory");
+    sim.join("c3", "r", "alice");
+    assert_eq!(a["relay"]["id"], "a1");
+    assert!(sim
+        .send("c1", json!({"type":"stall","relay":"a1"}))
+        .is_empty());
+    sim.now += 100;
+    assert!(
+        sim.send("c2", json!({"type":"stall","relay":"a1"}))
+            .is_empty(),
+        "two sockets of one identity moved the call"
+    );
+    // A second identity agreeing does move it.
+    let out = sim.send("c3", json!({"type":"stall","relay":"a1"}));
+    assert_eq!(out.len(), 3, "{out:?}");
 }
 
 #[test]
@@ -1258,8 +1301,18 @@ fn a_busy_relay_takes_no_new_calls_but_keeps_its_own() {
 fn report_loss(sim: &mut Sim, lossy: usize) {
     let mut bobs = Vec::new();
     for i in 0..4 {
-        sim.join_near(&format!("a{i}"), &format!("lr{i}"), "alice", "local-a");
-        let b = sim.join_near(&format!("b{i}"), &format!("lr{i}"), "bob", "local-a");
+        sim.join_near(
+            &format!("a{i}"),
+            &format!("lr{i}"),
+            &format!("alice{i}"),
+            "local-a",
+        );
+        let b = sim.join_near(
+            &format!("b{i}"),
+            &format!("lr{i}"),
+            &format!("bob{i}"),
+            "local-a",
+        );
         assert_eq!(b["relay"]["id"], "a1");
         bobs.push(b["participant"].clone());
     }
@@ -1414,4 +1467,44 @@ fn a_crash_report_loses_the_relay_everywhere_until_a_newer_heartbeat() {
     let a1 = view(&sim);
     assert_eq!((a1.failing, a1.crash_reported_by), (None, None));
     assert!(a1.healthy);
+}
+
+/// Loss evidence is about the reporter's own room's relay and counts once
+/// per identity: one room full of lossy callers, or reports naming a relay
+/// the room does not use, condemn nothing.
+#[test]
+fn loss_reports_from_one_room_or_about_another_relay_condemn_nothing() {
+    let (mut sim, mut seq) = Sim::warm(2_000);
+    let mut peers = Vec::new();
+    for (conn, who) in [("m1", "m1"), ("m2", "m2"), ("m3", "m3"), ("m4", "m4")] {
+        let j = sim.join_near(conn, "one-room", who, "local-a");
+        assert_eq!(j["relay"]["id"], "a1");
+        peers.push(j["participant"].clone());
+    }
+    let lossy = |peer: &Value, relay: &str| json!({"type":"stats","relay":relay,"peers":[{"participant":peer,"packetsReceived":160,"packetsLost":40}]});
+    for (i, conn) in ["m1", "m2", "m3", "m4"].iter().enumerate() {
+        sim.send(conn, lossy(&peers[(i + 1) % 4], "a1"));
+    }
+    // Callers of rooms on a1 reporting about b1, which they do not use.
+    for i in 0..3 {
+        let conn = format!("o{i}");
+        sim.join_near(&conn, &format!("other{i}"), &format!("o{i}"), "local-a");
+        sim.send(&conn, lossy(&peers[0], "b1"));
+    }
+    tick(&mut sim);
+    run_for(
+        &mut sim,
+        250,
+        &[("a1", "local-a"), ("b1", "local-b")],
+        &mut seq,
+    );
+    assert!(tick(&mut sim).is_empty(), "a relay was condemned");
+    assert_eq!(
+        sim.join_near("late", "r-late", "zoe", "local-a")["relay"]["id"],
+        "a1"
+    );
+    assert_eq!(
+        sim.join_near("late-b", "r-late-b", "zed", "local-b")["relay"]["id"],
+        "b1"
+    );
 }

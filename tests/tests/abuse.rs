@@ -250,3 +250,68 @@ fn a_flood_of_public_requests_costs_the_store_next_to_nothing() {
     );
     assert!(healthy_ids(&origin.relays()).contains(&"a-1".to_string()));
 }
+
+/// Join `room` as `who`, near `region` (by the probes the SDK would send).
+async fn join_near(c: &mut Client, room: &str, who: &str, region: &str) -> serde_json::Value {
+    c.send(json!({"type":"join","room":room,"token":token(room, who, 600),"probes":{region:1.0}}))
+        .await;
+    c.skip_to("joined").await
+}
+
+/// One caller with one token on three sockets claims its audio stalled and
+/// that it loses packets on its relay. It is one identity in one room, so
+/// it moves nothing: not its own call, not the calls of the room beside
+/// it on the same relay, and the relay stays healthy. (Before, it counted
+/// as three participants: its own room moved, the relay was suspected
+/// fleet-wide and every room on it moved.)
+#[tokio::test(flavor = "multi_thread")]
+async fn one_caller_on_several_sockets_cannot_move_other_calls() {
+    let origin = Origin::start("edge-1");
+    let _a = start_relay(&origin, "a-1", "region-a");
+    let _b = start_relay(&origin, "b-1", "region-b");
+    origin
+        .wait_healthy_relays(2, Duration::from_secs(20))
+        .expect("both relays heartbeat in");
+
+    let mut alice = Client::connect(&origin.ws_url()).await;
+    let mut bob = Client::connect(&origin.ws_url()).await;
+    assert_eq!(
+        join_near(&mut alice, "bystanders", "alice", "region-a").await["relay"]["id"],
+        "a-1"
+    );
+    join_near(&mut bob, "bystanders", "bob", "region-a").await;
+    alice.expect("peer-joined").await;
+
+    let mut mallory = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let mut c = Client::connect(&origin.ws_url()).await;
+        let j = join_near(&mut c, "mine", "mallory", "region-a").await;
+        assert_eq!(j["relay"]["id"], "a-1");
+        ids.push(j["participant"].clone());
+        mallory.push(c);
+    }
+    for (i, c) in mallory.iter_mut().enumerate() {
+        c.send(json!({"type":"stall","relay":"a-1"})).await;
+        let peer = &ids[(i + 1) % ids.len()];
+        c.send(json!({"type":"stats","relay":"a-1",
+            "peers":[{"participant":peer,"packetsReceived":100,"packetsLost":100}]}))
+            .await;
+    }
+    // The loss check runs once a second and the tick acts on its verdict:
+    // three seconds cover both several times over.
+    let quiet = Duration::from_secs(3);
+    alice.expect_silence(quiet).await;
+    bob.expect_silence(Duration::from_millis(10)).await;
+    for c in &mut mallory {
+        // Others' joins arrive as peer-joined; nothing else may.
+        while let Ok(f) = c.recv_within(Duration::from_millis(10)).await {
+            assert_eq!(f["type"], "peer-joined", "mallory's own call moved: {f}");
+        }
+    }
+    assert!(
+        healthy_ids(&origin.relays()).contains(&"a-1".to_string()),
+        "one caller's reports condemned the relay: {}",
+        origin.relays()
+    );
+}

@@ -36,6 +36,9 @@ pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
     let relay = text(env, "TERN_RELAY_SECRET").ok_or(ConfigError::Missing("TERN_RELAY_SECRET"))?;
     let mut c = Config::new(api, relay);
     c.edge = text(env, "TERN_EDGE").unwrap_or_else(|| "cloudflare".into());
+    // Loss reports live in each room's object (keyspace.rs): a verdict moves
+    // only the room that reached it.
+    c.room_local_evidence = true;
     if let Some(v) = number(env, "TERN_MAX_ROOM_SIZE")? {
         c.max_room_size = v;
     }

@@ -27,6 +27,7 @@ pub fn home(key: &str) -> Home {
     } else if key == keys::RELAY_INDEX
         || key.starts_with(&keys::relay(""))
         || key.starts_with(&keys::relay_suspect(""))
+        || key.starts_with(&keys::relay_stalled_rooms(""))
         || key.starts_with(&keys::relay_crashed(""))
         || key.starts_with(RELAY_PROBE_PREFIX)
     {
@@ -50,6 +51,7 @@ mod tests {
         assert_eq!(home(&keys::relay("r1")), Home::Directory);
         assert_eq!(home(keys::RELAY_INDEX), Home::Directory);
         assert_eq!(home(&keys::relay_suspect("r1")), Home::Directory);
+        assert_eq!(home(&keys::relay_stalled_rooms("r1")), Home::Directory);
         assert_eq!(home(&keys::relay_crashed("r1")), Home::Directory);
         assert_eq!(home(&keys::relay_probe("cf", "r1")), Home::Directory);
         assert_eq!(home(&keys::relay_room("r1", "math")), Home::Both);

@@ -29,7 +29,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOMS=${ROOMS:-300}
 BIN=target/release
-export TERN_API_SECRET=test-api-secret TERN_RELAY_SECRET=test-relay-secret RUST_LOG=warn
+export TERN_API_SECRET=test-api-secret-of-at-least-32-bytes TERN_RELAY_SECRET=test-relay-secret-of-at-least-32-bytes RUST_LOG=warn
 work=$(mktemp -d)
 pids=()
 cleanup() {

@@ -89,7 +89,7 @@ STEP_SECS=${STEP_SECS:-3}
 RELAY_CPU=${RELAY_CPU:-0}
 GEN_CPU=${GEN_CPU:-1}
 TARGETS=${TARGETS:-tern tern-kernel coturn bare-local bare}
-SECRET="bench-$RANDOM-$RANDOM"
+SECRET="bench-$RANDOM-$RANDOM-$RANDOM-$RANDOM-a-32-byte-secret"
 PORT=13478
 
 command -v turnserver >/dev/null || { echo "turnserver not found: apt-get install coturn" >&2; exit 1; }

@@ -4,6 +4,7 @@
 //!   `use-auth-secret` accepts), minted by signaling and checked by relays.
 //! * [`relay`]: the relay directory record a relay heartbeats into the
 //!   signaling plane, and how a heartbeat is signed and verified.
+//! * [`secret`]: how long a shared secret must be.
 //!
 //! Everything here is pure computation so that it builds for wasm targets.
 
@@ -11,3 +12,4 @@
 
 pub mod credentials;
 pub mod relay;
+pub mod secret;

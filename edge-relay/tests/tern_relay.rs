@@ -19,7 +19,7 @@ use edge_relay::stun::{attr, Class, Message, MessageBuilder, Method};
 use tern_common::credentials;
 use tern_common::relay::{Heartbeat, RelayState};
 
-const SECRET: &str = "interop-secret";
+const SECRET: &str = "interop-secret-of-at-least-32-bytes";
 const REALM: &str = "tern";
 
 /// Kills the child process it wraps when dropped, so a failing test leaves

@@ -16,7 +16,7 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 
-const SECRET: &str = "ops-secret";
+const SECRET: &str = "ops-secret-of-at-least-thirty-two-bytes";
 const REALM: &str = "tern";
 
 struct Proc(Child);
@@ -643,10 +643,17 @@ fn previous_secret_from_the_environment_is_accepted() {
     let relay = start_relay_env(
         "rotation",
         &[],
-        &[("TERN_RELAY_PREVIOUS_SECRET", "the-old-one")],
+        &[(
+            "TERN_RELAY_PREVIOUS_SECRET",
+            "the-old-one-of-at-least-thirty-two-bytes",
+        )],
     );
     let (_peer, peer_addr) = udp_peer();
-    let mut old = Client::with_secret(Wire::udp(relay.udp), "old", "the-old-one");
+    let mut old = Client::with_secret(
+        Wire::udp(relay.udp),
+        "old",
+        "the-old-one-of-at-least-thirty-two-bytes",
+    );
     old.allocate_and_bind(peer_addr);
     let mut current = Client::new(Wire::udp(relay.udp), "current");
     current.allocate_and_bind(peer_addr);

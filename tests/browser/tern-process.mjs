@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import net from 'node:net';
+import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -160,6 +161,11 @@ async function waitHealthy(url, ms) {
   throw new Error(`tern at ${url} not healthy after ${ms} ms: ${last}`);
 }
 
+/** A fresh secret as long as every Tern host requires (32 bytes, hex). */
+function randomSecret() {
+  return randomBytes(32).toString('hex');
+}
+
 function firstExisting(paths) {
   return paths.find((p) => existsSync(p)) ?? null;
 }
@@ -226,7 +232,7 @@ export async function startCluster({ edges = 2, regions = ['region-a', 'region-b
   try {
     const redisPort = await freeTcpPort();
     run('redis', 'redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir]);
-    const secrets = { TERN_API_SECRET: `api-${Math.random()}`, TERN_RELAY_SECRET: `relay-${Math.random()}` };
+    const secrets = { TERN_API_SECRET: randomSecret(), TERN_RELAY_SECRET: randomSecret() };
     const ports = await Promise.all(Array.from({ length: edges }, () => freeTcpPort()));
     const urls = ports.map((p) => `http://127.0.0.1:${p}`);
     // Redis must be up before an edge connects.
@@ -315,7 +321,7 @@ export async function startServerless({ regions = ['region-a', 'region-b'], host
   if (!bin) throw new Error('set TERN_BIN (path to the tern binary) or build it: cargo build --release -p origin');
   const { dir, run, stop, output } = await processGroup('tern-serverless-');
   try {
-    const secrets = { TERN_API_SECRET: `api-${Math.random()}`, TERN_RELAY_SECRET: `relay-${Math.random()}` };
+    const secrets = { TERN_API_SECRET: randomSecret(), TERN_RELAY_SECRET: randomSecret() };
     const [spinPort, gatewayPort] = [await freeTcpPort(), await freeTcpPort()];
     const spin = `http://127.0.0.1:${spinPort}`;
     const gateway = `http://127.0.0.1:${gatewayPort}`;
@@ -374,7 +380,7 @@ export async function startWorker({ regions = ['region-a', 'region-b'] } = {}) {
   if (!existsSync(wrangler)) throw new Error('wrangler is not installed: npm ci at the repository top level (./dev test does)');
   const { dir, run, stop, output } = await processGroup('tern-worker-');
   try {
-    const secrets = { TERN_API_SECRET: `api-${Math.random()}`, TERN_RELAY_SECRET: `relay-${Math.random()}` };
+    const secrets = { TERN_API_SECRET: randomSecret(), TERN_RELAY_SECRET: randomSecret() };
     const [workerPort, inspectorPort, pagePort] = [await freeTcpPort(), await freeTcpPort(), await freeTcpPort()];
     const worker = `http://127.0.0.1:${workerPort}`;
     const page = `http://127.0.0.1:${pagePort}`;

@@ -1,8 +1,8 @@
 //! The secrets every test deployment shares, and room tokens signed with
 //! them.
 
-pub const API_SECRET: &str = "test-api-secret";
-pub const RELAY_SECRET: &str = "test-relay-secret";
+pub const API_SECRET: &str = "test-api-secret-of-at-least-32-bytes";
+pub const RELAY_SECRET: &str = "test-relay-secret-of-at-least-32-bytes";
 
 /// A room token signed with the test API secret.
 pub fn token(room: &str, identity: &str, exp_offset_secs: i64) -> String {

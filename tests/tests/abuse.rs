@@ -315,3 +315,127 @@ async fn one_caller_on_several_sockets_cannot_move_other_calls() {
         origin.relays()
     );
 }
+
+/// Run `tern <args>` with `env`, expecting it to refuse to start: its exit
+/// status and what it printed.
+fn refused_start(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = std::process::Command::new(bin("tern"));
+    cmd.args(args)
+        .env_remove("TERN_API_SECRET")
+        .env_remove("TERN_RELAY_SECRET")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("spawn tern");
+    let pid = child.id();
+    // A process that starts serving never exits by itself: end it.
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(15));
+        let _ = std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status();
+    });
+    let out = child.wait_with_output().expect("tern's output");
+    drop(killer);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success() && out.status.code().is_some(),
+        "`tern {}` started (or was killed) instead of refusing: {:?}\n{text}",
+        args.join(" "),
+        out.status
+    );
+    text
+}
+
+/// An empty or short secret signs for anyone who guesses it; every host
+/// refuses one: `tern serve` and `tern relay` at start, the Spin component
+/// on every request. A `tern serve` on a shared store refuses to invent
+/// secrets of its own. (Before, all of these started and served.)
+#[test]
+fn weak_and_missing_secrets_are_refused_by_every_host() {
+    let dir = std::env::temp_dir().join(format!("tern-weak-secrets-{}", std::process::id()));
+    let data_dir = dir.to_str().unwrap();
+    let listen = format!("127.0.0.1:{}", free_tcp_port());
+    let serve = ["serve", "--listen", &listen, "--data-dir", data_dir];
+    let out = refused_start(
+        &serve,
+        &[("TERN_API_SECRET", ""), ("TERN_RELAY_SECRET", RELAY_SECRET)],
+    );
+    assert!(out.contains("TERN_API_SECRET is 0 bytes"), "{out}");
+    let out = refused_start(
+        &serve,
+        &[
+            ("TERN_API_SECRET", API_SECRET),
+            ("TERN_RELAY_SECRET", "hunter2"),
+        ],
+    );
+    assert!(out.contains("TERN_RELAY_SECRET is 7 bytes"), "{out}");
+
+    let redis = format!("redis://127.0.0.1:{}", free_tcp_port());
+    let out = refused_start(
+        &[
+            "serve",
+            "--listen",
+            &listen,
+            "--data-dir",
+            data_dir,
+            "--kv",
+            &redis,
+        ],
+        &[],
+    );
+    assert!(
+        out.contains("edges sharing a store must share their secrets"),
+        "{out}"
+    );
+
+    let relay = format!("127.0.0.1:{}", free_udp_port());
+    let out = refused_start(
+        &["relay", "--listen", &relay],
+        &[("TERN_RELAY_SECRET", "s3cret")],
+    );
+    assert!(out.contains("TERN_RELAY_SECRET is 6 bytes"), "{out}");
+
+    // The Spin component has no start: it refuses every request instead,
+    // and signs nothing with the empty secret.
+    let port = free_tcp_port();
+    let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../spin.toml");
+    let spin_dir = dir.join("spin");
+    let child = std::process::Command::new(bin("tern"))
+        .arg("spin")
+        .arg("--manifest")
+        .arg(&manifest)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(&spin_dir)
+        .env("TERN_API_SECRET", "")
+        .env("TERN_RELAY_SECRET", RELAY_SECRET)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("starting tern spin");
+    let _spin = Proc {
+        child,
+        name: "tern spin".into(),
+    };
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_until(Duration::from_secs(60), || {
+        std::net::TcpStream::connect(addr).is_ok()
+    })
+    .expect("tern spin listens");
+    let (status, body) = http_post(addr, "/v1/http/connect", &[], b"").expect("an answer");
+    assert!(
+        status >= 500,
+        "connect with an empty API secret: {status} {body}"
+    );
+    assert!(body.contains("TERN_API_SECRET is 0 bytes"), "{body}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

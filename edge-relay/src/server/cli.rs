@@ -8,6 +8,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
+use tern_common::secret;
 
 use anyhow::Context;
 use clap::Parser;
@@ -358,6 +359,12 @@ impl Settings {
             standby: args.standby || file.standby.unwrap_or(false),
             local_delivery: !args.no_local_delivery && file.local_delivery.unwrap_or(true),
         };
+        // TURN passwords and heartbeat signatures derive from these: a
+        // short one can be guessed offline from one credential.
+        secret::check("TERN_RELAY_SECRET", s.secret.as_bytes())?;
+        if let Some(p) = &s.previous_secret {
+            secret::check("TERN_RELAY_PREVIOUS_SECRET", p.as_bytes())?;
+        }
         if let Some(ip6) = s.relay_ip6 {
             anyhow::ensure!(ip6.is_ipv6(), "--relay-ip6 must be an IPv6 address");
         }
@@ -414,6 +421,8 @@ fn parse_ports(s: &str) -> Result<PortRange, String> {
 mod tests {
     use super::*;
 
+    const FLAG_SECRET: &str = "from-a-flag-a-secret-of-32-bytes!";
+
     fn args(v: &[&str]) -> Args {
         Args::try_parse_from(std::iter::once("tern-relay").chain(v.iter().copied())).unwrap()
     }
@@ -428,7 +437,7 @@ mod tests {
             r#"
             region = "eu-west"
             listen = "127.0.0.1:4000"
-            secret = "from-file"
+            secret = "from-the-file-a-secret-of-32-bytes"
             allow_peer = ["10.0.0.0/8"]
             relay_ports = "50000-50100"
             rfc5766_channels = true
@@ -440,21 +449,22 @@ mod tests {
         let s = Settings::resolve(args(&["--config", p, "--region", "us-east"])).unwrap();
         assert_eq!(s.region, "us-east", "flag wins");
         assert_eq!(s.listen, "127.0.0.1:4000".parse().unwrap(), "file");
-        assert_eq!(s.secret, "from-file");
+        assert_eq!(s.secret, "from-the-file-a-secret-of-32-bytes");
         assert_eq!(s.allow_peer.len(), 1);
         assert!(s.rfc5766_channels);
         assert_eq!(s.bandwidth_kbps, 64);
         assert_eq!(s.id, "relay-1", "default");
         assert!(matches!(s.relay_ports, PortRange::Range(ref r) if *r.start() == 50000));
-        let s = Settings::resolve(args(&["--config", p, "--secret", "flag"])).unwrap();
-        assert_eq!(s.secret, "flag");
+        let s = Settings::resolve(args(&["--config", p, "--secret", FLAG_SECRET])).unwrap();
+        assert_eq!(s.secret, FLAG_SECRET);
 
         // An admin listener off loopback needs a token.
-        let e = Settings::resolve(args(&["--secret", "x", "--admin", "0.0.0.0:9000"])).unwrap_err();
+        let e = Settings::resolve(args(&["--secret", FLAG_SECRET, "--admin", "0.0.0.0:9000"]))
+            .unwrap_err();
         assert!(format!("{e:#}").contains("--admin-token"), "{e:#}");
         let s = Settings::resolve(args(&[
             "--secret",
-            "x",
+            FLAG_SECRET,
             "--admin",
             "0.0.0.0:9000",
             "--admin-token",
@@ -462,12 +472,37 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(s.admin_token.as_deref(), Some("t"));
-        assert!(Settings::resolve(args(&["--secret", "x", "--admin", "127.0.0.1:9000"])).is_ok());
+        assert!(Settings::resolve(args(&[
+            "--secret",
+            FLAG_SECRET,
+            "--admin",
+            "127.0.0.1:9000"
+        ]))
+        .is_ok());
         assert_eq!(s.max_connections_per_ip, 32, "default");
 
-        std::fs::write(&path, "no_such_key = 1\nsecret = \"x\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "no_such_key = 1\nsecret = \"from-the-file-a-secret-of-32-bytes\"\n",
+        )
+        .unwrap();
         let e = Settings::resolve(args(&["--config", p])).unwrap_err();
         assert!(format!("{e:#}").contains("no_such_key"), "{e:#}");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        let e = Settings::resolve(args(&["--secret", "ops-secret"])).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("TERN_RELAY_SECRET is 10 bytes"),
+            "{e:#}"
+        );
+        let e = Settings::resolve(args(&["--secret", FLAG_SECRET, "--previous-secret", "old"]))
+            .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("TERN_RELAY_PREVIOUS_SECRET"),
+            "{e:#}"
+        );
     }
 }

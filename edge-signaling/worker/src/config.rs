@@ -11,6 +11,8 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("{name} is not a number: {value:?}")]
     NotANumber { name: &'static str, value: String },
+    #[error(transparent)]
+    Weak(#[from] tern_common::secret::WeakSecret),
 }
 
 /// A secret, or a plain var of the same name (`wrangler dev --var`).
@@ -34,6 +36,8 @@ fn number<T: std::str::FromStr>(env: &Env, name: &'static str) -> Result<Option<
 pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
     let api = text(env, "TERN_API_SECRET").ok_or(ConfigError::Missing("TERN_API_SECRET"))?;
     let relay = text(env, "TERN_RELAY_SECRET").ok_or(ConfigError::Missing("TERN_RELAY_SECRET"))?;
+    tern_common::secret::check("TERN_API_SECRET", api.as_bytes())?;
+    tern_common::secret::check("TERN_RELAY_SECRET", relay.as_bytes())?;
     let mut c = Config::new(api, relay);
     c.edge = text(env, "TERN_EDGE").unwrap_or_else(|| "cloudflare".into());
     // Loss reports live in each room's object (keyspace.rs): a verdict moves

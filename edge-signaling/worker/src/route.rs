@@ -41,5 +41,5 @@ async fn signal(req: Request, env: &Env) -> worker::Result<Response> {
             400,
         );
     };
-    objects::room(&env, &room)?.fetch_with_request(req).await
+    objects::room(env, &room)?.fetch_with_request(req).await
 }

@@ -17,8 +17,8 @@ use crate::edge::{now_ms, App};
 use crate::host::SignalingHost;
 use crate::store::embedded::EmbeddedStore;
 
-const API: &str = "bench-api-secret";
-const RELAY: &str = "bench-relay-secret";
+const API: &str = "bench-api-secret-of-at-least-32-bytes";
+const RELAY: &str = "bench-relay-secret-of-at-least-32-bytes";
 
 #[derive(Args)]
 pub struct BenchArgs {

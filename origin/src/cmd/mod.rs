@@ -67,6 +67,12 @@ impl StoreArgs {
             .unwrap_or_else(|| PathBuf::from(default))
     }
 
+    /// Whether other processes (other edges) may share this store: any but
+    /// the embedded one, whose file only this process opens.
+    pub fn is_shared(&self) -> bool {
+        self.kv != "embedded"
+    }
+
     /// The store these flags name, the embedded one in `data_dir`.
     pub fn url(&self, data_dir: &Path) -> StoreUrl {
         if self.kv == "embedded" {

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use clap::Args;
+use tern_common::secret;
 
 use crate::cmd::{secrets, StoreArgs, DEFAULT_DATA_DIR};
 use crate::edge::serve::EdgeConfig;
@@ -79,12 +80,15 @@ impl ServeArgs {
     /// taken from (or made in) the data directory.
     pub async fn config(&self) -> anyhow::Result<EdgeConfig> {
         let dir = self.store.data_dir_or(DEFAULT_DATA_DIR);
-        let kv = {
-            let (store, dir) = (self.store.clone(), dir.clone());
-            tokio::task::spawn_blocking(move || store.open(&dir)).await??
-        };
         let (api_secret, relay_secret) = match (&self.api_secret, &self.relay_secret) {
             (Some(a), Some(r)) => (a.clone(), r.clone()),
+            // Secrets made up here live in this edge's data directory: on a
+            // shared store every edge would have its own, and refuse the
+            // others' tokens, relays and heartbeats.
+            _ if self.store.is_shared() => anyhow::bail!(
+                "edges sharing a store must share their secrets: set TERN_API_SECRET and \
+                 TERN_RELAY_SECRET (or --api-secret and --relay-secret) on every edge"
+            ),
             (a, r) => {
                 let s = secrets::load_or_create(&dir)?;
                 (
@@ -92,6 +96,12 @@ impl ServeArgs {
                     r.clone().unwrap_or(s.relay_secret),
                 )
             }
+        };
+        secret::check("TERN_API_SECRET", api_secret.as_bytes())?;
+        secret::check("TERN_RELAY_SECRET", relay_secret.as_bytes())?;
+        let kv = {
+            let (store, dir) = (self.store.clone(), dir.clone());
+            tokio::task::spawn_blocking(move || store.open(&dir)).await??
         };
         Ok(EdgeConfig {
             listen: self.listen,

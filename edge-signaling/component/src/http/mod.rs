@@ -100,6 +100,13 @@ impl wasip2::exports::http::incoming_handler::Guest for Handler {
 
 fn route(req: Request) -> Reply {
     let now = now_ms();
+    // A deployment without its secrets, or with weak ones, serves nothing
+    // but CORS preflights: it could only sign for, or accept, anyone.
+    if !matches!(req.method, Method::Options) {
+        if let Err(e) = crate::config::load() {
+            return Reply::error(503, "unavailable", e.to_string());
+        }
+    }
     match (&req.method, req.path.as_str()) {
         // CORS preflight: the SDK sends text/plain so browsers skip it, but
         // a client that sets other headers still gets an answer.

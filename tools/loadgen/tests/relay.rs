@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tern_loadgen::forwarder::Forwarder;
 use tern_loadgen::{Harness, SetupConfig, StepConfig, StepReport, Target};
 
-const SECRET: &str = "loadgen-test-secret";
+const SECRET: &str = "loadgen-test-secret-of-at-least-32-bytes";
 
 /// Kills the relay when the test ends, pass or fail.
 struct Proc(Child);

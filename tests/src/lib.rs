@@ -28,4 +28,4 @@ pub use process::{bin, free_tcp_port, free_udp_port, wait_until, Proc};
 pub use redis::{redis_cli, start_redis, start_sentinel, start_sentinel_with};
 pub use relay::{start_relay, start_relay_at, start_relay_with};
 pub use spin_app::SpinApp;
-pub use token::{token, API_SECRET, RELAY_SECRET};
+pub use token::{token, API_SECRET, CALLS_TOKEN, RELAY_SECRET};

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::http::http_get;
 use crate::process::{bin, free_tcp_port, wait_until, Proc};
-use crate::token::{API_SECRET, RELAY_SECRET};
+use crate::token::{API_SECRET, CALLS_TOKEN, RELAY_SECRET};
 /// An origin started with `tern serve` on a fresh data dir.
 pub struct Origin {
     pub proc: Proc,
@@ -62,6 +62,7 @@ impl Origin {
             .args(extra)
             .env("TERN_API_SECRET", API_SECRET)
             .env("TERN_RELAY_SECRET", RELAY_SECRET)
+            .env("TERN_CALLS_TOKEN", CALLS_TOKEN)
             .env("RUST_LOG", "warn,tern::app=info")
             .stdin(Stdio::null())
             .spawn()

@@ -3,6 +3,8 @@
 
 pub const API_SECRET: &str = "test-api-secret-of-at-least-32-bytes";
 pub const RELAY_SECRET: &str = "test-relay-secret-of-at-least-32-bytes";
+/// The bearer token test origins serve `GET /v1/calls` with.
+pub const CALLS_TOKEN: &str = "test-calls-token-of-at-least-32-bytes";
 
 /// A room token signed with the test API secret.
 pub fn token(room: &str, identity: &str, exp_offset_secs: i64) -> String {

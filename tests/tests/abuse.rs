@@ -439,3 +439,83 @@ fn weak_and_missing_secrets_are_refused_by_every_host() {
     assert!(body.contains("TERN_API_SECRET is 0 bytes"), "{body}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `GET /v1/calls` with `bearer`: the whole HTTP answer.
+fn calls_answer(addr: std::net::SocketAddr, bearer: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET /v1/calls HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {bearer}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// Call records are read with a token of their own: the API secret, which
+/// signs room tokens, is refused as their bearer, a weak calls token stops
+/// the origin from starting, and without one the calls API is off.
+#[test]
+fn call_records_need_their_own_read_token() {
+    let origin = Origin::start("edge-1");
+    let read = |bearer: &str| calls_answer(origin.addr, bearer);
+    assert!(
+        read(CALLS_TOKEN).starts_with("HTTP/1.1 200"),
+        "{}",
+        read(CALLS_TOKEN)
+    );
+    assert!(
+        read(API_SECRET).starts_with("HTTP/1.1 401"),
+        "the API secret read call records"
+    );
+
+    let listen = format!("127.0.0.1:{}", free_tcp_port());
+    let dir = std::env::temp_dir().join(format!("tern-calls-token-{}", std::process::id()));
+    let out = refused_start(
+        &[
+            "serve",
+            "--listen",
+            &listen,
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ],
+        &[
+            ("TERN_API_SECRET", API_SECRET),
+            ("TERN_RELAY_SECRET", RELAY_SECRET),
+            ("TERN_CALLS_TOKEN", "letmein"),
+        ],
+    );
+    assert!(out.contains("TERN_CALLS_TOKEN is 7 bytes"), "{out}");
+
+    // Without a calls token the API is off, whatever the bearer.
+    let addr: std::net::SocketAddr = listen.parse().unwrap();
+    let child = std::process::Command::new(bin("tern"))
+        .args([
+            "serve",
+            "--listen",
+            &listen,
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ])
+        .env("TERN_API_SECRET", API_SECRET)
+        .env("TERN_RELAY_SECRET", RELAY_SECRET)
+        .env_remove("TERN_CALLS_TOKEN")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("starting tern serve");
+    let _off = Proc {
+        child,
+        name: "origin without a calls token".into(),
+    };
+    wait_until(Duration::from_secs(60), || {
+        http_get(addr, "/healthz").is_ok()
+    })
+    .expect("origin healthy");
+    let answer = calls_answer(addr, CALLS_TOKEN);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("TERN_CALLS_TOKEN"), "{answer}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

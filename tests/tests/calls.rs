@@ -39,6 +39,7 @@ fn serve_with(edge: &str, kv: &str, data_dir: &Path, env: &[(&str, &str)]) -> Se
         .envs(env.iter().copied())
         .env("TERN_API_SECRET", API_SECRET)
         .env("TERN_RELAY_SECRET", RELAY_SECRET)
+        .env("TERN_CALLS_TOKEN", CALLS_TOKEN)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .spawn()
@@ -106,7 +107,7 @@ fn get(addr: SocketAddr, path: &str, bearer: Option<&str>) -> (u16, String) {
 
 /// `GET /v1/calls?<query>` as the app's server would ask.
 fn calls(addr: SocketAddr, query: &str) -> Value {
-    let (status, body) = get(addr, &format!("/v1/calls?{query}"), Some(API_SECRET));
+    let (status, body) = get(addr, &format!("/v1/calls?{query}"), Some(CALLS_TOKEN));
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).unwrap()
 }
@@ -142,16 +143,16 @@ fn tern_calls(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// `tern calls <args>` with `TERN_API_SECRET` set (or not), whatever it
+/// `tern calls <args>` with `TERN_CALLS_TOKEN` set (or not), whatever it
 /// exits with.
-fn tern_calls_as(args: &[&str], api_secret: Option<&str>) -> std::process::Output {
+fn tern_calls_as(args: &[&str], calls_token: Option<&str>) -> std::process::Output {
     let mut cmd = Command::new(bin("tern"));
     cmd.arg("calls")
         .args(args)
         .env("RUST_LOG", "warn")
-        .env_remove("TERN_API_SECRET");
-    if let Some(s) = api_secret {
-        cmd.env("TERN_API_SECRET", s);
+        .env_remove("TERN_CALLS_TOKEN");
+    if let Some(s) = calls_token {
+        cmd.env("TERN_CALLS_TOKEN", s);
     }
     cmd.output().unwrap()
 }
@@ -223,11 +224,14 @@ async fn calls_are_recorded_listed_filtered_paged_and_exported() {
     let mut carol = Client::connect(&ws).await;
     carol.join("retro", "carol").await;
 
-    // Only the app's servers may read records.
+    // Only the app's servers may read records, with the calls token: not
+    // with the API secret, which signs room tokens.
     let (status, _) = get(origin.addr, "/v1/calls", None);
     assert_eq!(status, 401);
     let (status, _) = get(origin.addr, "/v1/calls", Some("wrong-secret"));
     assert_eq!(status, 401);
+    let (status, _) = get(origin.addr, "/v1/calls", Some(API_SECRET));
+    assert_eq!(status, 401, "the API secret reads call records");
 
     let all = calls(origin.addr, "");
     assert_eq!(all["calls"].as_array().unwrap().len(), 2, "{all}");
@@ -282,7 +286,7 @@ async fn calls_are_recorded_listed_filtered_paged_and_exported() {
         .map(|c| ids(&calls(origin.addr, &format!("limit=1&cursor={c}"))))
         .unwrap_or_default();
     assert!(rest.is_empty());
-    let (status, _) = get(origin.addr, "/v1/calls?limit=0", Some(API_SECRET));
+    let (status, _) = get(origin.addr, "/v1/calls?limit=0", Some(CALLS_TOKEN));
     assert_eq!(status, 400);
 
     // While the origin runs it holds the embedded store's lock: `tern
@@ -293,13 +297,13 @@ async fn calls_are_recorded_listed_filtered_paged_and_exported() {
     let why = String::from_utf8_lossy(&locked.stderr);
     assert!(why.contains("--url"), "{why}");
     let url = format!("http://{}", origin.addr);
-    let remote = tern_calls_as(&["--url", &url, "--format", "jsonl"], Some(API_SECRET));
+    let remote = tern_calls_as(&["--url", &url, "--format", "jsonl"], Some(CALLS_TOKEN));
     assert!(remote.status.success(), "{remote:?}");
     let remote = jsonl(&String::from_utf8(remote.stdout).unwrap());
     assert_eq!(remote, all["calls"].as_array().unwrap().clone());
     let one = tern_calls_as(
         &["--url", &url, "--format", "csv", "--identity", "bob"],
-        Some(API_SECRET),
+        Some(CALLS_TOKEN),
     );
     let csv = String::from_utf8(one.stdout).unwrap();
     assert_eq!(csv.lines().count(), 2, "{csv}");
@@ -308,7 +312,7 @@ async fn calls_are_recorded_listed_filtered_paged_and_exported() {
         .nth(1)
         .unwrap()
         .starts_with(standup["call"].as_str().unwrap()));
-    let paged = tern_calls_as(&["--url", &url, "--limit", "1"], Some(API_SECRET));
+    let paged = tern_calls_as(&["--url", &url, "--limit", "1"], Some(CALLS_TOKEN));
     let more = String::from_utf8_lossy(&paged.stderr);
     assert!(more.contains("--cursor"), "{more}");
     let refused = tern_calls_as(&["--url", &url], Some("wrong-secret"));

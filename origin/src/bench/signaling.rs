@@ -273,6 +273,7 @@ fn over_websocket(args: &BenchArgs, kind: Kind) -> anyhow::Result<()> {
         dev_tokens: false,
         session_grace_ms: edge_signaling::Config::DEFAULT_SESSION_GRACE_MS,
         call_sweep_ms: edge_signaling::Config::DEFAULT_CALL_SWEEP_MS,
+        calls_token: None,
         // The load generator's sockets all come from loopback: one
         // address, which the per-address limit is not for.
         limits: crate::edge::socket_limits::SocketLimits {

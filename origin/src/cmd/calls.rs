@@ -32,9 +32,9 @@ pub struct CallsArgs {
     /// instead of opening a store (--data-dir and --kv are then unused).
     #[arg(long, conflicts_with = "prune_older_than_days")]
     url: Option<String>,
-    /// The API secret, for --url.
-    #[arg(long, env = "TERN_API_SECRET", hide_env_values = true)]
-    api_secret: Option<String>,
+    /// The origin's calls token, for --url.
+    #[arg(long, env = "TERN_CALLS_TOKEN", hide_env_values = true)]
+    calls_token: Option<String>,
     /// Only calls in this room.
     #[arg(long)]
     room: Option<String>,
@@ -91,11 +91,10 @@ pub fn run(args: CallsArgs) -> anyhow::Result<()> {
     };
     let page = match &args.url {
         Some(url) => {
-            let secret = args
-                .api_secret
-                .as_deref()
-                .context("--url needs the API secret: --api-secret or TERN_API_SECRET")?;
-            crate::cmd::calls_client::fetch_page(url, secret, &q)?
+            let token = args.calls_token.as_deref().context(
+                "--url needs the origin's calls token: --calls-token or TERN_CALLS_TOKEN",
+            )?;
+            crate::cmd::calls_client::fetch_page(url, token, &q)?
         }
         None => {
             let kv = open_store(&args)?;

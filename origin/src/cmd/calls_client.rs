@@ -51,7 +51,7 @@ fn url_for(base: &str, q: &Query) -> anyhow::Result<reqwest::Url> {
 
 /// One page of `q` from the origin at `base`, authenticated with the API
 /// secret.
-pub fn fetch_page(base: &str, api_secret: &str, q: &Query) -> anyhow::Result<Page> {
+pub fn fetch_page(base: &str, token: &str, q: &Query) -> anyhow::Result<Page> {
     let url = url_for(base, q)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -59,7 +59,7 @@ pub fn fetch_page(base: &str, api_secret: &str, q: &Query) -> anyhow::Result<Pag
     rt.block_on(async {
         let resp = reqwest::Client::new()
             .get(url.clone())
-            .bearer_auth(api_secret)
+            .bearer_auth(token)
             .timeout(TIMEOUT)
             .send()
             .await

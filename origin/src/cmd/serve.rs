@@ -27,6 +27,10 @@ pub struct ServeArgs {
     /// Secret shared with relays (TURN credentials and heartbeats).
     #[arg(long, env = "TERN_RELAY_SECRET", hide_env_values = true)]
     pub relay_secret: Option<String>,
+    /// Bearer token that reads call records (`GET /v1/calls`, `tern calls
+    /// --url`); at least 32 bytes. Without it the calls API is off.
+    #[arg(long, env = "TERN_CALLS_TOKEN", hide_env_values = true)]
+    pub calls_token: Option<String>,
     /// A relay is unhealthy once its last heartbeat is older than this.
     #[arg(long, default_value_t = 1500)]
     pub relay_stale_ms: u64,
@@ -99,6 +103,9 @@ impl ServeArgs {
         };
         secret::check("TERN_API_SECRET", api_secret.as_bytes())?;
         secret::check("TERN_RELAY_SECRET", relay_secret.as_bytes())?;
+        if let Some(t) = &self.calls_token {
+            secret::check("TERN_CALLS_TOKEN", t.as_bytes())?;
+        }
         let kv = {
             let (store, dir) = (self.store.clone(), dir.clone());
             tokio::task::spawn_blocking(move || store.open(&dir)).await??
@@ -113,6 +120,7 @@ impl ServeArgs {
             dev_tokens: self.dev_tokens,
             session_grace_ms: self.session_grace_ms,
             call_sweep_ms: self.call_sweep_ms,
+            calls_token: self.calls_token.clone(),
             limits: SocketLimits {
                 frames_per_sec: self.frames_per_sec,
                 frame_burst: self.frame_burst,

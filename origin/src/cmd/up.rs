@@ -66,6 +66,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         edge: "local".into(),
         api_secret: Some(secrets.api_secret),
         relay_secret: Some(secrets.relay_secret.clone()),
+        calls_token: std::env::var("TERN_CALLS_TOKEN").ok(),
         relay_stale_ms: 1500,
         dev_tokens: true,
         session_grace_ms: edge_signaling::Config::DEFAULT_SESSION_GRACE_MS,

@@ -68,6 +68,8 @@ pub struct App {
     /// Relays whose heartbeat connection just closed, for the prober to
     /// check at once (see [`crate::edge::relay_link`]).
     pub suspects: crate::probe::Suspects,
+    /// Bearer token of `GET /v1/calls`; `None`: the calls API is off.
+    pub calls_token: Option<String>,
     /// What one socket, or one client address, may ask of this edge.
     pub limits: socket_limits::SocketLimits,
     /// Sockets open per client address, against [`App::limits`].

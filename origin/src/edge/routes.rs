@@ -152,10 +152,11 @@ fn watch_link(app: &Arc<App>, link: &Link, body: &[u8]) {
     });
 }
 
-/// Whether `headers` carry `Authorization: Bearer <api secret>`. Call
-/// records say who called whom: only the app's servers (which hold the API
-/// secret) and operators may read them.
-fn authorized(app: &App, headers: &HeaderMap) -> bool {
+/// Whether `headers` carry `Authorization: Bearer <calls token>`. Call
+/// records say who called whom: only the app's servers and operators may
+/// read them, with a token of its own, not the API secret that signs room
+/// tokens (a reader need not be able to join every room).
+fn authorized(want: &[u8], headers: &HeaderMap) -> bool {
     let Some(given) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -163,8 +164,7 @@ fn authorized(app: &App, headers: &HeaderMap) -> bool {
     else {
         return false;
     };
-    let want = &app.signaling.api_secret;
-    // Constant time in the secret's contents.
+    // Constant time in the token's contents.
     given.len() == want.len()
         && given
             .bytes()
@@ -180,11 +180,18 @@ async fn calls(
     headers: HeaderMap,
     q: Result<Query<CallsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    if !authorized(&app, &headers) {
+    let Some(token) = &app.calls_token else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "calls_api_off",
+            "this origin has no calls token: start it with TERN_CALLS_TOKEN to serve call records",
+        );
+    };
+    if !authorized(token.as_bytes(), &headers) {
         return error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "call records need `Authorization: Bearer <API secret>`",
+            "call records need `Authorization: Bearer <calls token>`",
         );
     }
     let q = match q {

@@ -26,6 +26,8 @@ pub struct EdgeConfig {
     pub dev_tokens: bool,
     pub session_grace_ms: u64,
     pub call_sweep_ms: u64,
+    /// Bearer token of `GET /v1/calls` (off without one).
+    pub calls_token: Option<String>,
     /// Frames per socket and sockets per address.
     pub limits: crate::edge::socket_limits::SocketLimits,
 }
@@ -79,6 +81,7 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<(Arc<App>, tokio::net::Tcp
         tick_now: tokio::sync::Notify::new(),
         suspects: crate::probe::Suspects::new(),
         limits: cfg.limits,
+        calls_token: cfg.calls_token,
         sockets_per_ip: Default::default(),
     });
     let listener = edge_relay::server::listen_stream(cfg.listen)

@@ -330,17 +330,15 @@ fn refused_start(args: &[&str], env: &[(&str, &str)]) -> String {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let child = cmd.spawn().expect("spawn tern");
-    let pid = child.id();
-    // A process that starts serving never exits by itself: end it.
-    let killer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(15));
-        let _ = std::process::Command::new("kill")
-            .arg(pid.to_string())
-            .status();
-    });
+    let mut child = cmd.spawn().expect("spawn tern");
+    // A process that starts serving never exits by itself: wait a while,
+    // then end it (through its handle: never a PID that may be reused).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().expect("tern's status").is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
     let out = child.wait_with_output().expect("tern's output");
-    drop(killer);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

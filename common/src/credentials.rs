@@ -12,6 +12,16 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
+use sha2::{Digest, Sha256};
+
+/// The TURN identity of a caller with room-token identity `identity`: the
+/// first 8 bytes of its SHA-256, hex. Every credential minted for one
+/// identity under one token carries the same username, so a relay's quota
+/// per username is a quota per caller (not per join), and the relay learns
+/// a stable pseudonym, not the app's user id.
+pub fn turn_identity(identity: &str) -> String {
+    hex::encode(&Sha256::digest(identity.as_bytes())[..8])
+}
 
 /// A username/credential pair as handed to a browser in `iceServers`.
 #[derive(Debug, Clone, PartialEq, Eq)]

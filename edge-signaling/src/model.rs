@@ -81,6 +81,10 @@ pub struct Member {
     pub participant: String,
     /// Identity from its room token's `sub` claim.
     pub identity: String,
+    /// Expiry (unix s) of the room token it joined or last resumed with:
+    /// its TURN credentials last as long (0 in records from before).
+    #[serde(default)]
+    pub token_exp: u64,
     /// Session id (`s-` + 128 random bits) the client resumes with.
     pub session: String,
     /// Current connection; `None` while away (dropped, within grace).

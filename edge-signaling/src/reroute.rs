@@ -174,10 +174,10 @@ impl Signaling<'_> {
                 frame: ServerFrame::Reroute {
                     reason,
                     relay: next.client_ref(),
-                    ice_servers: self.ice_servers(next, &m.participant, now_ms),
+                    ice_servers: self.ice_servers(next, m, now_ms),
                     standby: standby.map(|s| Standby {
                         relay: s.client_ref(),
-                        ice_servers: self.ice_servers(s, &m.participant, now_ms),
+                        ice_servers: self.ice_servers(s, m, now_ms),
                     }),
                 }
                 .to_json(),

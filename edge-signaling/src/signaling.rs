@@ -214,6 +214,7 @@ impl<'a> Signaling<'a> {
                     }
                 }
                 m.away_since_ms = None;
+                m.token_exp = claims.exp;
                 (s, p)
             }
             None => {
@@ -228,6 +229,7 @@ impl<'a> Signaling<'a> {
                 room.members.push(Member {
                     participant: participant.clone(),
                     identity: claims.sub.clone(),
+                    token_exp: claims.exp,
                     session: session_id.clone(),
                     conn: Some(conn.to_string()),
                     joined_at_ms: now_ms,
@@ -298,9 +300,13 @@ impl<'a> Signaling<'a> {
         };
         calls::record(&mut out, &call, now_ms, event);
 
+        let me = room
+            .member(&participant)
+            .cloned()
+            .expect("joined or resumed above");
         let standby = directory::standby(&ranked, primary).map(|r| Standby {
             relay: r.client_ref(),
-            ice_servers: self.ice_servers(r, &participant, now_ms),
+            ice_servers: self.ice_servers(r, &me, now_ms),
         });
 
         let peers: Vec<PeerInfo> = room
@@ -339,7 +345,7 @@ impl<'a> Signaling<'a> {
                 resumed: resumed.is_some(),
                 peers,
                 relay: primary.client_ref(),
-                ice_servers: self.ice_servers(primary, &participant, now_ms),
+                ice_servers: self.ice_servers(primary, &me, now_ms),
                 standby,
             },
         );
@@ -391,14 +397,25 @@ impl<'a> Signaling<'a> {
         }
     }
 
+    /// TURN credentials on `relay` for `member`: named by its identity's
+    /// pseudonym and valid as long as its room token (see
+    /// [`credentials::turn_identity`]), so one token is one TURN user, held
+    /// to the relay's quota per user however often it joins.
     pub(crate) fn ice_servers(
         &self,
         relay: &RelayView,
-        participant: &str,
+        member: &Member,
         now_ms: u64,
     ) -> Vec<IceServer> {
-        let expiry = now_ms / 1000 + self.config.turn_ttl_secs;
-        let cred = credentials::mint(&self.config.relay_secret, participant, expiry);
+        let now = now_ms / 1000;
+        let expiry = if member.token_exp > now {
+            member.token_exp
+        } else {
+            // A record from before tokens' expiry was kept.
+            now + self.config.turn_ttl_secs
+        };
+        let user = credentials::turn_identity(&member.identity);
+        let cred = credentials::mint(&self.config.relay_secret, &user, expiry);
         vec![IceServer {
             urls: relay.listeners.iter().map(|l| l.turn_url()).collect(),
             username: cred.username,

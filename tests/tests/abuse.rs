@@ -517,3 +517,91 @@ fn call_records_need_their_own_read_token() {
     assert!(answer.contains("TERN_CALLS_TOKEN"), "{answer}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Allocate on the TURN relay at `relay` with REST credentials, from a
+/// fresh UDP socket: `Ok(())`, or the relay's error code.
+fn turn_allocate(relay: std::net::SocketAddr, username: &str, credential: &str) -> Result<(), u16> {
+    use edge_relay::stun::{attr, Class, Message, MessageBuilder, Method};
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let key = edge_relay::auth::long_term_key(username, "tern", credential);
+    let mut nonce: Option<Vec<u8>> = None;
+    for tid in 1..=2u8 {
+        let mut b = MessageBuilder::new(Method::ALLOCATE, Class::Request, [tid; 12]);
+        b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+        if let Some(n) = &nonce {
+            b.attr(attr::USERNAME, username.as_bytes())
+                .attr(attr::REALM, b"tern")
+                .attr(attr::NONCE, n)
+                .integrity(&key);
+        }
+        sock.send_to(&b.finish(), relay).unwrap();
+        let mut buf = [0u8; 1500];
+        let (n, _) = sock.recv_from(&mut buf).expect("the relay answers");
+        let m = Message::parse(&buf[..n]).expect("a STUN answer");
+        if m.class == Class::Success {
+            return Ok(());
+        }
+        let code = m
+            .get(attr::ERROR_CODE)
+            .and_then(attr::decode_error_code)
+            .expect("an error code");
+        match (code, m.get(attr::NONCE)) {
+            (401, Some(n)) if nonce.is_none() => nonce = Some(n.to_vec()),
+            _ => return Err(code),
+        }
+    }
+    Err(401)
+}
+
+/// One room token is one TURN user, however often it joins: every join
+/// gets the same username (the token's expiry and a pseudonym of its
+/// identity), so the relay's allocations-per-user quota holds the token to
+/// it. (Before, each join minted a fresh username for a fresh participant,
+/// and the quota limited nothing: the third allocation below succeeded.)
+#[tokio::test(flavor = "multi_thread")]
+async fn one_token_is_one_turn_user_held_to_the_relays_quota() {
+    let origin = Origin::start("edge-1");
+    let _relay = start_relay_with(
+        &origin,
+        "a-1",
+        "region-a",
+        &["--max-allocations-per-user", "2"],
+    );
+    origin
+        .wait_healthy_relays(1, Duration::from_secs(20))
+        .expect("relay heartbeats in");
+    let t = token("quota", "mallory", 600);
+    let mut creds = Vec::new();
+    let mut sockets = Vec::new();
+    for _ in 0..3 {
+        let mut c = Client::connect(&origin.ws_url()).await;
+        c.send(json!({"type":"join","room":"quota","token":t}))
+            .await;
+        let j = c.skip_to("joined").await;
+        let ice = &j["iceServers"][0];
+        let url = ice["urls"][0].as_str().unwrap();
+        let addr: std::net::SocketAddr = url
+            .trim_start_matches("turn:")
+            .split('?')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        creds.push((
+            addr,
+            ice["username"].as_str().unwrap().to_string(),
+            ice["credential"].as_str().unwrap().to_string(),
+        ));
+        sockets.push(c);
+    }
+    assert!(
+        creds.windows(2).all(|w| w[0].1 == w[1].1),
+        "one token, several TURN users: {creds:?}"
+    );
+    let results: Vec<_> = creds
+        .iter()
+        .map(|(addr, user, cred)| turn_allocate(*addr, user, cred))
+        .collect();
+    assert_eq!(results, [Ok(()), Ok(()), Err(486)], "{creds:?}");
+}

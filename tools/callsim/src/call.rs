@@ -168,9 +168,11 @@ pub async fn run_calls(cfg: &SimConfig) -> Vec<CallReport> {
             (0..n).map(|j| cfg.edges[(k + j) % n].clone()).collect()
         };
         let edges = (rotated(2 * i), rotated(2 * i + 1));
+        // Every simulated caller is a user of its own, as in life: one
+        // identity is one TURN user, held to the relay's quota per user.
         let tokens = (
-            token(&cfg.api_secret, &room, "caller"),
-            token(&cfg.api_secret, &room, "callee"),
+            token(&cfg.api_secret, &room, &format!("caller-{i}")),
+            token(&cfg.api_secret, &room, &format!("callee-{i}")),
         );
         let joins = [tokens.0, tokens.1].map(|token| JoinArgs {
             room: room.clone(),

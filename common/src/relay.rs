@@ -82,6 +82,11 @@ pub struct Heartbeat {
     pub seq: u64,
     /// Relay's wall clock when sent (unix ms).
     pub sent_at_ms: u64,
+    /// Random per relay process start: tells one run's heartbeats from
+    /// another's, so a heartbeat of an earlier run (replayed, or late) is
+    /// refused once a later run has been heard (empty from older relays).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub boot: String,
 }
 
 /// Why [`verify`] refused a heartbeat (the origin answers 401 to all of them).
@@ -158,6 +163,7 @@ mod tests {
             load: Load::default(),
             seq: 1,
             sent_at_ms: now,
+            boot: String::new(),
         }
     }
 

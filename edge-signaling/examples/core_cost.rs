@@ -25,6 +25,7 @@ fn main() {
             load: Load::default(),
             seq: 1,
             sent_at_ms: now,
+            boot: String::new(),
         };
         let body = serde_json::to_vec(&hb).unwrap();
         let sig = sign(b"relay", &body);

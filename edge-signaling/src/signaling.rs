@@ -712,9 +712,22 @@ impl<'a> Signaling<'a> {
         let mut intervals = Vec::new();
         let mut cpu = Vec::new();
         if let (Some(prev), _) = read::<RelayRecord>(kv, &key)? {
-            // A restarted relay starts its sequence again; only drop
-            // reordered heartbeats from the same run (same sender clock era).
-            if hb.seq <= prev.heartbeat.seq && hb.sent_at_ms <= prev.heartbeat.sent_at_ms {
+            // Within one run, a heartbeat not newer than the last is
+            // reordered: dropped. A restarted relay starts its sequence
+            // again under a new boot; a heartbeat of another run counts only
+            // if it was sent after the last one heard, so an earlier run's
+            // (replayed, or late) cannot undo what the current run said.
+            // Relays from before boots were sent have none: judged by seq
+            // and clock together, as before.
+            let prev_hb = &prev.heartbeat;
+            let stale = if hb.boot.is_empty() || prev_hb.boot.is_empty() {
+                hb.seq <= prev_hb.seq && hb.sent_at_ms <= prev_hb.sent_at_ms
+            } else if hb.boot == prev_hb.boot {
+                hb.seq <= prev_hb.seq
+            } else {
+                hb.sent_at_ms <= prev_hb.sent_at_ms
+            };
+            if stale {
                 return Ok(out);
             }
             intervals = prev.intervals;

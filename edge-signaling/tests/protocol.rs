@@ -50,6 +50,21 @@ impl Sim {
     }
 
     fn heartbeat_full(&mut self, id: &str, region: &str, seq: u64, state: RelayState, load: Load) {
+        self.heartbeat_run(id, region, seq, state, load, "", self.now);
+    }
+
+    /// A heartbeat of relay run `boot`, sent at `sent_at_ms`.
+    #[allow(clippy::too_many_arguments)]
+    fn heartbeat_run(
+        &mut self,
+        id: &str,
+        region: &str,
+        seq: u64,
+        state: RelayState,
+        load: Load,
+        boot: &str,
+        sent_at_ms: u64,
+    ) {
         let hb = Heartbeat {
             id: id.into(),
             region: region.into(),
@@ -60,7 +75,8 @@ impl Sim {
             state,
             load,
             seq,
-            sent_at_ms: self.now,
+            sent_at_ms,
+            boot: boot.into(),
         };
         let body = serde_json::to_vec(&hb).unwrap();
         let sig = relay::sign(RELAY, &body);
@@ -567,6 +583,7 @@ fn a_draining_relay_hands_its_calls_over_make_before_break() {
         load: Load::default(),
         seq: 1_000,
         sent_at_ms: sim.now,
+        boot: String::new(),
     };
     let body = serde_json::to_vec(&hb).unwrap();
     let sig = relay::sign(RELAY, &body);
@@ -1517,4 +1534,76 @@ fn loss_reports_from_one_room_or_about_another_relay_condemn_nothing() {
         sim.join_near("late-b", "r-late-b", "zed", "local-b")["relay"]["id"],
         "b1"
     );
+}
+
+/// A relay run's heartbeats are told from another run's by their boot: once
+/// a later run has been heard, an earlier run's heartbeat (a replay of a
+/// captured one, or one late on the wire) changes nothing, however high
+/// its sequence number; within a run, reordered ones are dropped.
+#[test]
+fn heartbeats_of_an_earlier_run_are_refused_once_a_later_run_is_heard() {
+    let (mut sim, _) = Sim::warm(1_000);
+    let state = |sim: &Sim| {
+        let view = Signaling::new(&sim.cfg).relays(sim.now, &sim.kv).unwrap();
+        let a1 = view.into_iter().find(|r| r.id == "a1").unwrap();
+        serde_json::to_value(a1.state).unwrap()
+    };
+    let t0 = sim.now;
+    sim.heartbeat_run(
+        "a1",
+        "local-a",
+        500,
+        RelayState::Active,
+        Load::default(),
+        "run-1",
+        t0,
+    );
+    sim.now += 250;
+    // The relay restarts: its sequence starts again under a new boot.
+    sim.heartbeat_run(
+        "a1",
+        "local-a",
+        1,
+        RelayState::Active,
+        Load::default(),
+        "run-2",
+        sim.now,
+    );
+    // A heartbeat of run 1 sent before that, replayed now, says draining.
+    sim.now += 100;
+    sim.heartbeat_run(
+        "a1",
+        "local-a",
+        501,
+        RelayState::Draining,
+        Load::default(),
+        "run-1",
+        t0 + 10,
+    );
+    assert_eq!(
+        state(&sim),
+        "active",
+        "an earlier run's heartbeat was taken"
+    );
+    // Run 2's own heartbeats go on; a reordered one of them is dropped.
+    sim.heartbeat_run(
+        "a1",
+        "local-a",
+        3,
+        RelayState::Draining,
+        Load::default(),
+        "run-2",
+        sim.now,
+    );
+    assert_eq!(state(&sim), "draining");
+    sim.heartbeat_run(
+        "a1",
+        "local-a",
+        2,
+        RelayState::Active,
+        Load::default(),
+        "run-2",
+        sim.now,
+    );
+    assert_eq!(state(&sim), "draining", "a reordered heartbeat was taken");
 }

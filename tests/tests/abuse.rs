@@ -605,3 +605,52 @@ async fn one_token_is_one_turn_user_held_to_the_relays_quota() {
         .collect();
     assert_eq!(results, [Ok(()), Ok(()), Err(486)], "{creds:?}");
 }
+
+/// A heartbeat of an earlier run of a relay, signed and fresh enough to
+/// pass (as a replay of a captured plaintext one would be), cannot undo
+/// what the relay's current run says: posted 50 times over a second while
+/// the real relay heartbeats, its `draining` never shows in the directory.
+/// (Before, its higher sequence number won until the relay's next beat.)
+#[test]
+fn an_earlier_runs_heartbeats_cannot_override_the_current_run() {
+    let origin = Origin::start("edge-1");
+    let _relay = start_relay(&origin, "a-1", "region-a");
+    origin
+        .wait_healthy_relays(1, Duration::from_secs(20))
+        .expect("relay heartbeats in");
+    let listener = origin.relays()[0]["listeners"][0]["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut seen_draining = 0;
+    for i in 0..50u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let body = json!({
+            "id": "a-1", "region": "region-a",
+            "listeners": [{"transport": "udp", "address": listener}],
+            "state": "draining", "load": {"allocations": 0, "pps": 0},
+            "seq": 1_000_000 + i, "sent_at_ms": now - 5_000, "boot": "an-earlier-run",
+        })
+        .to_string();
+        let sig = tern_common::relay::sign(RELAY_SECRET.as_bytes(), body.as_bytes());
+        let (status, answer) = http_post(
+            origin.addr,
+            "/v1/relays/heartbeat",
+            &[("x-tern-signature", &sig)],
+            body.as_bytes(),
+        )
+        .expect("an answer");
+        assert_eq!(status, 204, "{answer}");
+        std::thread::sleep(Duration::from_millis(20));
+        if origin.relays()[0]["state"] == "draining" {
+            seen_draining += 1;
+        }
+    }
+    assert_eq!(
+        seen_draining, 0,
+        "the earlier run's draining showed in {seen_draining} of 50 looks"
+    );
+}

@@ -79,6 +79,9 @@ impl Heartbeater {
         let client: Client<HttpConnector, Full<Bytes>> =
             Client::builder(TokioExecutor::new()).build_http();
         let mut seq = 0u64;
+        // This run's epoch: signaling refuses an earlier run's heartbeats
+        // once it has heard this one's.
+        let boot = format!("{:016x}", rand::random::<u64>());
         let mut last = (
             Instant::now(),
             self.shared.relayed_packets.load(Ordering::Relaxed),
@@ -117,6 +120,7 @@ impl Heartbeater {
                 },
                 seq,
                 sent_at_ms: unix_ms(),
+                boot: boot.clone(),
             };
             let result = self.send(&client, &hb, &mut current).await;
             match (result, failing_since) {

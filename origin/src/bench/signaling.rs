@@ -59,6 +59,7 @@ fn heartbeat_body(id: &str, region: &str, seq: u64, udp: &str) -> (Vec<u8>, Stri
         load: Load::default(),
         seq,
         sent_at_ms: now_ms(),
+        boot: String::new(),
     };
     let body = serde_json::to_vec(&hb).unwrap();
     let sig = relay::sign(RELAY.as_bytes(), &body);

@@ -402,15 +402,40 @@ fn tcp_and_tls_clients_relay_both_ways_and_metrics_count_it() {
 
 /// Raw heartbeat bodies from a fake signaling endpoint.
 fn fake_signaling() -> (SocketAddr, mpsc::Receiver<serde_json::Value>) {
+    fake_signaling_with(|tcp| Some(Box::new(tcp)))
+}
+
+/// The same over HTTPS, with the certificate and key at `cert`, `key`.
+fn fake_https_signaling(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> (SocketAddr, mpsc::Receiver<serde_json::Value>) {
+    use tokio_rustls::rustls::{ServerConnection, StreamOwned};
+    let config = edge_relay::server::tls::server_config(cert, key).unwrap();
+    fake_signaling_with(move |tcp| {
+        let tls = ServerConnection::new(config.clone()).ok()?;
+        Some(Box::new(StreamOwned::new(tls, tcp)))
+    })
+}
+
+trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+/// A fake signaling endpoint over whatever `wrap` makes of each accepted
+/// connection (`None`: drop it).
+fn fake_signaling_with(
+    wrap: impl Fn(std::net::TcpStream) -> Option<Box<dyn Stream>> + Send + 'static,
+) -> (SocketAddr, mpsc::Receiver<serde_json::Value>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
+            let Ok(conn) = conn else { return };
+            let Some(conn) = wrap(conn) else { continue };
             let tx = tx.clone();
             std::thread::spawn(move || {
-                let mut r = std::io::BufReader::new(conn.try_clone().unwrap());
+                let mut r = std::io::BufReader::new(conn);
                 loop {
                     let mut len = 0usize;
                     let mut line = String::new();
@@ -427,16 +452,60 @@ fn fake_signaling() -> (SocketAddr, mpsc::Receiver<serde_json::Value>) {
                         }
                     }
                     let mut body = vec![0u8; len];
-                    r.read_exact(&mut body).unwrap();
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
                     if tx.send(serde_json::from_slice(&body).unwrap()).is_err() {
                         return;
                     }
-                    conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+                    let w = r.get_mut();
+                    if w.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").is_err()
+                        || w.flush().is_err()
+                    {
+                        return;
+                    }
                 }
             });
         }
     });
     (addr, rx)
+}
+
+/// Heartbeats go over HTTPS, verified against the system's roots and
+/// `--signaling-ca`; a relay that does not trust the edge's certificate
+/// sends it nothing. Each run's heartbeats carry its boot.
+#[test]
+fn heartbeats_go_over_https_to_an_edge_the_relay_trusts() {
+    let dir = tmpdir("https-signaling");
+    let (cert, key) = (dir.join("edge-cert.pem"), dir.join("edge-key.pem"));
+    edge_relay::server::tls::ensure_self_signed(&cert, &key, &["127.0.0.1".into()]).unwrap();
+    let (signaling, heartbeats) = fake_https_signaling(&cert, &key);
+    let url = format!("https://{signaling}");
+    let untrusting = start_relay(
+        "https-untrusting",
+        &["--signaling", &url, "--heartbeat-ms", "50"],
+    );
+    assert!(
+        heartbeats.recv_timeout(Duration::from_secs(2)).is_err(),
+        "a heartbeat reached an edge whose certificate the relay does not trust"
+    );
+    drop(untrusting);
+    let _relay = start_relay(
+        "https-trusting",
+        &[
+            "--signaling",
+            &url,
+            "--signaling-ca",
+            cert.to_str().unwrap(),
+            "--heartbeat-ms",
+            "50",
+        ],
+    );
+    let hb = heartbeats
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a heartbeat over HTTPS");
+    assert_eq!(hb["state"], "active", "{hb}");
+    assert!(hb["boot"].as_str().is_some_and(|b| !b.is_empty()), "{hb}");
 }
 
 #[test]

@@ -85,6 +85,10 @@ pub struct Args {
     /// move to the next when it fails). No heartbeats when absent.
     #[arg(long)]
     pub signaling: Option<String>,
+    /// PEM certificate(s) to trust for `https://` signaling besides the
+    /// system's roots (a private CA, or an edge's self-signed certificate).
+    #[arg(long, value_name = "PEM")]
+    pub signaling_ca: Option<PathBuf>,
     /// Heartbeat interval in milliseconds [250].
     #[arg(long)]
     pub heartbeat_ms: Option<u64>,
@@ -171,6 +175,7 @@ pub(crate) struct FileConfig {
     pub previous_secret: Option<String>,
     pub realm: Option<String>,
     pub signaling: Option<String>,
+    pub signaling_ca: Option<PathBuf>,
     pub heartbeat_ms: Option<u64>,
     #[serde(default)]
     pub allow_peer: Vec<String>,
@@ -229,6 +234,8 @@ pub struct Settings {
     pub realm: String,
     /// Signaling base URL(s), comma-separated, for heartbeats; `None`: none sent.
     pub signaling: Option<String>,
+    /// Extra roots for `https://` signaling.
+    pub signaling_ca: Option<PathBuf>,
     /// Heartbeat interval in ms (default 250; at least 10 is used).
     pub heartbeat_ms: u64,
     /// Peer ranges allowed despite the default deny-list (loopback, private, ...).
@@ -320,6 +327,7 @@ impl Settings {
                 .filter(|s| !s.is_empty()),
             realm: args.realm.or(file.realm).unwrap_or_else(|| "tern".into()),
             signaling: args.signaling.or(file.signaling),
+            signaling_ca: args.signaling_ca.or(file.signaling_ca),
             heartbeat_ms: args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(250),
             allow_peer: if args.allow_peer.is_empty() {
                 file.allow_peer

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use tern_common::relay::{sign, Heartbeat, Listener, Load, RelayState, SIGNATURE_HEADER};
@@ -58,6 +59,47 @@ impl Shared {
     }
 }
 
+/// The client heartbeats go out on: `http://` and `https://` signaling
+/// alike (operators are told to use HTTPS: a plaintext heartbeat can be
+/// read and replayed on the way).
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A client that trusts the system's roots and, if given, the PEM
+/// certificates in `extra_roots` (a private CA, or a self-signed edge).
+pub(crate) fn client(extra_roots: Option<&std::path::Path>) -> anyhow::Result<HttpClient> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _) = roots.add_parsable_certificates(native.certs);
+    if let Some(path) = extra_roots {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("parsing {}", path.display()))?;
+        anyhow::ensure!(!certs.is_empty(), "{} holds no certificate", path.display());
+        for c in certs {
+            roots
+                .add(c)
+                .with_context(|| format!("adding a root from {}", path.display()))?;
+        }
+    } else if added == 0 {
+        tracing::warn!("no system root certificates: https:// signaling will not verify");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
+
 pub(crate) struct Heartbeater {
     /// `{edge}/v1/relays/heartbeat` for every signaling edge, in order of
     /// preference.
@@ -72,12 +114,13 @@ pub(crate) struct Heartbeater {
     pub shared: Arc<Shared>,
     /// Cold standby: report `standby` instead of `active`.
     pub standby: bool,
+    /// What the heartbeats go out on (see [`client`]).
+    pub client: HttpClient,
 }
 
 impl Heartbeater {
     pub(crate) async fn run(self) {
-        let client: Client<HttpConnector, Full<Bytes>> =
-            Client::builder(TokioExecutor::new()).build_http();
+        let client = self.client.clone();
         let mut seq = 0u64;
         // This run's epoch: signaling refuses an earlier run's heartbeats
         // once it has heard this one's.
@@ -154,7 +197,7 @@ impl Heartbeater {
     /// staying there) on failure, until one takes it or all have failed.
     async fn send(
         &self,
-        client: &Client<HttpConnector, Full<Bytes>>,
+        client: &HttpClient,
         hb: &Heartbeat,
         current: &mut usize,
     ) -> anyhow::Result<()> {
@@ -181,12 +224,7 @@ impl Heartbeater {
         Err(last_err)
     }
 
-    async fn post(
-        &self,
-        client: &Client<HttpConnector, Full<Bytes>>,
-        url: &str,
-        hb: &Heartbeat,
-    ) -> anyhow::Result<()> {
+    async fn post(&self, client: &HttpClient, url: &str, hb: &Heartbeat) -> anyhow::Result<()> {
         let body = serde_json::to_vec(hb)?;
         let signature = sign(&self.secret, &body);
         let req = hyper::Request::post(url)

@@ -155,6 +155,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             threads: s.threads as u32,
             shared: shared.clone(),
             standby: s.standby,
+            client: heartbeat::client(s.signaling_ca.as_deref())?,
         };
         tokio::spawn(hb.run());
     } else {

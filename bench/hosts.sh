@@ -64,7 +64,7 @@ bench --url "ws://127.0.0.1:$p/v1/signal" --pid "$origin" --label origin
 s=$(port); start "$BIN/tern" spin --manifest spin.toml --listen "127.0.0.1:$s" --data-dir "$work/spin"; spin=$LAST
 relay_into spin "http://127.0.0.1:$s"; wait_relay "http://127.0.0.1:$s"
 bench --url "http://127.0.0.1:$s/v1/http" --pid "$spin" --label spin-http
-g=$(port); start "$BIN/tern" gateway --listen "127.0.0.1:$g" --upstream "http://127.0.0.1:$s/v1/http"; gw=$LAST
+g=$(port); start "$BIN/tern" gateway --listen "127.0.0.1:$g" --upstream "http://127.0.0.1:$s/v1/http" --sockets-per-ip 0; gw=$LAST
 wait_relay "http://127.0.0.1:$g"
 bench --url "ws://127.0.0.1:$g/v1/signal" --pid "$spin" --pid "$gw" --label spin-gateway
 

@@ -654,3 +654,36 @@ fn an_earlier_runs_heartbeats_cannot_override_the_current_run() {
         "the earlier run's draining showed in {seen_draining} of 50 looks"
     );
 }
+
+/// `tern gateway` holds browsers to the same per-address limit as an
+/// origin: one more socket than `--sockets-per-ip` gets 429 before the
+/// upgrade (and the Spin app behind it never sees it).
+#[test]
+fn the_gateway_limits_sockets_per_address() {
+    let app = SpinApp::start();
+    let gateway: std::net::SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+    let _gw = Proc {
+        child: std::process::Command::new(bin("tern"))
+            .args(["gateway", "--listen", &gateway.to_string()])
+            .args(["--upstream", &format!("{}/v1/http", app.url())])
+            .args(["--sockets-per-ip", "2"])
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("tern gateway"),
+        name: "tern gateway".into(),
+    };
+    wait_until(Duration::from_secs(30), || {
+        http_get(gateway, "/healthz").is_ok_and(|(s, _)| s == 200)
+    })
+    .expect("gateway healthy");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = format!("ws://{gateway}/v1/signal");
+        let _a = Client::connect(&url).await;
+        let _b = Client::connect(&url).await;
+        match tokio_tungstenite::connect_async(&url).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 429),
+            other => panic!("a third socket from one address: {:?}", other.map(|_| ())),
+        }
+    });
+}

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use clap::Args;
 
+use crate::edge::socket_limits::SocketLimits;
 use crate::gateway::GatewayConfig;
 
 #[derive(Args)]
@@ -22,6 +23,17 @@ pub struct GatewayArgs {
     /// HS256 secret for dev tokens (the signaling host's API secret).
     #[arg(long, env = "TERN_API_SECRET", hide_env_values = true)]
     api_secret: Option<String>,
+    /// Frames per second one WebSocket may send, sustained; faster ones
+    /// wait. 0 = no limit.
+    #[arg(long, default_value_t = SocketLimits::default().frames_per_sec)]
+    frames_per_sec: u32,
+    /// Frames one WebSocket may send at once after a quiet spell.
+    #[arg(long, default_value_t = SocketLimits::default().frame_burst)]
+    frame_burst: u32,
+    /// WebSockets open at once from one client address (IPv6: one /64);
+    /// more get 429. 0 = no limit.
+    #[arg(long, default_value_t = SocketLimits::default().sockets_per_ip)]
+    sockets_per_ip: usize,
 }
 
 pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
@@ -34,6 +46,11 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         listen: args.listen,
         upstream: args.upstream,
         dev_secret,
+        limits: SocketLimits {
+            frames_per_sec: args.frames_per_sec,
+            frame_burst: args.frame_burst,
+            sockets_per_ip: args.sockets_per_ip,
+        },
     })
     .await
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -32,6 +32,7 @@ use tokio::sync::Mutex;
 
 use crate::edge::connections::local_error;
 use crate::edge::routes::{self, TokenQueryResult};
+use crate::edge::socket_limits::{FrameRate, IpSlot, SocketLimits, SocketsPerIp};
 use crate::edge::websocket::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, READ_BUFFER_BYTES};
 
 /// What a gateway needs; `tern gateway` builds it from its flags.
@@ -42,6 +43,8 @@ pub struct GatewayConfig {
     pub upstream: String,
     /// Sign `GET /v1/dev/token` tokens with this (development only).
     pub dev_secret: Option<Vec<u8>>,
+    /// Frames per socket and sockets per address, as an origin applies them.
+    pub limits: SocketLimits,
 }
 
 struct Bridge {
@@ -51,6 +54,8 @@ struct Bridge {
     /// The host's relay directory and heartbeat endpoint, next to `upstream`.
     relays: String,
     dev_secret: Option<Vec<u8>>,
+    limits: SocketLimits,
+    sockets_per_ip: Arc<SocketsPerIp>,
 }
 
 /// How long a request upstream may take beyond what the protocol lets it
@@ -73,6 +78,8 @@ pub async fn run(cfg: GatewayConfig) -> anyhow::Result<()> {
         upstream,
         relays,
         dev_secret,
+        limits: cfg.limits,
+        sockets_per_ip: Default::default(),
     });
     let app = Router::new()
         .route("/v1/signal", get(upgrade))
@@ -85,14 +92,25 @@ pub async fn run(cfg: GatewayConfig) -> anyhow::Result<()> {
     let listener = edge_relay::server::listen_stream(cfg.listen)
         .with_context(|| format!("listen on {}", cfg.listen))?;
     tracing::info!(listen = %listener.local_addr()?, upstream = %bridge.upstream, "gateway up");
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app).await.context("serve")
 }
 
-async fn upgrade(State(bridge): State<Arc<Bridge>>, ws: WebSocketUpgrade) -> Response {
+async fn upgrade(
+    State(bridge): State<Arc<Bridge>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let max = bridge.limits.sockets_per_ip;
+    let Some(slot) = bridge.sockets_per_ip.admit(peer.ip(), max) else {
+        tracing::warn!(ip = %peer.ip(), "refusing a socket: too many open from this address");
+        let msg = format!("{max} sockets are open from this address; that is the limit");
+        return (StatusCode::TOO_MANY_REQUESTS, msg).into_response();
+    };
     ws.max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         .read_buffer_size(READ_BUFFER_BYTES)
-        .on_upgrade(move |socket| serve(bridge, socket))
+        .on_upgrade(move |socket| serve(bridge, socket, slot))
 }
 
 #[derive(Deserialize)]
@@ -245,7 +263,8 @@ async fn connect(bridge: &Bridge) -> Result<Connected, UpstreamError> {
     Ok(res.json().await?)
 }
 
-async fn serve(bridge: Arc<Bridge>, socket: WebSocket) {
+async fn serve(bridge: Arc<Bridge>, socket: WebSocket, _slot: IpSlot) {
+    let mut rate = FrameRate::new(&bridge.limits, std::time::Instant::now());
     let (mut sink, mut stream) = socket.split();
     let connected = match connect(&bridge).await {
         Ok(c) => c,
@@ -293,7 +312,14 @@ async fn serve(bridge: Arc<Bridge>, socket: WebSocket) {
                 .await;
                 Ok(())
             }
-            Some(Ok(Message::Text(text))) => conn.send(text.to_string()).await,
+            Some(Ok(Message::Text(text))) => {
+                // Over the rate the frame waits, and the socket is not read
+                // meanwhile (see crate::edge::socket_limits).
+                if let Some(wait) = rate.take(std::time::Instant::now()) {
+                    tokio::time::sleep(wait).await;
+                }
+                conn.send(text.to_string()).await
+            }
             Some(Ok(Message::Binary(_))) => {
                 conn.local(local_error(
                     &conn.conn,

@@ -44,7 +44,23 @@ impl WranglerDev {
     }
 
     /// With extra Worker vars, e.g. `("TERN_MAX_ROOM_SIZE", "2")`.
+    ///
+    /// Its port is probed free and then handed to wrangler, which binds it
+    /// seconds later (after the build): meanwhile another process can take
+    /// it, even as the local port of an outgoing connection. workerd then
+    /// exits with "Address already in use"; start again on a fresh port.
     pub fn start_with(vars: &[(&str, &str)]) -> WranglerDev {
+        for _ in 0..4 {
+            match WranglerDev::start_once(vars) {
+                Ok(w) => return w,
+                Err(log) => eprintln!("wrangler dev lost its port; again on another:\n{log}"),
+            }
+        }
+        panic!("wrangler dev lost its port four times");
+    }
+
+    /// One start; `Err` with the log when the port was taken meanwhile.
+    fn start_once(vars: &[(&str, &str)]) -> Result<WranglerDev, String> {
         let root = repo_root();
         let wrangler = root.join("node_modules/.bin/wrangler");
         assert!(
@@ -94,14 +110,18 @@ impl WranglerDev {
                 break;
             }
             if let Ok(Some(status)) = w.child.try_wait() {
-                panic!("wrangler dev exited ({status}):\n{}", w.log_tail());
+                let log = w.log_tail();
+                if log.contains("Address already in use") {
+                    return Err(log);
+                }
+                panic!("wrangler dev exited ({status}):\n{log}");
             }
             if start.elapsed() > Duration::from_secs(900) {
                 panic!("wrangler dev never answered /healthz:\n{}", w.log_tail());
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        w
+        Ok(w)
     }
 
     /// The last lines wrangler (and the Worker's console) printed, without

@@ -207,13 +207,7 @@ impl Allocation {
         if max == 0 || self.channels.by_number.contains_key(&number) {
             return true;
         }
-        let live = self
-            .channels
-            .by_number
-            .values()
-            .filter(|c| c.expires > now)
-            .count();
-        live < max
+        self.live_counts(now).1 < max
     }
 
     pub(crate) fn is_permitted(&self, ip: IpAddr, now: Instant) -> bool {
